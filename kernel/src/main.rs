@@ -1,7 +1,68 @@
+//! The kernel: boots through `bootloader_api`, sets up the CPU and the
+//! serial console, reports what it was given, then idles (or, in a
+//! `cargo test` build, runs the in-kernel test suite).
+
 #![no_std]
 #![no_main]
-use bootloader_api::{entry_point, BootInfo};
-entry_point!(kmain);
-fn kmain(_b: &'static mut BootInfo) -> ! { loop {} }
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+#![feature(abi_x86_interrupt)]
+#![feature(custom_test_frameworks)]
+#![test_runner(crate::ktest::run)]
+#![reexport_test_harness_main = "test_main"]
+
+mod arch;
+mod boot;
+mod console;
+mod fatal;
+#[cfg(test)]
+mod ktest;
+mod mem;
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::{BootInfo, entry_point};
+
+use arch::x86_64::{cpu, tsc};
+
+/// How the bootloader must prepare the machine for us.
+pub const BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    // Page tables, the allocator's metadata and DMA buffers are reached
+    // through a linear map of all physical memory.
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    // 256 KiB: deep enough for formatting-heavy tests and allocator
+    // recursion, small enough that the overflow test reaches the guard page
+    // quickly. The bootloader leaves an unmapped guard page below it.
+    config.kernel_stack_size = 256 * 1024;
+    config
+};
+
+entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
+
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    let serial = console::serial::init();
+    let (tsc_hz, pit_answered) = tsc::calibrate();
+    console::logger::init(log::LevelFilter::Info);
+    arch::x86_64::init();
+
+    log::info!("{} {} starting", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    if !serial {
+        log::warn!("no UART answered at COM1");
+    }
+    match pit_answered {
+        true => log::info!("TSC runs at {} MHz", tsc_hz / 1_000_000),
+        false => log::warn!("PIT did not answer; assuming a {} MHz TSC", tsc_hz / 1_000_000),
+    }
+    let facts = boot::record(boot_info);
+    log::info!(
+        "kernel image offset {:#x}, stack {:#x}..{:#x}, physical memory at {:#x}",
+        facts.kernel_image_offset,
+        facts.kernel_stack.start,
+        facts.kernel_stack.end,
+        facts.physical_memory_offset.unwrap_or(0)
+    );
+    mem::map::print(&boot_info.memory_regions);
+
+    kprintln!("boot complete");
+    #[cfg(test)]
+    test_main();
+    cpu::halt_forever()
+}

@@ -1,0 +1,379 @@
+//! Reading the kernel's serial stream: a tolerant KTAP version 1 parser and
+//! the verdict on one boot.
+//!
+//! Serial output mixes firmware noise, ANSI escape sequences and log lines
+//! with the KTAP lines; everything that is not KTAP is ignored, so noise can
+//! never turn into a result. The verdict is decided by the parsed results
+//! and QEMU's exit status together: a kernel that exits with the success
+//! code but reported an incomplete plan has not passed.
+
+use std::fmt;
+
+/// QEMU's exit status when the kernel wrote `0x10` to the debug-exit port.
+pub const EXIT_SUCCESS: i32 = 33;
+/// QEMU's exit status when the kernel wrote `0x11` (test failure, panic, fault).
+pub const EXIT_FAILURE: i32 = 35;
+
+/// One `ok` / `not ok` line and the diagnostics after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestResult {
+    pub number: usize,
+    pub name: String,
+    pub outcome: Outcome,
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    /// `# SKIP` directive; the reason follows.
+    Skipped(String),
+}
+
+/// Everything learned from one serial stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub header_seen: bool,
+    pub plan: Option<usize>,
+    pub results: Vec<TestResult>,
+    /// The last `# start N name` without a result yet: the test that was
+    /// running when the stream ended.
+    pub running: Option<(usize, String)>,
+    /// `KERNEL PANIC:` / `KERNEL FAULT:` lines.
+    pub crash: Option<String>,
+    /// The kernel's own `N passed, N failed[, N skipped]` line.
+    pub kernel_summary: Option<(usize, usize, usize)>,
+    pub boot_complete: bool,
+}
+
+/// Feeds lines one at a time, as they arrive from QEMU.
+#[derive(Debug, Default)]
+pub struct Parser {
+    report: Report,
+}
+
+impl Parser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn feed(&mut self, raw: &str) {
+        let line = clean(raw);
+        let line = line.trim();
+        let report = &mut self.report;
+        if line.contains("KTAP version 1") {
+            report.header_seen = true;
+            return;
+        }
+        if line.contains("boot complete") {
+            report.boot_complete = true;
+        }
+        if let Some(at) = line.find("KERNEL PANIC:").or_else(|| line.find("KERNEL FAULT:")) {
+            // Keep the first crash: later ones are usually consequences.
+            report.crash.get_or_insert_with(|| line[at..].to_string());
+            return;
+        }
+        if !report.header_seen {
+            return;
+        }
+        if let Some(plan) = line.strip_prefix("1..").and_then(|n| n.parse().ok()) {
+            report.plan = Some(plan);
+        } else if let Some(result) = parse_result(line) {
+            if report.running.as_ref().is_some_and(|(n, _)| *n == result.number) {
+                report.running = None;
+            }
+            report.results.push(result);
+        } else if let Some(start) = line.strip_prefix("# start ") {
+            if let Some((number, name)) = start.split_once(' ') {
+                if let Ok(number) = number.parse() {
+                    report.running = Some((number, name.to_string()));
+                }
+            }
+        } else if let Some(diagnostic) = line.strip_prefix('#') {
+            if let Some(last) = report.results.last_mut() {
+                last.diagnostics.push(diagnostic.trim().to_string());
+            }
+        } else if let Some(summary) = parse_summary(line) {
+            report.kernel_summary = Some(summary);
+        }
+    }
+
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    pub fn into_report(self) -> Report {
+        self.report
+    }
+}
+
+/// Parses a whole recorded stream.
+pub fn parse(stream: &str) -> Report {
+    let mut parser = Parser::new();
+    for line in stream.lines() {
+        parser.feed(line);
+    }
+    parser.into_report()
+}
+
+/// Removes ANSI escape sequences, carriage returns and other control bytes.
+pub fn clean(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters and intermediates, then one final byte.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.peek() == Some(&'\\')) {
+                            if c == '\x1b' {
+                                chars.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                // Two-byte sequences (ESC c, ESC 7, ...).
+                _ => {}
+            },
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn parse_result(line: &str) -> Option<TestResult> {
+    let (failed, rest) = match line.strip_prefix("not ok ") {
+        Some(rest) => (true, rest),
+        None => (false, line.strip_prefix("ok ")?),
+    };
+    let (number, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let number = number.parse().ok()?;
+    let (name, directive) = match rest.split_once(" # ") {
+        Some((name, directive)) => (name, Some(directive)),
+        None => (rest, None),
+    };
+    let outcome = match directive {
+        Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => {
+            Outcome::Skipped(d[4..].trim().to_string())
+        }
+        _ if failed => Outcome::Failed,
+        _ => Outcome::Passed,
+    };
+    Some(TestResult { number, name: name.trim().to_string(), outcome, diagnostics: Vec::new() })
+}
+
+/// `N passed, N failed` with an optional `, N skipped`.
+fn parse_summary(line: &str) -> Option<(usize, usize, usize)> {
+    let mut parts = line.split(", ");
+    let count = |part: Option<&str>, word: &str| -> Option<usize> {
+        part?.strip_suffix(word)?.trim().parse().ok()
+    };
+    let passed = count(parts.next(), " passed")?;
+    let failed = count(parts.next(), " failed")?;
+    let skipped = match parts.next() {
+        Some(part) => count(Some(part), " skipped")?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((passed, failed, skipped))
+}
+
+/// How the QEMU process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Status(i32),
+    /// Killed by a signal other than ours.
+    Signal(i32),
+    /// Killed by the runner after this many seconds.
+    TimedOut(u64),
+}
+
+/// The verdict on one boot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Why the run failed, one reason per entry; empty when it passed.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    pub fn success(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// Judges one boot from what it printed and how QEMU ended.
+pub fn judge(report: &Report, exit: Exit) -> Verdict {
+    let mut verdict = Verdict::default();
+    let problems = &mut verdict.problems;
+    let mut seen = Vec::new();
+    for result in &report.results {
+        if seen.contains(&result.number) {
+            problems.push(format!("test {} reported twice", result.number));
+        }
+        seen.push(result.number);
+        match &result.outcome {
+            Outcome::Passed => verdict.passed += 1,
+            Outcome::Skipped(_) => verdict.skipped += 1,
+            Outcome::Failed => {
+                verdict.failed += 1;
+                let why = result.diagnostics.first().map(String::as_str).unwrap_or("no diagnostics");
+                problems.push(format!("not ok {} {}: {why}", result.number, result.name));
+            }
+        }
+    }
+    if verdict.skipped > 0 {
+        problems.push(format!("{} tests did not run", verdict.skipped));
+    }
+    if let Some(crash) = &report.crash {
+        problems.push(crash.clone());
+    }
+    if !report.header_seen {
+        problems.push("no KTAP output: the test suite never started".into());
+    } else {
+        match report.plan {
+            None => problems.push("no test plan (1..N) was printed".into()),
+            Some(plan) if report.results.len() < plan => {
+                let missing = plan - report.results.len();
+                problems.push(format!(
+                    "incomplete: the plan announced {plan} tests, {} were reported",
+                    report.results.len()
+                ));
+                // Unreported tests count as failed so the summary never hides them.
+                verdict.failed += missing;
+            }
+            Some(plan) if report.results.len() > plan => problems.push(format!(
+                "the plan announced {plan} tests, {} were reported",
+                report.results.len()
+            )),
+            Some(_) => {}
+        }
+        let expected: Vec<usize> = (1..=report.results.len()).collect();
+        if seen != expected && problems.iter().all(|p| !p.contains("reported twice")) {
+            problems.push("results are out of order".into());
+        }
+    }
+    if let Some((passed, failed, skipped)) = report.kernel_summary {
+        let counted = report.results.len();
+        if passed + failed + skipped != counted {
+            problems.push(format!(
+                "the kernel's summary ({passed} passed, {failed} failed) disagrees with the {counted} results"
+            ));
+        }
+    }
+    match exit {
+        Exit::Status(EXIT_SUCCESS) => {}
+        Exit::Status(EXIT_FAILURE) => {
+            if problems.is_empty() {
+                problems.push("the kernel reported failure (QEMU exit status 35)".into());
+            }
+        }
+        Exit::Status(status) => problems.push(format!(
+            "QEMU exited with status {status}, not {EXIT_SUCCESS} (a triple fault or reset ends with 0)"
+        )),
+        Exit::Signal(signal) => problems.push(format!("QEMU was killed by signal {signal}")),
+        Exit::TimedOut(seconds) => problems.push(match &report.running {
+            Some((number, name)) => {
+                format!("timed out after {seconds} s while test {number} ({name}) was running")
+            }
+            None if report.header_seen => {
+                format!("timed out after {seconds} s between tests")
+            }
+            None => format!("timed out after {seconds} s before the test suite started"),
+        }),
+    }
+    // A failed run always counts at least one failure in the summary.
+    if !verdict.success() && verdict.failed == 0 {
+        verdict.failed = 1;
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_carriage_returns_are_removed() {
+        assert_eq!(clean("\x1b[2J\x1b[01;01HKTAP version 1\r"), "KTAP version 1");
+        assert_eq!(clean("\x1b]0;title\x07ok 1 a"), "ok 1 a");
+        assert_eq!(clean("a\tb\x00c"), "a bc");
+    }
+
+    #[test]
+    fn result_lines_parse() {
+        let ok = parse_result("ok 3 mem::tests::x").unwrap();
+        assert_eq!((ok.number, ok.name.as_str(), ok.outcome), (3, "mem::tests::x", Outcome::Passed));
+        let bad = parse_result("not ok 4 y").unwrap();
+        assert_eq!(bad.outcome, Outcome::Failed);
+        let skip = parse_result("not ok 5 z # SKIP not run: test 4 did not finish").unwrap();
+        assert_eq!(skip.outcome, Outcome::Skipped("not run: test 4 did not finish".into()));
+        assert_eq!(skip.name, "z");
+        assert!(parse_result("okay 1 x").is_none());
+        assert!(parse_result("ok x").is_none());
+    }
+
+    #[test]
+    fn summary_lines_parse() {
+        assert_eq!(parse_summary("12 passed, 0 failed"), Some((12, 0, 0)));
+        assert_eq!(parse_summary("1 passed, 2 failed, 3 skipped"), Some((1, 2, 3)));
+        assert_eq!(parse_summary("1 passed"), None);
+        assert_eq!(parse_summary("1 passed, 2 failed, 3 skipped, 4 more"), None);
+    }
+
+    #[test]
+    fn noise_before_the_header_is_ignored() {
+        let report = parse("ok 1 fake\n1..9\nKTAP version 1\n1..1\nok 1 real\n1 passed, 0 failed\n");
+        assert_eq!(report.plan, Some(1));
+        assert_eq!(report.results.len(), 1);
+        assert!(judge(&report, Exit::Status(EXIT_SUCCESS)).success());
+    }
+
+    #[test]
+    fn success_exit_without_results_fails() {
+        let verdict = judge(&parse("boot complete\n"), Exit::Status(EXIT_SUCCESS));
+        assert!(!verdict.success());
+        assert_eq!(verdict.failed, 1);
+    }
+
+    #[test]
+    fn passing_results_with_a_wrong_exit_fail() {
+        let report = parse("KTAP version 1\n1..1\nok 1 a\n1 passed, 0 failed\n");
+        assert!(judge(&report, Exit::Status(EXIT_SUCCESS)).success());
+        assert!(!judge(&report, Exit::Status(0)).success());
+        assert!(!judge(&report, Exit::Status(EXIT_FAILURE)).success());
+        assert!(!judge(&report, Exit::Signal(9)).success());
+    }
+
+    #[test]
+    fn duplicate_or_disordered_results_fail() {
+        let twice = parse("KTAP version 1\n1..2\nok 1 a\nok 1 a\n");
+        assert!(!judge(&twice, Exit::Status(EXIT_SUCCESS)).success());
+        let swapped = parse("KTAP version 1\n1..2\nok 2 b\nok 1 a\n");
+        assert!(!judge(&swapped, Exit::Status(EXIT_SUCCESS)).success());
+    }
+}

@@ -1,0 +1,10 @@
+//! Host side of the kernel: disk images, QEMU, and the in-kernel test runner.
+//!
+//! The data flows one way: kernel ELF → [`image`] → [`qemu`] command →
+//! [`session`] (captured serial) → [`ktap`] report → verdict and exit code.
+
+pub mod image;
+pub mod ktap;
+pub mod qemu;
+pub mod session;
+pub mod suite;

@@ -1,0 +1,74 @@
+//! The in-kernel test suite on several machines, with one summary.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::image;
+use crate::ktap::{self, Verdict};
+use crate::qemu::{self, Firmware, Machine, Options, Ovmf};
+use crate::session;
+
+/// Machines `make test` boots by default: small BIOS, UEFI, and a BIOS
+/// machine with memory above 4 GiB (so DMA32 and Normal both exist).
+pub const DEFAULT_MACHINES: &str = "bios:256M uefi:512M bios:8G";
+
+/// Boots the test kernel on every machine, prints each verdict and a final
+/// `N passed, N failed` line; returns whether everything passed.
+pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<bool, String> {
+    let qemu = qemu::qemu_binary()?;
+    let out_dir = image::default_out_dir(kernel).join("test");
+    let ovmf = match machines.iter().any(|m| m.firmware == Firmware::Uefi) {
+        true => Some(Ovmf::find()?),
+        false => None,
+    };
+    let mut verdicts: Vec<(Machine, Verdict)> = Vec::new();
+    for machine in machines {
+        let image = image::build(kernel, &out_dir, machine.firmware)?;
+        let vars = out_dir.join(format!("ovmf-vars-{}.fd", std::process::id()));
+        let ovmf = match &ovmf {
+            Some(ovmf) if machine.firmware == Firmware::Uefi => {
+                std::fs::copy(&ovmf.vars, &vars).map_err(|e| format!("copying OVMF vars: {e}"))?;
+                Some((ovmf, vars.as_path()))
+            }
+            _ => None,
+        };
+        let command = qemu::command(&qemu, machine, &image, ovmf, &Options::default());
+        let accel = if command.get_args().any(|a| a == "kvm") { "kvm" } else { "tcg" };
+        println!("==> in-kernel tests on {machine} ({accel})");
+        let outcome = session::run(command, timeout, &mut std::io::stdout(), None)
+            .map_err(|e| format!("starting {}: {e}", qemu.display()));
+        let _ = std::fs::remove_file(&vars);
+        let outcome = outcome?;
+        let verdict = ktap::judge(&outcome.report, outcome.exit);
+        if verdict.success() {
+            println!("--> {machine}: {verdict}");
+        } else {
+            println!("--> {machine} FAILED: {verdict}");
+            for problem in &verdict.problems {
+                println!("    {problem}");
+            }
+            if !outcome.stderr.trim().is_empty() {
+                println!("    QEMU said: {}", outcome.stderr.trim());
+            }
+        }
+        verdicts.push((machine.clone(), verdict));
+    }
+    Ok(print_summary(&verdicts, &mut std::io::stdout()))
+}
+
+/// Prints one line per machine and the total; returns whether all passed.
+pub fn print_summary(verdicts: &[(Machine, Verdict)], out: &mut dyn Write) -> bool {
+    let mut total = Verdict::default();
+    let _ = writeln!(out, "kernel test summary:");
+    for (machine, verdict) in verdicts {
+        let state = if verdict.success() { "ok" } else { "FAILED" };
+        let _ = writeln!(out, "  {:<12} {state:<6} {verdict}", machine.to_string());
+        total.passed += verdict.passed;
+        total.failed += verdict.failed;
+        total.skipped += verdict.skipped;
+        total.problems.extend(verdict.problems.iter().cloned());
+    }
+    let _ = writeln!(out, "{total}");
+    total.success()
+}

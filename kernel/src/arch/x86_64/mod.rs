@@ -1,0 +1,17 @@
+//! x86_64: descriptor tables, exceptions, the CPU instructions the kernel needs,
+//! the TSC clock and the QEMU exit device.
+
+pub mod cpu;
+pub mod debug_exit;
+pub mod gdt;
+pub mod idt;
+pub mod pic;
+pub mod tsc;
+
+/// Brings the CPU into the state the rest of the kernel assumes: our own GDT
+/// with a double-fault stack, every exception handled, legacy PIC silenced.
+pub fn init() {
+    gdt::init();
+    idt::init();
+    pic::mask_all();
+}

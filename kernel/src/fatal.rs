@@ -1,0 +1,37 @@
+//! The end of the line: panics and exceptions nothing can recover from.
+//!
+//! Both print a marker line the host runner looks for (`KERNEL PANIC:` or
+//! `KERNEL FAULT:`), then, inside a test run, let the harness report the test
+//! as failed; otherwise they tell QEMU to exit with failure, or halt on real
+//! hardware.
+
+use core::panic::PanicInfo;
+
+use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::debug_exit::{self, ExitCode};
+use crate::arch::x86_64::idt::ExceptionReport;
+use crate::console::serial::print_emergency;
+
+/// Called by every exception handler except the breakpoint trap.
+pub fn exception(report: &ExceptionReport<'_>) -> ! {
+    #[cfg(test)]
+    crate::ktest::resume_if_expected(report);
+    print_emergency(format_args!("KERNEL FAULT: {report}\n"));
+    #[cfg(test)]
+    crate::ktest::abort(format_args!("{report}"));
+    stop(ExitCode::Failure)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    print_emergency(format_args!("KERNEL PANIC: {info}\n"));
+    #[cfg(test)]
+    crate::ktest::abort(format_args!("{info}"));
+    stop(ExitCode::Failure)
+}
+
+/// Leaves QEMU with `code`; on real hardware, halts this CPU.
+pub fn stop(code: ExitCode) -> ! {
+    debug_exit::exit(code);
+    cpu::halt_forever()
+}
