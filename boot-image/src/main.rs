@@ -90,9 +90,12 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
     }
 }
 
-/// cargo puts test harness binaries under `deps/`.
+/// cargo names test harness binaries `<crate>-<16 hex digits>` (under
+/// `deps/`, or `build/<crate>/<hash>/out/` with the newer build-dir layout).
 fn is_test_binary(kernel: &Path) -> bool {
-    kernel.parent().and_then(Path::file_name).is_some_and(|dir| dir == "deps")
+    let name = kernel.file_name().and_then(|name| name.to_str()).unwrap_or("");
+    name.rsplit_once('-')
+        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn image_all(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {

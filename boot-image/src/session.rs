@@ -12,7 +12,7 @@ use crate::ktap::{Exit, Parser, Report};
 
 /// How a captured run ended.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Capture {
     pub report: Report,
     pub exit: Exit,
     /// What the process wrote to stderr (QEMU's own complaints).
@@ -28,7 +28,7 @@ pub fn run(
     timeout: Duration,
     echo: &mut dyn Write,
     stop_when: Option<&dyn Fn(&Report) -> bool>,
-) -> std::io::Result<Outcome> {
+) -> std::io::Result<Capture> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -103,7 +103,7 @@ pub fn run(
         Some(None) => Exit::Status(crate::ktap::EXIT_SUCCESS),
         None => exit_of(status),
     };
-    Ok(Outcome { report: parser.into_report(), exit, stderr })
+    Ok(Capture { report: parser.into_report(), exit, stderr })
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Exit {

@@ -67,7 +67,7 @@ pub struct ShouldFault {
 
 impl Testable for ShouldFault {
     fn name(&self) -> &'static str {
-        self.name
+        self.name.strip_prefix("kernel::").unwrap_or(self.name)
     }
 
     fn expected_fault(&self) -> Option<&ExpectedFault> {
@@ -79,17 +79,37 @@ impl Testable for ShouldFault {
     }
 }
 
+/// Declares a should-fault test: `should_fault!(name, kind, address, body)`
+/// where `address` is `None` or `Some(fn() -> Range<u64>)` that CR2 must fall in.
+macro_rules! should_fault {
+    ($name:ident, $kind:expr, $address:expr, $body:expr) => {
+        #[test_case]
+        #[allow(non_upper_case_globals)]
+        static $name: $crate::ktest::ShouldFault = $crate::ktest::ShouldFault {
+            name: concat!(module_path!(), "::", stringify!($name)),
+            expect: $crate::ktest::ExpectedFault { kind: $kind, address: $address },
+            body: $body,
+        };
+    };
+}
+pub(crate) use should_fault;
+
 static TESTS: Once<&'static [&'static dyn Testable]> = Once::new();
 /// 1-based number of the running test; 0 when none runs.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PASSED: AtomicUsize = AtomicUsize::new(0);
 static FAILED: AtomicUsize = AtomicUsize::new(0);
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 /// Stack pointer at the start of the run: where a test resumes after an
 /// expected fault (everything below it belongs to the abandoned test).
 static RESUME_STACK: AtomicU64 = AtomicU64::new(0);
 
 /// The custom test framework's runner.
-pub fn run(tests: &'static [&'static dyn Testable]) -> ! {
+pub fn run(tests: &[&dyn Testable]) -> ! {
+    // SAFETY: the slice lives in the frame of the generated `test_main`,
+    // which calls us and is never returned to: we diverge, and a resume after
+    // an expected fault only rewinds the stack to *our* frame, below it.
+    let tests: &'static [&'static dyn Testable] = unsafe { core::mem::transmute(tests) };
     TESTS.call_once(|| tests);
     kprintln!("KTAP version 1");
     kprintln!("1..{}", tests.len());
@@ -157,17 +177,18 @@ impl fmt::Display for Indented<'_> {
     }
 }
 
-/// Prints the summary line and leaves QEMU. `skipped` counts tests that
-/// never ran because an earlier one died.
-fn finish(skipped: usize) -> ! {
+/// Prints the summary line and leaves QEMU. `not_run` counts tests that
+/// never ran because an earlier one died; they fail the run.
+fn finish(not_run: usize) -> ! {
     let passed = PASSED.load(Ordering::SeqCst);
     let failed = FAILED.load(Ordering::SeqCst);
+    let skipped = SKIPPED.load(Ordering::SeqCst) + not_run;
     if skipped > 0 {
         print_emergency(format_args!("{passed} passed, {failed} failed, {skipped} skipped\n"));
     } else {
         print_emergency(format_args!("{passed} passed, {failed} failed\n"));
     }
-    let code = if failed == 0 && skipped == 0 { ExitCode::Success } else { ExitCode::Failure };
+    let code = if failed == 0 && not_run == 0 { ExitCode::Success } else { ExitCode::Failure };
     fatal::stop(code)
 }
 
@@ -190,6 +211,16 @@ pub fn resume_if_expected(report: &ExceptionReport<'_>) {
     CURRENT.store(0, Ordering::SeqCst);
     report_ok(number, test.name(), Some(format_args!("raised as expected: {}", report.name)));
     resume_at(number);
+}
+
+/// Ends the running test as skipped (`ok N name # SKIP reason`) and goes on
+/// with the next one. Call it only from a test body.
+pub fn skip(reason: &str) -> ! {
+    let number = CURRENT.swap(0, Ordering::SeqCst);
+    let name = number.checked_sub(1).and_then(|index| tests().get(index)).map_or("?", |t| t.name());
+    kprintln!("ok {number} {name} # SKIP {reason}");
+    SKIPPED.fetch_add(1, Ordering::SeqCst);
+    resume_at(number)
 }
 
 /// Abandons the faulted test's stack and runs the tests after it.
@@ -233,4 +264,31 @@ pub fn abort(why: fmt::Arguments<'_>) {
         ));
     }
     finish(tests.len() - number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Indented;
+    use core::fmt::Write;
+
+    struct Buffer {
+        bytes: [u8; 64],
+        len: usize,
+    }
+
+    impl Write for Buffer {
+        fn write_str(&mut self, text: &str) -> core::fmt::Result {
+            let end = self.len + text.len();
+            self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?.copy_from_slice(text.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+
+    #[test_case]
+    fn multi_line_diagnostics_stay_diagnostics() {
+        let mut buffer = Buffer { bytes: [0; 64], len: 0 };
+        write!(buffer, "{}", Indented(format_args!("page fault\n  rip 0x1"))).unwrap();
+        assert_eq!(&buffer.bytes[..buffer.len], b"page fault\n#   rip 0x1");
+    }
 }

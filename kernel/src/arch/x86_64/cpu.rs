@@ -27,3 +27,18 @@ pub fn stack_pointer() -> u64 {
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
     rsp
 }
+
+/// Whether CPUID names KVM as the hypervisor we run under.
+pub fn under_kvm() -> bool {
+    use core::arch::x86_64::__cpuid;
+    // Leaf 1 ECX bit 31: a hypervisor is present and leaf 0x4000_0000 is valid.
+    if __cpuid(1).ecx & (1 << 31) == 0 {
+        return false;
+    }
+    let leaf = __cpuid(0x4000_0000);
+    let mut vendor = [0u8; 12];
+    vendor[..4].copy_from_slice(&leaf.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&leaf.ecx.to_le_bytes());
+    vendor[8..].copy_from_slice(&leaf.edx.to_le_bytes());
+    &vendor == b"KVMKVMKVM\0\0\0"
+}

@@ -59,3 +59,36 @@ pub fn init() {
         load_tss(selectors.tss);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::arch::x86_64::idt::ExceptionKind;
+    use crate::ktest::should_fault;
+    use core::hint::black_box;
+    use core::ops::Range;
+
+    /// The unmapped page the bootloader leaves below the kernel stack.
+    fn guard_page() -> Range<u64> {
+        let bottom = crate::boot::facts().map_or(0, |facts| facts.kernel_stack.start);
+        bottom - 4096..bottom
+    }
+
+    /// Recurses until the stack runs into the guard page. The frame is
+    /// large and observed so the compiler can neither shrink nor loop it.
+    #[inline(never)]
+    fn recurse(depth: u64) -> u64 {
+        let frame = black_box([depth; 32]);
+        if black_box(depth) == u64::MAX {
+            return 0;
+        }
+        recurse(depth + 1) + frame[7]
+    }
+
+    fn overflow_the_stack() {
+        black_box(recurse(0));
+    }
+
+    // The push that hits the guard page cannot deliver #PF on the same
+    // stack, so the CPU raises #DF, which runs on its IST stack.
+    should_fault!(stack_overflow_hits_the_guard_page, ExceptionKind::DoubleFault, Some(guard_page), overflow_the_stack);
+}

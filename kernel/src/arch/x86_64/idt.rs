@@ -229,3 +229,42 @@ pub fn init() {
     })
     .load();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BREAKPOINTS, ExceptionKind};
+    use crate::ktest::should_fault;
+    use core::ops::Range;
+    use core::sync::atomic::Ordering;
+
+    #[test_case]
+    fn breakpoint_is_reported_and_returns() {
+        if crate::arch::x86_64::cpu::under_kvm() {
+            // Seen on our CI hosts (nested KVM): QEMU stops with "KVM
+            // internal error ... emulation failure" on any int3. The TCG
+            // boots of the suite still cover this handler.
+            crate::ktest::skip("KVM here cannot deliver #BP; covered by the TCG boots");
+        }
+        let before = BREAKPOINTS.load(Ordering::Relaxed);
+        x86_64::instructions::interrupts::int3();
+        assert_eq!(BREAKPOINTS.load(Ordering::Relaxed), before + 1);
+    }
+
+    /// Lower-half address far from the kernel image (linked at 2 MiB) and
+    /// from everything the bootloader maps (all in high P4 slots).
+    const UNMAPPED: u64 = 0x5eed_0000;
+
+    fn unmapped() -> Range<u64> {
+        UNMAPPED..UNMAPPED + 1
+    }
+
+    fn read_unmapped() {
+        let value: u64;
+        // SAFETY: deliberately faults; the harness resumes after the
+        // expected page fault and never returns here.
+        unsafe { core::arch::asm!("mov {}, [{}]", out(reg) value, in(reg) UNMAPPED) };
+        core::hint::black_box(value);
+    }
+
+    should_fault!(page_fault_reports_the_address, ExceptionKind::PageFault, Some(unmapped), read_unmapped);
+}

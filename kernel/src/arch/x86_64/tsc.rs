@@ -76,3 +76,18 @@ pub fn ticks_to_micros(ticks: u64) -> u64 {
         hz => (ticks as u128 * 1_000_000 / hz as u128) as u64,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test_case]
+    fn clock_is_calibrated_and_monotonic() {
+        assert!(frequency() >= 100_000_000, "TSC at {} Hz is implausible", frequency());
+        let first = uptime_micros();
+        let start = now();
+        while now() - start < frequency() / 1000 {}
+        let second = uptime_micros();
+        assert!(second >= first + 1000, "1 ms of TSC ticks moved the clock {} us", second - first);
+    }
+}
