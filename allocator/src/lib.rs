@@ -1,1 +1,83 @@
-#![no_std]
+//! A buddy allocator of physical page frames for x86_64 kernels.
+//!
+//! - `#![no_std]`, no heap, `const fn new`: one global instance in a `static`.
+//! - Per-page metadata is one 8-byte word in memory the caller hands over
+//!   ([`metadata_bytes`] says how much); it is initialised lazily, a chunk
+//!   at a time, so registering 4 GiB writes a few words, not 8 MiB.
+//! - Orders `0..=18` (4 KiB .. 1 GiB), blocks physically aligned to their
+//!   size, buddies never cross a section.
+//! - Zones DMA (< 16 MiB), DMA32 (< 4 GiB), Normal; requests name the highest
+//!   zone they accept or a physical limit ([`Constraint`]); Normal first,
+//!   with a configurable reserve of the lower zones ([`BuddyAllocator::set_reserve`]).
+//! - Exact page counts, alignment beyond the size, fixed ranges, bulk
+//!   single frames, hot-add and removal of sections.
+//! - Every bad call returns a specific [`Error`] and changes nothing, in
+//!   release builds too.
+//! - Optional poisoning and zeroing of frames ([`FrameOptions`]).
+//! - [`Stats`] like Linux's buddyinfo, with a `Display` table.
+//! - [`LockedAllocator`]: an interrupt-masking spin lock ([`InterruptControl`]).
+//! - Feature `x86_64`: `FrameAllocator<Size4KiB>` and `FrameDeallocator<Size4KiB>`.
+//!
+//! ```
+//! use allocator::{BuddyAllocator, Constraint, Zone, PhysAddr, metadata_bytes};
+//! use core::ptr::NonNull;
+//!
+//! let pages = 4096; // 16 MiB at 4 GiB - 8 MiB: half DMA32, half Normal
+//! let mut meta = vec![0u64; pages];
+//! let mut a = BuddyAllocator::new();
+//! // SAFETY: `meta` outlives `a` and nothing else touches it meanwhile.
+//! unsafe {
+//!     a.add_section(PhysAddr((1 << 32) - (8 << 20)), pages as u64,
+//!                   NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
+//!                   metadata_bytes(pages as u64)).unwrap();
+//! }
+//! let dma = a.alloc(0, Constraint::Zone(Zone::Dma32)).unwrap();
+//! assert!(dma.0 < 1 << 32);
+//! let any = a.alloc(0, Constraint::ANY).unwrap();
+//! assert!(any.0 >= 1 << 32);
+//! a.free(dma, 0).unwrap();
+//! a.free(any, 0).unwrap();
+//! print!("{}", a.stats());
+//! ```
+
+#![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+
+mod buddy;
+mod locked;
+mod meta;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod types;
+#[cfg(feature = "x86_64")]
+mod x86;
+
+pub use buddy::{
+    BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, LIMIT_SCAN,
+    POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
+};
+pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
+pub use stats::{Stats, ZoneStats};
+pub use types::{
+    Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,
+    MAX_SECTIONS, META_BYTES_PER_PAGE, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn,
+    PhysAddr, Zone,
+};
+
+/// Doctest helper: an allocator with one DMA32 section of `$pages` pages at
+/// 16 MiB, metadata leaked from a `Vec` (needs `std`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! doc_allocator {
+    ($pages:expr) => {{
+        let mut a = $crate::BuddyAllocator::new();
+        a.add_section_static(
+            $crate::PhysAddr(0x100_0000),
+            $pages as u64,
+            ::std::vec![0u64; $pages as usize].leak(),
+        )
+        .unwrap();
+        a
+    }};
+}

@@ -1,0 +1,1577 @@
+//! The buddy allocator proper.
+
+use core::ptr::NonNull;
+
+use crate::meta::*;
+use crate::stats::{Stats, ZoneStats};
+use crate::types::*;
+
+/// The byte freed frames are filled with when poisoning is on.
+pub const POISON_BYTE: u8 = 0xAA;
+const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
+
+/// How many free blocks of one order an allocation below an arbitrary
+/// physical limit examines in the one section that straddles the limit.
+/// Sections entirely below the limit are used without any scan.
+pub const LIMIT_SCAN: usize = 64;
+const PICK_TRIES: usize = 3;
+
+/// Bytes of metadata a section of `pages` pages needs: exactly
+/// [`META_BYTES_PER_PAGE`] (8) per page, nothing more.
+///
+/// ```
+/// assert_eq!(allocator::metadata_bytes(1 << 20), 8 << 20); // 4 GiB -> 8 MiB
+/// ```
+pub const fn metadata_bytes(pages: u64) -> usize {
+    (pages as usize).saturating_mul(META_BYTES_PER_PAGE)
+}
+
+/// A section split so that its first pages hold the metadata for the rest.
+///
+/// ```
+/// use allocator::{carve_metadata, PhysAddr};
+/// let c = carve_metadata(PhysAddr(0x10_0000), 1000).unwrap();
+/// assert_eq!(c.meta_start, PhysAddr(0x10_0000));
+/// assert_eq!(c.meta_pages, 2); // 2 pages hold 8 bytes for each of 998 pages
+/// assert_eq!(c.start.0, 0x10_0000 + 2 * 4096);
+/// assert_eq!(c.pages, 998);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct Carved {
+    /// Where the metadata begins (the start of the original range).
+    pub meta_start: PhysAddr,
+    /// Pages given over to metadata.
+    pub meta_pages: u64,
+    /// First managed page.
+    pub start: PhysAddr,
+    /// Number of managed pages.
+    pub pages: u64,
+}
+
+/// Splits `[start, start + pages)` into a metadata prefix and the pages it
+/// describes. Fails with [`Error::SectionTooSmall`] if nothing would be left
+/// to manage, [`Error::ZeroCount`] for zero pages, [`Error::Misaligned`] for an
+/// unaligned start.
+///
+/// ```
+/// use allocator::{carve_metadata, Error, PhysAddr};
+/// assert_eq!(carve_metadata(PhysAddr(0), 1), Err(Error::SectionTooSmall));
+/// ```
+pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error> {
+    if pages == 0 {
+        return Err(Error::ZeroCount);
+    }
+    if !start.is_page_aligned() {
+        return Err(Error::Misaligned);
+    }
+    // Smallest m with m * 4096 >= 8 * (pages - m).
+    let per = PAGE_SIZE + META_BYTES_PER_PAGE as u64;
+    let m = (pages * META_BYTES_PER_PAGE as u64).div_ceil(per);
+    if m >= pages {
+        return Err(Error::SectionTooSmall);
+    }
+    Ok(Carved {
+        meta_start: start,
+        meta_pages: m,
+        start: PhysAddr(start.0 + m * PAGE_SIZE),
+        pages: pages - m,
+    })
+}
+
+/// Frame-content options (they need the physical memory mapping).
+///
+/// ```
+/// let o = allocator::FrameOptions { poison: true, zero_on_alloc: false };
+/// assert!(o.poison);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct FrameOptions {
+    /// Fill freed frames with [`POISON_BYTE`] and verify the pattern when
+    /// they are allocated again ([`Error::Corrupted`] on mismatch).
+    pub poison: bool,
+    /// Fill allocated frames with zeros before returning them.
+    pub zero_on_alloc: bool,
+}
+
+/// What one page currently is.
+///
+/// ```
+/// use allocator::PageState;
+/// let s = PageState::Allocated { pages: 5 };
+/// assert_ne!(s, PageState::Interior);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum PageState {
+    /// Inside the free block starting at `block`, of `order`.
+    Free {
+        /// First page of the free block.
+        block: PhysAddr,
+        /// Order of the free block.
+        order: u32,
+    },
+    /// First page of an allocation of `pages` pages.
+    Allocated {
+        /// Size of the allocation in pages.
+        pages: u64,
+    },
+    /// An allocated page that is not the first page of its allocation.
+    Interior,
+}
+
+/// A free block, as yielded by [`BuddyAllocator::free_blocks`].
+///
+/// ```
+/// use allocator::{FreeBlock, PhysAddr, Zone};
+/// let b = FreeBlock { addr: PhysAddr(0), order: 0, zone: Zone::Dma };
+/// assert_eq!(b.pages(), 1);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Hash)]
+pub struct FreeBlock {
+    /// First page.
+    pub addr: PhysAddr,
+    /// Order (the block has 2^order pages).
+    pub order: u32,
+    /// Zone of the block.
+    pub zone: Zone,
+}
+
+impl FreeBlock {
+    /// Number of pages in the block.
+    ///
+    /// ```
+    /// # use allocator::{FreeBlock, PhysAddr, Zone};
+    /// assert_eq!(FreeBlock { addr: PhysAddr(0), order: 9, zone: Zone::Dma }.pages(), 512);
+    /// ```
+    pub const fn pages(&self) -> u64 {
+        1 << self.order
+    }
+}
+
+/// A registered (zone-split) section, as yielded by [`BuddyAllocator::sections`].
+///
+/// ```
+/// let mut a = allocator::BuddyAllocator::new();
+/// assert_eq!(a.sections().count(), 0);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct SectionInfo {
+    /// First managed page.
+    pub start: PhysAddr,
+    /// Number of managed pages.
+    pub pages: u64,
+    /// Zone of every page in the section.
+    pub zone: Zone,
+    /// Free pages in the section.
+    pub free_pages: u64,
+    /// Start of the [`BuddyAllocator::add_section`] call this piece came from
+    /// (pass it to [`BuddyAllocator::remove_section`]).
+    pub registered_at: PhysAddr,
+}
+
+/// What [`BuddyAllocator::remove_section`] hands back: the metadata buffer
+/// that was given to [`BuddyAllocator::add_section`], now the caller's again.
+///
+/// ```
+/// # fn f(r: allocator::RemovedSection) { let _ = (r.meta, r.meta_bytes, r.pages); }
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct RemovedSection {
+    /// The metadata buffer.
+    pub meta: NonNull<u8>,
+    /// Its length in bytes.
+    pub meta_bytes: usize,
+    /// The pages the registration managed.
+    pub pages: u64,
+}
+
+/// An error from [`BuddyAllocator::free_bulk`]: the frame at `index` was
+/// rejected and nothing was freed.
+///
+/// ```
+/// let e = allocator::BulkError { index: 3, error: allocator::Error::DoubleFree };
+/// assert_eq!(e.index, 3);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct BulkError {
+    /// Index of the first offending frame in the slice.
+    pub index: usize,
+    /// Why it was rejected.
+    pub error: Error,
+}
+
+#[derive(Clone, Copy)]
+struct Section {
+    /// First frame number.
+    base: u64,
+    pages: u32,
+    chunk_shift: u32,
+    zone: u8,
+    meta: *mut u64,
+    reg_base: u64,
+    reg_meta: *mut u8,
+    reg_meta_bytes: usize,
+    reg_pages: u64,
+    free_pages: u64,
+    head: [u32; NR_ORDERS],
+    tail: [u32; NR_ORDERS],
+    nfree: [u32; NR_ORDERS],
+    /// Chunk fully initialised (every word valid).
+    chunk_init: [u64; CHUNK_WORDS],
+    /// Chunk not initialised, but its first word is valid.
+    chunk_head: [u64; CHUNK_WORDS],
+}
+
+impl Section {
+    const EMPTY: Section = Section {
+        base: 0,
+        pages: 0,
+        chunk_shift: MIN_CHUNK_SHIFT,
+        zone: 0,
+        meta: core::ptr::null_mut(),
+        reg_base: 0,
+        reg_meta: core::ptr::null_mut(),
+        reg_meta_bytes: 0,
+        reg_pages: 0,
+        free_pages: 0,
+        head: [NIL; NR_ORDERS],
+        tail: [NIL; NR_ORDERS],
+        nfree: [0; NR_ORDERS],
+        chunk_init: [0; CHUNK_WORDS],
+        chunk_head: [0; CHUNK_WORDS],
+    };
+
+    #[inline(always)]
+    fn end(&self) -> u64 {
+        self.base + self.pages as u64
+    }
+
+    #[inline(always)]
+    fn chunk_of(&self, idx: u32) -> usize {
+        (((self.base + idx as u64) >> self.chunk_shift) - (self.base >> self.chunk_shift)) as usize
+    }
+
+    #[inline(always)]
+    fn is_chunk_start(&self, idx: u32) -> bool {
+        (self.base + idx as u64) & ((1u64 << self.chunk_shift) - 1) == 0
+    }
+
+    #[inline(always)]
+    fn raw_read(&self, idx: u32) -> u64 {
+        debug_assert!(idx < self.pages);
+        // SAFETY: idx < self.pages, and add_section's contract makes
+        // `meta[0..pages]` valid, 8-aligned and exclusively ours.
+        unsafe { self.meta.add(idx as usize).read() }
+    }
+
+    #[inline(always)]
+    fn raw_write(&mut self, idx: u32, v: u64) {
+        debug_assert!(idx < self.pages);
+        // SAFETY: as in raw_read.
+        unsafe { self.meta.add(idx as usize).write(v) }
+    }
+
+    /// The logical metadata word of page `idx` (uninitialised chunks read
+    /// as "none" except for a valid chunk-head word).
+    #[inline(always)]
+    fn get(&self, idx: u32) -> u64 {
+        let c = self.chunk_of(idx);
+        let bit = 1u64 << (c % 64);
+        if self.chunk_init[c / 64] & bit != 0
+            || (self.chunk_head[c / 64] & bit != 0 && self.is_chunk_start(idx))
+        {
+            self.raw_read(idx)
+        } else {
+            ST_NONE
+        }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, idx: u32, v: u64) {
+        let c = self.chunk_of(idx);
+        let bit = 1u64 << (c % 64);
+        if self.chunk_init[c / 64] & bit == 0 {
+            if self.is_chunk_start(idx) {
+                if v == ST_NONE {
+                    self.chunk_head[c / 64] &= !bit;
+                } else {
+                    self.chunk_head[c / 64] |= bit;
+                    self.raw_write(idx, v);
+                }
+                return;
+            }
+            if v == ST_NONE {
+                // Already "none" logically.
+                return;
+            }
+            self.init_chunk(c);
+        }
+        self.raw_write(idx, v);
+    }
+
+    /// Writes "none" into every word of chunk `c` except a valid head word.
+    #[cold]
+    fn init_chunk(&mut self, c: usize) {
+        let bit = 1u64 << (c % 64);
+        let first_pfn = ((self.base >> self.chunk_shift) + c as u64) << self.chunk_shift;
+        let lo = first_pfn.max(self.base) - self.base;
+        let hi = (first_pfn + (1 << self.chunk_shift)).min(self.end()) - self.base;
+        let keep_head = self.chunk_head[c / 64] & bit != 0 && first_pfn >= self.base;
+        let from = if keep_head { lo + 1 } else { lo };
+        if hi > from {
+            // SAFETY: [from, hi) lies within [0, pages), valid per add_section.
+            unsafe {
+                core::ptr::write_bytes(self.meta.add(from as usize), 0, (hi - from) as usize);
+            }
+        }
+        self.chunk_init[c / 64] |= bit;
+        self.chunk_head[c / 64] &= !bit;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ZoneState {
+    /// Per order: which sections have a free block of that order.
+    sec_mask: [u64; NR_ORDERS],
+    /// Which orders have a free block in some section.
+    order_mask: u32,
+    free_pages: u64,
+    managed_pages: u64,
+    nfree: [u64; NR_ORDERS],
+    reserve: u64,
+    sections: u32,
+}
+
+impl ZoneState {
+    const EMPTY: ZoneState = ZoneState {
+        sec_mask: [0; NR_ORDERS],
+        order_mask: 0,
+        free_pages: 0,
+        managed_pages: 0,
+        nfree: [0; NR_ORDERS],
+        reserve: 0,
+        sections: 0,
+    };
+}
+
+/// A buddy allocator of physical page frames.
+///
+/// Holds no heap memory and is `const`-constructible, so a kernel can keep
+/// one in a `static` (wrapped in [`LockedAllocator`](crate::LockedAllocator)).
+/// Per-page metadata (8 bytes a page) lives in memory handed over by
+/// [`add_section`](Self::add_section).
+///
+/// ```
+/// use allocator::{BuddyAllocator, Constraint, PhysAddr, metadata_bytes};
+/// use core::ptr::NonNull;
+///
+/// let mut meta = vec![0u64; 1024];
+/// let mut a = BuddyAllocator::new();
+/// // SAFETY: `meta` outlives `a` and is used by nobody else meanwhile.
+/// unsafe {
+///     a.add_section(PhysAddr(0x4000_0000), 1024,
+///                   NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
+///                   metadata_bytes(1024)).unwrap();
+/// }
+/// let b = a.alloc(9, Constraint::ANY).unwrap();          // 2 MiB, 2 MiB-aligned
+/// assert_eq!(b.0 % (2 << 20), 0);
+/// let p = a.alloc_pages(5, Constraint::ANY).unwrap();     // exactly 5 pages
+/// assert_eq!(a.stats().free_pages(), 1024 - 512 - 5);
+/// a.free_pages(p, 5).unwrap();
+/// a.free(b, 9).unwrap();
+/// assert_eq!(a.free(b, 9), Err(allocator::Error::DoubleFree));
+/// ```
+pub struct BuddyAllocator {
+    secs: [Section; MAX_SECTIONS],
+    used: u64,
+    zones: [ZoneState; 3],
+    frame_base: *mut u8,
+    opts: FrameOptions,
+}
+
+// SAFETY: the raw pointers refer to metadata and frame memory that the
+// add_section / set_frame_options contracts make exclusively ours; nothing
+// in them is tied to a thread.
+unsafe impl Send for BuddyAllocator {}
+// SAFETY: `&self` methods only read that memory; every write needs `&mut self`.
+unsafe impl Sync for BuddyAllocator {}
+
+impl Default for BuddyAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline(always)]
+const fn floor_log2(x: u64) -> u32 {
+    63 - x.leading_zeros()
+}
+
+#[inline(always)]
+const fn ceil_log2(x: u64) -> u32 {
+    if x <= 1 {
+        0
+    } else {
+        64 - (x - 1).leading_zeros()
+    }
+}
+
+/// Largest order of an aligned block starting at frame `pfn` that fits in
+/// `remaining` pages.
+#[inline(always)]
+fn piece_order(pfn: u64, remaining: u64) -> u32 {
+    (pfn.trailing_zeros())
+        .min(floor_log2(remaining))
+        .min(MAX_ORDER)
+}
+
+impl BuddyAllocator {
+    /// An empty allocator with no sections.
+    ///
+    /// ```
+    /// static A: allocator::LockedAllocator<allocator::NoInterrupts> =
+    ///     allocator::LockedAllocator::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(A.lock().stats().free_pages(), 0);
+    /// ```
+    pub const fn new() -> Self {
+        BuddyAllocator {
+            secs: [Section::EMPTY; MAX_SECTIONS],
+            used: 0,
+            zones: [ZoneState::EMPTY; 3],
+            frame_base: core::ptr::null_mut(),
+            opts: FrameOptions {
+                poison: false,
+                zero_on_alloc: false,
+            },
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Free lists
+    // ------------------------------------------------------------------
+
+    #[inline(always)]
+    fn push(&mut self, s: usize, idx: u32, order: u32, at_tail: bool) {
+        let o = order as usize;
+        let sec = &mut self.secs[s];
+        if at_tail && sec.tail[o] != NIL {
+            let t = sec.tail[o];
+            let te = sec.get(t);
+            sec.set(t, with_next(te, idx));
+            sec.set(idx, free_word(order, t, NIL));
+            sec.tail[o] = idx;
+        } else {
+            let h = sec.head[o];
+            if h != NIL {
+                let he = sec.get(h);
+                sec.set(h, with_prev(he, idx));
+            } else {
+                sec.tail[o] = idx;
+            }
+            sec.set(idx, free_word(order, NIL, h));
+            sec.head[o] = idx;
+        }
+        sec.nfree[o] += 1;
+        sec.free_pages += 1 << order;
+        let z = &mut self.zones[sec.zone as usize];
+        z.nfree[o] += 1;
+        z.free_pages += 1 << order;
+        z.sec_mask[o] |= 1 << s;
+        z.order_mask |= 1 << order;
+    }
+
+    /// Removes free block `idx` (whose word is `e`) from its list and marks
+    /// its head word "none".
+    #[inline(always)]
+    fn unlink(&mut self, s: usize, idx: u32, order: u32, e: u64) {
+        let o = order as usize;
+        let sec = &mut self.secs[s];
+        let prev = free_prev(e);
+        let next = free_next(e);
+        if prev != NIL {
+            let pe = sec.get(prev);
+            sec.set(prev, with_next(pe, next));
+        } else {
+            sec.head[o] = next;
+        }
+        if next != NIL {
+            let ne = sec.get(next);
+            sec.set(next, with_prev(ne, prev));
+        } else {
+            sec.tail[o] = prev;
+        }
+        sec.set(idx, ST_NONE);
+        sec.nfree[o] -= 1;
+        sec.free_pages -= 1 << order;
+        let empty = sec.nfree[o] == 0;
+        let z = &mut self.zones[sec.zone as usize];
+        z.nfree[o] -= 1;
+        z.free_pages -= 1 << order;
+        if empty {
+            z.sec_mask[o] &= !(1 << s);
+            if z.sec_mask[o] == 0 {
+                z.order_mask &= !(1 << order);
+            }
+        }
+    }
+
+    /// Splits free-list-removed block `idx` of order `j` down to order `k`,
+    /// keeping the lowest part; the upper halves go back to the free lists.
+    #[inline(always)]
+    fn split(&mut self, s: usize, idx: u32, mut j: u32, k: u32) {
+        while j > k {
+            j -= 1;
+            self.push(s, idx + (1 << j), j, false);
+        }
+    }
+
+    /// Frees the aligned block `idx` of order `k` (its head word must already
+    /// be "none"), merging with free buddies.
+    fn free_block(&mut self, s: usize, mut idx: u32, mut k: u32) {
+        let (base, end) = {
+            let sec = &self.secs[s];
+            (sec.base, sec.end())
+        };
+        while k < MAX_ORDER {
+            let pfn = base + idx as u64;
+            let bpfn = pfn ^ (1 << k);
+            if bpfn < base || bpfn + (1 << k) > end {
+                break;
+            }
+            let bidx = (bpfn - base) as u32;
+            let be = self.secs[s].get(bidx);
+            if state(be) != ST_FREE || free_order(be) != k {
+                break;
+            }
+            self.unlink(s, bidx, k, be);
+            idx = idx.min(bidx);
+            k += 1;
+        }
+        let tail = self.prefer_tail(s, idx, k);
+        self.push(s, idx, k, tail);
+    }
+
+    /// Anti-fragmentation placement of a freed small block: if the buddy of
+    /// its parent is free, the block is likely to merge soon, so it goes to
+    /// the tail of its list and is reused last (as Linux does).
+    #[inline(always)]
+    fn prefer_tail(&self, s: usize, idx: u32, k: u32) -> bool {
+        if k + 1 >= PAGEBLOCK_ORDER {
+            return false;
+        }
+        let sec = &self.secs[s];
+        let parent = (sec.base + idx as u64) & !((2u64 << k) - 1);
+        let pb = parent ^ (2u64 << k);
+        if pb < sec.base || pb + (2u64 << k) > sec.end() {
+            return false;
+        }
+        let e = sec.get((pb - sec.base) as u32);
+        state(e) == ST_FREE && free_order(e) == k + 1
+    }
+
+    /// Frees `[idx, idx + count)` as a sequence of aligned blocks.
+    fn release(&mut self, s: usize, idx: u32, count: u64) {
+        let base = self.secs[s].base;
+        let end = idx as u64 + count;
+        let mut p = idx as u64;
+        while p < end {
+            let o = piece_order(base + p, end - p);
+            self.free_block(s, p as u32, o);
+            p += 1 << o;
+        }
+    }
+
+    /// Puts the free range `[from, to)` of section `s` on the free lists
+    /// without merging (its pieces' buddies are known not to be free).
+    fn give_back(&mut self, s: usize, from: u64, to: u64) {
+        let base = self.secs[s].base;
+        let mut p = from;
+        while p < to {
+            let o = piece_order(base + p, to - p);
+            let tail = self.prefer_tail(s, p as u32, o);
+            self.push(s, p as u32, o, tail);
+            p += 1 << o;
+        }
+    }
+
+    /// The free block containing page `idx`, if any: (head, order).
+    fn find_free_block(&self, s: usize, idx: u32) -> Option<(u32, u32)> {
+        let sec = &self.secs[s];
+        let pfn = sec.base + idx as u64;
+        for k in 0..=MAX_ORDER {
+            let h = pfn & !((1u64 << k) - 1);
+            if h < sec.base {
+                break;
+            }
+            let hidx = (h - sec.base) as u32;
+            let e = sec.get(hidx);
+            if state(e) == ST_FREE && free_order(e) >= k {
+                return Some((hidx, free_order(e)));
+            }
+        }
+        None
+    }
+
+    /// Section and page index of `addr`.
+    #[inline]
+    fn locate(&self, addr: PhysAddr) -> Option<(usize, u32)> {
+        let pfn = addr.0 >> PAGE_SHIFT;
+        let mut m = self.used;
+        while m != 0 {
+            let s = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let sec = &self.secs[s];
+            if pfn >= sec.base && pfn < sec.end() {
+                return Some((s, (pfn - sec.base) as u32));
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn addr_of(&self, s: usize, idx: u32) -> PhysAddr {
+        PhysAddr((self.secs[s].base + idx as u64) << PAGE_SHIFT)
+    }
+
+    // ------------------------------------------------------------------
+    // Finding blocks
+    // ------------------------------------------------------------------
+
+    /// Removes a block of exactly order `k` satisfying `c` from the free
+    /// lists (splitting a bigger one if needed). Its head word is "none".
+    fn take(&mut self, k: u32, c: Constraint) -> Result<(usize, u32), Error> {
+        let (top, limit) = match c {
+            Constraint::Zone(z) => (z as usize, None),
+            Constraint::Below(a) => {
+                if a.0 < PAGE_SIZE {
+                    return Err(Error::OutOfMemory);
+                }
+                let z = Zone::of(PhysAddr(a.0 - 1));
+                let lim = if a.0 >= z.end().0 {
+                    None
+                } else {
+                    Some(a.0 >> PAGE_SHIFT)
+                };
+                (z as usize, lim)
+            }
+        };
+        let need = 1u64 << k;
+        let mut y = top + 1;
+        while y > 0 {
+            y -= 1;
+            let zs = &self.zones[y];
+            let m = zs.order_mask & (u32::MAX << k);
+            if m == 0 || (y < top && zs.free_pages < zs.reserve.saturating_add(need)) {
+                continue;
+            }
+            if y == top
+                && let Some(lpfn) = limit
+            {
+                if let Some((s, idx, j)) = self.find_below(y, k, m, lpfn) {
+                    self.split(s, idx, j, k);
+                    return Ok((s, idx));
+                }
+                continue;
+            }
+            let j = m.trailing_zeros();
+            let s = zs.sec_mask[j as usize].trailing_zeros() as usize;
+            let (idx, e) = self.pick(s, j);
+            self.unlink(s, idx, j, e);
+            self.split(s, idx, j, k);
+            return Ok((s, idx));
+        }
+        Err(Error::OutOfMemory)
+    }
+
+    /// Picks a free block of order `j` in section `s`: the list head, unless
+    /// it sits in a mostly free neighbourhood (the buddy of its parent is
+    /// free) and one of the next few blocks does not.
+    #[inline(always)]
+    fn pick(&self, s: usize, j: u32) -> (u32, u64) {
+        let sec = &self.secs[s];
+        let first = sec.head[j as usize];
+        let fe = sec.get(first);
+        if j + 1 >= PAGEBLOCK_ORDER || !self.prefer_tail(s, first, j) {
+            return (first, fe);
+        }
+        let mut idx = free_next(fe);
+        let mut n = 0;
+        while idx != NIL && n < PICK_TRIES {
+            let e = sec.get(idx);
+            if !self.prefer_tail(s, idx, j) {
+                return (idx, e);
+            }
+            idx = free_next(e);
+            n += 1;
+        }
+        (first, fe)
+    }
+
+    /// In zone `y`, a free block of order >= `k` (orders in `m`) whose
+    /// lowest 2^k pages end at or below frame `lpfn`; unlinked.
+    fn find_below(&mut self, y: usize, k: u32, mut m: u32, lpfn: u64) -> Option<(usize, u32, u32)> {
+        while m != 0 {
+            let j = m.trailing_zeros();
+            m &= m - 1;
+            let mut sm = self.zones[y].sec_mask[j as usize];
+            while sm != 0 {
+                let s = sm.trailing_zeros() as usize;
+                sm &= sm - 1;
+                let sec = &self.secs[s];
+                if sec.base + (1 << k) > lpfn {
+                    continue;
+                }
+                let mut idx = sec.head[j as usize];
+                let whole = sec.end() <= lpfn;
+                let mut n = 0;
+                while idx != NIL && n < LIMIT_SCAN {
+                    let e = sec.get(idx);
+                    if whole || sec.base + idx as u64 + (1 << k) <= lpfn {
+                        self.unlink(s, idx, j, e);
+                        return Some((s, idx, j));
+                    }
+                    idx = free_next(e);
+                    n += 1;
+                }
+            }
+        }
+        None
+    }
+
+    // ------------------------------------------------------------------
+    // Frame contents
+    // ------------------------------------------------------------------
+
+    #[inline(always)]
+    fn frame_ptr(&self, s: usize, idx: u32) -> *mut u8 {
+        let phys = (self.secs[s].base + idx as u64) << PAGE_SHIFT;
+        self.frame_base.wrapping_add(phys as usize)
+    }
+
+    fn fill(&self, s: usize, idx: u32, pages: u64, byte: u8) {
+        for i in 0..pages {
+            let p = self.frame_ptr(s, idx + i as u32);
+            // SAFETY: set_frame_options' contract: every managed frame is
+            // mapped writable at frame_base + phys, and free or freshly
+            // allocated frames are not accessed by anyone else right now.
+            unsafe { core::ptr::write_bytes(p, byte, PAGE_SIZE as usize) }
+        }
+    }
+
+    /// First poisoned-pattern mismatch in `[idx, idx + pages)`.
+    fn check_poison(&self, s: usize, idx: u32, pages: u64) -> Option<(PhysAddr, u32, u8)> {
+        for i in 0..pages {
+            let p = self.frame_ptr(s, idx + i as u32).cast::<u64>();
+            for w in 0..(PAGE_SIZE as usize / 8) {
+                // SAFETY: as in `fill`; frame_base + phys is 8-aligned
+                // because set_frame_options requires a page-aligned base.
+                let v = unsafe { p.add(w).read() };
+                if v != POISON_WORD {
+                    let bytes = v.to_ne_bytes();
+                    let b = bytes.iter().position(|&x| x != POISON_BYTE).unwrap_or(0);
+                    return Some((
+                        self.addr_of(s, idx + i as u32),
+                        (w * 8 + b) as u32,
+                        bytes[b],
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Applies verify/zero to a freshly taken allocation `[idx, idx+pages)`
+    /// whose head word is already written. On corruption the allocation is
+    /// re-poisoned and freed again.
+    fn on_alloc(&mut self, s: usize, idx: u32, pages: u64) -> Result<(), Error> {
+        if self.frame_base.is_null() {
+            return Ok(());
+        }
+        if self.opts.poison
+            && let Some((frame, offset, found)) = self.check_poison(s, idx, pages)
+        {
+            self.fill(s, idx, pages, POISON_BYTE);
+            self.secs[s].set(idx, ST_NONE);
+            self.release(s, idx, pages);
+            return Err(Error::Corrupted {
+                frame,
+                offset,
+                found,
+            });
+        }
+        if self.opts.zero_on_alloc {
+            self.fill(s, idx, pages, 0);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn on_free(&self, s: usize, idx: u32, pages: u64) {
+        if self.opts.poison && !self.frame_base.is_null() {
+            self.fill(s, idx, pages, POISON_BYTE);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Public API: allocation
+    // ------------------------------------------------------------------
+
+    /// Allocates a block of 2^`order` pages, aligned to its size.
+    ///
+    /// Errors: [`Error::TooLarge`] for `order > MAX_ORDER`,
+    /// [`Error::OutOfMemory`] if no zone allowed by `c` has such a block
+    /// (lower zones keep their [`reserve`](Self::set_reserve)).
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(4096);
+    /// use allocator::{Constraint, Zone};
+    /// let b = a.alloc(3, Constraint::Zone(Zone::Dma32)).unwrap();
+    /// assert!(b.0 < 1 << 32 && b.0 % (8 * 4096) == 0);
+    /// a.free(b, 3).unwrap();
+    /// ```
+    pub fn alloc(&mut self, order: u32, c: Constraint) -> Result<PhysAddr, Error> {
+        if order > MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
+        let (s, idx) = self.take(order, c)?;
+        self.secs[s].set(idx, alloc_word(1 << order));
+        self.on_alloc(s, idx, 1 << order)?;
+        Ok(self.addr_of(s, idx))
+    }
+
+    /// Frees a block from [`alloc`](Self::alloc) (or any allocation of
+    /// exactly 2^`order` pages).
+    ///
+    /// Errors: [`Error::TooLarge`], [`Error::Misaligned`] (not aligned to
+    /// the order), [`Error::NotInSection`], [`Error::DoubleFree`],
+    /// [`Error::InteriorPage`], [`Error::WrongCount`].
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Constraint, Error};
+    /// let b = a.alloc(2, Constraint::ANY).unwrap();
+    /// assert_eq!(a.free(b, 1), Err(Error::WrongCount { allocated: 4 }));
+    /// a.free(b, 2).unwrap();
+    /// ```
+    pub fn free(&mut self, addr: PhysAddr, order: u32) -> Result<(), Error> {
+        if order > MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
+        if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
+            return Err(Error::Misaligned);
+        }
+        self.free_run(addr, 1 << order)
+    }
+
+    /// Allocates exactly `count` contiguous pages, aligned to
+    /// 2^ceil(log2(count)) pages; the rest of that block stays free.
+    ///
+    /// Errors: [`Error::ZeroCount`], [`Error::TooLarge`] (more than 2^18
+    /// pages), [`Error::OutOfMemory`].
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::Constraint;
+    /// let before = a.stats().free_pages();
+    /// let p = a.alloc_pages(5, Constraint::ANY).unwrap();
+    /// assert_eq!(a.stats().free_pages(), before - 5);
+    /// a.free_pages(p, 5).unwrap();
+    /// ```
+    pub fn alloc_pages(&mut self, count: usize, c: Constraint) -> Result<PhysAddr, Error> {
+        self.alloc_run(count as u64, 0, c)
+    }
+
+    /// Allocates exactly `count` pages starting at a multiple of `align`
+    /// bytes (a power of two; values up to 4096 mean page alignment). Takes
+    /// one free block of order max(ceil(log2(count)), log2(align/4096)) and
+    /// gives everything after the first `count` pages back: 1 page at 2 MiB
+    /// alignment costs 1 page. Free it with [`free_pages`](Self::free_pages).
+    ///
+    /// Errors: [`Error::ZeroCount`], [`Error::BadAlignment`],
+    /// [`Error::TooLarge`] (count above 2^18 pages or align above 1 GiB),
+    /// [`Error::OutOfMemory`].
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(2048);
+    /// # use allocator::Constraint;
+    /// let p = a.alloc_aligned(1, 2 << 20, Constraint::ANY).unwrap();
+    /// assert_eq!(p.0 % (2 << 20), 0);
+    /// assert_eq!(a.stats().free_pages(), 2047);
+    /// a.free_pages(p, 1).unwrap();
+    /// ```
+    pub fn alloc_aligned(
+        &mut self,
+        count: usize,
+        align: usize,
+        c: Constraint,
+    ) -> Result<PhysAddr, Error> {
+        if !align.is_power_of_two() {
+            return Err(Error::BadAlignment);
+        }
+        let align_order = ceil_log2((align as u64).div_ceil(PAGE_SIZE));
+        if align_order > MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
+        self.alloc_run(count as u64, align_order, c)
+    }
+
+    fn alloc_run(
+        &mut self,
+        count: u64,
+        align_order: u32,
+        c: Constraint,
+    ) -> Result<PhysAddr, Error> {
+        if count == 0 {
+            return Err(Error::ZeroCount);
+        }
+        if count > 1 << MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
+        let k = ceil_log2(count).max(align_order);
+        let (s, idx) = self.take(k, c)?;
+        self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
+        self.secs[s].set(idx, alloc_word(count as u32));
+        self.on_alloc(s, idx, count)?;
+        Ok(self.addr_of(s, idx))
+    }
+
+    /// Frees an allocation of exactly `count` pages starting at `addr`
+    /// (from [`alloc_pages`](Self::alloc_pages), [`alloc_aligned`](Self::alloc_aligned),
+    /// [`reserve_range`](Self::reserve_range), or [`alloc`](Self::alloc) with
+    /// `count = 2^order`).
+    ///
+    /// Errors: [`Error::ZeroCount`], [`Error::Misaligned`] (not page
+    /// aligned), [`Error::NotInSection`], [`Error::DoubleFree`],
+    /// [`Error::InteriorPage`], [`Error::WrongCount`].
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Constraint, Error, PhysAddr};
+    /// let p = a.alloc_pages(3, Constraint::ANY).unwrap();
+    /// assert_eq!(a.free_pages(PhysAddr(p.0 + 4096), 1), Err(Error::InteriorPage));
+    /// a.free_pages(p, 3).unwrap();
+    /// ```
+    pub fn free_pages(&mut self, addr: PhysAddr, count: usize) -> Result<(), Error> {
+        if count == 0 {
+            return Err(Error::ZeroCount);
+        }
+        if !addr.is_page_aligned() {
+            return Err(Error::Misaligned);
+        }
+        self.free_run(addr, count as u64)
+    }
+
+    /// Checks that `addr` starts an allocation of `count` pages.
+    fn check_alloc_head(&self, addr: PhysAddr, count: u64) -> Result<(usize, u32, u64), Error> {
+        let (s, idx) = self.locate(addr).ok_or(Error::NotInSection)?;
+        let e = self.secs[s].get(idx);
+        match state(e) {
+            ST_ALLOC => {
+                if alloc_count(e) as u64 != count {
+                    return Err(Error::WrongCount {
+                        allocated: alloc_count(e) as u64,
+                    });
+                }
+                Ok((s, idx, e))
+            }
+            ST_FREE => Err(Error::DoubleFree),
+            _ => {
+                if self.find_free_block(s, idx).is_some() {
+                    Err(Error::DoubleFree)
+                } else {
+                    Err(Error::InteriorPage)
+                }
+            }
+        }
+    }
+
+    fn free_run(&mut self, addr: PhysAddr, count: u64) -> Result<(), Error> {
+        let (s, idx, _) = self.check_alloc_head(addr, count)?;
+        self.on_free(s, idx, count);
+        self.secs[s].set(idx, ST_NONE);
+        self.release(s, idx, count);
+        Ok(())
+    }
+
+    /// Reserves the fixed range of `count` pages at `start` (all of it must
+    /// be free and inside one section), as one allocation: release it with
+    /// [`free_pages`](Self::free_pages)`(start, count)`. Frame contents are
+    /// not touched (no poison check, no zeroing).
+    ///
+    /// Errors: [`Error::ZeroCount`], [`Error::Misaligned`],
+    /// [`Error::NotInSection`], [`Error::RangeCrossesSection`],
+    /// [`Error::RangeInUse`] (nothing reserved then).
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Error, PhysAddr};
+    /// let base = a.sections().next().unwrap().start;
+    /// let r = PhysAddr(base.0 + 3 * 4096);
+    /// a.reserve_range(r, 10).unwrap();
+    /// assert_eq!(a.reserve_range(PhysAddr(base.0 + 12 * 4096), 2), Err(Error::RangeInUse));
+    /// a.free_pages(r, 10).unwrap();
+    /// ```
+    pub fn reserve_range(&mut self, start: PhysAddr, count: usize) -> Result<(), Error> {
+        if count == 0 {
+            return Err(Error::ZeroCount);
+        }
+        if !start.is_page_aligned() {
+            return Err(Error::Misaligned);
+        }
+        let (s, idx) = self.locate(start).ok_or(Error::NotInSection)?;
+        let end = idx as u64 + count as u64;
+        if count as u64 > self.secs[s].pages as u64 || end > self.secs[s].pages as u64 {
+            return Err(Error::RangeCrossesSection);
+        }
+        // Pass 1: everything free?
+        let mut p = idx as u64;
+        while p < end {
+            let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
+            p = h as u64 + (1u64 << o);
+        }
+        // Pass 2: carve.
+        let mut p = idx as u64;
+        while p < end {
+            let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
+            let e = self.secs[s].get(h);
+            self.unlink(s, h, o, e);
+            let bend = h as u64 + (1u64 << o);
+            self.give_back(s, h as u64, (idx as u64).max(h as u64));
+            self.give_back(s, end.min(bend), bend);
+            p = bend;
+        }
+        self.secs[s].set(idx, alloc_word(count as u32));
+        Ok(())
+    }
+
+    /// Allocates up to `out.len()` single frames under `c` in one call and
+    /// returns how many were allocated (fewer only when memory ran out).
+    ///
+    /// Errors: [`Error::ZeroCount`] for an empty `out`,
+    /// [`Error::OutOfMemory`] if not even one frame was available,
+    /// [`Error::Corrupted`] (all frames of this call freed again).
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Constraint, PhysAddr};
+    /// let mut frames = [PhysAddr(0); 16];
+    /// assert_eq!(a.alloc_bulk(Constraint::ANY, &mut frames), Ok(16));
+    /// a.free_bulk(&frames).unwrap();
+    /// ```
+    pub fn alloc_bulk(&mut self, c: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
+        if out.is_empty() {
+            return Err(Error::ZeroCount);
+        }
+        for i in 0..out.len() {
+            let r = self.take(0, c).and_then(|(s, idx)| {
+                self.secs[s].set(idx, alloc_word(1));
+                self.on_alloc(s, idx, 1)?;
+                Ok(self.addr_of(s, idx))
+            });
+            match r {
+                Ok(a) => out[i] = a,
+                Err(Error::OutOfMemory) if i > 0 => return Ok(i),
+                Err(e) => {
+                    for &f in &out[..i] {
+                        // Just allocated by us: cannot fail.
+                        let _ = self.free_run(f, 1);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out.len())
+    }
+
+    /// Frees many single frames in one call. All of them are checked first
+    /// (including duplicates within `frames`); if any is bad, nothing is
+    /// freed and the first bad index is reported.
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Constraint, Error, PhysAddr};
+    /// let mut f = [PhysAddr(0); 2];
+    /// a.alloc_bulk(Constraint::ANY, &mut f).unwrap();
+    /// let e = a.free_bulk(&[f[0], f[1], f[0]]).unwrap_err();
+    /// assert_eq!((e.index, e.error), (2, Error::DoubleFree));
+    /// a.free_bulk(&f).unwrap();
+    /// ```
+    pub fn free_bulk(&mut self, frames: &[PhysAddr]) -> Result<(), BulkError> {
+        if frames.is_empty() {
+            return Err(BulkError {
+                index: 0,
+                error: Error::ZeroCount,
+            });
+        }
+        for (i, &f) in frames.iter().enumerate() {
+            let r = if f.is_page_aligned() {
+                self.check_alloc_head(f, 1)
+            } else {
+                Err(Error::Misaligned)
+            };
+            match r {
+                Ok((s, idx, e)) if !is_marked(e) => self.secs[s].set(idx, marked(e)),
+                Ok(_) => return Err(self.unmark(frames, i, Error::DoubleFree)),
+                Err(err) => return Err(self.unmark(frames, i, err)),
+            }
+        }
+        for &f in frames {
+            if let Some((s, idx)) = self.locate(f) {
+                self.on_free(s, idx, 1);
+                self.secs[s].set(idx, ST_NONE);
+                self.release(s, idx, 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn unmark(&mut self, frames: &[PhysAddr], upto: usize, error: Error) -> BulkError {
+        for &f in &frames[..upto] {
+            if let Some((s, idx)) = self.locate(f) {
+                let e = self.secs[s].get(idx);
+                self.secs[s].set(idx, unmarked(e));
+            }
+        }
+        BulkError { index: upto, error }
+    }
+
+    // ------------------------------------------------------------------
+    // Sections
+    // ------------------------------------------------------------------
+
+    /// Registers the `pages` pages at `start` (page aligned, any size up to
+    /// [`MAX_SECTION_PAGES`]), all free. A range straddling 16 MiB or 4 GiB is
+    /// split into one section per zone. Costs O(log pages + pages / 2^18):
+    /// metadata is initialised lazily, a chunk at a time, when first needed.
+    ///
+    /// Errors (nothing registered): [`Error::ZeroCount`], [`Error::Misaligned`],
+    /// [`Error::SectionTooLarge`], [`Error::SectionWraps`],
+    /// [`Error::MetadataMisaligned`], [`Error::MetadataTooSmall`],
+    /// [`Error::SectionOverlap`], [`Error::TooManySections`].
+    ///
+    /// # Safety
+    /// `meta` must point to at least `meta_bytes` bytes of writable memory,
+    /// that from now until [`remove_section`](Self::remove_section) returns
+    /// it (or the allocator is dropped) is used by nothing but this
+    /// allocator: no reads, no writes, no references, no other section.
+    /// Its previous contents do not matter. If frame options are active,
+    /// the new pages must also be mapped as `set_frame_options` requires.
+    ///
+    /// ```
+    /// use allocator::{BuddyAllocator, PhysAddr, metadata_bytes, Zone};
+    /// use core::ptr::NonNull;
+    /// let mut meta = vec![0u64; 8192];
+    /// let mut a = BuddyAllocator::new();
+    /// // 32 MiB straddling 4 GiB: two sections, DMA32 and Normal.
+    /// // SAFETY: `meta` is exclusively the allocator's while `a` lives.
+    /// unsafe {
+    ///     a.add_section(PhysAddr((1 << 32) - (16 << 20)), 8192,
+    ///                   NonNull::new(meta.as_mut_ptr().cast()).unwrap(), metadata_bytes(8192))
+    ///         .unwrap();
+    /// }
+    /// assert_eq!(a.stats().zone(Zone::Dma32).free_pages, 4096);
+    /// assert_eq!(a.stats().zone(Zone::Normal).free_pages, 4096);
+    /// ```
+    pub unsafe fn add_section(
+        &mut self,
+        start: PhysAddr,
+        pages: u64,
+        meta: NonNull<u8>,
+        meta_bytes: usize,
+    ) -> Result<(), Error> {
+        if pages == 0 {
+            return Err(Error::ZeroCount);
+        }
+        if !start.is_page_aligned() {
+            return Err(Error::Misaligned);
+        }
+        if pages > MAX_SECTION_PAGES {
+            return Err(Error::SectionTooLarge);
+        }
+        let end = match start.0.checked_add(pages << PAGE_SHIFT) {
+            Some(e) if e <= MAX_PHYS_ADDR => e,
+            _ => return Err(Error::SectionWraps),
+        };
+        if !(meta.as_ptr() as usize).is_multiple_of(8) {
+            return Err(Error::MetadataMisaligned);
+        }
+        if meta_bytes < metadata_bytes(pages) {
+            return Err(Error::MetadataTooSmall);
+        }
+        let (spfn, epfn) = (start.0 >> PAGE_SHIFT, end >> PAGE_SHIFT);
+        let mut m = self.used;
+        while m != 0 {
+            let s = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let sec = &self.secs[s];
+            if spfn < sec.end() && sec.base < epfn {
+                return Err(Error::SectionOverlap);
+            }
+        }
+        // Zone pieces.
+        let mut cuts = [(0u64, 0u64, 0u8); 3];
+        let mut n = 0;
+        for z in Zone::ALL {
+            let lo = spfn.max(z.start().0 >> PAGE_SHIFT);
+            let hi = epfn.min(z.end().0 >> PAGE_SHIFT);
+            if lo < hi {
+                cuts[n] = (lo, hi, z as u8);
+                n += 1;
+            }
+        }
+        if (self.used.count_zeros() as usize) < n {
+            return Err(Error::TooManySections);
+        }
+        for &(lo, hi, z) in &cuts[..n] {
+            let s = (!self.used).trailing_zeros() as usize;
+            self.used |= 1 << s;
+            let mut sec = Section::EMPTY;
+            sec.base = lo;
+            sec.pages = (hi - lo) as u32;
+            sec.zone = z;
+            sec.chunk_shift = chunk_shift_for(lo, hi - lo);
+            // SAFETY: lo - spfn < pages, inside the caller's buffer.
+            sec.meta = unsafe { meta.as_ptr().cast::<u64>().add((lo - spfn) as usize) };
+            sec.reg_base = spfn;
+            sec.reg_meta = meta.as_ptr();
+            sec.reg_meta_bytes = meta_bytes;
+            sec.reg_pages = pages;
+            // Partial edge chunks are initialised eagerly.
+            let mask = (1u64 << sec.chunk_shift) - 1;
+            let last = sec.chunk_of(sec.pages - 1);
+            if lo & mask != 0 {
+                sec.init_chunk(0);
+            }
+            if hi & mask != 0 {
+                sec.init_chunk(last);
+            }
+            self.secs[s] = sec;
+            let zs = &mut self.zones[z as usize];
+            zs.managed_pages += hi - lo;
+            zs.sections += 1;
+            self.give_back(s, 0, hi - lo);
+            if self.opts.poison && !self.frame_base.is_null() {
+                self.fill(s, 0, hi - lo, POISON_BYTE);
+            }
+        }
+        Ok(())
+    }
+
+    /// Safe [`add_section`](Self::add_section) for metadata that lives
+    /// forever (a `static` buffer, or leaked memory): the `'static mut`
+    /// borrow proves the exclusivity that `add_section` asks for.
+    ///
+    /// ```
+    /// let mut a = allocator::BuddyAllocator::new();
+    /// a.add_section_static(allocator::PhysAddr(0x10_0000), 32, vec![0u64; 32].leak()).unwrap();
+    /// assert_eq!(a.stats().free_pages(), 32);
+    /// ```
+    pub fn add_section_static(
+        &mut self,
+        start: PhysAddr,
+        pages: u64,
+        meta: &'static mut [u64],
+    ) -> Result<(), Error> {
+        let bytes = core::mem::size_of_val(meta);
+        let ptr = NonNull::from(meta).cast::<u8>();
+        // SAFETY: `meta` is an exclusive borrow for 'static, consumed here,
+        // so nothing else can ever use that memory; it is 8-aligned and
+        // `bytes` long.
+        unsafe { self.add_section(start, pages, ptr, bytes) }
+    }
+
+    /// Removes the registration made by `add_section(start, ..)` (all its
+    /// zone pieces). Every page must be free. Returns the metadata buffer.
+    ///
+    /// Errors: [`Error::NoSuchSection`], [`Error::SectionInUse`] (nothing removed).
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Constraint, Error};
+    /// let start = a.sections().next().unwrap().registered_at;
+    /// let p = a.alloc(0, Constraint::ANY).unwrap();
+    /// assert_eq!(a.remove_section(start), Err(Error::SectionInUse));
+    /// a.free(p, 0).unwrap();
+    /// let r = a.remove_section(start).unwrap();
+    /// assert_eq!(r.pages, 64);
+    /// assert_eq!(a.stats().free_pages(), 0);
+    /// ```
+    pub fn remove_section(&mut self, start: PhysAddr) -> Result<RemovedSection, Error> {
+        let pfn = start.0 >> PAGE_SHIFT;
+        let mut pieces = 0u64;
+        let mut m = self.used;
+        while m != 0 {
+            let s = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if self.secs[s].reg_base == pfn && start.is_page_aligned() {
+                pieces |= 1 << s;
+                if self.secs[s].free_pages != self.secs[s].pages as u64 {
+                    return Err(Error::SectionInUse);
+                }
+            }
+        }
+        if pieces == 0 {
+            return Err(Error::NoSuchSection);
+        }
+        let s0 = pieces.trailing_zeros() as usize;
+        let removed = RemovedSection {
+            meta: NonNull::new(self.secs[s0].reg_meta).ok_or(Error::NoSuchSection)?,
+            meta_bytes: self.secs[s0].reg_meta_bytes,
+            pages: self.secs[s0].reg_pages,
+        };
+        let mut m = pieces;
+        while m != 0 {
+            let s = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let sec = self.secs[s];
+            let zs = &mut self.zones[sec.zone as usize];
+            for o in 0..NR_ORDERS {
+                zs.nfree[o] -= sec.nfree[o] as u64;
+                zs.sec_mask[o] &= !(1 << s);
+                if zs.sec_mask[o] == 0 {
+                    zs.order_mask &= !(1 << o);
+                }
+            }
+            zs.free_pages -= sec.free_pages;
+            zs.managed_pages -= sec.pages as u64;
+            zs.sections -= 1;
+            self.secs[s] = Section::EMPTY;
+            self.used &= !(1 << s);
+        }
+        Ok(removed)
+    }
+
+    // ------------------------------------------------------------------
+    // Options and queries
+    // ------------------------------------------------------------------
+
+    /// Keeps `pages` pages of `zone` for requests whose highest acceptable
+    /// zone is `zone` itself (or a limit inside it): a request that may use
+    /// higher zones does not fall back into `zone` if that would leave fewer
+    /// than `pages` free there (like Linux's `lowmem_reserve`).
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);   // all DMA32
+    /// use allocator::{Constraint, Error, Zone};
+    /// a.set_reserve(Zone::Dma32, 64);
+    /// assert_eq!(a.alloc(0, Constraint::ANY), Err(Error::OutOfMemory));
+    /// assert!(a.alloc(0, Constraint::Zone(Zone::Dma32)).is_ok());
+    /// ```
+    pub fn set_reserve(&mut self, zone: Zone, pages: u64) {
+        self.zones[zone as usize].reserve = pages;
+    }
+
+    /// The reserve set by [`set_reserve`](Self::set_reserve) (0 by default).
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().reserve(allocator::Zone::Dma32), 0);
+    /// ```
+    pub fn reserve(&self, zone: Zone) -> u64 {
+        self.zones[zone as usize].reserve
+    }
+
+    /// Turns on frame poisoning and/or zeroing. If poisoning is being
+    /// switched on, every currently free frame is poisoned now.
+    ///
+    /// # Safety
+    /// `phys_offset` is the virtual address at which physical address 0 is
+    /// mapped (page aligned): for every managed page at physical `p`,
+    /// `phys_offset + p` must be valid for reads and writes of 4096 bytes
+    /// for as long as the options stay on, and the contents of free frames
+    /// must be accessed by nobody else (freed frames are written to).
+    ///
+    /// ```
+    /// use allocator::{BuddyAllocator, Constraint, FrameOptions, PhysAddr, metadata_bytes};
+    /// use core::ptr::NonNull;
+    /// let mut ram = vec![0u64; 16 * 512];          // 16 pages of "physical" memory
+    /// let mut meta = vec![0u64; 16];
+    /// let mut a = BuddyAllocator::new();
+    /// let phys = PhysAddr(0x20_0000);
+    /// // SAFETY: the buffers outlive `a` and are only used through it;
+    /// // `ram` stands for physical [phys, phys + 64 KiB), and the offset
+    /// // maps phys to its first byte.
+    /// unsafe {
+    ///     a.add_section(phys, 16, NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
+    ///                   metadata_bytes(16)).unwrap();
+    ///     let off = ram.as_mut_ptr().cast::<u8>().wrapping_sub(phys.0 as usize);
+    ///     a.set_frame_options(off, FrameOptions { poison: true, zero_on_alloc: true });
+    /// }
+    /// let p = a.alloc(0, Constraint::ANY).unwrap();
+    /// a.free(p, 0).unwrap();
+    /// ```
+    pub unsafe fn set_frame_options(&mut self, phys_offset: *mut u8, opts: FrameOptions) {
+        let was_poisoning = self.opts.poison && !self.frame_base.is_null();
+        self.frame_base = phys_offset;
+        self.opts = opts;
+        if opts.poison && !was_poisoning && !phys_offset.is_null() {
+            let mut m = self.used;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                for o in 0..NR_ORDERS {
+                    let mut idx = self.secs[s].head[o];
+                    while idx != NIL {
+                        self.fill(s, idx, 1 << o, POISON_BYTE);
+                        idx = free_next(self.secs[s].get(idx));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns poisoning and zeroing off (frame memory is no longer touched).
+    ///
+    /// ```
+    /// let mut a = allocator::BuddyAllocator::new();
+    /// a.clear_frame_options();
+    /// assert_eq!(a.frame_options(), allocator::FrameOptions::default());
+    /// ```
+    pub fn clear_frame_options(&mut self) {
+        self.opts = FrameOptions::default();
+        self.frame_base = core::ptr::null_mut();
+    }
+
+    /// The active frame options.
+    ///
+    /// ```
+    /// assert!(!allocator::BuddyAllocator::new().frame_options().poison);
+    /// ```
+    pub fn frame_options(&self) -> FrameOptions {
+        self.opts
+    }
+
+    /// What the page at `addr` currently is.
+    ///
+    /// Errors: [`Error::Misaligned`], [`Error::NotInSection`].
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::{Constraint, PageState, PhysAddr};
+    /// let p = a.alloc_pages(2, Constraint::ANY).unwrap();
+    /// assert_eq!(a.page_state(p), Ok(PageState::Allocated { pages: 2 }));
+    /// assert_eq!(a.page_state(PhysAddr(p.0 + 4096)), Ok(PageState::Interior));
+    /// ```
+    pub fn page_state(&self, addr: PhysAddr) -> Result<PageState, Error> {
+        if !addr.is_page_aligned() {
+            return Err(Error::Misaligned);
+        }
+        let (s, idx) = self.locate(addr).ok_or(Error::NotInSection)?;
+        let e = self.secs[s].get(idx);
+        if state(e) == ST_ALLOC {
+            return Ok(PageState::Allocated {
+                pages: alloc_count(e) as u64,
+            });
+        }
+        Ok(match self.find_free_block(s, idx) {
+            Some((h, order)) => PageState::Free {
+                block: self.addr_of(s, h),
+                order,
+            },
+            None => PageState::Interior,
+        })
+    }
+
+    /// Iterates over every free block, section by section and order by
+    /// order, in free-list order.
+    ///
+    /// ```
+    /// # let a = allocator::doc_allocator!(64);
+    /// let pages: u64 = a.free_blocks().map(|b| b.pages()).sum();
+    /// assert_eq!(pages, 64);
+    /// ```
+    pub fn free_blocks(&self) -> FreeBlocks<'_> {
+        FreeBlocks {
+            a: self,
+            used: self.used,
+            s: usize::MAX,
+            order: 0,
+            cur: NIL,
+        }
+    }
+
+    /// Iterates over the registered sections (zone pieces), in slot order.
+    ///
+    /// ```
+    /// # let a = allocator::doc_allocator!(64);
+    /// assert_eq!(a.sections().map(|s| s.pages).sum::<u64>(), 64);
+    /// ```
+    pub fn sections(&self) -> impl Iterator<Item = SectionInfo> + '_ {
+        (0..MAX_SECTIONS)
+            .filter(|s| self.used & (1 << s) != 0)
+            .map(|s| {
+                let sec = &self.secs[s];
+                SectionInfo {
+                    start: PhysAddr(sec.base << PAGE_SHIFT),
+                    pages: sec.pages as u64,
+                    zone: Zone::from_index(sec.zone as usize),
+                    free_pages: sec.free_pages,
+                    registered_at: PhysAddr(sec.reg_base << PAGE_SHIFT),
+                }
+            })
+    }
+
+    /// Free and managed pages per zone and order (O(zones x orders)).
+    ///
+    /// ```
+    /// # let a = allocator::doc_allocator!(64);
+    /// let st = a.stats();
+    /// assert_eq!(st.free_pages(), 64);
+    /// println!("{st}");
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let mut zones = [ZoneStats::EMPTY; 3];
+        for (i, z) in zones.iter_mut().enumerate() {
+            let zs = &self.zones[i];
+            z.zone = Zone::from_index(i);
+            z.managed_pages = zs.managed_pages;
+            z.free_pages = zs.free_pages;
+            z.free_blocks = zs.nfree;
+            z.reserve = zs.reserve;
+            z.sections = zs.sections;
+        }
+        Stats { zones }
+    }
+}
+
+/// Iterator returned by [`BuddyAllocator::free_blocks`].
+///
+/// ```
+/// # let a = allocator::doc_allocator!(64);
+/// let it: allocator::FreeBlocks<'_> = a.free_blocks();
+/// assert_eq!(it.count(), 1);
+/// ```
+pub struct FreeBlocks<'a> {
+    a: &'a BuddyAllocator,
+    used: u64,
+    s: usize,
+    order: usize,
+    cur: u32,
+}
+
+impl Iterator for FreeBlocks<'_> {
+    type Item = FreeBlock;
+    fn next(&mut self) -> Option<FreeBlock> {
+        loop {
+            if self.cur != NIL {
+                let sec = &self.a.secs[self.s];
+                let idx = self.cur;
+                self.cur = free_next(sec.get(idx));
+                return Some(FreeBlock {
+                    addr: PhysAddr((sec.base + idx as u64) << PAGE_SHIFT),
+                    order: self.order as u32,
+                    zone: Zone::from_index(sec.zone as usize),
+                });
+            }
+            if self.s != usize::MAX && self.order + 1 < NR_ORDERS {
+                self.order += 1;
+            } else {
+                if self.used == 0 {
+                    return None;
+                }
+                self.s = self.used.trailing_zeros() as usize;
+                self.used &= self.used - 1;
+                self.order = 0;
+            }
+            self.cur = self.a.secs[self.s].head[self.order];
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The 8-byte per-page metadata word and the per-section lazy-init state.
+//!
+//! Word layout (bits):
+//! - `0..2` state: `0` none (interior of a block, or never touched),
+//!   `1` free block head, `2` allocation head.
+//! - free head: `2..7` order, `7..35` prev index, `35..63` next index
+//!   (section-relative page indexes, [`NIL`] = none).
+//! - allocation head: `2..34` page count, `34` transient mark used by bulk
+//!   free, `35..64` reserved (zero).
+//! - none: every other bit zero.
+
+pub(crate) const ST_MASK: u64 = 3;
+pub(crate) const ST_NONE: u64 = 0;
+pub(crate) const ST_FREE: u64 = 1;
+pub(crate) const ST_ALLOC: u64 = 2;
+
+/// "No page" in a free-list link.
+pub(crate) const NIL: u32 = (1 << 28) - 1;
+const LINK_MASK: u64 = (1 << 28) - 1;
+const MARK_BIT: u64 = 1 << 34;
+
+#[inline(always)]
+pub(crate) const fn state(e: u64) -> u64 {
+    e & ST_MASK
+}
+
+#[inline(always)]
+pub(crate) const fn free_word(order: u32, prev: u32, next: u32) -> u64 {
+    ST_FREE | ((order as u64) << 2) | ((prev as u64) << 7) | ((next as u64) << 35)
+}
+
+#[inline(always)]
+pub(crate) const fn free_order(e: u64) -> u32 {
+    ((e >> 2) & 0x1f) as u32
+}
+
+#[inline(always)]
+pub(crate) const fn free_prev(e: u64) -> u32 {
+    ((e >> 7) & LINK_MASK) as u32
+}
+
+#[inline(always)]
+pub(crate) const fn free_next(e: u64) -> u32 {
+    ((e >> 35) & LINK_MASK) as u32
+}
+
+#[inline(always)]
+pub(crate) const fn with_prev(e: u64, prev: u32) -> u64 {
+    (e & !(LINK_MASK << 7)) | ((prev as u64) << 7)
+}
+
+#[inline(always)]
+pub(crate) const fn with_next(e: u64, next: u32) -> u64 {
+    (e & !(LINK_MASK << 35)) | ((next as u64) << 35)
+}
+
+#[inline(always)]
+pub(crate) const fn alloc_word(count: u32) -> u64 {
+    ST_ALLOC | ((count as u64) << 2)
+}
+
+#[inline(always)]
+pub(crate) const fn alloc_count(e: u64) -> u32 {
+    ((e >> 2) & 0xffff_ffff) as u32
+}
+
+#[inline(always)]
+pub(crate) const fn is_marked(e: u64) -> bool {
+    e & MARK_BIT != 0
+}
+
+#[inline(always)]
+pub(crate) const fn marked(e: u64) -> u64 {
+    e | MARK_BIT
+}
+
+#[inline(always)]
+pub(crate) const fn unmarked(e: u64) -> u64 {
+    e & !MARK_BIT
+}
+
+/// Number of 64-bit words in each per-section chunk bitmap.
+pub(crate) const CHUNK_WORDS: usize = 32;
+/// Maximum number of lazily initialised chunks per section.
+pub(crate) const MAX_CHUNKS: u64 = (CHUNK_WORDS * 64) as u64;
+/// Smallest chunk: 64 pages (512 bytes of metadata).
+pub(crate) const MIN_CHUNK_SHIFT: u32 = 6;
+
+/// Smallest chunk shift for which a section `[base, base + pages)` (in
+/// frame numbers) has at most [`MAX_CHUNKS`] chunks.
+pub(crate) const fn chunk_shift_for(base: u64, pages: u64) -> u32 {
+    let mut s = MIN_CHUNK_SHIFT;
+    loop {
+        let n = ((base + pages - 1) >> s) - (base >> s) + 1;
+        if n <= MAX_CHUNKS {
+            return s;
+        }
+        s += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_word_roundtrip() {
+        let e = free_word(18, NIL, 12345);
+        assert_eq!(state(e), ST_FREE);
+        assert_eq!(free_order(e), 18);
+        assert_eq!(free_prev(e), NIL);
+        assert_eq!(free_next(e), 12345);
+        let e = with_prev(e, 7);
+        assert_eq!(free_prev(e), 7);
+        assert_eq!(free_next(e), 12345);
+        let e = with_next(e, NIL);
+        assert_eq!(free_next(e), NIL);
+        assert_eq!(free_order(e), 18);
+    }
+
+    #[test]
+    fn alloc_word_roundtrip() {
+        let e = alloc_word(u32::MAX);
+        assert_eq!(state(e), ST_ALLOC);
+        assert_eq!(alloc_count(e), u32::MAX);
+        assert!(!is_marked(e));
+        assert!(is_marked(marked(e)));
+        assert_eq!(unmarked(marked(e)), e);
+    }
+
+    #[test]
+    fn chunk_shift_bounds() {
+        // 4 GiB, aligned: 2^20 pages -> 512-page chunks.
+        assert_eq!(chunk_shift_for(1 << 20, 1 << 20), 9);
+        assert_eq!(chunk_shift_for(0, 100), MIN_CHUNK_SHIFT);
+        let s = chunk_shift_for(3, (1 << 28) - 1);
+        assert!((((3 + (1u64 << 28) - 2) >> s) - (3 >> s) + 1) <= MAX_CHUNKS);
+    }
+}

@@ -1,0 +1,233 @@
+//! Statistics: buddyinfo-like free counts per zone and order.
+
+use core::fmt;
+
+use crate::types::{NR_ORDERS, PAGEBLOCK_ORDER, Zone};
+
+/// Statistics of one zone.
+///
+/// ```
+/// let st = allocator::BuddyAllocator::new().stats();
+/// assert_eq!(st.zone(allocator::Zone::Normal).largest_free_order(), None);
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct ZoneStats {
+    /// Which zone.
+    pub zone: Zone,
+    /// Pages registered in the zone.
+    pub managed_pages: u64,
+    /// Free pages in the zone.
+    pub free_pages: u64,
+    /// Number of free blocks of each order (like `/proc/buddyinfo`).
+    pub free_blocks: [u64; NR_ORDERS],
+    /// Pages kept back from fallback requests (see `BuddyAllocator::set_reserve`).
+    pub reserve: u64,
+    /// Number of sections in the zone.
+    pub sections: u32,
+}
+
+impl ZoneStats {
+    pub(crate) const EMPTY: ZoneStats = ZoneStats {
+        zone: Zone::Dma,
+        managed_pages: 0,
+        free_pages: 0,
+        free_blocks: [0; NR_ORDERS],
+        reserve: 0,
+        sections: 0,
+    };
+
+    /// Pages in use (managed minus free).
+    ///
+    /// ```
+    /// let st = allocator::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(allocator::Zone::Dma).used_pages(), 0);
+    /// ```
+    pub fn used_pages(&self) -> u64 {
+        self.managed_pages - self.free_pages
+    }
+
+    /// Order of the largest free block, if any page is free.
+    ///
+    /// ```
+    /// let st = allocator::BuddyAllocator::new().stats();
+    /// assert!(st.zone(allocator::Zone::Dma).largest_free_order().is_none());
+    /// ```
+    pub fn largest_free_order(&self) -> Option<u32> {
+        (0..NR_ORDERS)
+            .rev()
+            .find(|&o| self.free_blocks[o] != 0)
+            .map(|o| o as u32)
+    }
+
+    /// Free pages held in blocks of at least `order`.
+    ///
+    /// ```
+    /// let st = allocator::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(allocator::Zone::Dma).free_pages_at_least(9), 0);
+    /// ```
+    pub fn free_pages_at_least(&self, order: u32) -> u64 {
+        (order as usize..NR_ORDERS)
+            .map(|o| self.free_blocks[o] << o)
+            .sum()
+    }
+
+    /// Fragmentation index for `order`, in per mille: the share of free
+    /// memory that cannot serve a request of that order (Gorman's
+    /// "unusable free space index"). 0 = perfect, 1000 = nothing usable.
+    /// 0 when nothing is free.
+    ///
+    /// ```
+    /// let st = allocator::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(allocator::Zone::Dma).fragmentation_permille(9), 0);
+    /// ```
+    pub fn fragmentation_permille(&self, order: u32) -> u32 {
+        if self.free_pages == 0 {
+            return 0;
+        }
+        let unusable = self.free_pages - self.free_pages_at_least(order);
+        (unusable * 1000 / self.free_pages) as u32
+    }
+}
+
+/// Statistics of the whole allocator; `Display` prints a compact table.
+///
+/// ```
+/// let st = allocator::BuddyAllocator::new().stats();
+/// let text = format!("{st}");
+/// assert!(text.contains("DMA32"));
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct Stats {
+    /// Per zone, indexed by `Zone as usize`.
+    pub zones: [ZoneStats; 3],
+}
+
+impl Stats {
+    /// The statistics of one zone.
+    ///
+    /// ```
+    /// let st = allocator::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(allocator::Zone::Dma32).zone, allocator::Zone::Dma32);
+    /// ```
+    pub fn zone(&self, z: Zone) -> &ZoneStats {
+        &self.zones[z as usize]
+    }
+
+    /// Free pages in all zones.
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().stats().free_pages(), 0);
+    /// ```
+    pub fn free_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.free_pages).sum()
+    }
+
+    /// Managed pages in all zones.
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().stats().managed_pages(), 0);
+    /// ```
+    pub fn managed_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.managed_pages).sum()
+    }
+
+    /// Pages in use in all zones.
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().stats().used_pages(), 0);
+    /// ```
+    pub fn used_pages(&self) -> u64 {
+        self.managed_pages() - self.free_pages()
+    }
+
+    /// Free blocks of `order` in all zones.
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().stats().free_blocks(0), 0);
+    /// ```
+    pub fn free_blocks(&self, order: u32) -> u64 {
+        self.zones
+            .iter()
+            .map(|z| z.free_blocks[order as usize])
+            .sum()
+    }
+
+    /// Largest free order in any zone.
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().stats().largest_free_order(), None);
+    /// ```
+    pub fn largest_free_order(&self) -> Option<u32> {
+        self.zones
+            .iter()
+            .filter_map(|z| z.largest_free_order())
+            .max()
+    }
+
+    /// Fragmentation index over all zones, per mille (see
+    /// [`ZoneStats::fragmentation_permille`]).
+    ///
+    /// ```
+    /// assert_eq!(allocator::BuddyAllocator::new().stats().fragmentation_permille(9), 0);
+    /// ```
+    pub fn fragmentation_permille(&self, order: u32) -> u32 {
+        let free = self.free_pages();
+        if free == 0 {
+            return 0;
+        }
+        let usable: u64 = self
+            .zones
+            .iter()
+            .map(|z| z.free_pages_at_least(order))
+            .sum();
+        ((free - usable) * 1000 / free) as u32
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<6} {:>10} {:>10} {:>3} {:>6} | free blocks per order 0..{}",
+            "zone",
+            "managed",
+            "free",
+            "max",
+            "frag9",
+            NR_ORDERS - 1
+        )?;
+        for z in &self.zones {
+            write!(
+                f,
+                "{:<6} {:>10} {:>10} ",
+                z.zone.name(),
+                z.managed_pages,
+                z.free_pages
+            )?;
+            match z.largest_free_order() {
+                Some(o) => write!(f, "{o:>3} ")?,
+                None => write!(f, "{:>3} ", "-")?,
+            }
+            let p = z.fragmentation_permille(PAGEBLOCK_ORDER);
+            write!(f, "{:>4}.{}% |", p / 10, p % 10)?;
+            for n in &z.free_blocks {
+                write!(f, " {n}")?;
+            }
+            writeln!(f)?;
+        }
+        let p = self.fragmentation_permille(PAGEBLOCK_ORDER);
+        writeln!(
+            f,
+            "{:<6} {:>10} {:>10} {:>3} {:>4}.{}% |",
+            "total",
+            self.managed_pages(),
+            self.free_pages(),
+            match self.largest_free_order() {
+                Some(o) => o as i64,
+                None => -1,
+            },
+            p / 10,
+            p % 10
+        )
+    }
+}
