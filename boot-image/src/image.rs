@@ -13,7 +13,10 @@ use crate::qemu::Firmware;
 pub fn default_out_dir(kernel: &Path) -> PathBuf {
     kernel
         .ancestors()
-        .find(|dir| dir.file_name().is_some_and(|name| name == "x86_64-unknown-none"))
+        .find(|dir| {
+            dir.file_name()
+                .is_some_and(|name| name == "x86_64-unknown-none")
+        })
         .and_then(Path::parent)
         .map(|target| target.join("boot"))
         .unwrap_or_else(|| PathBuf::from("target/boot"))
@@ -21,7 +24,8 @@ pub fn default_out_dir(kernel: &Path) -> PathBuf {
 
 /// Builds the image for `firmware` at `out_dir/<firmware>.img`.
 pub fn build(kernel: &Path, out_dir: &Path, firmware: Firmware) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let loaded = stripped_copy(kernel, out_dir)?;
     let mut config = BootConfig::default();
     // The bootloader logs every step at Trace by default, which takes
@@ -43,7 +47,9 @@ pub fn build(kernel: &Path, out_dir: &Path, firmware: Firmware) -> Result<PathBu
 /// the original when llvm-strip (rustup's llvm-tools) is not there.
 fn stripped_copy(kernel: &Path, out_dir: &Path) -> Result<PathBuf, String> {
     let Some(strip) = llvm_strip() else {
-        eprintln!("boot-image: llvm-strip not found (rustup component llvm-tools); using the unstripped kernel");
+        eprintln!(
+            "boot-image: llvm-strip not found (rustup component llvm-tools); using the unstripped kernel"
+        );
         return Ok(kernel.to_path_buf());
     };
     let copy = out_dir.join("kernel.stripped");
@@ -61,9 +67,15 @@ fn stripped_copy(kernel: &Path, out_dir: &Path) -> Result<PathBuf, String> {
 }
 
 fn llvm_strip() -> Option<PathBuf> {
-    let output = Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+    let output = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
     let sysroot = String::from_utf8(output.stdout).ok()?;
     let host = env!("BOOT_IMAGE_HOST");
-    let path = Path::new(sysroot.trim()).join("lib/rustlib").join(host).join("bin/llvm-strip");
+    let path = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-strip");
     path.is_file().then_some(path)
 }

@@ -69,7 +69,10 @@ impl Parser {
         if line.contains("boot complete") {
             report.boot_complete = true;
         }
-        if let Some(at) = line.find("KERNEL PANIC:").or_else(|| line.find("KERNEL FAULT:")) {
+        if let Some(at) = line
+            .find("KERNEL PANIC:")
+            .or_else(|| line.find("KERNEL FAULT:"))
+        {
             // Keep the first crash: later ones are usually consequences.
             report.crash.get_or_insert_with(|| line[at..].to_string());
             return;
@@ -80,15 +83,19 @@ impl Parser {
         if let Some(plan) = line.strip_prefix("1..").and_then(|n| n.parse().ok()) {
             report.plan = Some(plan);
         } else if let Some(result) = parse_result(line) {
-            if report.running.as_ref().is_some_and(|(n, _)| *n == result.number) {
+            if report
+                .running
+                .as_ref()
+                .is_some_and(|(n, _)| *n == result.number)
+            {
                 report.running = None;
             }
             report.results.push(result);
         } else if let Some(start) = line.strip_prefix("# start ") {
-            if let Some((number, name)) = start.split_once(' ') {
-                if let Ok(number) = number.parse() {
-                    report.running = Some((number, name.to_string()));
-                }
+            if let Some((number, name)) = start.split_once(' ')
+                && let Ok(number) = number.parse()
+            {
+                report.running = Some((number, name.to_string()));
             }
         } else if let Some(diagnostic) = line.strip_prefix('#') {
             if let Some(last) = report.results.last_mut() {
@@ -172,7 +179,12 @@ fn parse_result(line: &str) -> Option<TestResult> {
         _ if failed => Outcome::Failed,
         _ => Outcome::Passed,
     };
-    Some(TestResult { number, name: name.trim().to_string(), outcome, diagnostics: Vec::new() })
+    Some(TestResult {
+        number,
+        name: name.trim().to_string(),
+        outcome,
+        diagnostics: Vec::new(),
+    })
 }
 
 /// `N passed, N failed` with an optional `, N skipped`.
@@ -241,7 +253,11 @@ pub fn judge(report: &Report, exit: Exit) -> Verdict {
             Outcome::Skipped(_) => verdict.skipped += 1,
             Outcome::Failed => {
                 verdict.failed += 1;
-                let why = result.diagnostics.first().map(String::as_str).unwrap_or("no diagnostics");
+                let why = result
+                    .diagnostics
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("no diagnostics");
                 problems.push(format!("not ok {} {}: {why}", result.number, result.name));
             }
         }
@@ -318,7 +334,10 @@ mod tests {
 
     #[test]
     fn escapes_and_carriage_returns_are_removed() {
-        assert_eq!(clean("\x1b[2J\x1b[01;01HKTAP version 1\r"), "KTAP version 1");
+        assert_eq!(
+            clean("\x1b[2J\x1b[01;01HKTAP version 1\r"),
+            "KTAP version 1"
+        );
         assert_eq!(clean("\x1b]0;title\x07ok 1 a"), "ok 1 a");
         assert_eq!(clean("a\tb\x00c"), "a bc");
     }
@@ -326,11 +345,17 @@ mod tests {
     #[test]
     fn result_lines_parse() {
         let ok = parse_result("ok 3 mem::tests::x").unwrap();
-        assert_eq!((ok.number, ok.name.as_str(), ok.outcome), (3, "mem::tests::x", Outcome::Passed));
+        assert_eq!(
+            (ok.number, ok.name.as_str(), ok.outcome),
+            (3, "mem::tests::x", Outcome::Passed)
+        );
         let bad = parse_result("not ok 4 y").unwrap();
         assert_eq!(bad.outcome, Outcome::Failed);
         let skip = parse_result("not ok 5 z # SKIP not run: test 4 did not finish").unwrap();
-        assert_eq!(skip.outcome, Outcome::Skipped("not run: test 4 did not finish".into()));
+        assert_eq!(
+            skip.outcome,
+            Outcome::Skipped("not run: test 4 did not finish".into())
+        );
         assert_eq!(skip.name, "z");
         assert!(parse_result("okay 1 x").is_none());
         assert!(parse_result("ok x").is_none());
@@ -339,14 +364,18 @@ mod tests {
     #[test]
     fn summary_lines_parse() {
         assert_eq!(parse_summary("12 passed, 0 failed"), Some((12, 0, 0)));
-        assert_eq!(parse_summary("1 passed, 2 failed, 3 skipped"), Some((1, 2, 3)));
+        assert_eq!(
+            parse_summary("1 passed, 2 failed, 3 skipped"),
+            Some((1, 2, 3))
+        );
         assert_eq!(parse_summary("1 passed"), None);
         assert_eq!(parse_summary("1 passed, 2 failed, 3 skipped, 4 more"), None);
     }
 
     #[test]
     fn noise_before_the_header_is_ignored() {
-        let report = parse("ok 1 fake\n1..9\nKTAP version 1\n1..1\nok 1 real\n1 passed, 0 failed\n");
+        let report =
+            parse("ok 1 fake\n1..9\nKTAP version 1\n1..1\nok 1 real\n1 passed, 0 failed\n");
         assert_eq!(report.plan, Some(1));
         assert_eq!(report.results.len(), 1);
         assert!(judge(&report, Exit::Status(EXIT_SUCCESS)).success());

@@ -57,7 +57,11 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
             "--memory" => flags.memory = Some(value()?.clone()),
             "--machine" => flags.machines.push(value()?.parse()?),
             "--timeout" => {
-                flags.timeout = Some(value()?.parse().map_err(|_| "--timeout takes whole seconds")?)
+                flags.timeout = Some(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--timeout takes whole seconds")?,
+                )
             }
             "--usb" => flags.usb = true,
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
@@ -76,7 +80,10 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
         _ => return Err(USAGE.into()),
     };
     if !kernel.is_file() {
-        return Err(format!("no kernel at {} (build it with `make kernel`)", kernel.display()));
+        return Err(format!(
+            "no kernel at {} (build it with `make kernel`)",
+            kernel.display()
+        ));
     }
     match command {
         "cargo-runner" if is_test_binary(kernel) => test(kernel, &Flags::default()),
@@ -93,13 +100,19 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
 /// cargo names test harness binaries `<crate>-<16 hex digits>` (under
 /// `deps/`, or `build/<crate>/<hash>/out/` with the newer build-dir layout).
 fn is_test_binary(kernel: &Path) -> bool {
-    let name = kernel.file_name().and_then(|name| name.to_str()).unwrap_or("");
+    let name = kernel
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("");
     name.rsplit_once('-')
         .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn image_all(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
-    let out = flags.out.clone().unwrap_or_else(|| image::default_out_dir(kernel));
+    let out = flags
+        .out
+        .clone()
+        .unwrap_or_else(|| image::default_out_dir(kernel));
     for firmware in [Firmware::Bios, Firmware::Uefi] {
         let path = image::build(kernel, &out, firmware)?;
         println!("{firmware} image: {}", path.display());
@@ -142,9 +155,16 @@ fn interactive_command(
 
 fn run(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
     let machine = machine(flags, Firmware::Uefi);
-    let options = Options { usb: flags.usb, interactive: true, ..Options::default() };
+    let options = Options {
+        usb: flags.usb,
+        interactive: true,
+        ..Options::default()
+    };
     let (mut command, vars) = interactive_command(kernel, &machine, &options)?;
-    println!("booting {} on {machine}; quit QEMU with Ctrl-A X", kernel.display());
+    println!(
+        "booting {} on {machine}; quit QEMU with Ctrl-A X",
+        kernel.display()
+    );
     let status = command.status().map_err(|e| format!("starting QEMU: {e}"));
     if let Some(vars) = vars {
         let _ = std::fs::remove_file(vars);
@@ -167,19 +187,27 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
     let timeout = match flags.timeout {
         Some(seconds) => seconds,
         None => match std::env::var("KERNEL_TEST_TIMEOUT") {
-            Ok(text) => text.parse().map_err(|_| "KERNEL_TEST_TIMEOUT takes whole seconds")?,
+            Ok(text) => text
+                .parse()
+                .map_err(|_| "KERNEL_TEST_TIMEOUT takes whole seconds")?,
             Err(_) => 180,
         },
     };
     let passed = suite::run(kernel, &machines, Duration::from_secs(timeout))?;
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// ELF type from the header: 2 = fixed-address executable, 3 = PIE.
 fn elf_type(kernel: &Path) -> Result<u16, String> {
     let bytes = std::fs::read(kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
     match bytes.get(..18) {
-        Some(header) if header.starts_with(b"\x7fELF") => Ok(u16::from_le_bytes([header[16], header[17]])),
+        Some(header) if header.starts_with(b"\x7fELF") => {
+            Ok(u16::from_le_bytes([header[16], header[17]]))
+        }
         _ => Err(format!("{} is not an ELF file", kernel.display())),
     }
 }
@@ -204,7 +232,9 @@ fn probe_load_offset(kernel: &Path, machine: &Machine) -> Result<u64, String> {
 
 fn debug(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
     let machine = machine(flags, Firmware::Bios);
-    let kernel = kernel.canonicalize().map_err(|e| format!("{}: {e}", kernel.display()))?;
+    let kernel = kernel
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", kernel.display()))?;
     let symbols = match elf_type(&kernel)? {
         3 => {
             let offset = probe_load_offset(&kernel, &machine)?;
@@ -221,7 +251,11 @@ fn debug(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
          hbreak kernel::kernel_main\ncontinue\n"
     );
     std::fs::write(&script, text).map_err(|e| format!("writing {}: {e}", script.display()))?;
-    let options = Options { gdb: true, interactive: true, ..Options::default() };
+    let options = Options {
+        gdb: true,
+        interactive: true,
+        ..Options::default()
+    };
     let (mut command, vars) = interactive_command(&kernel, &machine, &options)?;
     println!("QEMU is halted with a gdb stub on localhost:1234. In another terminal run:\n");
     println!("    gdb -x {}\n", script.display());

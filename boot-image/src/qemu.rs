@@ -19,7 +19,9 @@ impl FromStr for Firmware {
         match text {
             "bios" => Ok(Self::Bios),
             "uefi" => Ok(Self::Uefi),
-            other => Err(format!("unknown firmware `{other}` (expected bios or uefi)")),
+            other => Err(format!(
+                "unknown firmware `{other}` (expected bios or uefi)"
+            )),
         }
     }
 }
@@ -47,10 +49,18 @@ impl FromStr for Machine {
     fn from_str(text: &str) -> Result<Self, String> {
         let (firmware, memory) = text.split_once(':').unwrap_or((text, "512M"));
         let digits = memory.trim_end_matches(['M', 'G']);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() == memory.len() {
-            return Err(format!("bad memory size `{memory}` in `{text}` (expected e.g. 256M or 8G)"));
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.len() == memory.len()
+        {
+            return Err(format!(
+                "bad memory size `{memory}` in `{text}` (expected e.g. 256M or 8G)"
+            ));
         }
-        Ok(Self { firmware: firmware.parse()?, memory: memory.to_string() })
+        Ok(Self {
+            firmware: firmware.parse()?,
+            memory: memory.to_string(),
+        })
     }
 }
 
@@ -79,23 +89,46 @@ pub struct Ovmf {
 }
 
 const OVMF_CANDIDATES: &[(&str, &str)] = &[
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
-    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
-    ("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd", "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd"),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ),
+    (
+        "/usr/share/edk2-ovmf/x64/OVMF_CODE.fd",
+        "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd",
+    ),
 ];
 
 impl Ovmf {
     /// `OVMF_CODE`/`OVMF_VARS` from the environment, else the usual places.
     pub fn find() -> Result<Self, String> {
-        if let (Some(code), Some(vars)) = (std::env::var_os("OVMF_CODE"), std::env::var_os("OVMF_VARS")) {
-            return Ok(Self { code: code.into(), vars: vars.into() });
+        if let (Some(code), Some(vars)) =
+            (std::env::var_os("OVMF_CODE"), std::env::var_os("OVMF_VARS"))
+        {
+            return Ok(Self {
+                code: code.into(),
+                vars: vars.into(),
+            });
         }
         OVMF_CANDIDATES
             .iter()
             .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
-            .map(|(code, vars)| Self { code: code.into(), vars: vars.into() })
+            .map(|(code, vars)| Self {
+                code: code.into(),
+                vars: vars.into(),
+            })
             .ok_or_else(|| {
                 "OVMF not found: install it with `sudo apt-get install ovmf` \
                  (or set OVMF_CODE and OVMF_VARS)"
@@ -109,7 +142,11 @@ pub fn kvm_usable() -> bool {
     if std::env::var("KVM").is_ok_and(|v| v == "0") {
         return false;
     }
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// The QEMU binary, or an error that names the package to install.
@@ -137,13 +174,21 @@ pub fn command(
     let mut command = Command::new(qemu);
     command.args(["-m", &machine.memory, "-display", "none", "-no-reboot"]);
     command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    command.args(["-serial", if options.interactive { "mon:stdio" } else { "stdio" }]);
+    command.args([
+        "-serial",
+        if options.interactive {
+            "mon:stdio"
+        } else {
+            "stdio"
+        },
+    ]);
     if !options.interactive {
         command.args(["-monitor", "none"]);
     }
     // OVMF under KVM fails on these hosts ("KVM internal error"), so UEFI
     // boots always use TCG; `-cpu max` gives TCG guests 1 GiB pages and more.
-    if machine.firmware == Firmware::Bios && kvm_usable() {
+    // gdb sessions use TCG too: its gdbstub handles breakpoints on every host.
+    if machine.firmware == Firmware::Bios && !options.gdb && kvm_usable() {
         command.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
         command.args(["-accel", "tcg", "-cpu", "max"]);
@@ -154,8 +199,16 @@ pub fn command(
     }
     let image = image.display();
     if options.usb {
-        command.args(["-drive", &format!("if=none,id=stick,format=raw,file={image}")]);
-        command.args(["-device", "qemu-xhci,id=xhci", "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+        command.args([
+            "-drive",
+            &format!("if=none,id=stick,format=raw,file={image}"),
+        ]);
+        command.args([
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-device",
+            "usb-storage,bus=xhci.0,drive=stick,bootindex=0",
+        ]);
     } else {
         command.args(["-drive", &format!("format=raw,file={image}")]);
     }
@@ -177,7 +230,10 @@ mod tests {
     #[test]
     fn machines_parse() {
         let machine: Machine = "bios:8G".parse().unwrap();
-        assert_eq!((machine.firmware, machine.memory.as_str()), (Firmware::Bios, "8G"));
+        assert_eq!(
+            (machine.firmware, machine.memory.as_str()),
+            (Firmware::Bios, "8G")
+        );
         assert_eq!("uefi".parse::<Machine>().unwrap().memory, "512M");
         assert!("bios:8".parse::<Machine>().is_err());
         assert!("bios:G".parse::<Machine>().is_err());
@@ -186,7 +242,10 @@ mod tests {
 
     #[test]
     fn uefi_command_uses_pflash_and_tcg() {
-        let ovmf = Ovmf { code: "/c.fd".into(), vars: "/v.fd".into() };
+        let ovmf = Ovmf {
+            code: "/c.fd".into(),
+            vars: "/v.fd".into(),
+        };
         let machine: Machine = "uefi:512M".parse().unwrap();
         let command = command(
             Path::new("qemu"),
@@ -195,7 +254,10 @@ mod tests {
             Some((&ovmf, Path::new("/copy.fd"))),
             &Options::default(),
         );
-        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<_> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert!(args.contains(&"if=pflash,format=raw,readonly=on,file=/c.fd".to_string()));
         assert!(args.contains(&"if=pflash,format=raw,file=/copy.fd".to_string()));
         assert!(args.windows(2).any(|w| w == ["-accel", "tcg"]));

@@ -29,7 +29,10 @@ pub fn run(
     echo: &mut dyn Write,
     stop_when: Option<&dyn Fn(&Report) -> bool>,
 ) -> std::io::Result<Capture> {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -43,7 +46,10 @@ pub fn run(
             if n == 0 {
                 break;
             }
-            if lines.send(String::from_utf8_lossy(&buffer).into_owned()).is_err() {
+            if lines
+                .send(String::from_utf8_lossy(&buffer).into_owned())
+                .is_err()
+            {
                 break;
             }
             buffer.clear();
@@ -103,7 +109,11 @@ pub fn run(
         Some(None) => Exit::Status(crate::ktap::EXIT_SUCCESS),
         None => exit_of(status),
     };
-    Ok(Capture { report: parser.into_report(), exit, stderr })
+    Ok(Capture {
+        report: parser.into_report(),
+        exit,
+        stderr,
+    })
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Exit {

@@ -34,7 +34,11 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
             _ => None,
         };
         let command = qemu::command(&qemu, machine, &image, ovmf, &Options::default());
-        let accel = if command.get_args().any(|a| a == "kvm") { "kvm" } else { "tcg" };
+        let accel = if command.get_args().any(|a| a == "kvm") {
+            "kvm"
+        } else {
+            "tcg"
+        };
         println!("==> in-kernel tests on {machine} ({accel})");
         let outcome = session::run(command, timeout, &mut std::io::stdout(), None)
             .map_err(|e| format!("starting {}: {e}", qemu.display()));

@@ -6,11 +6,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boot_image::ktap::{self, EXIT_FAILURE, EXIT_SUCCESS, Exit};
-use boot_image::session::Capture;
 use boot_image::session;
+use boot_image::session::Capture;
 
 fn stream_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streams").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/streams")
+        .join(name)
 }
 
 fn stream(name: &str) -> String {
@@ -25,7 +27,10 @@ fn a_passing_uefi_run_passes_despite_firmware_noise() {
     let verdict = ktap::judge(&report, Exit::Status(EXIT_SUCCESS));
     assert!(verdict.success(), "{:?}", verdict.problems);
     assert_eq!((verdict.passed, verdict.failed), (report.plan.unwrap(), 0));
-    assert_eq!(verdict.to_string(), format!("{} passed, 0 failed", verdict.passed));
+    assert_eq!(
+        verdict.to_string(),
+        format!("{} passed, 0 failed", verdict.passed)
+    );
 }
 
 #[test]
@@ -36,8 +41,11 @@ fn a_failing_test_fails_the_run_and_is_named() {
     assert_eq!(verdict.failed, 1);
     assert!(verdict.passed > 0, "the tests after the failure still ran");
     assert!(
-        verdict.problems.iter().any(|p| p.contains("injected_fault_that_never_comes")
-            && p.contains("expected PageFault, but the test returned")),
+        verdict
+            .problems
+            .iter()
+            .any(|p| p.contains("injected_fault_that_never_comes")
+                && p.contains("expected PageFault, but the test returned")),
         "{:?}",
         verdict.problems
     );
@@ -46,11 +54,28 @@ fn a_failing_test_fails_the_run_and_is_named() {
 #[test]
 fn a_panic_mid_run_fails_names_the_test_and_the_unrun_ones() {
     let report = ktap::parse(&stream("panic-mid-run.txt"));
-    assert!(report.crash.as_deref().is_some_and(|c| c.starts_with("KERNEL PANIC:")));
-    let failed: Vec<_> = report.results.iter().filter(|r| r.outcome == ktap::Outcome::Failed).collect();
+    assert!(
+        report
+            .crash
+            .as_deref()
+            .is_some_and(|c| c.starts_with("KERNEL PANIC:"))
+    );
+    let failed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == ktap::Outcome::Failed)
+        .collect();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].name, "mem::map::injected::injected_failing_assertion");
-    assert!(failed[0].diagnostics.iter().any(|d| d.contains("free pages after the churn")));
+    assert_eq!(
+        failed[0].name,
+        "mem::map::injected::injected_failing_assertion"
+    );
+    assert!(
+        failed[0]
+            .diagnostics
+            .iter()
+            .any(|d| d.contains("free pages after the churn"))
+    );
     let not_run = report
         .results
         .iter()
@@ -72,10 +97,23 @@ fn a_truncated_plan_fails() {
     assert!(report.plan.unwrap() > report.results.len());
     let verdict = ktap::judge(&report, Exit::Status(0));
     assert!(!verdict.success());
-    assert!(verdict.problems.iter().any(|p| p.starts_with("incomplete: the plan announced")));
-    assert!(verdict.problems.iter().any(|p| p.contains("QEMU exited with status 0")));
+    assert!(
+        verdict
+            .problems
+            .iter()
+            .any(|p| p.starts_with("incomplete: the plan announced"))
+    );
+    assert!(
+        verdict
+            .problems
+            .iter()
+            .any(|p| p.contains("QEMU exited with status 0"))
+    );
     // The unreported tests are counted as failed.
-    assert_eq!(verdict.passed + verdict.failed + verdict.skipped, report.plan.unwrap());
+    assert_eq!(
+        verdict.passed + verdict.failed + verdict.skipped,
+        report.plan.unwrap()
+    );
 }
 
 #[test]
@@ -87,7 +125,8 @@ fn a_hang_times_out_and_names_the_running_test() {
         verdict
             .problems
             .iter()
-            .any(|p| p.contains("timed out after 25 s") && p.contains("mem::map::injected::injected_hang")),
+            .any(|p| p.contains("timed out after 25 s")
+                && p.contains("mem::map::injected::injected_hang")),
         "{:?}",
         verdict.problems
     );
@@ -96,7 +135,9 @@ fn a_hang_times_out_and_names_the_running_test() {
 /// A stand-in for QEMU: prints a recorded stream, then behaves as told.
 fn fake_qemu(stream: &str, then: &str) -> Command {
     let mut command = Command::new("sh");
-    command.arg("-c").arg(format!("cat '{}'; {then}", stream_path(stream).display()));
+    command
+        .arg("-c")
+        .arg(format!("cat '{}'; {then}", stream_path(stream).display()));
     command
 }
 
@@ -107,20 +148,38 @@ fn run(command: Command, timeout: Duration) -> Capture {
 #[test]
 fn the_session_kills_a_hung_kernel_at_the_deadline() {
     let started = Instant::now();
-    let outcome = run(fake_qemu("hang.txt", "exec sleep 60"), Duration::from_secs(1));
-    assert!(started.elapsed() < Duration::from_secs(10), "the runner waited for the hung process");
+    let outcome = run(
+        fake_qemu("hang.txt", "exec sleep 60"),
+        Duration::from_secs(1),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the runner waited for the hung process"
+    );
     assert_eq!(outcome.exit, Exit::TimedOut(1));
-    assert_eq!(outcome.report.running.as_ref().map(|r| r.1.as_str()), Some("mem::map::injected::injected_hang"));
+    assert_eq!(
+        outcome.report.running.as_ref().map(|r| r.1.as_str()),
+        Some("mem::map::injected::injected_hang")
+    );
     assert!(!ktap::judge(&outcome.report, outcome.exit).success());
 }
 
 #[test]
 fn the_session_passes_exit_statuses_through() {
-    let pass = run(fake_qemu("pass-uefi.txt", "exit 33"), Duration::from_secs(20));
+    let pass = run(
+        fake_qemu("pass-uefi.txt", "exit 33"),
+        Duration::from_secs(20),
+    );
     assert_eq!(pass.exit, Exit::Status(EXIT_SUCCESS));
     assert!(ktap::judge(&pass.report, pass.exit).success());
 
-    let wrong = run(fake_qemu("pass-uefi.txt", "echo 'qemu: could not open disk' >&2; exit 1"), Duration::from_secs(20));
+    let wrong = run(
+        fake_qemu(
+            "pass-uefi.txt",
+            "echo 'qemu: could not open disk' >&2; exit 1",
+        ),
+        Duration::from_secs(20),
+    );
     assert_eq!(wrong.exit, Exit::Status(1));
     assert!(wrong.stderr.contains("could not open disk"));
     assert!(!ktap::judge(&wrong.report, wrong.exit).success());
@@ -129,18 +188,35 @@ fn the_session_passes_exit_statuses_through() {
 #[test]
 fn the_summary_adds_up_machines_and_ends_with_the_plain_line() {
     use boot_image::suite::print_summary;
-    let pass = ktap::judge(&ktap::parse(&stream("pass-uefi.txt")), Exit::Status(EXIT_SUCCESS));
-    let fail = ktap::judge(&ktap::parse(&stream("fail.txt")), Exit::Status(EXIT_FAILURE));
+    let pass = ktap::judge(
+        &ktap::parse(&stream("pass-uefi.txt")),
+        Exit::Status(EXIT_SUCCESS),
+    );
+    let fail = ktap::judge(
+        &ktap::parse(&stream("fail.txt")),
+        Exit::Status(EXIT_FAILURE),
+    );
     let mut out = Vec::new();
     let all_passed = print_summary(
-        &[("uefi:512M".parse().unwrap(), pass.clone()), ("bios:256M".parse().unwrap(), fail.clone())],
+        &[
+            ("uefi:512M".parse().unwrap(), pass.clone()),
+            ("bios:256M".parse().unwrap(), fail.clone()),
+        ],
         &mut out,
     );
     assert!(!all_passed);
     let text = String::from_utf8(out).unwrap();
     let last = text.lines().last().unwrap();
     let skipped = pass.skipped + fail.skipped;
-    let expected = format!("{} passed, {} failed", pass.passed + fail.passed, pass.failed + fail.failed);
-    let expected = if skipped > 0 { format!("{expected}, {skipped} skipped") } else { expected };
+    let expected = format!(
+        "{} passed, {} failed",
+        pass.passed + fail.passed,
+        pass.failed + fail.failed
+    );
+    let expected = if skipped > 0 {
+        format!("{expected}, {skipped} skipped")
+    } else {
+        expected
+    };
     assert_eq!(last, expected);
 }

@@ -28,7 +28,10 @@ pub fn record(info: &BootInfo) -> &'static BootFacts {
 }
 
 /// The recorded facts; `None` before [`record`].
-#[cfg_attr(not(test), expect(dead_code, reason = "read by tests until the memory code uses it"))]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "read by tests until the memory code uses it")
+)]
 pub fn facts() -> Option<&'static BootFacts> {
     FACTS.get()
 }

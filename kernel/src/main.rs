@@ -43,13 +43,26 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     console::logger::init(log::LevelFilter::Info);
     arch::x86_64::init();
 
-    log::info!("{} {} starting", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    log::info!(
+        "{} {} starting",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION")
+    );
     if !serial {
         log::warn!("no UART answered at COM1");
     }
     match pit_answered {
         true => log::info!("TSC runs at {} MHz", tsc_hz / 1_000_000),
-        false => log::warn!("PIT did not answer; assuming a {} MHz TSC", tsc_hz / 1_000_000),
+        false => log::warn!(
+            "PIT did not answer; assuming a {} MHz TSC",
+            tsc_hz / 1_000_000
+        ),
+    }
+    if let Some(vendor) = cpu::hypervisor() {
+        let name = core::str::from_utf8(&vendor)
+            .unwrap_or("?")
+            .trim_end_matches('\0');
+        log::info!("running under a hypervisor: {name}");
     }
     let facts = boot::record(boot_info);
     log::info!(

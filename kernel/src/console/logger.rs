@@ -30,7 +30,10 @@ impl Log for KernelLogger {
             "[{:5}.{:06}] {level} {}: {}\n",
             micros / 1_000_000,
             micros % 1_000_000,
-            record.target().strip_prefix("kernel::").unwrap_or(record.target()),
+            record
+                .target()
+                .strip_prefix("kernel::")
+                .unwrap_or(record.target()),
             record.args()
         ));
     }

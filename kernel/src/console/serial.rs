@@ -22,7 +22,9 @@ struct Serial {
 
 impl Serial {
     fn write_bytes(&mut self, mut bytes: &[u8]) {
-        let Some(uart) = self.uart.as_mut() else { return };
+        let Some(uart) = self.uart.as_mut() else {
+            return;
+        };
         let mut stalls = 0;
         while !bytes.is_empty() {
             match uart.send_bytes(bytes) {
@@ -63,7 +65,10 @@ pub fn init() -> bool {
     // SAFETY: COM1's eight I/O ports belong to this driver alone.
     let uart = unsafe { Uart16550::new_port(COM1) };
     let uart = uart.ok().and_then(|mut uart| {
-        let config = Config { baud_rate: BaudRate::Baud115200, ..Config::default() };
+        let config = Config {
+            baud_rate: BaudRate::Baud115200,
+            ..Config::default()
+        };
         // init() first checks the scratch register, so an absent UART fails here.
         uart.init(config).ok().map(|()| uart)
     });

@@ -87,7 +87,10 @@ macro_rules! should_fault {
         #[allow(non_upper_case_globals)]
         static $name: $crate::ktest::ShouldFault = $crate::ktest::ShouldFault {
             name: concat!(module_path!(), "::", stringify!($name)),
-            expect: $crate::ktest::ExpectedFault { kind: $kind, address: $address },
+            expect: $crate::ktest::ExpectedFault {
+                kind: $kind,
+                address: $address,
+            },
             body: $body,
         };
     };
@@ -184,11 +187,17 @@ fn finish(not_run: usize) -> ! {
     let failed = FAILED.load(Ordering::SeqCst);
     let skipped = SKIPPED.load(Ordering::SeqCst) + not_run;
     if skipped > 0 {
-        print_emergency(format_args!("{passed} passed, {failed} failed, {skipped} skipped\n"));
+        print_emergency(format_args!(
+            "{passed} passed, {failed} failed, {skipped} skipped\n"
+        ));
     } else {
         print_emergency(format_args!("{passed} passed, {failed} failed\n"));
     }
-    let code = if failed == 0 && not_run == 0 { ExitCode::Success } else { ExitCode::Failure };
+    let code = if failed == 0 && not_run == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    };
     fatal::stop(code)
 }
 
@@ -196,8 +205,12 @@ fn finish(not_run: usize) -> ! {
 /// this fault, reports it as passed and continues with the next test.
 pub fn resume_if_expected(report: &ExceptionReport<'_>) {
     let number = CURRENT.load(Ordering::SeqCst);
-    let Some(test) = number.checked_sub(1).and_then(|index| tests().get(index)) else { return };
-    let Some(expect) = test.expected_fault() else { return };
+    let Some(test) = number.checked_sub(1).and_then(|index| tests().get(index)) else {
+        return;
+    };
+    let Some(expect) = test.expected_fault() else {
+        return;
+    };
     if expect.kind != report.kind() {
         return;
     }
@@ -209,7 +222,11 @@ pub fn resume_if_expected(report: &ExceptionReport<'_>) {
         }
     }
     CURRENT.store(0, Ordering::SeqCst);
-    report_ok(number, test.name(), Some(format_args!("raised as expected: {}", report.name)));
+    report_ok(
+        number,
+        test.name(),
+        Some(format_args!("raised as expected: {}", report.name)),
+    );
     resume_at(number);
 }
 
@@ -217,7 +234,10 @@ pub fn resume_if_expected(report: &ExceptionReport<'_>) {
 /// with the next one. Call it only from a test body.
 pub fn skip(reason: &str) -> ! {
     let number = CURRENT.swap(0, Ordering::SeqCst);
-    let name = number.checked_sub(1).and_then(|index| tests().get(index)).map_or("?", |t| t.name());
+    let name = number
+        .checked_sub(1)
+        .and_then(|index| tests().get(index))
+        .map_or("?", |t| t.name());
     kprintln!("ok {number} {name} # SKIP {reason}");
     SKIPPED.fetch_add(1, Ordering::SeqCst);
     resume_at(number)
@@ -254,7 +274,9 @@ extern "sysv64" fn resume_entry(next_index: usize) -> ! {
 pub fn abort(why: fmt::Arguments<'_>) {
     let number = CURRENT.swap(0, Ordering::SeqCst);
     let tests = tests();
-    let Some(test) = number.checked_sub(1).and_then(|index| tests.get(index)) else { return };
+    let Some(test) = number.checked_sub(1).and_then(|index| tests.get(index)) else {
+        return;
+    };
     report_not_ok(number, test.name(), why);
     for (index, later) in tests.iter().enumerate().skip(number) {
         print_emergency(format_args!(
@@ -279,7 +301,10 @@ mod tests {
     impl Write for Buffer {
         fn write_str(&mut self, text: &str) -> core::fmt::Result {
             let end = self.len + text.len();
-            self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?.copy_from_slice(text.as_bytes());
+            self.bytes
+                .get_mut(self.len..end)
+                .ok_or(core::fmt::Error)?
+                .copy_from_slice(text.as_bytes());
             self.len = end;
             Ok(())
         }
@@ -287,8 +312,16 @@ mod tests {
 
     #[test_case]
     fn multi_line_diagnostics_stay_diagnostics() {
-        let mut buffer = Buffer { bytes: [0; 64], len: 0 };
-        write!(buffer, "{}", Indented(format_args!("page fault\n  rip 0x1"))).unwrap();
+        let mut buffer = Buffer {
+            bytes: [0; 64],
+            len: 0,
+        };
+        write!(
+            buffer,
+            "{}",
+            Indented(format_args!("page fault\n  rip 0x1"))
+        )
+        .unwrap();
         assert_eq!(&buffer.bytes[..buffer.len], b"page fault\n#   rip 0x1");
     }
 }

@@ -24,7 +24,7 @@ impl fmt::Display for ByteSize {
             return f.pad(&Fixed::<16>::format(format_args!("{} B", self.0)));
         }
         // One decimal, computed in integers: tenths of the unit, rounded down.
-        let tenths = (self.0 as u128 * 10 >> (10 * unit)) as u64;
+        let tenths = ((self.0 as u128 * 10) >> (10 * unit)) as u64;
         f.pad(&Fixed::<16>::format(format_args!(
             "{}.{} {}",
             tenths / 10,
@@ -88,7 +88,10 @@ impl KindTotals {
         };
         for region in regions {
             let size = region.end.saturating_sub(region.start);
-            match totals.kinds[..totals.len].iter_mut().find(|entry| entry.0 == region.kind) {
+            match totals.kinds[..totals.len]
+                .iter_mut()
+                .find(|entry| entry.0 == region.kind)
+            {
                 Some(entry) => {
                     entry.1 += size;
                     entry.2 += 1;
@@ -110,14 +113,24 @@ impl KindTotals {
 
     #[cfg_attr(not(test), expect(dead_code, reason = "used by tests"))]
     pub fn bytes_of(&self, kind: MemoryRegionKind) -> u64 {
-        self.entries().iter().filter(|entry| entry.0 == kind).map(|entry| entry.1).sum()
+        self.entries()
+            .iter()
+            .filter(|entry| entry.0 == kind)
+            .map(|entry| entry.1)
+            .sum()
     }
 }
 
 /// Prints the map exactly as received (unsorted, unmerged) and the totals.
 pub fn print(regions: &[MemoryRegion]) {
     kprintln!("memory map from the bootloader: {} regions", regions.len());
-    kprintln!("  {:>3}  {:<18}  {:<18}  {:>10}  kind", "#", "start", "end", "size");
+    kprintln!(
+        "  {:>3}  {:<18}  {:<18}  {:>10}  kind",
+        "#",
+        "start",
+        "end",
+        "size"
+    );
     for (index, region) in regions.iter().enumerate() {
         kprintln!(
             "  {index:>3}  {:#018x}  {:#018x}  {:>10}  {}",
@@ -130,7 +143,11 @@ pub fn print(regions: &[MemoryRegion]) {
     let totals = KindTotals::of(regions);
     kprintln!("totals per kind:");
     for &(kind, bytes, count) in totals.entries() {
-        kprintln!("  {:<22} {:>10} in {count} regions", KindName(kind), ByteSize(bytes));
+        kprintln!(
+            "  {:<22} {:>10} in {count} regions",
+            KindName(kind),
+            ByteSize(bytes)
+        );
     }
     if totals.other > 0 {
         kprintln!("  {:<22} {:>10}", "other kinds", ByteSize(totals.other));
@@ -145,7 +162,10 @@ struct Fixed<const N: usize> {
 
 impl<const N: usize> Fixed<N> {
     fn format(args: fmt::Arguments<'_>) -> Self {
-        let mut fixed = Self { bytes: [0; N], len: 0 };
+        let mut fixed = Self {
+            bytes: [0; N],
+            len: 0,
+        };
         // Overlong text is cut, never a failure: this is for display only.
         let _ = fmt::write(&mut fixed, args);
         fixed
@@ -189,17 +209,44 @@ mod tests {
     fn sizes_print_readably() {
         assert_eq!(&*render(format_args!("{}", ByteSize(0))), "0 B");
         assert_eq!(&*render(format_args!("{}", ByteSize(1023))), "1023 B");
-        assert_eq!(&*render(format_args!("{}", ByteSize(639 * 1024))), "639.0 KiB");
-        assert_eq!(&*render(format_args!("{}", ByteSize(1536 * 1024))), "1.5 MiB");
+        assert_eq!(
+            &*render(format_args!("{}", ByteSize(639 * 1024))),
+            "639.0 KiB"
+        );
+        assert_eq!(
+            &*render(format_args!("{}", ByteSize(1536 * 1024))),
+            "1.5 MiB"
+        );
         assert_eq!(&*render(format_args!("{}", ByteSize(8 << 30))), "8.0 GiB");
-        assert_eq!(&*render(format_args!("{:>10}", ByteSize(4096))), "   4.0 KiB");
+        assert_eq!(
+            &*render(format_args!("{:>10}", ByteSize(4096))),
+            "   4.0 KiB"
+        );
     }
 
     #[test_case]
     fn firmware_kinds_are_named() {
-        assert_eq!(&*render(format_args!("{}", KindName(MemoryRegionKind::UnknownUefi(10)))), "acpi nvs");
-        assert_eq!(&*render(format_args!("{}", KindName(MemoryRegionKind::UnknownBios(2)))), "reserved");
-        assert_eq!(&*render(format_args!("{}", KindName(MemoryRegionKind::UnknownBios(77)))), "e820 type 77");
+        assert_eq!(
+            &*render(format_args!(
+                "{}",
+                KindName(MemoryRegionKind::UnknownUefi(10))
+            )),
+            "acpi nvs"
+        );
+        assert_eq!(
+            &*render(format_args!(
+                "{}",
+                KindName(MemoryRegionKind::UnknownBios(2))
+            )),
+            "reserved"
+        );
+        assert_eq!(
+            &*render(format_args!(
+                "{}",
+                KindName(MemoryRegionKind::UnknownBios(77))
+            )),
+            "e820 type 77"
+        );
     }
 
     #[test_case]
@@ -213,7 +260,10 @@ mod tests {
         ];
         let totals = KindTotals::of(&regions);
         assert_eq!(totals.entries().len(), 3);
-        assert_eq!(totals.bytes_of(MemoryRegionKind::Usable), 0x9e000 + 0xe00000);
+        assert_eq!(
+            totals.bytes_of(MemoryRegionKind::Usable),
+            0x9e000 + 0xe00000
+        );
         assert_eq!(totals.bytes_of(MemoryRegionKind::Bootloader), 0x100000);
         assert_eq!(totals.entries()[0].2, 2);
     }
@@ -222,7 +272,13 @@ mod tests {
     fn boot_facts_are_recorded() {
         let facts = crate::boot::facts().expect("boot facts recorded before tests");
         assert!(facts.kernel_stack.end > facts.kernel_stack.start);
-        assert!(facts.physical_memory_offset.is_some(), "physical memory must be mapped");
-        assert_eq!(facts.kernel_image_offset, 0, "the kernel is linked static, not relocated");
+        assert!(
+            facts.physical_memory_offset.is_some(),
+            "physical memory must be mapped"
+        );
+        assert_eq!(
+            facts.kernel_image_offset, 0,
+            "the kernel is linked static, not relocated"
+        );
     }
 }

@@ -11,7 +11,10 @@ const PORT: u16 = 0xf4;
 #[repr(u32)]
 pub enum ExitCode {
     /// QEMU exits with 33.
-    #[cfg_attr(not(test), expect(dead_code, reason = "only a test run ends successfully"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "only a test run ends successfully")
+    )]
     Success = 0x10,
     /// QEMU exits with 35.
     Failure = 0x11,

@@ -90,5 +90,10 @@ mod tests {
 
     // The push that hits the guard page cannot deliver #PF on the same
     // stack, so the CPU raises #DF, which runs on its IST stack.
-    should_fault!(stack_overflow_hits_the_guard_page, ExceptionKind::DoubleFault, Some(guard_page), overflow_the_stack);
+    should_fault!(
+        stack_overflow_hits_the_guard_page,
+        ExceptionKind::DoubleFault,
+        Some(guard_page),
+        overflow_the_stack
+    );
 }

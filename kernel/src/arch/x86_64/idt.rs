@@ -20,7 +20,10 @@ pub struct ExceptionReport<'a> {
 }
 
 /// The kinds of exception a test may expect (see `ktest::ShouldFault`).
-#[cfg_attr(not(test), expect(dead_code, reason = "only should-fault tests match on kinds"))]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "only should-fault tests match on kinds")
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExceptionKind {
     PageFault,
@@ -32,7 +35,10 @@ pub enum ExceptionKind {
 }
 
 impl ExceptionReport<'_> {
-    #[cfg_attr(not(test), expect(dead_code, reason = "only should-fault tests match on kinds"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "only should-fault tests match on kinds")
+    )]
     pub fn kind(&self) -> ExceptionKind {
         match self.vector {
             0 => ExceptionKind::DivideError,
@@ -79,7 +85,11 @@ impl fmt::Display for PageFaultCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let code = PageFaultErrorCode::from_bits_truncate(self.0);
         let present = code.contains(PageFaultErrorCode::PROTECTION_VIOLATION);
-        f.write_str(if present { "protection violation" } else { "page not present" })?;
+        f.write_str(if present {
+            "protection violation"
+        } else {
+            "page not present"
+        })?;
         f.write_str(if code.contains(PageFaultErrorCode::INSTRUCTION_FETCH) {
             ", instruction fetch"
         } else if code.contains(PageFaultErrorCode::CAUSED_BY_WRITE) {
@@ -93,7 +103,10 @@ impl fmt::Display for PageFaultCause {
             ", kernel mode"
         })?;
         for (flag, words) in [
-            (PageFaultErrorCode::MALFORMED_TABLE, ", reserved bit set in a page table"),
+            (
+                PageFaultErrorCode::MALFORMED_TABLE,
+                ", reserved bit set in a page table",
+            ),
             (PageFaultErrorCode::PROTECTION_KEY, ", protection key"),
             (PageFaultErrorCode::SHADOW_STACK, ", shadow stack"),
             (PageFaultErrorCode::SGX, ", SGX"),
@@ -124,10 +137,21 @@ impl fmt::Display for SelectorErrorCode {
     }
 }
 
-fn fatal(vector: u8, name: &'static str, frame: &InterruptStackFrame, error_code: Option<u64>) -> ! {
+fn fatal(
+    vector: u8,
+    name: &'static str,
+    frame: &InterruptStackFrame,
+    error_code: Option<u64>,
+) -> ! {
     // A double fault during stack overflow leaves the original #PF address in CR2.
     let fault_address = matches!(vector, 8 | 14).then(Cr2::read_raw);
-    crate::fatal::exception(&ExceptionReport { vector, name, frame, error_code, fault_address })
+    crate::fatal::exception(&ExceptionReport {
+        vector,
+        name,
+        frame,
+        error_code,
+        fault_address,
+    })
 }
 
 /// Handlers that only report; generated so that every vector is covered the same way.
@@ -184,7 +208,10 @@ extern "x86-interrupt" fn machine_check(frame: InterruptStackFrame) -> ! {
 /// A breakpoint is a trap the code asked for: report it and carry on.
 extern "x86-interrupt" fn breakpoint(frame: InterruptStackFrame) {
     BREAKPOINTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    log::warn!("breakpoint at rip {:#x}", frame.instruction_pointer.as_u64());
+    log::warn!(
+        "breakpoint at rip {:#x}",
+        frame.instruction_pointer.as_u64()
+    );
 }
 
 /// How many `int3` traps have been taken; lets a test see the handler ran.
@@ -198,12 +225,15 @@ pub fn init() {
         let mut idt = InterruptDescriptorTable::new();
         idt.divide_error.set_handler_fn(divide_error);
         idt.debug.set_handler_fn(debug);
-        idt.non_maskable_interrupt.set_handler_fn(non_maskable_interrupt);
+        idt.non_maskable_interrupt
+            .set_handler_fn(non_maskable_interrupt);
         idt.breakpoint.set_handler_fn(breakpoint);
         idt.overflow.set_handler_fn(overflow);
-        idt.bound_range_exceeded.set_handler_fn(bound_range_exceeded);
+        idt.bound_range_exceeded
+            .set_handler_fn(bound_range_exceeded);
         idt.invalid_opcode.set_handler_fn(invalid_opcode);
-        idt.device_not_available.set_handler_fn(device_not_available);
+        idt.device_not_available
+            .set_handler_fn(device_not_available);
         // SAFETY: the IST index names the double-fault stack that gdt::init
         // installed in the TSS, used by no other handler.
         unsafe {
@@ -214,7 +244,8 @@ pub fn init() {
         idt.invalid_tss.set_handler_fn(invalid_tss);
         idt.segment_not_present.set_handler_fn(segment_not_present);
         idt.stack_segment_fault.set_handler_fn(stack_segment_fault);
-        idt.general_protection_fault.set_handler_fn(general_protection_fault);
+        idt.general_protection_fault
+            .set_handler_fn(general_protection_fault);
         idt.page_fault.set_handler_fn(page_fault);
         idt.x87_floating_point.set_handler_fn(x87_floating_point);
         idt.alignment_check.set_handler_fn(alignment_check);
@@ -223,7 +254,8 @@ pub fn init() {
         idt.virtualization.set_handler_fn(virtualization);
         idt.cp_protection_exception.set_handler_fn(cp_protection);
         idt.hv_injection_exception.set_handler_fn(hv_injection);
-        idt.vmm_communication_exception.set_handler_fn(vmm_communication);
+        idt.vmm_communication_exception
+            .set_handler_fn(vmm_communication);
         idt.security_exception.set_handler_fn(security);
         idt
     })
@@ -266,5 +298,10 @@ mod tests {
         core::hint::black_box(value);
     }
 
-    should_fault!(page_fault_reports_the_address, ExceptionKind::PageFault, Some(unmapped), read_unmapped);
+    should_fault!(
+        page_fault_reports_the_address,
+        ExceptionKind::PageFault,
+        Some(unmapped),
+        read_unmapped
+    );
 }

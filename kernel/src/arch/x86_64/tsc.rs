@@ -83,11 +83,19 @@ mod tests {
 
     #[test_case]
     fn clock_is_calibrated_and_monotonic() {
-        assert!(frequency() >= 100_000_000, "TSC at {} Hz is implausible", frequency());
+        assert!(
+            frequency() >= 100_000_000,
+            "TSC at {} Hz is implausible",
+            frequency()
+        );
         let first = uptime_micros();
         let start = now();
         while now() - start < frequency() / 1000 {}
         let second = uptime_micros();
-        assert!(second >= first + 1000, "1 ms of TSC ticks moved the clock {} us", second - first);
+        assert!(
+            second >= first + 1000,
+            "1 ms of TSC ticks moved the clock {} us",
+            second - first
+        );
     }
 }

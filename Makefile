@@ -1,0 +1,88 @@
+# Two commands do everything: `make run` boots the kernel in QEMU, `make test`
+# runs every test (host crates, then the in-kernel suite on BIOS and UEFI).
+# Both install QEMU and OVMF when they can, or say exactly what to install.
+
+CARGO       ?= cargo
+FIRMWARE    ?= uefi
+MEMORY      ?= 512M
+DEBUG_FIRMWARE ?= bios
+KERNEL_ELF  := target/x86_64-unknown-none/debug/kernel
+BOOT_IMAGE  := target/debug/boot-image
+# Machines the in-kernel suite boots (firmware:memory).
+KERNEL_TEST_MACHINES ?= bios:256M uefi:512M bios:8G
+export KERNEL_TEST_MACHINES
+
+.PHONY: all run test host-test kernel-test image debug clean kernel boot-image \
+        toolchain qemu lint bench-alloc
+
+all: kernel boot-image
+
+## Build and boot the kernel in QEMU (FIRMWARE=bios|uefi, MEMORY=512M).
+run: qemu kernel boot-image
+	$(BOOT_IMAGE) run $(KERNEL_ELF) --firmware $(FIRMWARE) --memory $(MEMORY)
+
+## Every test: host crates, then the kernel suite on each machine.
+test: host-test kernel-test
+
+host-test: toolchain
+	$(CARGO) test -p allocator -p allocator-bench -p boot-image
+
+# The test kernel is built by cargo's test harness; its path comes from
+# cargo's JSON messages, and boot-image runs it on every machine and prints
+# the final `N passed, N failed` line.
+kernel-test: qemu boot-image
+	@elf=$$($(CARGO) test -p kernel --target x86_64-unknown-none --no-run \
+	        --message-format=json-render-diagnostics \
+	      | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1); \
+	test -n "$$elf" || { echo "building the test kernel failed"; exit 1; }; \
+	$(BOOT_IMAGE) test "$$elf"
+
+## Disk images: target/boot/bios.img and target/boot/uefi.img.
+image: kernel boot-image
+	$(BOOT_IMAGE) image $(KERNEL_ELF)
+
+## Boot halted with a gdb stub; prints the gdb command (DEBUG_FIRMWARE=bios|uefi).
+debug: qemu kernel boot-image
+	$(BOOT_IMAGE) debug $(KERNEL_ELF) --firmware $(DEBUG_FIRMWARE) --memory $(MEMORY)
+
+## Formatting and lints for the whole workspace, kernel tests included.
+lint: toolchain
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -p allocator -p allocator-bench -p boot-image --all-targets -- -D warnings
+	$(CARGO) clippy -p kernel --target x86_64-unknown-none --all-targets -- -D warnings
+
+## The allocator's peer benchmarks (prints tables; asserts nothing).
+bench-alloc: toolchain
+	$(CARGO) bench -p allocator-bench
+
+kernel: toolchain
+	$(CARGO) build -p kernel
+
+boot-image: toolchain
+	$(CARGO) build -p boot-image
+
+clean:
+	$(CARGO) clean
+
+# rustup installs the pinned nightly and components from rust-toolchain.toml.
+toolchain:
+	@command -v rustup >/dev/null || { echo "rustup is required: see https://rustup.rs"; exit 1; }
+	@rustup toolchain install >/dev/null 2>&1 || rustup show active-toolchain >/dev/null
+
+# QEMU and OVMF: install with apt-get when we can, else name the packages.
+qemu:
+	@missing=""; \
+	command -v qemu-system-x86_64 >/dev/null || missing="qemu-system-x86"; \
+	for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd \
+	         /usr/share/edk2/ovmf/OVMF_CODE.fd /usr/share/edk2/x64/OVMF_CODE.4m.fd; do \
+	  [ -f "$$f" ] && found=1; done; \
+	[ -n "$$found" ] || [ -n "$$OVMF_CODE" ] || missing="$$missing ovmf"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then sudo=""; \
+	  elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	  else echo "missing:$$missing -- install with: sudo apt-get install$$missing"; exit 1; fi; \
+	  echo "installing$$missing"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null || \
+	    { echo "apt-get failed; install by hand: sudo apt-get install$$missing"; exit 1; }; \
+	fi
