@@ -9,12 +9,18 @@
 #![test_runner(crate::ktest::run)]
 #![reexport_test_harness_main = "test_main"]
 
+extern crate alloc;
+
 mod arch;
 mod boot;
 mod console;
+mod drivers;
 mod fatal;
 #[cfg(test)]
 mod ktest;
+// The memory API is wider than what boot itself uses; the test suite and
+// later subsystems use the rest.
+#[cfg_attr(not(test), allow(dead_code))]
 mod mem;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
@@ -73,6 +79,16 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         facts.physical_memory_offset.unwrap_or(0)
     );
     mem::map::print(&boot_info.memory_regions);
+    let map = mem::map::sanitise(&boot_info.memory_regions);
+    mem::map::print_sanitised(&map);
+    let Some(physical_memory_offset) = facts.physical_memory_offset else {
+        panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG asks it to)");
+    };
+    mem::frames::init(&map, physical_memory_offset);
+    mem::frames::print_report();
+    // SAFETY: the offset is the bootloader's linear map, and from here on
+    // only mem::paging edits the page tables.
+    unsafe { mem::paging::init(physical_memory_offset) };
 
     kprintln!("boot complete");
     #[cfg(test)]

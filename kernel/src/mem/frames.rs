@@ -1,0 +1,384 @@
+//! The kernel-wide frame allocator: one `allocator::BuddyAllocator` behind a
+//! lock taken with interrupts masked, fed from the sanitised memory map.
+//!
+//! Everything else in the kernel asks this module for frames: page tables,
+//! the heap, DMA buffers.
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use allocator::{
+    BuddyAllocator, Constraint, Error, InterruptControl, LockedAllocator, PhysAddr, Stats, Zone,
+    carve_metadata,
+};
+use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
+use x86_64::{PhysAddr as X86PhysAddr, VirtAddr};
+
+use super::map::{ByteSize, SanitisedMap};
+use crate::arch::x86_64::tsc;
+use crate::kprintln;
+
+pub const PAGE_SIZE: u64 = allocator::PAGE_SIZE;
+
+/// Masks interrupts while the allocator lock is held, so an interrupt
+/// handler that allocates can never spin on a lock its own CPU holds.
+pub struct MaskInterrupts;
+
+impl InterruptControl for MaskInterrupts {
+    type Saved = bool;
+
+    #[inline]
+    fn save_and_disable() -> bool {
+        let enabled = x86_64::instructions::interrupts::are_enabled();
+        x86_64::instructions::interrupts::disable();
+        enabled
+    }
+
+    #[inline]
+    fn restore(enabled: bool) {
+        if enabled {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+}
+
+static FRAMES: LockedAllocator<MaskInterrupts> = LockedAllocator::new(BuddyAllocator::new());
+/// Virtual address of physical 0 (the bootloader's linear map); 0 = unset.
+static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+/// Metadata bytes carved per zone (DMA, DMA32, Normal), for the report.
+static METADATA_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static SETUP_TICKS: AtomicU64 = AtomicU64::new(0);
+/// End of the highest usable range handed over.
+static MEMORY_TOP: AtomicU64 = AtomicU64::new(0);
+
+fn zone_index(zone: Zone) -> usize {
+    match zone {
+        Zone::Dma => 0,
+        Zone::Dma32 => 1,
+        Zone::Normal => 2,
+    }
+}
+
+/// Hands every sanitised range to the allocator, each with its metadata
+/// carved from its own first pages (reached through the linear map).
+/// Ranges too small to hold their own metadata are skipped.
+pub fn init(map: &SanitisedMap, physical_memory_offset: u64) {
+    let start = tsc::now();
+    PHYS_OFFSET.store(physical_memory_offset, Ordering::SeqCst);
+    let mut frames = FRAMES.lock();
+    for range in map.usable.as_slice() {
+        MEMORY_TOP.fetch_max(range.end, Ordering::Relaxed);
+        let carved = match carve_metadata(PhysAddr(range.start), range.pages()) {
+            Ok(carved) => carved,
+            Err(error) => {
+                log::info!(
+                    "{:#x}..{:#x} not managed: {error:?}",
+                    range.start,
+                    range.end
+                );
+                continue;
+            }
+        };
+        let meta_bytes = (carved.meta_pages * PAGE_SIZE) as usize;
+        let meta = (physical_memory_offset + carved.meta_start.0) as *mut u8;
+        let Some(meta) = NonNull::new(meta) else {
+            continue;
+        };
+        // SAFETY: the metadata pages are usable RAM from the sanitised map,
+        // mapped by the bootloader's linear map, and excluded from the
+        // section itself, so nothing but the allocator ever touches them.
+        let added = unsafe { frames.add_section(carved.start, carved.pages, meta, meta_bytes) };
+        match added {
+            Ok(()) => {
+                let zone = Zone::of(carved.meta_start);
+                METADATA_BYTES[zone_index(zone)].fetch_add(meta_bytes as u64, Ordering::Relaxed);
+            }
+            Err(error) => log::warn!(
+                "{:#x}..{:#x} rejected by the allocator: {error:?}",
+                range.start,
+                range.end
+            ),
+        }
+    }
+    drop(frames);
+    SETUP_TICKS.store(tsc::now() - start, Ordering::Relaxed);
+}
+
+/// The kernel virtual address of a physical address (linear map).
+pub fn phys_to_virt(phys: PhysAddr) -> VirtAddr {
+    VirtAddr::new(PHYS_OFFSET.load(Ordering::Relaxed) + phys.0)
+}
+
+/// A run of physically contiguous frames, owned by whoever holds it.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "frames leak unless given back with `free_run`"]
+pub struct FrameRun {
+    pub start: PhysAddr,
+    pub pages: usize,
+}
+
+impl FrameRun {
+    pub fn end(&self) -> PhysAddr {
+        PhysAddr(self.start.0 + self.pages as u64 * PAGE_SIZE)
+    }
+}
+
+/// One block of `2^order` frames, aligned to its size.
+pub fn alloc_order(order: u32, constraint: Constraint) -> Result<PhysAddr, Error> {
+    FRAMES.lock().alloc(order, constraint)
+}
+
+/// Gives back a block from [`alloc_order`].
+pub fn free_order(start: PhysAddr, order: u32) -> Result<(), Error> {
+    FRAMES.lock().free(start, order)
+}
+
+/// Exactly `pages` contiguous frames (not rounded to a power of two).
+pub fn alloc_run(pages: usize, constraint: Constraint) -> Result<FrameRun, Error> {
+    let start = FRAMES.lock().alloc_pages(pages, constraint)?;
+    Ok(FrameRun { start, pages })
+}
+
+/// `pages` contiguous frames starting at a multiple of `align` bytes.
+pub fn alloc_run_aligned(
+    pages: usize,
+    align: usize,
+    constraint: Constraint,
+) -> Result<FrameRun, Error> {
+    let start = FRAMES.lock().alloc_aligned(pages, align, constraint)?;
+    Ok(FrameRun { start, pages })
+}
+
+/// Gives a run back.
+pub fn free_run(run: FrameRun) -> Result<(), Error> {
+    FRAMES.lock().free_pages(run.start, run.pages)
+}
+
+/// Statistics of the whole allocator.
+pub fn stats() -> Stats {
+    FRAMES.lock().stats()
+}
+
+/// The `x86_64` crate's frame traits over the kernel-wide allocator; used by
+/// the page-table code. Any zone will do for page tables.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelFrames;
+
+// SAFETY: frames come from the buddy allocator, which hands each frame out
+// once until it is freed; they are unused when returned.
+unsafe impl FrameAllocator<Size4KiB> for KernelFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let start = alloc_order(0, Constraint::ANY).ok()?;
+        Some(PhysFrame::containing_address(X86PhysAddr::new(start.0)))
+    }
+}
+
+impl FrameDeallocator<Size4KiB> for KernelFrames {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
+        if let Err(error) = free_order(PhysAddr(frame.start_address().as_u64()), 0) {
+            log::error!("freeing page-table frame {frame:?} failed: {error:?}");
+        }
+    }
+}
+
+/// A bar of `WIDTH` cells: `#` used, `.` free.
+struct UsageBar {
+    used: u64,
+    total: u64,
+}
+
+impl fmt::Display for UsageBar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const WIDTH: u64 = 32;
+        let filled = match self.total {
+            0 => 0,
+            total => (self.used * WIDTH).div_ceil(total),
+        };
+        f.write_str("[")?;
+        for cell in 0..WIDTH {
+            f.write_str(if cell < filled { "#" } else { "." })?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// The per-zone boot report: sizes, a usage bar, metadata overhead, the
+/// buddyinfo table and how long setup took.
+pub fn print_report() {
+    let stats = stats();
+    let micros = tsc::ticks_to_micros(SETUP_TICKS.load(Ordering::Relaxed));
+    kprintln!("memory zones (allocator setup took {micros} us):");
+    kprintln!(
+        "  {:<6} {:>10} {:>10} {:>10}  {:<34}  metadata",
+        "zone",
+        "managed",
+        "used",
+        "free",
+        "usage"
+    );
+    for zone in [Zone::Dma, Zone::Dma32, Zone::Normal] {
+        let z = stats.zone(zone);
+        let meta = METADATA_BYTES[zone_index(zone)].load(Ordering::Relaxed);
+        kprintln!(
+            "  {:<6} {:>10} {:>10} {:>10}  {}  {}",
+            zone.name(),
+            ByteSize(z.managed_pages * PAGE_SIZE),
+            ByteSize(z.used_pages() * PAGE_SIZE),
+            ByteSize(z.free_pages * PAGE_SIZE),
+            UsageBar {
+                used: z.used_pages(),
+                total: z.managed_pages
+            },
+            ByteSize(meta)
+        );
+    }
+    kprintln!("free blocks per zone and order (like /proc/buddyinfo):");
+    kprintln!("{stats}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SALT: u64 = 0x7a67_5f6b_7465_7374;
+
+    /// Allocates everything `constraint` allows in a mix of orders, tags
+    /// every page, links the blocks through their own first pages (no heap
+    /// needed, however much memory there is), checks `accept` on each block,
+    /// verifies every tag, frees it all. Returns the pages it got.
+    fn drain_tag_and_return(constraint: Constraint, accept: impl Fn(u64, u32) -> bool) -> u64 {
+        const ORDERS: [u32; 12] = [9, 0, 3, 1, 5, 0, 2, 7, 4, 0, 6, 8];
+        let before = stats();
+        let mut head = 0u64;
+        let mut pages = 0u64;
+        let mut max_order = 9;
+        let mut step = 0;
+        loop {
+            let order = ORDERS[step % ORDERS.len()].min(max_order);
+            step += 1;
+            match alloc_order(order, constraint) {
+                Ok(block) => {
+                    assert!(
+                        accept(block.0, order),
+                        "block {:#x} of order {order} breaks the constraint",
+                        block.0
+                    );
+                    for page in 0..1u64 << order {
+                        let frame = block.0 + page * PAGE_SIZE;
+                        let words = phys_to_virt(PhysAddr(frame)).as_mut_ptr::<u64>();
+                        // SAFETY: the frame was just allocated to this test
+                        // and is mapped by the linear map.
+                        unsafe { words.write(frame ^ SALT) };
+                    }
+                    let first = phys_to_virt(block).as_mut_ptr::<u64>();
+                    // SAFETY: as above; words 1 and 2 of the first page.
+                    unsafe {
+                        first.add(1).write(head);
+                        first.add(2).write(order as u64);
+                    }
+                    head = block.0;
+                    pages += 1 << order;
+                }
+                Err(Error::OutOfMemory) if order == 0 => break,
+                // No block of this order is left: none larger either.
+                Err(Error::OutOfMemory) => max_order = order - 1,
+                Err(other) => panic!("allocation failed unexpectedly: {other:?}"),
+            }
+        }
+        assert_eq!(stats().zone(Zone::Dma).free_pages.min(1), 0, "DMA drained");
+        // Verify every tag, then free.
+        let (mut block, mut verified) = (head, 0u64);
+        while block != 0 {
+            let first = phys_to_virt(PhysAddr(block)).as_ptr::<u64>();
+            // SAFETY: the block is still allocated to this test.
+            let (next, order) = unsafe { (first.add(1).read(), first.add(2).read() as u32) };
+            for page in 0..1u64 << order {
+                let frame = block + page * PAGE_SIZE;
+                // SAFETY: as above.
+                let tag = unsafe { phys_to_virt(PhysAddr(frame)).as_ptr::<u64>().read() };
+                assert_eq!(
+                    tag,
+                    frame ^ SALT,
+                    "frame {frame:#x} was overwritten: handed out twice?"
+                );
+            }
+            free_order(PhysAddr(block), order).expect("freeing a block we own");
+            verified += 1 << order;
+            block = next;
+        }
+        assert_eq!(verified, pages);
+        let after = stats();
+        for zone in [Zone::Dma, Zone::Dma32, Zone::Normal] {
+            assert_eq!(
+                after.zone(zone).free_pages,
+                before.zone(zone).free_pages,
+                "{zone:?} free pages changed"
+            );
+        }
+        pages
+    }
+
+    #[test_case]
+    fn every_free_frame_is_handed_out_once_and_comes_back() {
+        let free = stats().free_pages();
+        let pages = drain_tag_and_return(Constraint::ANY, |_, _| true);
+        assert_eq!(pages, free, "all free memory must be obtainable");
+    }
+
+    #[test_case]
+    fn zone_limits_hold() {
+        let dma32 = drain_tag_and_return(Constraint::Zone(Zone::Dma32), |start, order| {
+            start + (PAGE_SIZE << order) <= 1 << 32
+        });
+        let dma = drain_tag_and_return(Constraint::Zone(Zone::Dma), |start, order| {
+            start + (PAGE_SIZE << order) <= 16 << 20
+        });
+        let stats = stats();
+        assert_eq!(
+            dma32,
+            stats.zone(Zone::Dma).free_pages + stats.zone(Zone::Dma32).free_pages
+        );
+        assert_eq!(dma, stats.zone(Zone::Dma).free_pages);
+    }
+
+    #[test_case]
+    fn zones_match_the_machine() {
+        let stats = stats();
+        assert!(
+            stats.zone(Zone::Dma).managed_pages > 0,
+            "no memory below 16 MiB"
+        );
+        assert!(
+            stats.zone(Zone::Dma32).managed_pages > 0,
+            "no memory between 16 MiB and 4 GiB"
+        );
+        // On machines with memory above 4 GiB (QEMU gives it once -m > ~3G)
+        // both DMA32 and Normal must be managed.
+        let top = MEMORY_TOP.load(Ordering::Relaxed);
+        assert_eq!(
+            stats.zone(Zone::Normal).managed_pages > 0,
+            top > 1 << 32,
+            "memory top {top:#x}"
+        );
+        log::info!(
+            "memory top {top:#x}: Normal zone {} pages",
+            stats.zone(Zone::Normal).managed_pages
+        );
+    }
+
+    #[test_case]
+    fn bad_frees_are_rejected_and_change_nothing() {
+        let before = stats();
+        let block = alloc_order(2, Constraint::ANY).expect("a small block");
+        assert_eq!(
+            free_order(PhysAddr(block.0 + PAGE_SIZE), 0),
+            Err(Error::InteriorPage)
+        );
+        assert!(free_order(block, 1).is_err(), "wrong order");
+        assert_eq!(free_order(PhysAddr(0x1234), 0), Err(Error::Misaligned));
+        free_order(block, 2).expect("the right free");
+        assert_eq!(free_order(block, 2), Err(Error::DoubleFree));
+        assert_eq!(stats(), before);
+    }
+}
