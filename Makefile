@@ -13,7 +13,7 @@ KERNEL_TEST_MACHINES ?= bios:256M uefi:512M bios:8G
 export KERNEL_TEST_MACHINES
 
 .PHONY: all run test host-test kernel-test image debug clean kernel boot-image \
-        toolchain qemu lint bench-alloc
+        toolchain qemu lint bench bench-alloc
 
 all: kernel boot-image
 
@@ -50,6 +50,12 @@ lint: toolchain
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p allocator -p allocator-bench -p boot-image --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --all-targets -- -D warnings
+
+## In-kernel cycle counts (BIOS, KVM when available, 6 GiB so DMA32 and
+## Normal both exist); prints a table, asserts nothing.
+bench: qemu boot-image
+	$(CARGO) build -p kernel --features bench --release --target-dir target/bench
+	$(BOOT_IMAGE) run target/bench/x86_64-unknown-none/release/kernel --firmware bios --memory 6G
 
 ## The allocator's peer benchmarks (prints tables; asserts nothing).
 bench-alloc: toolchain

@@ -14,7 +14,20 @@ const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 /// physical limit examines in the one section that straddles the limit.
 /// Sections entirely below the limit are used without any scan.
 pub const LIMIT_SCAN: usize = 64;
-const PICK_TRIES: usize = 3;
+
+/// Address buckets per order: each section's free blocks of one order are
+/// kept in this many lists by address, and allocation takes from the
+/// lowest non-empty one (approximately address-ordered best fit, which
+/// packs small blocks into few pageblocks and keeps high memory whole).
+const BUCKETS: usize = 32;
+/// Lists per section.
+const NLISTS: usize = NR_ORDERS * BUCKETS;
+
+/// The (order, bucket) of list `l`.
+#[inline(always)]
+const fn list_order(l: usize) -> (usize, usize) {
+    (l / BUCKETS, l % BUCKETS)
+}
 
 /// Bytes of metadata a section of `pages` pages needs: exactly
 /// [`META_BYTES_PER_PAGE`] (8) per page, nothing more.
@@ -205,37 +218,50 @@ struct Section {
     base: u64,
     pages: u32,
     chunk_shift: u32,
-    zone: u8,
+    /// `base >> chunk_shift`: chunk `c` covers frames `(cbase + c) << chunk_shift ..`.
+    cbase: u64,
     meta: *mut u64,
+    zone: u8,
+    /// Per order: which of its lists are non-empty (bit `b` = bucket `b`).
+    lmask: [u32; NR_ORDERS],
+    /// A block at index `idx` is in bucket `idx >> bshift`.
+    bshift: u32,
+    /// List heads per order and bucket (section-relative page index); only
+    /// meaningful where `lmask` says the list is non-empty.
+    heads: [[u32; BUCKETS]; NR_ORDERS],
+    /// Per order: number of free blocks (the section's free pages are
+    /// derived from it where needed, off the hot path).
+    nfree: [u32; NR_ORDERS],
     reg_base: u64,
     reg_meta: *mut u8,
     reg_meta_bytes: usize,
     reg_pages: u64,
-    free_pages: u64,
-    head: [u32; NR_ORDERS],
-    tail: [u32; NR_ORDERS],
-    nfree: [u32; NR_ORDERS],
     /// Chunk fully initialised (every word valid).
     chunk_init: [u64; CHUNK_WORDS],
-    /// Chunk not initialised, but its first word is valid.
+    /// The first word of the chunk is valid (always set for initialised
+    /// chunks). Blocks of order >= `chunk_shift` start at chunk starts, so
+    /// their head words are read and written through this bit alone.
     chunk_head: [u64; CHUNK_WORDS],
 }
 
 impl Section {
+    /// A free slot: all zero (so an allocator in a `static` lives in
+    /// `.bss`); `add_section` relies on free slots being exactly this.
     const EMPTY: Section = Section {
         base: 0,
         pages: 0,
-        chunk_shift: MIN_CHUNK_SHIFT,
-        zone: 0,
+        chunk_shift: 0,
+        cbase: 0,
         meta: core::ptr::null_mut(),
+        zone: 0,
+        lmask: [0; NR_ORDERS],
+        bshift: 0,
+        heads: [[0; BUCKETS]; NR_ORDERS],
+        nfree: [0; NR_ORDERS],
         reg_base: 0,
         reg_meta: core::ptr::null_mut(),
         reg_meta_bytes: 0,
         reg_pages: 0,
-        free_pages: 0,
-        head: [NIL; NR_ORDERS],
-        tail: [NIL; NR_ORDERS],
-        nfree: [0; NR_ORDERS],
         chunk_init: [0; CHUNK_WORDS],
         chunk_head: [0; CHUNK_WORDS],
     };
@@ -245,9 +271,60 @@ impl Section {
         self.base + self.pages as u64
     }
 
+    /// Free pages of the section, from the per-order counts (O(orders)).
+    fn free_pages(&self) -> u64 {
+        (0..NR_ORDERS).map(|o| (self.nfree[o] as u64) << o).sum()
+    }
+
+    /// The list part of [`BuddyAllocator::push`]: puts free block `idx`
+    /// of `order` at the head of its list. Returns whether the section had
+    /// no free block of that order before (the zone masks need the bit).
+    #[inline(always)]
+    fn push_local(&mut self, idx: u32, order: u32, checked: bool) -> bool {
+        let o = order as usize;
+        let b = self.bucket(idx);
+        let lm = self.lmask[o];
+        let next = if lm & (1 << b) != 0 {
+            let h = self.heads[o][b];
+            let he = self.raw_read(h);
+            self.raw_write(h, with_prev(he, idx));
+            h
+        } else {
+            NIL
+        };
+        self.lmask[o] = lm | (1 << b);
+        let word = free_word(order, NIL, next);
+        if !checked {
+            self.raw_write(idx, word);
+        } else if order >= self.chunk_shift {
+            self.set_cs(idx, word);
+        } else {
+            self.set(idx, word);
+        }
+        self.heads[o][b] = idx;
+        self.nfree[o] += 1;
+        lm == 0
+    }
+
+    /// The bucket of a block at `idx`.
+    #[inline(always)]
+    fn bucket(&self, idx: u32) -> usize {
+        (idx >> self.bshift) as usize % BUCKETS
+    }
+
+    /// The first block of list `(o, b)`, or NIL.
+    #[inline(always)]
+    fn list_first(&self, o: usize, b: usize) -> u32 {
+        if self.lmask[o] & (1 << b) != 0 {
+            self.heads[o][b]
+        } else {
+            NIL
+        }
+    }
+
     #[inline(always)]
     fn chunk_of(&self, idx: u32) -> usize {
-        (((self.base + idx as u64) >> self.chunk_shift) - (self.base >> self.chunk_shift)) as usize
+        (((self.base + idx as u64) >> self.chunk_shift) - self.cbase) as usize
     }
 
     #[inline(always)]
@@ -255,6 +332,9 @@ impl Section {
         (self.base + idx as u64) & ((1u64 << self.chunk_shift) - 1) == 0
     }
 
+    /// Reads the word of page `idx` directly. Only for words known to be
+    /// valid: free-list members (their words were written as free heads)
+    /// and heads of allocations found valid before.
     #[inline(always)]
     fn raw_read(&self, idx: u32) -> u64 {
         debug_assert!(idx < self.pages);
@@ -263,6 +343,8 @@ impl Section {
         unsafe { self.meta.add(idx as usize).read() }
     }
 
+    /// Writes the word of page `idx` directly. Only where the word is known
+    /// to be valid (see [`Section::raw_read`]); a valid word stays valid.
     #[inline(always)]
     fn raw_write(&mut self, idx: u32, v: u64) {
         debug_assert!(idx < self.pages);
@@ -271,40 +353,83 @@ impl Section {
     }
 
     /// The logical metadata word of page `idx` (uninitialised chunks read
-    /// as "none" except for a valid chunk-head word).
+    /// as "none" except for a valid chunk-head word). Use for any page
+    /// that is not known to hold a valid word.
     #[inline(always)]
     fn get(&self, idx: u32) -> u64 {
         let c = self.chunk_of(idx);
         let bit = 1u64 << (c % 64);
-        if self.chunk_init[c / 64] & bit != 0
-            || (self.chunk_head[c / 64] & bit != 0 && self.is_chunk_start(idx))
-        {
+        if self.chunk_init[c / 64] & bit != 0 {
+            return self.raw_read(idx);
+        }
+        self.get_lazy(idx, c)
+    }
+
+    #[inline(never)]
+    fn get_lazy(&self, idx: u32, c: usize) -> u64 {
+        let bit = 1u64 << (c % 64);
+        if self.chunk_head[c / 64] & bit != 0 && self.is_chunk_start(idx) {
             self.raw_read(idx)
         } else {
             ST_NONE
         }
     }
 
+    /// Whether chunk `c` is fully initialised.
+    #[inline(always)]
+    fn chunk_ready(&self, c: usize) -> bool {
+        self.chunk_init[c / 64] & (1 << (c % 64)) != 0
+    }
+
+    /// [`get`](Self::get) for a page at a chunk start (a block of order
+    /// >= `chunk_shift`).
+    #[inline(always)]
+    fn get_cs(&self, idx: u32) -> u64 {
+        debug_assert!(self.is_chunk_start(idx));
+        let c = self.chunk_of(idx);
+        if self.chunk_head[c / 64] & (1 << (c % 64)) != 0 {
+            self.raw_read(idx)
+        } else {
+            ST_NONE
+        }
+    }
+
+    /// [`set`](Self::set) for a page at a chunk start: the word becomes
+    /// valid whatever the state of the rest of the chunk.
+    #[inline(always)]
+    fn set_cs(&mut self, idx: u32, v: u64) {
+        debug_assert!(self.is_chunk_start(idx));
+        let c = self.chunk_of(idx);
+        self.chunk_head[c / 64] |= 1 << (c % 64);
+        self.raw_write(idx, v);
+    }
+
+    /// Writes the logical word of page `idx`, initialising its chunk first
+    /// when needed.
     #[inline(always)]
     fn set(&mut self, idx: u32, v: u64) {
         let c = self.chunk_of(idx);
         let bit = 1u64 << (c % 64);
         if self.chunk_init[c / 64] & bit == 0 {
-            if self.is_chunk_start(idx) {
-                if v == ST_NONE {
-                    self.chunk_head[c / 64] &= !bit;
-                } else {
-                    self.chunk_head[c / 64] |= bit;
-                    self.raw_write(idx, v);
-                }
-                return;
-            }
-            if v == ST_NONE {
-                // Already "none" logically.
-                return;
-            }
-            self.init_chunk(c);
+            self.set_lazy(idx, v, c);
+            return;
         }
+        self.raw_write(idx, v);
+    }
+
+    #[inline(never)]
+    fn set_lazy(&mut self, idx: u32, v: u64, c: usize) {
+        let bit = 1u64 << (c % 64);
+        if self.is_chunk_start(idx) {
+            self.chunk_head[c / 64] |= bit;
+            self.raw_write(idx, v);
+            return;
+        }
+        if v == ST_NONE {
+            // Already "none" logically.
+            return;
+        }
+        self.init_chunk(c);
         self.raw_write(idx, v);
     }
 
@@ -312,7 +437,7 @@ impl Section {
     #[cold]
     fn init_chunk(&mut self, c: usize) {
         let bit = 1u64 << (c % 64);
-        let first_pfn = ((self.base >> self.chunk_shift) + c as u64) << self.chunk_shift;
+        let first_pfn = (self.cbase + c as u64) << self.chunk_shift;
         let lo = first_pfn.max(self.base) - self.base;
         let hi = (first_pfn + (1 << self.chunk_shift)).min(self.end()) - self.base;
         let keep_head = self.chunk_head[c / 64] & bit != 0 && first_pfn >= self.base;
@@ -324,30 +449,26 @@ impl Section {
             }
         }
         self.chunk_init[c / 64] |= bit;
-        self.chunk_head[c / 64] &= !bit;
+        self.chunk_head[c / 64] |= bit;
     }
 }
 
 #[derive(Clone, Copy)]
 struct ZoneState {
-    /// Per order: which sections have a free block of that order.
-    sec_mask: [u64; NR_ORDERS],
     /// Which orders have a free block in some section.
     order_mask: u32,
-    free_pages: u64,
+    /// Per order: which sections have a free block of that order.
+    sec_mask: [u64; NR_ORDERS],
     managed_pages: u64,
-    nfree: [u64; NR_ORDERS],
     reserve: u64,
     sections: u32,
 }
 
 impl ZoneState {
     const EMPTY: ZoneState = ZoneState {
-        sec_mask: [0; NR_ORDERS],
         order_mask: 0,
-        free_pages: 0,
+        sec_mask: [0; NR_ORDERS],
         managed_pages: 0,
-        nfree: [0; NR_ORDERS],
         reserve: 0,
         sections: 0,
     };
@@ -381,11 +502,21 @@ impl ZoneState {
 /// assert_eq!(a.free(b, 9), Err(allocator::Error::DoubleFree));
 /// ```
 pub struct BuddyAllocator {
-    secs: [Section; MAX_SECTIONS],
+    /// Indexed by `Zone as usize` (the fourth entry is never used; it
+    /// lets a masked index go without a bounds check).
+    zones: [ZoneState; 4],
+    /// Frame poisoning is active (`opts.poison` and a mapping is set).
+    poisoning: bool,
+    /// Number of registered sections (entries of `sorted_base`/`sorted_slot`).
+    nsec: u32,
     used: u64,
-    zones: [ZoneState; 3],
+    /// Registered sections' first frames, ascending (for `locate`).
+    sorted_base: [u64; MAX_SECTIONS],
+    /// The slot in `secs` of each `sorted_base` entry.
+    sorted_slot: [u8; MAX_SECTIONS],
     frame_base: *mut u8,
     opts: FrameOptions,
+    secs: [Section; MAX_SECTIONS],
 }
 
 // SAFETY: the raw pointers refer to metadata and frame memory that the
@@ -434,14 +565,18 @@ impl BuddyAllocator {
     /// ```
     pub const fn new() -> Self {
         BuddyAllocator {
-            secs: [Section::EMPTY; MAX_SECTIONS],
+            zones: [ZoneState::EMPTY; 4],
+            poisoning: false,
+            nsec: 0,
             used: 0,
-            zones: [ZoneState::EMPTY; 3],
+            sorted_base: [0; MAX_SECTIONS],
+            sorted_slot: [0; MAX_SECTIONS],
             frame_base: core::ptr::null_mut(),
             opts: FrameOptions {
                 poison: false,
                 zero_on_alloc: false,
             },
+            secs: [Section::EMPTY; MAX_SECTIONS],
         }
     }
 
@@ -449,38 +584,33 @@ impl BuddyAllocator {
     // Free lists
     // ------------------------------------------------------------------
 
+    /// Puts free block `idx` of `order` at the head of its list. `checked`:
+    /// the word of `idx` may lie in an uninitialised chunk (otherwise it is
+    /// known to be valid: a former free or allocation head). Blocks of
+    /// order >= `chunk_shift` start at a chunk start: their word is made
+    /// valid through the chunk-head bit.
     #[inline(always)]
-    fn push(&mut self, s: usize, idx: u32, order: u32, at_tail: bool) {
-        let o = order as usize;
-        let sec = &mut self.secs[s];
-        if at_tail && sec.tail[o] != NIL {
-            let t = sec.tail[o];
-            let te = sec.get(t);
-            sec.set(t, with_next(te, idx));
-            sec.set(idx, free_word(order, t, NIL));
-            sec.tail[o] = idx;
-        } else {
-            let h = sec.head[o];
-            if h != NIL {
-                let he = sec.get(h);
-                sec.set(h, with_prev(he, idx));
-            } else {
-                sec.tail[o] = idx;
-            }
-            sec.set(idx, free_word(order, NIL, h));
-            sec.head[o] = idx;
+    fn push(&mut self, s: usize, idx: u32, order: u32, checked: bool) {
+        if self.secs[s].push_local(idx, order, checked) {
+            self.zone_gained(s, 1 << order);
         }
-        sec.nfree[o] += 1;
-        sec.free_pages += 1 << order;
-        let z = &mut self.zones[sec.zone as usize];
-        z.nfree[o] += 1;
-        z.free_pages += 1 << order;
-        z.sec_mask[o] |= 1 << s;
-        z.order_mask |= 1 << order;
     }
 
-    /// Removes free block `idx` (whose word is `e`) from its list and marks
-    /// its head word "none".
+    /// Section `s` gained its first free block of each order in `orders`.
+    #[inline(always)]
+    fn zone_gained(&mut self, s: usize, orders: u32) {
+        let z = &mut self.zones[self.secs[s].zone as usize % 4];
+        z.order_mask |= orders;
+        let mut m = orders;
+        while m != 0 {
+            let o = m.trailing_zeros() as usize % NR_ORDERS;
+            m &= m - 1;
+            z.sec_mask[o] |= 1 << s;
+        }
+    }
+
+    /// Removes free block `idx` (whose word is `e`) from its list. Its own
+    /// word is left as it is: the caller overwrites it.
     #[inline(always)]
     fn unlink(&mut self, s: usize, idx: u32, order: u32, e: u64) {
         let o = order as usize;
@@ -488,94 +618,144 @@ impl BuddyAllocator {
         let prev = free_prev(e);
         let next = free_next(e);
         if prev != NIL {
-            let pe = sec.get(prev);
-            sec.set(prev, with_next(pe, next));
+            let pe = sec.raw_read(prev);
+            sec.raw_write(prev, with_next(pe, next));
         } else {
-            sec.head[o] = next;
-        }
-        if next != NIL {
-            let ne = sec.get(next);
-            sec.set(next, with_prev(ne, prev));
-        } else {
-            sec.tail[o] = prev;
-        }
-        sec.set(idx, ST_NONE);
-        sec.nfree[o] -= 1;
-        sec.free_pages -= 1 << order;
-        let empty = sec.nfree[o] == 0;
-        let z = &mut self.zones[sec.zone as usize];
-        z.nfree[o] -= 1;
-        z.free_pages -= 1 << order;
-        if empty {
-            z.sec_mask[o] &= !(1 << s);
-            if z.sec_mask[o] == 0 {
-                z.order_mask &= !(1 << order);
+            let b = sec.bucket(idx);
+            sec.heads[o][b] = next;
+            if next == NIL {
+                sec.lmask[o] &= !(1 << b);
+                if sec.lmask[o] == 0 {
+                    let z = &mut self.zones[sec.zone as usize % 4];
+                    z.sec_mask[o] &= !(1 << s);
+                    if z.sec_mask[o] == 0 {
+                        z.order_mask &= !(1 << order);
+                    }
+                }
             }
         }
+        if next != NIL {
+            let ne = sec.raw_read(next);
+            sec.raw_write(next, with_prev(ne, prev));
+        }
+        let sec = &mut self.secs[s];
+        sec.nfree[o] -= 1;
     }
 
     /// Splits free-list-removed block `idx` of order `j` down to order `k`,
     /// keeping the lowest part; the upper halves go back to the free lists.
-    #[inline(always)]
+    #[inline(never)]
     fn split(&mut self, s: usize, idx: u32, mut j: u32, k: u32) {
-        while j > k {
+        let sec = &mut self.secs[s];
+        let cs = sec.chunk_shift;
+        let mut gained = 0u32;
+        while j > k && j > cs {
             j -= 1;
-            self.push(s, idx + (1 << j), j, false);
+            // A chunk start.
+            if sec.push_local(idx + (1 << j), j, true) {
+                gained |= 1 << j;
+            }
+        }
+        if j > k {
+            // The rest lies in the chunk of `idx`.
+            let c = sec.chunk_of(idx);
+            if !sec.chunk_ready(c) {
+                sec.init_chunk(c);
+            }
+            while j > k {
+                j -= 1;
+                if sec.push_local(idx + (1 << j), j, false) {
+                    gained |= 1 << j;
+                }
+            }
+        }
+        if gained != 0 {
+            self.zone_gained(s, gained);
         }
     }
 
-    /// Frees the aligned block `idx` of order `k` (its head word must already
-    /// be "none"), merging with free buddies.
-    fn free_block(&mut self, s: usize, mut idx: u32, mut k: u32) {
-        let (base, end) = {
-            let sec = &self.secs[s];
-            (sec.base, sec.end())
-        };
-        while k < MAX_ORDER {
-            let pfn = base + idx as u64;
-            let bpfn = pfn ^ (1 << k);
-            if bpfn < base || bpfn + (1 << k) > end {
-                break;
-            }
-            let bidx = (bpfn - base) as u32;
-            let be = self.secs[s].get(bidx);
-            if state(be) != ST_FREE || free_order(be) != k {
-                break;
-            }
-            self.unlink(s, bidx, k, be);
-            idx = idx.min(bidx);
-            k += 1;
-        }
-        let tail = self.prefer_tail(s, idx, k);
-        self.push(s, idx, k, tail);
-    }
-
-    /// Anti-fragmentation placement of a freed small block: if the buddy of
-    /// its parent is free, the block is likely to merge soon, so it goes to
-    /// the tail of its list and is reused last (as Linux does).
+    /// Frees the aligned block `idx` of order `k` (its head word must not
+    /// be a free or allocation head any more), merging with free buddies.
+    /// `checked`: as in [`push`](Self::push), for the word of `idx`.
+    /// `same_chunk`: orders below it have their buddy in the (initialised)
+    /// chunk of `idx`, so its word is read directly; 0 if unknown.
     #[inline(always)]
-    fn prefer_tail(&self, s: usize, idx: u32, k: u32) -> bool {
-        if k + 1 >= PAGEBLOCK_ORDER {
-            return false;
+    fn free_block(&mut self, s: usize, idx: u32, k: u32, checked: bool, same_chunk: u32) {
+        match self.free_buddy(s, idx, k, same_chunk) {
+            None => self.push(s, idx, k, checked),
+            Some((bidx, be)) => self.free_merge(s, idx, k, checked, same_chunk, bidx, be),
+        }
+    }
+
+    /// The buddy of block `idx` of order `k` if it is a free block of the
+    /// same order: (index, word).
+    #[inline(always)]
+    fn free_buddy(&self, s: usize, idx: u32, k: u32, same_chunk: u32) -> Option<(u32, u64)> {
+        if k >= MAX_ORDER {
+            return None;
         }
         let sec = &self.secs[s];
-        let parent = (sec.base + idx as u64) & !((2u64 << k) - 1);
-        let pb = parent ^ (2u64 << k);
-        if pb < sec.base || pb + (2u64 << k) > sec.end() {
-            return false;
+        let base = sec.base;
+        let bpfn = (base + idx as u64) ^ (1 << k);
+        if bpfn < base || bpfn - base + (1 << k) > sec.pages as u64 {
+            return None;
         }
-        let e = sec.get((pb - sec.base) as u32);
-        state(e) == ST_FREE && free_order(e) == k + 1
+        let bidx = (bpfn - base) as u32;
+        let be = if k < same_chunk {
+            sec.raw_read(bidx)
+        } else if k >= sec.chunk_shift {
+            sec.get_cs(bidx)
+        } else {
+            sec.get(bidx)
+        };
+        if be & 0x7f != (ST_FREE | ((k as u64) << 2)) {
+            return None;
+        }
+        Some((bidx, be))
     }
 
-    /// Frees `[idx, idx + count)` as a sequence of aligned blocks.
+    /// The merging part of [`free_block`](Self::free_block): the buddy
+    /// `bidx` (word `be`) of order `k` is free.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn free_merge(
+        &mut self,
+        s: usize,
+        mut idx: u32,
+        mut k: u32,
+        mut checked: bool,
+        same_chunk: u32,
+        mut bidx: u32,
+        mut be: u64,
+    ) {
+        loop {
+            self.unlink(s, bidx, k, be);
+            // The upper half's head (the absorbed buddy's, or our own stale
+            // word) is no longer a head; the lower one is rewritten later.
+            // A write of "none" is harmless even in an uninitialised chunk.
+            self.secs[s].raw_write(idx.max(bidx), ST_NONE);
+            if bidx < idx {
+                idx = bidx;
+                checked = false;
+            }
+            k += 1;
+            match self.free_buddy(s, idx, k, same_chunk) {
+                Some((b, e)) => (bidx, be) = (b, e),
+                None => break,
+            }
+        }
+        self.push(s, idx, k, checked);
+    }
+
+    /// Frees `[idx, idx + count)` as a sequence of aligned blocks. The word
+    /// of `idx` is known valid; those of later pieces are not.
     fn release(&mut self, s: usize, idx: u32, count: u64) {
         let base = self.secs[s].base;
         let end = idx as u64 + count;
         let mut p = idx as u64;
         while p < end {
             let o = piece_order(base + p, end - p);
-            self.free_block(s, p as u32, o);
+            self.free_block(s, p as u32, o, p != idx as u64, 0);
             p += 1 << o;
         }
     }
@@ -587,8 +767,7 @@ impl BuddyAllocator {
         let mut p = from;
         while p < to {
             let o = piece_order(base + p, to - p);
-            let tail = self.prefer_tail(s, p as u32, o);
-            self.push(s, p as u32, o, tail);
+            self.push(s, p as u32, o, true);
             p += 1 << o;
         }
     }
@@ -611,20 +790,31 @@ impl BuddyAllocator {
         None
     }
 
-    /// Section and page index of `addr`.
-    #[inline]
+    /// Section and page index of `addr` (binary search over the sorted
+    /// section starts: at most 6 steps, none with a single section).
+    #[inline(always)]
     fn locate(&self, addr: PhysAddr) -> Option<(usize, u32)> {
         let pfn = addr.0 >> PAGE_SHIFT;
-        let mut m = self.used;
-        while m != 0 {
-            let s = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let sec = &self.secs[s];
-            if pfn >= sec.base && pfn < sec.end() {
-                return Some((s, (pfn - sec.base) as u32));
-            }
+        let mut len = self.nsec as usize;
+        if len == 0 {
+            return None;
         }
-        None
+        let mut lo = 0usize;
+        while len > 1 {
+            let half = len / 2;
+            if self.sorted_base[lo + half] <= pfn {
+                lo += half;
+            }
+            len -= half;
+        }
+        let s = self.sorted_slot[lo] as usize;
+        let sec = &self.secs[s];
+        let off = pfn.wrapping_sub(sec.base);
+        if off < sec.pages as u64 {
+            Some((s, off as u32))
+        } else {
+            None
+        }
     }
 
     #[inline(always)]
@@ -637,13 +827,40 @@ impl BuddyAllocator {
     // ------------------------------------------------------------------
 
     /// Removes a block of exactly order `k` satisfying `c` from the free
-    /// lists (splitting a bigger one if needed). Its head word is "none".
-    fn take(&mut self, k: u32, c: Constraint) -> Result<(usize, u32), Error> {
+    /// lists (splitting a bigger one if needed). Its head word is still
+    /// the old free word: the caller overwrites it. `None`: out of memory.
+    #[inline(always)]
+    fn take(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
+        if let Constraint::Zone(z) = c {
+            let y = z as usize;
+            let m = self.zones[y].order_mask & (u32::MAX << k);
+            if m != 0 {
+                return Some(self.take_in(y, k, m));
+            }
+        }
+        self.take_slow(k, c)
+    }
+
+    /// Takes a block of order >= `k` (orders `m`, non-empty) from zone `y`.
+    #[inline(always)]
+    fn take_in(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
+        let j = m.trailing_zeros();
+        let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize;
+        let (idx, e) = self.pick(s, j);
+        self.unlink(s, idx, j, e);
+        if j > k {
+            self.split(s, idx, j, k);
+        }
+        (s, idx)
+    }
+
+    #[inline(never)]
+    fn take_slow(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
         let (top, limit) = match c {
             Constraint::Zone(z) => (z as usize, None),
             Constraint::Below(a) => {
                 if a.0 < PAGE_SIZE {
-                    return Err(Error::OutOfMemory);
+                    return None;
                 }
                 let z = Zone::of(PhysAddr(a.0 - 1));
                 let lim = if a.0 >= z.end().0 {
@@ -660,7 +877,11 @@ impl BuddyAllocator {
             y -= 1;
             let zs = &self.zones[y];
             let m = zs.order_mask & (u32::MAX << k);
-            if m == 0 || (y < top && zs.free_pages < zs.reserve.saturating_add(need)) {
+            if m == 0
+                || (y < top
+                    && zs.reserve != 0
+                    && self.zone_free(y) < zs.reserve.saturating_add(need))
+            {
                 continue;
             }
             if y == top
@@ -668,42 +889,53 @@ impl BuddyAllocator {
             {
                 if let Some((s, idx, j)) = self.find_below(y, k, m, lpfn) {
                     self.split(s, idx, j, k);
-                    return Ok((s, idx));
+                    return Some((s, idx));
                 }
                 continue;
             }
-            let j = m.trailing_zeros();
-            let s = zs.sec_mask[j as usize].trailing_zeros() as usize;
-            let (idx, e) = self.pick(s, j);
-            self.unlink(s, idx, j, e);
-            self.split(s, idx, j, k);
-            return Ok((s, idx));
+            return Some(self.take_in(y, k, m));
         }
-        Err(Error::OutOfMemory)
+        None
     }
 
-    /// Picks a free block of order `j` in section `s`: the list head, unless
-    /// it sits in a mostly free neighbourhood (the buddy of its parent is
-    /// free) and one of the next few blocks does not.
+    /// Picks a free block of order `j` in section `s`: the head of the
+    /// lowest-addressed non-empty bucket (best fit by order, then lowest
+    /// address: small blocks pack into the low pageblocks, and whole
+    /// pageblocks are split only when no smaller block is free).
     #[inline(always)]
     fn pick(&self, s: usize, j: u32) -> (u32, u64) {
         let sec = &self.secs[s];
-        let first = sec.head[j as usize];
-        let fe = sec.get(first);
-        if j + 1 >= PAGEBLOCK_ORDER || !self.prefer_tail(s, first, j) {
-            return (first, fe);
-        }
-        let mut idx = free_next(fe);
-        let mut n = 0;
-        while idx != NIL && n < PICK_TRIES {
-            let e = sec.get(idx);
-            if !self.prefer_tail(s, idx, j) {
-                return (idx, e);
+        let o = j as usize;
+        let b = sec.lmask[o].trailing_zeros() as usize % BUCKETS;
+        let idx = sec.heads[o][b];
+        let e = sec.raw_read(idx);
+        // Only worth a look when the list offers an alternative.
+        if j + 1 < PAGEBLOCK_ORDER && free_next(e) != NIL && self.merge_likely(s, idx, j) {
+            let mut i = free_next(e);
+            let mut n = 0;
+            while i != NIL && n < 3 {
+                let ie = sec.raw_read(i);
+                if !self.merge_likely(s, i, j) {
+                    return (i, ie);
+                }
+                i = free_next(ie);
+                n += 1;
             }
-            idx = free_next(e);
-            n += 1;
         }
-        (first, fe)
+        (idx, e)
+    }
+
+    /// Whether the buddy of the parent of block `idx` (order `k`) is free.
+    #[inline(always)]
+    fn merge_likely(&self, s: usize, idx: u32, k: u32) -> bool {
+        let sec = &self.secs[s];
+        let parent = (sec.base + idx as u64) & !((2u64 << k) - 1);
+        let pb = parent ^ (2u64 << k);
+        if pb < sec.base || pb + (2u64 << k) > sec.end() {
+            return false;
+        }
+        let e = sec.get((pb - sec.base) as u32);
+        e & 0x7f == (ST_FREE | (((k + 1) as u64) << 2))
     }
 
     /// In zone `y`, a free block of order >= `k` (orders in `m`) whose
@@ -720,17 +952,24 @@ impl BuddyAllocator {
                 if sec.base + (1 << k) > lpfn {
                     continue;
                 }
-                let mut idx = sec.head[j as usize];
                 let whole = sec.end() <= lpfn;
+                let o = j as usize;
+                // Buckets in address order; at most LIMIT_SCAN blocks.
+                let mut bm = sec.lmask[o];
                 let mut n = 0;
-                while idx != NIL && n < LIMIT_SCAN {
-                    let e = sec.get(idx);
-                    if whole || sec.base + idx as u64 + (1 << k) <= lpfn {
-                        self.unlink(s, idx, j, e);
-                        return Some((s, idx, j));
+                while bm != 0 && n < LIMIT_SCAN {
+                    let b = bm.trailing_zeros() as usize % BUCKETS;
+                    bm &= bm - 1;
+                    let mut idx = sec.heads[o][b];
+                    while idx != NIL && n < LIMIT_SCAN {
+                        let e = sec.raw_read(idx);
+                        if whole || sec.base + idx as u64 + (1 << k) <= lpfn {
+                            self.unlink(s, idx, j, e);
+                            return Some((s, idx, j));
+                        }
+                        idx = free_next(e);
+                        n += 1;
                     }
-                    idx = free_next(e);
-                    n += 1;
                 }
             }
         }
@@ -747,6 +986,8 @@ impl BuddyAllocator {
         self.frame_base.wrapping_add(phys as usize)
     }
 
+    #[cold]
+    #[inline(never)]
     fn fill(&self, s: usize, idx: u32, pages: u64, byte: u8) {
         for i in 0..pages {
             let p = self.frame_ptr(s, idx + i as u32);
@@ -782,15 +1023,22 @@ impl BuddyAllocator {
     /// Applies verify/zero to a freshly taken allocation `[idx, idx+pages)`
     /// whose head word is already written. On corruption the allocation is
     /// re-poisoned and freed again.
+    #[inline(always)]
     fn on_alloc(&mut self, s: usize, idx: u32, pages: u64) -> Result<(), Error> {
         if self.frame_base.is_null() {
             return Ok(());
         }
+        self.on_alloc_slow(s, idx, pages)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_alloc_slow(&mut self, s: usize, idx: u32, pages: u64) -> Result<(), Error> {
         if self.opts.poison
             && let Some((frame, offset, found)) = self.check_poison(s, idx, pages)
         {
             self.fill(s, idx, pages, POISON_BYTE);
-            self.secs[s].set(idx, ST_NONE);
+            self.secs[s].raw_write(idx, ST_NONE);
             self.release(s, idx, pages);
             return Err(Error::Corrupted {
                 frame,
@@ -806,7 +1054,7 @@ impl BuddyAllocator {
 
     #[inline(always)]
     fn on_free(&self, s: usize, idx: u32, pages: u64) {
-        if self.opts.poison && !self.frame_base.is_null() {
+        if self.poisoning {
             self.fill(s, idx, pages, POISON_BYTE);
         }
     }
@@ -832,8 +1080,11 @@ impl BuddyAllocator {
         if order > MAX_ORDER {
             return Err(Error::TooLarge);
         }
-        let (s, idx) = self.take(order, c)?;
-        self.secs[s].set(idx, alloc_word(1 << order));
+        let Some((s, idx)) = self.take(order, c) else {
+            return Err(Error::OutOfMemory);
+        };
+        // The head word of a block just taken off a list is valid.
+        self.secs[s].raw_write(idx, alloc_word(1 << order));
         self.on_alloc(s, idx, 1 << order)?;
         Ok(self.addr_of(s, idx))
     }
@@ -859,7 +1110,25 @@ impl BuddyAllocator {
         if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
             return Err(Error::Misaligned);
         }
-        self.free_run(addr, 1 << order)
+        let Some((s, idx)) = self.locate(addr) else {
+            return Err(Error::NotInSection);
+        };
+        let sec = &self.secs[s];
+        let c = sec.chunk_of(idx);
+        // One word read establishes the page state: exactly an unmarked
+        // allocation head of 2^order pages, or an error. In an initialised
+        // chunk, buddies below the chunk order are in the same chunk.
+        let (e, same_chunk) = if sec.chunk_ready(c) {
+            (sec.raw_read(idx), sec.chunk_shift)
+        } else {
+            (sec.get_lazy(idx, c), 0)
+        };
+        if e != alloc_word(1 << order) {
+            return Err(self.free_error(s, idx, e, 1 << order));
+        }
+        self.on_free(s, idx, 1 << order);
+        self.free_block(s, idx, order, false, same_chunk);
+        Ok(())
     }
 
     /// Allocates exactly `count` contiguous pages, aligned to
@@ -927,9 +1196,11 @@ impl BuddyAllocator {
             return Err(Error::TooLarge);
         }
         let k = ceil_log2(count).max(align_order);
-        let (s, idx) = self.take(k, c)?;
+        let Some((s, idx)) = self.take(k, c) else {
+            return Err(Error::OutOfMemory);
+        };
         self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
-        self.secs[s].set(idx, alloc_word(count as u32));
+        self.secs[s].raw_write(idx, alloc_word(count as u32));
         self.on_alloc(s, idx, count)?;
         Ok(self.addr_of(s, idx))
     }
@@ -961,24 +1232,35 @@ impl BuddyAllocator {
     }
 
     /// Checks that `addr` starts an allocation of `count` pages.
+    #[inline(always)]
     fn check_alloc_head(&self, addr: PhysAddr, count: u64) -> Result<(usize, u32, u64), Error> {
-        let (s, idx) = self.locate(addr).ok_or(Error::NotInSection)?;
+        let Some((s, idx)) = self.locate(addr) else {
+            return Err(Error::NotInSection);
+        };
         let e = self.secs[s].get(idx);
+        if state(e) == ST_ALLOC && alloc_count(e) as u64 == count {
+            return Ok((s, idx, e));
+        }
+        Err(self.free_error(s, idx, e, count))
+    }
+
+    /// Why page `idx` (word `e`) is not an allocation head of `count` pages
+    /// (the caller checked that it is not an unmarked one).
+    #[cold]
+    #[inline(never)]
+    fn free_error(&self, s: usize, idx: u32, e: u64, count: u64) -> Error {
         match state(e) {
-            ST_ALLOC => {
-                if alloc_count(e) as u64 != count {
-                    return Err(Error::WrongCount {
-                        allocated: alloc_count(e) as u64,
-                    });
-                }
-                Ok((s, idx, e))
-            }
-            ST_FREE => Err(Error::DoubleFree),
+            ST_ALLOC if alloc_count(e) as u64 != count => Error::WrongCount {
+                allocated: alloc_count(e) as u64,
+            },
+            // Marked by a `free_bulk` in progress: a duplicate.
+            ST_ALLOC => Error::DoubleFree,
+            ST_FREE => Error::DoubleFree,
             _ => {
                 if self.find_free_block(s, idx).is_some() {
-                    Err(Error::DoubleFree)
+                    Error::DoubleFree
                 } else {
-                    Err(Error::InteriorPage)
+                    Error::InteriorPage
                 }
             }
         }
@@ -987,8 +1269,12 @@ impl BuddyAllocator {
     fn free_run(&mut self, addr: PhysAddr, count: u64) -> Result<(), Error> {
         let (s, idx, _) = self.check_alloc_head(addr, count)?;
         self.on_free(s, idx, count);
-        self.secs[s].set(idx, ST_NONE);
-        self.release(s, idx, count);
+        self.secs[s].raw_write(idx, ST_NONE);
+        if count.is_power_of_two() && (self.secs[s].base + idx as u64) & (count - 1) == 0 {
+            self.free_block(s, idx, count.trailing_zeros(), false, 0);
+        } else {
+            self.release(s, idx, count);
+        }
         Ok(())
     }
 
@@ -1034,6 +1320,8 @@ impl BuddyAllocator {
             let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
             let e = self.secs[s].get(h);
             self.unlink(s, h, o, e);
+            // No longer a free head (a piece may be pushed here again below).
+            self.secs[s].raw_write(h, ST_NONE);
             let bend = h as u64 + (1u64 << o);
             self.give_back(s, h as u64, (idx as u64).max(h as u64));
             self.give_back(s, end.min(bend), bend);
@@ -1062,11 +1350,14 @@ impl BuddyAllocator {
             return Err(Error::ZeroCount);
         }
         for i in 0..out.len() {
-            let r = self.take(0, c).and_then(|(s, idx)| {
-                self.secs[s].set(idx, alloc_word(1));
-                self.on_alloc(s, idx, 1)?;
-                Ok(self.addr_of(s, idx))
-            });
+            let r = self
+                .take(0, c)
+                .ok_or(Error::OutOfMemory)
+                .and_then(|(s, idx)| {
+                    self.secs[s].raw_write(idx, alloc_word(1));
+                    self.on_alloc(s, idx, 1)?;
+                    Ok(self.addr_of(s, idx))
+                });
             match r {
                 Ok(a) => out[i] = a,
                 Err(Error::OutOfMemory) if i > 0 => return Ok(i),
@@ -1224,27 +1515,41 @@ impl BuddyAllocator {
         for &(lo, hi, z) in &cuts[..n] {
             let s = (!self.used).trailing_zeros() as usize;
             self.used |= 1 << s;
-            let mut sec = Section::EMPTY;
+            // Fill the slot in place. A free slot is always
+            // `Section::EMPTY` (from `new` or `remove_section`): its masks,
+            // counts and chunk maps are zero already, and list heads are
+            // only read where `lmask` says a list is non-empty. So only the
+            // scalars are written (registration touches few cache lines).
+            let sec = &mut self.secs[s];
+            debug_assert!(sec.lmask == [0; NR_ORDERS] && sec.nfree == [0; NR_ORDERS]);
+            debug_assert!(
+                sec.chunk_init
+                    .iter()
+                    .chain(&sec.chunk_head)
+                    .all(|&w| w == 0)
+            );
             sec.base = lo;
             sec.pages = (hi - lo) as u32;
             sec.zone = z;
             sec.chunk_shift = chunk_shift_for(lo, hi - lo);
+            sec.cbase = lo >> sec.chunk_shift;
+            sec.bshift = ceil_log2(hi - lo).saturating_sub(BUCKETS.trailing_zeros());
             // SAFETY: lo - spfn < pages, inside the caller's buffer.
             sec.meta = unsafe { meta.as_ptr().cast::<u64>().add((lo - spfn) as usize) };
             sec.reg_base = spfn;
             sec.reg_meta = meta.as_ptr();
             sec.reg_meta_bytes = meta_bytes;
             sec.reg_pages = pages;
+            let last = sec.chunk_of(sec.pages - 1);
             // Partial edge chunks are initialised eagerly.
             let mask = (1u64 << sec.chunk_shift) - 1;
-            let last = sec.chunk_of(sec.pages - 1);
             if lo & mask != 0 {
                 sec.init_chunk(0);
             }
             if hi & mask != 0 {
                 sec.init_chunk(last);
             }
-            self.secs[s] = sec;
+            self.insert_sorted(s);
             let zs = &mut self.zones[z as usize];
             zs.managed_pages += hi - lo;
             zs.sections += 1;
@@ -1304,7 +1609,7 @@ impl BuddyAllocator {
             m &= m - 1;
             if self.secs[s].reg_base == pfn && start.is_page_aligned() {
                 pieces |= 1 << s;
-                if self.secs[s].free_pages != self.secs[s].pages as u64 {
+                if self.secs[s].free_pages() != self.secs[s].pages as u64 {
                     return Err(Error::SectionInUse);
                 }
             }
@@ -1322,22 +1627,64 @@ impl BuddyAllocator {
         while m != 0 {
             let s = m.trailing_zeros() as usize;
             m &= m - 1;
-            let sec = self.secs[s];
-            let zs = &mut self.zones[sec.zone as usize];
+            let (zone, pages) = {
+                let sec = &self.secs[s];
+                (sec.zone as usize, sec.pages as u64)
+            };
+            let zs = &mut self.zones[zone];
             for o in 0..NR_ORDERS {
-                zs.nfree[o] -= sec.nfree[o] as u64;
                 zs.sec_mask[o] &= !(1 << s);
                 if zs.sec_mask[o] == 0 {
                     zs.order_mask &= !(1 << o);
                 }
             }
-            zs.free_pages -= sec.free_pages;
-            zs.managed_pages -= sec.pages as u64;
+            zs.managed_pages -= pages;
             zs.sections -= 1;
+            self.remove_sorted(s);
             self.secs[s] = Section::EMPTY;
             self.used &= !(1 << s);
         }
         Ok(removed)
+    }
+
+    /// Free pages of zone `y` (O(sections x orders); only needed by the
+    /// reserve check of a fallback and by statistics).
+    fn zone_free(&self, y: usize) -> u64 {
+        let mut m = self.used;
+        let mut n = 0;
+        while m != 0 {
+            let s = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if self.secs[s].zone as usize == y {
+                n += self.secs[s].free_pages();
+            }
+        }
+        n
+    }
+
+    /// Adds slot `s` (its `base` set) to the sorted section index.
+    fn insert_sorted(&mut self, s: usize) {
+        let base = self.secs[s].base;
+        let n = self.nsec as usize;
+        let mut i = n;
+        while i > 0 && self.sorted_base[i - 1] > base {
+            self.sorted_base[i] = self.sorted_base[i - 1];
+            self.sorted_slot[i] = self.sorted_slot[i - 1];
+            i -= 1;
+        }
+        self.sorted_base[i] = base;
+        self.sorted_slot[i] = s as u8;
+        self.nsec += 1;
+    }
+
+    /// Removes slot `s` from the sorted section index.
+    fn remove_sorted(&mut self, s: usize) {
+        let n = self.nsec as usize;
+        if let Some(i) = self.sorted_slot[..n].iter().position(|&x| x as usize == s) {
+            self.sorted_base.copy_within(i + 1..n, i);
+            self.sorted_slot.copy_within(i + 1..n, i);
+            self.nsec -= 1;
+        }
     }
 
     // ------------------------------------------------------------------
@@ -1402,16 +1749,18 @@ impl BuddyAllocator {
         let was_poisoning = self.opts.poison && !self.frame_base.is_null();
         self.frame_base = phys_offset;
         self.opts = opts;
+        self.poisoning = opts.poison && !phys_offset.is_null();
         if opts.poison && !was_poisoning && !phys_offset.is_null() {
             let mut m = self.used;
             while m != 0 {
                 let s = m.trailing_zeros() as usize;
                 m &= m - 1;
-                for o in 0..NR_ORDERS {
-                    let mut idx = self.secs[s].head[o];
+                for l in 0..NLISTS {
+                    let (o, b) = list_order(l);
+                    let mut idx = self.secs[s].list_first(o, b);
                     while idx != NIL {
                         self.fill(s, idx, 1 << o, POISON_BYTE);
-                        idx = free_next(self.secs[s].get(idx));
+                        idx = free_next(self.secs[s].raw_read(idx));
                     }
                 }
             }
@@ -1428,6 +1777,7 @@ impl BuddyAllocator {
     pub fn clear_frame_options(&mut self) {
         self.opts = FrameOptions::default();
         self.frame_base = core::ptr::null_mut();
+        self.poisoning = false;
     }
 
     /// The active frame options.
@@ -1483,7 +1833,7 @@ impl BuddyAllocator {
             a: self,
             used: self.used,
             s: usize::MAX,
-            order: 0,
+            list: 0,
             cur: NIL,
         }
     }
@@ -1503,13 +1853,13 @@ impl BuddyAllocator {
                     start: PhysAddr(sec.base << PAGE_SHIFT),
                     pages: sec.pages as u64,
                     zone: Zone::from_index(sec.zone as usize),
-                    free_pages: sec.free_pages,
+                    free_pages: sec.free_pages(),
                     registered_at: PhysAddr(sec.reg_base << PAGE_SHIFT),
                 }
             })
     }
 
-    /// Free and managed pages per zone and order (O(zones x orders)).
+    /// Free and managed pages per zone and order (O(sections x orders)).
     ///
     /// ```
     /// # let a = allocator::doc_allocator!(64);
@@ -1523,8 +1873,18 @@ impl BuddyAllocator {
             let zs = &self.zones[i];
             z.zone = Zone::from_index(i);
             z.managed_pages = zs.managed_pages;
-            z.free_pages = zs.free_pages;
-            z.free_blocks = zs.nfree;
+            z.free_pages = self.zone_free(i);
+            let mut m = self.used;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let sec = &self.secs[s];
+                if sec.zone as usize == i {
+                    for (fb, &n) in z.free_blocks.iter_mut().zip(&sec.nfree) {
+                        *fb += n as u64;
+                    }
+                }
+            }
             z.reserve = zs.reserve;
             z.sections = zs.sections;
         }
@@ -1543,7 +1903,7 @@ pub struct FreeBlocks<'a> {
     a: &'a BuddyAllocator,
     used: u64,
     s: usize,
-    order: usize,
+    list: usize,
     cur: u32,
 }
 
@@ -1554,24 +1914,25 @@ impl Iterator for FreeBlocks<'_> {
             if self.cur != NIL {
                 let sec = &self.a.secs[self.s];
                 let idx = self.cur;
-                self.cur = free_next(sec.get(idx));
+                self.cur = free_next(sec.raw_read(idx));
                 return Some(FreeBlock {
                     addr: PhysAddr((sec.base + idx as u64) << PAGE_SHIFT),
-                    order: self.order as u32,
+                    order: list_order(self.list).0 as u32,
                     zone: Zone::from_index(sec.zone as usize),
                 });
             }
-            if self.s != usize::MAX && self.order + 1 < NR_ORDERS {
-                self.order += 1;
+            if self.s != usize::MAX && self.list + 1 < NLISTS {
+                self.list += 1;
             } else {
                 if self.used == 0 {
                     return None;
                 }
                 self.s = self.used.trailing_zeros() as usize;
                 self.used &= self.used - 1;
-                self.order = 0;
+                self.list = 0;
             }
-            self.cur = self.a.secs[self.s].head[self.order];
+            let (o, b) = list_order(self.list);
+            self.cur = self.a.secs[self.s].list_first(o, b);
         }
     }
 }

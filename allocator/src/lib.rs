@@ -44,9 +44,19 @@
 #![warn(missing_docs)]
 
 mod buddy;
+mod global;
+#[doc(hidden)]
+pub mod host;
 mod locked;
 mod meta;
+mod pcp;
+mod pcp_list;
+mod percpu;
+mod remote;
+mod slab;
 mod stats;
+mod sync;
+mod tags;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -57,7 +67,15 @@ pub use buddy::{
     BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, LIMIT_SCAN,
     POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
 };
+pub use global::{Heap, HeapStats};
 pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
+pub use pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
+pub use pcp_list::{PCP_CAPACITY, PCP_ORDERS};
+pub use percpu::CpuLocal;
+pub use slab::{
+    Fault, FaultKind, MAX_SMALL_SIZE, NR_CLASSES, SIZE_CLASSES, SLAB_RESERVE, class_align,
+    size_class, slab_order,
+};
 pub use stats::{Stats, ZoneStats};
 pub use types::{
     Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,

@@ -153,7 +153,7 @@ fn every_bad_call_is_rejected_and_changes_nothing() {
         (
             "misaligned for order",
             Error::Misaligned,
-            Box::new(move |a| a.free(al, 5)),
+            Box::new(move |a| a.free(PhysAddr(al.0 | 4096), 5)),
         ),
         (
             "outside every section",

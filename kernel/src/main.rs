@@ -12,6 +12,8 @@
 extern crate alloc;
 
 mod arch;
+#[cfg(feature = "bench")]
+mod bench;
 mod boot;
 mod console;
 mod drivers;
@@ -93,5 +95,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     kprintln!("boot complete");
     #[cfg(test)]
     test_main();
+    #[cfg(feature = "bench")]
+    {
+        bench::run();
+        fatal::stop(arch::x86_64::debug_exit::ExitCode::Success)
+    }
+    #[cfg(not(feature = "bench"))]
     cpu::halt_forever()
 }

@@ -155,6 +155,17 @@ pub fn free_run(run: FrameRun) -> Result<(), Error> {
     FRAMES.lock().free_pages(run.start, run.pages)
 }
 
+/// Fills `out` with single frames under one lock acquisition; returns how
+/// many it got (fewer only when memory runs out).
+pub fn alloc_bulk(constraint: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
+    FRAMES.lock().alloc_bulk(constraint, out)
+}
+
+/// Frees single frames under one lock acquisition; all or nothing.
+pub fn free_bulk(frames: &[PhysAddr]) -> Result<(), allocator::BulkError> {
+    FRAMES.lock().free_bulk(frames)
+}
+
 /// Statistics of the whole allocator.
 pub fn stats() -> Stats {
     FRAMES.lock().stats()

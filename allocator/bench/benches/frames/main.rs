@@ -311,10 +311,22 @@ fn main() {
             Unit::Ns,
             plain,
         ));
+        rows_out.push(Row::new(
+            "8f",
+            "  DMA32 pair, no low page held",
+            Unit::Ns,
+            cells(&res, 2, 1.0),
+        ));
     }
     notes.push(
         "row 8: DMA32 target = 1.2x our plain pair measured in the same state; bsa's high section is registered \
          first (its DMA32 search walks sections in registration order); bsys and bitmap have no DMA32 call"
+            .into(),
+    );
+    notes.push(
+        "row 8: one DMA32 page is held live (for ours and bsa alike, as in row 2) so that a DMA32 pair does not \
+         split the otherwise untouched 64 MiB low section down from order 14 and merge it back every time, which \
+         the plain pair (order-0 blocks free) never does; 8f is the same pair without the held page"
             .into(),
     );
 

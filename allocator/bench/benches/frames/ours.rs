@@ -158,7 +158,8 @@ fn dma32_pairs(a: &mut Ours, n: usize) {
 
 /// Row 8: a Normal section of `pages` pages, fully allocated, then
 /// `free_blocks` of its pages freed with their buddies kept live; plus a
-/// 64 MiB DMA32 section. Samples `[DMA32 pair ns, plain pair ns]`.
+/// 64 MiB DMA32 section with one page held live (warm). Samples
+/// `[DMA32 pair ns, plain pair ns, DMA32 pair ns without the held page]`.
 pub fn dma32_sampler(pages: usize, free_blocks: usize) -> Option<Sampler<'static>> {
     let high = Meta::new(pages as u64);
     let low = Meta::new(DMA32_PAGES);
@@ -182,14 +183,29 @@ pub fn dma32_sampler(pages: usize, free_blocks: usize) -> Option<Sampler<'static
             .expect("DMA32 page");
     assert!(p.0 < 1 << 32, "DMA32 page above 4 GiB");
     a.0.free(p, 0).expect("free");
+    // Fresh: the DMA32 section is one free block, so every DMA32 pair also
+    // splits it down and merges it back (a cost of the zone's state, not
+    // of the constraint). Warm (as in row 2): one DMA32 page held live.
+    let n_fresh = calibrate(&mut |n| dma32_pairs(&mut a, n), SAMPLE, 1 << 22);
+    let hold = |a: &mut Ours| {
+        let p =
+            a.0.alloc(0, Constraint::Zone(Zone::Dma32))
+                .expect("held DMA32 page");
+        assert!(p.0 < 1 << 32, "DMA32 page above 4 GiB");
+        p
+    };
+    let held = hold(&mut a);
     let n_dma = calibrate(&mut |n| dma32_pairs(&mut a, n), SAMPLE, 1 << 22);
     let n_plain = calibrate(&mut |n| pairs(&mut a, n), SAMPLE, 1 << 22);
+    a.0.free(held, 0).expect("free held page");
     Some(Box::new(move || {
         let _keep = (&high, &low);
-        vec![
-            ns_per(n_dma, &mut |n| dma32_pairs(&mut a, n)),
-            ns_per(n_plain, &mut |n| pairs(&mut a, n)),
-        ]
+        let fresh = ns_per(n_fresh, &mut |n| dma32_pairs(&mut a, n));
+        let held = hold(&mut a);
+        let dma = ns_per(n_dma, &mut |n| dma32_pairs(&mut a, n));
+        let plain = ns_per(n_plain, &mut |n| pairs(&mut a, n));
+        a.0.free(held, 0).expect("free held page");
+        vec![dma, plain, fresh]
     }))
 }
 

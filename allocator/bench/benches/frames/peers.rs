@@ -285,7 +285,8 @@ impl Contender for Bitmap {
 /// Row 8 for buddy-slab-allocator: a 1 GiB high section registered first,
 /// fully allocated, then `free_blocks` of its pages freed with their buddies
 /// kept live (so they stay `free_blocks` order-0 blocks); then a 64 MiB
-/// section mapped below 4 GiB. Samples `[DMA32 pair ns, plain pair ns]`.
+/// section mapped below 4 GiB. Samples `[DMA32 pair ns with one low page
+/// held, plain pair ns, DMA32 pair ns without it]`.
 pub fn bsa_dma32_sampler(high_pages: usize, free_blocks: usize) -> Sampler<'static> {
     let high = HostRegion::new(high_pages * PAGE);
     let low = HostRegion::new(64 << 20);
@@ -303,14 +304,21 @@ pub fn bsa_dma32_sampler(high_pages: usize, free_blocks: usize) -> Sampler<'stat
     let p = a.0.alloc_pages_lowmem(1, PAGE).expect("DMA32 page");
     assert!(fake_phys(p) < 1 << 32, "DMA32 page above 4 GiB");
     a.0.dealloc_pages(p, 1);
+    // As for ours: fresh (the low section one free block), and warm (one
+    // low page held live).
+    let n_fresh = calibrate(&mut |n| bsa_dma_pairs(&mut a, n), SAMPLE, 1 << 20);
+    let held = a.0.alloc_pages_lowmem(1, PAGE).expect("held DMA32 page");
     let n_dma = calibrate(&mut |n| bsa_dma_pairs(&mut a, n), SAMPLE, 1 << 20);
     let n_plain = calibrate(&mut |n| pairs(&mut a, n), SAMPLE, 1 << 22);
+    a.0.dealloc_pages(held, 1);
     Box::new(move || {
         let _keep = (&high, &low);
-        vec![
-            ns_per(n_dma, &mut |n| bsa_dma_pairs(&mut a, n)),
-            ns_per(n_plain, &mut |n| pairs(&mut a, n)),
-        ]
+        let fresh = ns_per(n_fresh, &mut |n| bsa_dma_pairs(&mut a, n));
+        let held = a.0.alloc_pages_lowmem(1, PAGE).expect("held DMA32 page");
+        let dma = ns_per(n_dma, &mut |n| bsa_dma_pairs(&mut a, n));
+        let plain = ns_per(n_plain, &mut |n| pairs(&mut a, n));
+        a.0.dealloc_pages(held, 1);
+        vec![dma, plain, fresh]
     })
 }
 

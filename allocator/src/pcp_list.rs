@@ -1,0 +1,97 @@
+//! The per-CPU free lists of the page cache: one bounded stack of frames
+//! per order, refilled and drained in batches.
+//!
+//! Pure data structure: the caller runs every method on its own CPU with
+//! interrupts masked (through `PerCpu`) and supplies the buddy side as
+//! closures that do a whole batch under one lock acquisition. Also
+//! compiled into `tests/loom_pcp.rs`.
+
+use crate::percpu::CpuInit;
+
+/// Orders served by the per-CPU page caches: `0..PCP_ORDERS` (4 KiB .. 32 KiB).
+pub const PCP_ORDERS: usize = 4;
+/// Capacity of one per-CPU list (an upper bound for `high`). (8 under
+/// `--cfg loom`, whose model threads have small stacks.)
+pub const PCP_CAPACITY: usize = if cfg!(loom) { 8 } else { 128 };
+
+/// One CPU's lists: frame addresses (bytes) per order.
+pub(crate) struct PcpLists {
+    n: [usize; PCP_ORDERS],
+    frames: [[u64; PCP_CAPACITY]; PCP_ORDERS],
+}
+
+impl CpuInit for PcpLists {
+    const INIT: Self = PcpLists {
+        n: [0; PCP_ORDERS],
+        frames: [[0; PCP_CAPACITY]; PCP_ORDERS],
+    };
+}
+
+impl PcpLists {
+    /// Frames held for order `o`.
+    #[allow(dead_code)]
+    #[inline(always)]
+    pub(crate) fn len(&self, o: usize) -> usize {
+        self.n[o]
+    }
+
+    /// Pops a frame of order `o`. When the list is empty, first calls
+    /// `refill` once with room for `batch` frames; it returns how many it
+    /// wrote (0: the buddy is out of memory, and `None` is returned).
+    #[inline(always)]
+    pub(crate) fn alloc(
+        &mut self,
+        o: usize,
+        batch: usize,
+        refill: impl FnOnce(&mut [u64]) -> usize,
+    ) -> Option<u64> {
+        let mut n = self.n[o];
+        if n == 0 {
+            let want = batch.clamp(1, PCP_CAPACITY);
+            n = refill(&mut self.frames[o][..want]).min(want);
+            if n == 0 {
+                return None;
+            }
+        }
+        n -= 1;
+        self.n[o] = n;
+        Some(self.frames[o][n])
+    }
+
+    /// Pushes `frame`. If the list then holds more than `high` frames (or
+    /// is full), the `batch` coldest ones (bottom of the stack) are handed
+    /// to `drain` and removed.
+    #[inline(always)]
+    pub(crate) fn free(
+        &mut self,
+        o: usize,
+        frame: u64,
+        high: usize,
+        batch: usize,
+        mut drain: impl FnMut(&[u64]),
+    ) {
+        let n = self.n[o];
+        if n >= high.min(PCP_CAPACITY) {
+            let b = batch.clamp(1, n.max(1)).min(n);
+            drain(&self.frames[o][..b]);
+            self.frames[o].copy_within(b..n, 0);
+            self.n[o] = n - b;
+        }
+        let n = self.n[o];
+        if n < PCP_CAPACITY {
+            self.frames[o][n] = frame;
+            self.n[o] = n + 1;
+        } else {
+            drain(&[frame]);
+        }
+    }
+
+    /// Hands every frame of order `o` to `drain` and empties the list.
+    pub(crate) fn take_all(&mut self, o: usize, drain: impl FnOnce(&[u64])) {
+        let n = self.n[o];
+        if n > 0 {
+            drain(&self.frames[o][..n]);
+            self.n[o] = 0;
+        }
+    }
+}

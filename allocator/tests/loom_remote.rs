@@ -1,0 +1,166 @@
+//! Loom model of the slab's lock-free remote free protocol, on the very
+//! source of `src/remote.rs`.
+//!
+//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --test loom_remote`
+#![cfg(loom)]
+
+mod sync {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::hint::spin_loop;
+    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
+}
+
+#[allow(dead_code)]
+#[path = "../src/remote.rs"]
+mod remote;
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use remote::{BitFault, SlabDesc, next_incoming, push_incoming, take_incoming};
+
+struct Shared {
+    d: SlabDesc,
+    incoming: AtomicPtr<SlabDesc>,
+    tag: AtomicU64,
+}
+
+fn setup(nobj: u32) -> Arc<Shared> {
+    let s = Arc::new(Shared {
+        d: SlabDesc::blank(),
+        incoming: AtomicPtr::new(std::ptr::null_mut()),
+        tag: AtomicU64::new(1),
+    });
+    // SAFETY: the descriptor is not shared yet.
+    unsafe { s.d.init(0x1000, 64, nobj, 0) };
+    s
+}
+
+fn dptr(s: &Shared) -> *mut SlabDesc {
+    &s.d as *const SlabDesc as *mut SlabDesc
+}
+
+/// The remote side of a free, as `Slab::free_remote` runs it.
+fn remote_free(s: &Shared, idx: u32) -> Result<(), Option<BitFault>> {
+    if !s.d.enter(|| s.tag.load(Ordering::Relaxed) == 1) {
+        return Err(None);
+    }
+    let (push, fault) = s.d.free_remote(idx);
+    if push {
+        // SAFETY: we switched pending 0 -> 1; the descriptor is alive.
+        unsafe { push_incoming(&s.incoming, dptr(s)) };
+    }
+    s.d.leave();
+    fault.map_or(Ok(()), |f| Err(Some(f)))
+}
+
+/// The owner folding in its incoming list; returns (in use, double frees).
+fn owner_collect(s: &Shared) -> Option<(u32, u32)> {
+    let mut d = take_incoming(&s.incoming);
+    let mut r = None;
+    while !d.is_null() {
+        // SAFETY: taken from the list, not yet collected.
+        let next = unsafe { next_incoming(d) };
+        // SAFETY: the owner (this thread) is the only user of `own`.
+        r = Some(unsafe { (*d).collect() });
+        d = next;
+    }
+    r
+}
+
+/// A remote free races the owner's local free, allocations and collection:
+/// no object is ever handed out while live, and everything adds up.
+#[test]
+fn remote_free_vs_owner() {
+    loom::model(|| {
+        let s = setup(3);
+        // SAFETY (all `unsafe` on `s.d` below): the main thread is the owner.
+        let (a, b) = unsafe { (s.d.alloc_obj().unwrap(), s.d.alloc_obj().unwrap()) };
+        let s2 = s.clone();
+        let t = loom::thread::spawn(move || remote_free(&s2, b));
+        unsafe { s.d.free_local(a).unwrap() };
+        // Live now: b until collected. The next allocation must not be b
+        // unless b was collected.
+        let collected = owner_collect(&s).is_some();
+        // SAFETY: the main thread is the owner.
+        let x = unsafe { s.d.alloc_obj() }.unwrap();
+        if !collected {
+            assert_ne!(x, b, "handed out an object whose free was not collected");
+        }
+        assert_eq!(t.join().unwrap(), Ok(()));
+        owner_collect(&s);
+        // SAFETY: the main thread is the owner.
+        unsafe { s.d.free_local(x).unwrap() };
+        owner_collect(&s);
+        // SAFETY: the main thread is the owner.
+        assert_eq!(unsafe { s.d.own().inuse }, 0);
+        for i in 0..3 {
+            assert!(s.d.is_free(i));
+        }
+    });
+}
+
+/// Two remote frees of the same object: exactly one succeeds, the other is
+/// reported, and the object is free exactly once afterwards.
+#[test]
+fn concurrent_remote_double_free() {
+    loom::model(|| {
+        let s = setup(2);
+        // SAFETY: the main thread is the owner.
+        let a = unsafe { s.d.alloc_obj().unwrap() };
+        let (s1, s2) = (s.clone(), s.clone());
+        let t1 = loom::thread::spawn(move || remote_free(&s1, a));
+        let t2 = loom::thread::spawn(move || remote_free(&s2, a));
+        let r = [t1.join().unwrap(), t2.join().unwrap()];
+        assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 1, "{r:?}");
+        let (inuse, _) = owner_collect(&s).expect("queued");
+        assert_eq!(inuse, 0);
+        // SAFETY: owner.
+        let (x, y) = unsafe { (s.d.alloc_obj(), s.d.alloc_obj()) };
+        assert!(x.is_some() && y.is_some() && x != y);
+        // SAFETY: owner.
+        assert_eq!(unsafe { s.d.alloc_obj() }, None);
+    });
+}
+
+/// A late (double) remote free races the owner retiring the empty slab:
+/// if the owner reuses the descriptor, the late free must have backed off
+/// without touching it; otherwise it is queued and detected.
+#[test]
+fn retire_vs_late_remote_free() {
+    loom::model(|| {
+        let s = setup(1);
+        // SAFETY (owner calls below): the main thread is the owner.
+        let a = unsafe { s.d.alloc_obj().unwrap() };
+        // SAFETY: owner.
+        unsafe { s.d.free_local(a).unwrap() }; // empty now
+        let s2 = s.clone();
+        let t = loom::thread::spawn(move || remote_free(&s2, a)); // a double free
+        let retired = s.d.may_retire() && {
+            s.tag.store(0, Ordering::Relaxed);
+            if s.d.finish_retire() {
+                true
+            } else {
+                s.tag.store(1, Ordering::Release);
+                false
+            }
+        };
+        let r = t.join().unwrap();
+        if retired {
+            assert_eq!(r, Err(None), "a remote free touched a retired descriptor");
+            // SAFETY: retired: the owner may re-initialise it.
+            unsafe { s.d.init(0x2000, 64, 1, 0) };
+            // SAFETY: the main thread is the owner.
+            assert_eq!(unsafe { s.d.alloc_obj() }, Some(0));
+            // SAFETY: the main thread is the owner.
+            assert_eq!(unsafe { s.d.alloc_obj() }, None);
+        } else {
+            assert_eq!(r, Err(Some(BitFault::DoubleFree)));
+            let (inuse, dups) = owner_collect(&s).expect("queued");
+            assert_eq!((inuse, dups), (0, 1));
+            // SAFETY: the main thread is the owner.
+            assert_eq!(unsafe { s.d.alloc_obj() }, Some(0));
+            // SAFETY: the main thread is the owner.
+            assert_eq!(unsafe { s.d.alloc_obj() }, None);
+        }
+    });
+}
