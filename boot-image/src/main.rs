@@ -22,7 +22,7 @@ commands:
 
 F is bios or uefi (run: uefi by default, debug: bios); M is a QEMU memory size (512M, 8G).
 Environment: KVM=0 forces TCG; QEMU, OVMF_CODE and OVMF_VARS override the binaries;
-KERNEL_TEST_MACHINES (default \"bios:256M uefi:512M bios:8G\"); KERNEL_TEST_TIMEOUT (seconds, default 180).";
+KERNEL_TEST_MACHINES (default \"bios:256M uefi:512M bios:8G\"); KERNEL_TEST_TIMEOUT (seconds, default 600).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -190,7 +190,7 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
             Ok(text) => text
                 .parse()
                 .map_err(|_| "KERNEL_TEST_TIMEOUT takes whole seconds")?,
-            Err(_) => 180,
+            Err(_) => 600,
         },
     };
     let passed = suite::run(kernel, &machines, Duration::from_secs(timeout))?;

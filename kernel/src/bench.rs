@@ -60,14 +60,23 @@ fn memory_cycles_per_kib() -> u64 {
 
 /// Runs every benchmark and prints the table.
 pub fn run() {
-    kprintln!("kernel memory benchmarks (median of {ROUNDS} rounds, TSC at {} MHz)", tsc::frequency() / 1_000_000);
+    kprintln!(
+        "kernel memory benchmarks (median of {ROUNDS} rounds, TSC at {} MHz)",
+        tsc::frequency() / 1_000_000
+    );
     let copy = memory_cycles_per_kib();
     kprintln!("  memory copy: {copy} cycles per KiB");
     if copy > 2_000 {
         kprintln!("  WARNING: memory is abnormally slow here (nested or trapping hypervisor?);");
         kprintln!("  the figures below measure the host, not the allocator.");
     }
-    kprintln!("  {:<48} {:>9} {:>10}  {}", "operation", "cycles/op", "ns/op", "target");
+    kprintln!(
+        "  {:<48} {:>9} {:>10}  {}",
+        "operation",
+        "cycles/op",
+        "ns/op",
+        "target"
+    );
 
     const PAIRS: u64 = 10_000;
     let pair = measure(PAIRS, || {
@@ -76,7 +85,11 @@ pub fn run() {
             frames::free_order(black_box(frame), 0).expect("free");
         }
     });
-    row("single-frame alloc+free", pair, "<= 40 (Linux order-0: 115-231)");
+    row(
+        "single-frame alloc+free",
+        pair,
+        "<= 40 (Linux order-0: 115-231)",
+    );
 
     const BATCH: usize = 1000;
     let mut batch = alloc::vec![PhysAddr(0); BATCH];
@@ -106,7 +119,8 @@ fn map_unmap_row() {
     let area = paging::reserve_virtual(2 * 4096, 4096).expect("virtual space");
     let anchor = Page::<Size4KiB>::containing_address(area);
     let page = anchor + 1;
-    let frame_of = |phys: PhysAddr| PhysFrame::<Size4KiB>::containing_address(x86_64::PhysAddr::new(phys.0));
+    let frame_of =
+        |phys: PhysAddr| PhysFrame::<Size4KiB>::containing_address(x86_64::PhysAddr::new(phys.0));
     let anchor_frame = frames::alloc_order(0, Constraint::ANY).expect("frame");
     let frame = frames::alloc_order(0, Constraint::ANY).expect("frame");
     paging::map(anchor, frame_of(anchor_frame), flags).expect("map anchor");
@@ -133,13 +147,17 @@ fn dma32_row() {
     let mut held: Vec<PhysAddr> = alloc::vec![PhysAddr(0); 200_000];
     let got = frames::alloc_bulk(Constraint::Zone(Zone::Normal), &mut held).expect("bulk");
     held.truncate(got);
-    let (keep, release): (Vec<PhysAddr>, Vec<PhysAddr>) = held.chunks(2).map(|pair| (pair[0], pair[pair.len() - 1])).unzip();
+    let (keep, release): (Vec<PhysAddr>, Vec<PhysAddr>) = held
+        .chunks(2)
+        .map(|pair| (pair[0], pair[pair.len() - 1]))
+        .unzip();
     frames::free_bulk(&release).expect("free every other frame");
     let free_blocks = frames::stats().zone(Zone::Normal).free_blocks[0];
     const PAIRS: u64 = 10_000;
     let cost = measure(PAIRS, || {
         for _ in 0..PAIRS {
-            let frame = frames::alloc_order(0, Constraint::Zone(Zone::Dma32)).expect("a DMA32 frame");
+            let frame =
+                frames::alloc_order(0, Constraint::Zone(Zone::Dma32)).expect("a DMA32 frame");
             frames::free_order(black_box(frame), 0).expect("free");
         }
     });
@@ -151,6 +169,10 @@ fn dma32_row() {
     });
     let label = alloc::format!("DMA32 alloc+free, {free_blocks} free order-0 blocks high");
     row(&label, cost, "");
-    row("  plain single-frame pair, same state", plain, "DMA32 within 1.2x");
+    row(
+        "  plain single-frame pair, same state",
+        plain,
+        "DMA32 within 1.2x",
+    );
     frames::free_bulk(&keep).expect("free the rest");
 }

@@ -87,6 +87,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG asks it to)");
     };
     mem::frames::init(&map, physical_memory_offset);
+    mem::heap::init();
     mem::frames::print_report();
     // SAFETY: the offset is the bootloader's linear map, and from here on
     // only mem::paging edits the page tables.

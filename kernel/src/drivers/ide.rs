@@ -409,6 +409,19 @@ pub unsafe trait DmaMemory {
     fn device_address(&self) -> u64;
 }
 
+// SAFETY: a `DmaBuffer` is physically contiguous frames owned by the
+// buffer alone, and its device address is their physical address (no
+// IOMMU); `&mut self` keeps the CPU out while the device writes.
+unsafe impl DmaMemory for crate::mem::dma::DmaBuffer {
+    fn bytes(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+
+    fn device_address(&self) -> u64 {
+        crate::mem::dma::DmaBuffer::device_address(self)
+    }
+}
+
 /// What IDENTIFY DEVICE reports about a disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DriveInfo {

@@ -1,17 +1,15 @@
-//! The kernel-wide frame allocator: one `allocator::BuddyAllocator` behind a
-//! lock taken with interrupts masked, fed from the sanitised memory map.
+//! The kernel's memory: one `allocator::Heap` (per-CPU page caches and
+//! slabs over a buddy allocator whose lock is taken with interrupts masked),
+//! fed from the sanitised memory map.
 //!
-//! Everything else in the kernel asks this module for frames: page tables,
-//! the heap, DMA buffers.
+//! Everything in the kernel gets memory from it: page tables, DMA buffers and
+//! other frames through this module, `alloc` collections through
+//! [`super::heap`].
 
 use core::fmt;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use allocator::{
-    BuddyAllocator, Constraint, Error, InterruptControl, LockedAllocator, PhysAddr, Stats, Zone,
-    carve_metadata,
-};
+use allocator::{Constraint, CpuLocal, Error, Heap, InterruptControl, PhysAddr, Stats, Zone};
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr as X86PhysAddr, VirtAddr};
 
@@ -21,11 +19,15 @@ use crate::kprintln;
 
 pub const PAGE_SIZE: u64 = allocator::PAGE_SIZE;
 
-/// Masks interrupts while the allocator lock is held, so an interrupt
-/// handler that allocates can never spin on a lock its own CPU holds.
-pub struct MaskInterrupts;
+/// What the allocator needs from the CPU: interrupts masked while a lock
+/// or a per-CPU cache is in use (so an interrupt handler that allocates can
+/// never spin on a lock its own CPU holds), and which CPU this is.
+pub struct KernelCpu;
 
-impl InterruptControl for MaskInterrupts {
+/// CPUs the allocator keeps caches for; only the boot CPU runs for now.
+pub const MAX_CPUS: usize = 1;
+
+impl InterruptControl for KernelCpu {
     type Saved = bool;
 
     #[inline]
@@ -43,7 +45,23 @@ impl InterruptControl for MaskInterrupts {
     }
 }
 
-static FRAMES: LockedAllocator<MaskInterrupts> = LockedAllocator::new(BuddyAllocator::new());
+// SAFETY: only the boot CPU runs kernel code, so its id is always 0 and
+// never changes; there is no other CPU to run anything on.
+unsafe impl CpuLocal for KernelCpu {
+    fn cpu_id() -> usize {
+        0
+    }
+
+    fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
+        if cpu == 0 {
+            f();
+        }
+        cpu == 0
+    }
+}
+
+/// All of the kernel's memory; `heap::KernelHeap` forwards to it.
+pub(super) static MEMORY: Heap<KernelCpu, MAX_CPUS> = Heap::new();
 /// Virtual address of physical 0 (the bootloader's linear map); 0 = unset.
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
 /// Metadata bytes carved per zone (DMA, DMA32, Normal), for the report.
@@ -60,49 +78,41 @@ fn zone_index(zone: Zone) -> usize {
     }
 }
 
-/// Hands every sanitised range to the allocator, each with its metadata
-/// carved from its own first pages (reached through the linear map).
+/// Hands every sanitised range to the allocator, which carves each one's
+/// metadata from its own first pages (reached through the linear map).
 /// Ranges too small to hold their own metadata are skipped.
 pub fn init(map: &SanitisedMap, physical_memory_offset: u64) {
     let start = tsc::now();
     PHYS_OFFSET.store(physical_memory_offset, Ordering::SeqCst);
-    let mut frames = FRAMES.lock();
+    // SAFETY: the bootloader maps all physical memory at this offset.
+    unsafe { MEMORY.set_phys_offset(physical_memory_offset) };
     for range in map.usable.as_slice() {
         MEMORY_TOP.fetch_max(range.end, Ordering::Relaxed);
-        let carved = match carve_metadata(PhysAddr(range.start), range.pages()) {
-            Ok(carved) => carved,
+        let zone = Zone::of(PhysAddr(range.start));
+        let managed_before = buddy_stats().managed_pages();
+        // SAFETY: the range is usable RAM from the sanitised map (no
+        // firmware, bootloader or kernel frames), mapped by the linear map,
+        // and handed over for good.
+        match unsafe { MEMORY.add_memory(PhysAddr(range.start), range.pages()) } {
+            Ok(()) => {
+                let managed = buddy_stats().managed_pages() - managed_before;
+                let metadata_bytes = (range.pages() - managed) * PAGE_SIZE;
+                METADATA_BYTES[zone_index(zone)].fetch_add(metadata_bytes, Ordering::Relaxed);
+            }
             Err(error) => {
                 log::info!(
                     "{:#x}..{:#x} not managed: {error:?}",
                     range.start,
                     range.end
-                );
-                continue;
+                )
             }
-        };
-        let meta_bytes = (carved.meta_pages * PAGE_SIZE) as usize;
-        let meta = (physical_memory_offset + carved.meta_start.0) as *mut u8;
-        let Some(meta) = NonNull::new(meta) else {
-            continue;
-        };
-        // SAFETY: the metadata pages are usable RAM from the sanitised map,
-        // mapped by the bootloader's linear map, and excluded from the
-        // section itself, so nothing but the allocator ever touches them.
-        let added = unsafe { frames.add_section(carved.start, carved.pages, meta, meta_bytes) };
-        match added {
-            Ok(()) => {
-                let zone = Zone::of(carved.meta_start);
-                METADATA_BYTES[zone_index(zone)].fetch_add(meta_bytes as u64, Ordering::Relaxed);
-            }
-            Err(error) => log::warn!(
-                "{:#x}..{:#x} rejected by the allocator: {error:?}",
-                range.start,
-                range.end
-            ),
         }
     }
-    drop(frames);
     SETUP_TICKS.store(tsc::now() - start, Ordering::Relaxed);
+}
+
+fn buddy_stats() -> Stats {
+    MEMORY.frames().buddy().lock().stats()
 }
 
 /// The kernel virtual address of a physical address (linear map).
@@ -124,51 +134,60 @@ impl FrameRun {
     }
 }
 
-/// One block of `2^order` frames, aligned to its size.
+/// One block of `2^order` frames, aligned to its size. Unconstrained
+/// requests of orders 0..=3 come from this CPU's cache without a lock.
 pub fn alloc_order(order: u32, constraint: Constraint) -> Result<PhysAddr, Error> {
-    FRAMES.lock().alloc(order, constraint)
+    match constraint {
+        Constraint::ANY => MEMORY.frames().alloc(order),
+        constrained => MEMORY.frames().buddy().lock().alloc(order, constrained),
+    }
 }
 
 /// Gives back a block from [`alloc_order`].
 pub fn free_order(start: PhysAddr, order: u32) -> Result<(), Error> {
-    FRAMES.lock().free(start, order)
+    MEMORY.frames().free(start, order)
 }
 
 /// Exactly `pages` contiguous frames (not rounded to a power of two).
 pub fn alloc_run(pages: usize, constraint: Constraint) -> Result<FrameRun, Error> {
-    let start = FRAMES.lock().alloc_pages(pages, constraint)?;
-    Ok(FrameRun { start, pages })
-}
-
-/// `pages` contiguous frames starting at a multiple of `align` bytes.
-pub fn alloc_run_aligned(
-    pages: usize,
-    align: usize,
-    constraint: Constraint,
-) -> Result<FrameRun, Error> {
-    let start = FRAMES.lock().alloc_aligned(pages, align, constraint)?;
+    let start = MEMORY
+        .frames()
+        .buddy()
+        .lock()
+        .alloc_pages(pages, constraint)?;
     Ok(FrameRun { start, pages })
 }
 
 /// Gives a run back.
 pub fn free_run(run: FrameRun) -> Result<(), Error> {
-    FRAMES.lock().free_pages(run.start, run.pages)
+    MEMORY
+        .frames()
+        .buddy()
+        .lock()
+        .free_pages(run.start, run.pages)
 }
 
 /// Fills `out` with single frames under one lock acquisition; returns how
 /// many it got (fewer only when memory runs out).
 pub fn alloc_bulk(constraint: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
-    FRAMES.lock().alloc_bulk(constraint, out)
+    MEMORY.frames().buddy().lock().alloc_bulk(constraint, out)
 }
 
 /// Frees single frames under one lock acquisition; all or nothing.
 pub fn free_bulk(frames: &[PhysAddr]) -> Result<(), allocator::BulkError> {
-    FRAMES.lock().free_bulk(frames)
+    MEMORY.frames().buddy().lock().free_bulk(frames)
 }
 
-/// Statistics of the whole allocator.
+/// Statistics of the buddy allocator, exact: the per-CPU caches and empty
+/// slabs are drained into it first. Slab descriptor pages stay in use.
 pub fn stats() -> Stats {
-    FRAMES.lock().stats()
+    MEMORY.drain();
+    buddy_stats()
+}
+
+/// Pages holding slab descriptors: kept by the heap for reuse, never freed.
+pub fn slab_descriptor_pages() -> u64 {
+    MEMORY.stats().descriptor_pages
 }
 
 /// The `x86_64` crate's frame traits over the kernel-wide allocator; used by
@@ -376,6 +395,24 @@ mod tests {
             "memory top {top:#x}: Normal zone {} pages",
             stats.zone(Zone::Normal).managed_pages
         );
+    }
+
+    #[test_case]
+    fn bulk_frames_are_distinct_and_a_bad_batch_changes_nothing() {
+        let before = stats();
+        let mut batch = [PhysAddr(0); 512];
+        assert_eq!(alloc_bulk(Constraint::Zone(Zone::Dma32), &mut batch), Ok(batch.len()));
+        let mut sorted = batch;
+        sorted.sort_unstable();
+        assert!(sorted.windows(2).all(|pair| pair[0] != pair[1]), "a frame was handed out twice");
+        assert!(batch.iter().all(|frame| frame.0 < 1 << 32));
+        // A batch naming one frame twice is refused as a whole.
+        let mut bad = [batch[0], batch[1], batch[0]];
+        assert!(free_bulk(&bad).is_err());
+        bad[2] = batch[2];
+        free_bulk(&bad).expect("the corrected batch");
+        free_bulk(&batch[3..]).expect("the rest");
+        assert_eq!(stats(), before);
     }
 
     #[test_case]

@@ -1,71 +1,69 @@
-//! The kernel heap: `alloc::{Box, Vec, String, BTreeMap}` in the kernel.
-//!
-//! Until the slab layer lands, every allocation is served honestly from
-//! whole pages of the frame allocator, reached through the linear map: an
-//! allocation of n bytes takes ceil(n / 4 KiB) contiguous frames (aligned
-//! as asked), and freeing gives exactly those frames back. There is no
-//! fixed-size arena: the heap can use all of memory.
+//! The kernel heap: `alloc::{Box, Vec, String, BTreeMap}` in the kernel,
+//! served by the allocator crate's `Heap`: size classes up to 2 KiB from
+//! per-CPU slabs, larger requests in whole pages from the same buddy the
+//! frame allocator uses. There is no fixed-size arena.
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use allocator::{Constraint, PhysAddr};
+use allocator::Fault;
 
-use super::frames::{self, FrameRun, PAGE_SIZE};
+use super::frames::MEMORY;
 
-pub struct PageHeap;
+/// The `#[global_allocator]`: forwards to [`MEMORY`], and names the
+/// layout when it cannot serve one (the default alloc error handler then
+/// panics with the size).
+pub struct KernelHeap;
 
 #[global_allocator]
-static HEAP: PageHeap = PageHeap;
+static HEAP: KernelHeap = KernelHeap;
 
-fn pages_for(layout: Layout) -> usize {
-    layout.size().max(1).div_ceil(PAGE_SIZE as usize)
+/// Called for every bad free the heap detects (double free, foreign or
+/// interior pointer, wrong layout); the heap has already ignored it.
+fn report_fault(fault: Fault) {
+    log::error!("heap: bad free detected and ignored: {fault:?}");
 }
 
-// SAFETY: every pointer handed out is the linear-map address of frames
-// allocated for it alone, at least `layout.size()` bytes, aligned to
-// `layout.align()` (page-aligned, or allocated aligned for larger
-// alignments); dealloc gives back exactly those frames.
-unsafe impl GlobalAlloc for PageHeap {
+/// Installs the fault reporter; call once after the frame allocator is up.
+pub fn init() {
+    MEMORY.set_fault_handler(report_fault);
+}
+
+// SAFETY: forwards to `allocator::Heap`, itself a `GlobalAlloc` with the
+// same contract.
+unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let pages = pages_for(layout);
-        let run = if layout.align() as u64 > PAGE_SIZE {
-            frames::alloc_run_aligned(pages, layout.align(), Constraint::ANY)
-        } else {
-            frames::alloc_run(pages, Constraint::ANY)
-        };
-        match run {
-            Ok(run) => {
-                let address = frames::phys_to_virt(run.start).as_mut_ptr();
-                core::mem::forget(run);
-                address
-            }
-            Err(error) => {
-                // The default alloc error handler then panics with the size;
-                // this names the whole layout and the allocator's reason.
-                log::error!(
-                    "heap: cannot allocate {} bytes aligned to {}: {error:?}",
-                    layout.size(),
-                    layout.align()
-                );
-                core::ptr::null_mut()
-            }
+        // SAFETY: forwarded with the caller's guarantees.
+        let pointer = unsafe { MEMORY.alloc(layout) };
+        if pointer.is_null() {
+            log::error!(
+                "heap: out of memory for {} bytes aligned to {}",
+                layout.size(),
+                layout.align()
+            );
         }
+        pointer
     }
 
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        let start = PhysAddr(pointer as u64 - frames::phys_to_virt(PhysAddr(0)).as_u64());
-        if let Err(error) = frames::free_run(FrameRun {
-            start,
-            pages: pages_for(layout),
-        }) {
-            log::error!("heap: freeing {pointer:p} ({layout:?}) failed: {error:?}");
-        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { MEMORY.dealloc(pointer, layout) }
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { MEMORY.realloc(pointer, layout, new_size) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::mem::frames;
+
+    /// Free pages plus the slab descriptor pages the heap keeps for reuse:
+    /// constant across any sequence of allocations that is fully freed.
+    fn free_or_kept() -> u64 {
+        frames::stats().free_pages() + frames::slab_descriptor_pages()
+    }
     use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
     use alloc::string::String;
@@ -74,7 +72,7 @@ mod tests {
 
     #[test_case]
     fn collections_of_many_sizes_work_and_give_memory_back() {
-        let free_before = frames::stats().free_pages();
+        let free_before = free_or_kept();
         {
             let boxed = Box::new([7u64; 100]);
             let mut text = String::new();
@@ -90,12 +88,12 @@ mod tests {
             assert_eq!(map.get(&1999), Some(&(1999 * 1999)));
             assert!(text.starts_with("0,1,2,") && text.ends_with("1999,"));
         }
-        assert_eq!(frames::stats().free_pages(), free_before);
+        assert_eq!(free_or_kept(), free_before);
     }
 
     #[test_case]
     fn large_and_aligned_allocations() {
-        let free_before = frames::stats().free_pages();
+        let free_before = free_or_kept();
         let mut big = Vec::<u8>::with_capacity(8 << 20);
         big.resize(8 << 20, 0x5a);
         assert!(big.iter().all(|&b| b == 0x5a));
@@ -106,12 +104,12 @@ mod tests {
         assert_eq!(aligned.0[99], 1);
         drop(big);
         drop(aligned);
-        assert_eq!(frames::stats().free_pages(), free_before);
+        assert_eq!(free_or_kept(), free_before);
     }
 
     #[test_case]
     fn fragmented_heap_memory_is_reused() {
-        let free_before = frames::stats().free_pages();
+        let free_before = free_or_kept();
         let mut blocks: Vec<Vec<u64>> = (0..256)
             .map(|i| alloc::vec![i; 600 + (i as usize % 7) * 300])
             .collect();
@@ -119,15 +117,15 @@ mod tests {
         for i in (0..blocks.len()).step_by(2) {
             blocks[i] = Vec::new();
         }
-        let after_holes = frames::stats().free_pages();
+        let after_holes = free_or_kept();
         for i in (0..blocks.len()).step_by(2) {
             blocks[i] = alloc::vec![i as u64; 600];
         }
-        assert!(frames::stats().free_pages() < after_holes);
+        assert!(free_or_kept() < after_holes);
         for (i, block) in blocks.iter().enumerate() {
             assert!(block.iter().all(|&v| v == i as u64), "block {i} corrupted");
         }
         drop(blocks);
-        assert_eq!(frames::stats().free_pages(), free_before);
+        assert_eq!(free_or_kept(), free_before);
     }
 }

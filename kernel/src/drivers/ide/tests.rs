@@ -1,17 +1,10 @@
 //! The IDE driver against QEMU's PIIX3 and the boot disk (primary master).
 //!
-//! TEST SCAFFOLDING: the kernel has no frame allocator or DMA32 buffer type
-//! yet, so the DMA memory here is two page-aligned `static mut` pages of the
-//! kernel image, their physical addresses found by walking the active page
-//! tables. Replace [`StaticPage`] with the DMA32 buffer once it exists.
-
-use core::sync::atomic::{AtomicBool, Ordering};
-use x86_64::VirtAddr;
-use x86_64::registers::control::Cr3;
-use x86_64::structures::paging::{OffsetPageTable, PageTable, Translate};
+//! The DMA memory comes from the kernel's DMA32 path (`mem::dma::DmaBuffer`).
 
 use super::*;
-use crate::{kprintln, ktest};
+use crate::mem::dma::DmaBuffer;
+use crate::kprintln;
 
 const PAGE_SIZE: usize = 4096;
 /// The DMA tests move one page: 8 sectors.
@@ -22,98 +15,19 @@ const POISON: u8 = 0xa5;
 const ABRT: u8 = 0x04;
 const IDNF: u8 = 0x10;
 
-// ---- test scaffolding: DMA memory from the kernel image -------------------
-
-#[repr(C, align(4096))]
-struct Page([u8; PAGE_SIZE]);
-
-/// Written by the device: `static mut` so it sits in writable `.bss`.
-static mut DATA_PAGE: Page = Page([0; PAGE_SIZE]);
-static mut PRD_PAGE: Page = Page([0; PAGE_SIZE]);
-/// Set while a [`StaticPages`] holds references to the two pages.
-static PAGES_LENT: AtomicBool = AtomicBool::new(false);
-
-/// One page of the kernel image, lent as DMA memory.
-struct StaticPage {
-    bytes: &'static mut [u8; PAGE_SIZE],
-    physical: u64,
+/// A data page and a PRD-table page below 4 GiB, from the DMA32 path.
+struct DmaPages {
+    data: DmaBuffer,
+    prd: DmaBuffer,
 }
 
-// SAFETY: `bytes` is a single page-aligned 4 KiB page, so it is physically
-// contiguous, and `physical` is its translation through the active page
-// tables (no IOMMU: the device address); `StaticPages` gives out the only
-// reference to it.
-unsafe impl DmaMemory for StaticPage {
-    fn bytes(&mut self) -> &mut [u8] {
-        self.bytes
-    }
-
-    fn device_address(&self) -> u64 {
-        self.physical
-    }
-}
-
-/// Both static pages; lent to one test at a time.
-struct StaticPages {
-    data: StaticPage,
-    prd: StaticPage,
-}
-
-impl StaticPages {
-    /// Lends the pages, or skips the test if they lie where a 32-bit bus
-    /// master cannot reach (only possible on machines with more than 4 GiB).
-    fn lend_below_4gib() -> Self {
-        assert!(
-            !PAGES_LENT.swap(true, Ordering::Acquire),
-            "the static DMA pages are already lent"
-        );
-        let (data, prd): (*mut Page, *mut Page) = (&raw mut DATA_PAGE, &raw mut PRD_PAGE);
-        // SAFETY: PAGES_LENT was clear, so no other reference to either
-        // page exists until this value is dropped and clears it again.
-        let (data, prd) = unsafe { (&mut (*data).0, &mut (*prd).0) };
-        let data = StaticPage {
-            physical: physical_address(data.as_ptr()),
-            bytes: data,
-        };
-        let prd = StaticPage {
-            physical: physical_address(prd.as_ptr()),
-            bytes: prd,
-        };
-        let pages = Self { data, prd };
-        if pages.data.physical + PAGE_SIZE as u64 > FOUR_GIB
-            || pages.prd.physical + PAGE_SIZE as u64 > FOUR_GIB
-        {
-            // skip() does not unwind: release the pages by hand first.
-            drop(pages);
-            ktest::skip("the kernel image's static DMA pages lie above 4 GiB");
+impl DmaPages {
+    fn below_4gib() -> Self {
+        let page = || DmaBuffer::new(PAGE_SIZE).expect("a DMA32 page");
+        Self {
+            data: page(),
+            prd: page(),
         }
-        pages
-    }
-}
-
-impl Drop for StaticPages {
-    fn drop(&mut self) {
-        PAGES_LENT.store(false, Ordering::Release);
-    }
-}
-
-/// TEST SCAFFOLDING: the physical address behind `address`, by walking the
-/// active page tables through the bootloader's physical-memory mapping.
-fn physical_address(address: *const u8) -> u64 {
-    let offset = crate::boot::facts()
-        .and_then(|facts| facts.physical_memory_offset)
-        .expect("the bootloader maps all physical memory");
-    let offset = VirtAddr::new(offset);
-    let (level_4, _) = Cr3::read();
-    let level_4: *mut PageTable = (offset + level_4.start_address().as_u64()).as_mut_ptr();
-    // SAFETY: BOOTLOADER_CONFIG has the bootloader map all physical memory
-    // at `offset`, so `level_4` is the active level-4 table, mapped. Nothing
-    // else holds a reference to it while a test runs (one CPU, no page-table
-    // manager yet), and the mapper is only used to translate, which reads.
-    let tables = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
-    match tables.translate_addr(VirtAddr::from_ptr(address)) {
-        Some(physical) => physical.as_u64(),
-        None => panic!("kernel data at {address:p} is not mapped"),
     }
 }
 
@@ -219,17 +133,17 @@ fn pio_read_of_sector_0_has_the_boot_signature() {
 
 #[test_case]
 fn dma_read_into_memory_below_4gib_matches_pio() {
-    let mut pages = StaticPages::lend_below_4gib();
+    let mut pages = DmaPages::below_4gib();
     let mut channel = claim();
     kprintln!(
         "# DMA buffer at physical {:#x}, PRD table at physical {:#x}",
-        pages.data.physical,
-        pages.prd.physical
+        pages.data.device_address(),
+        pages.prd.device_address()
     );
     // Sectors 0..8, then 8..16: the second command proves the first left
     // the channel and the engine ready for more.
     for lba in [0, DMA_SECTORS as u32] {
-        pages.data.bytes.fill(POISON);
+        pages.data.as_mut_slice().fill(POISON);
         let read = channel.read_dma(
             Drive::Master,
             lba,
@@ -239,9 +153,9 @@ fn dma_read_into_memory_below_4gib_matches_pio() {
         );
         check(read, "bus-master DMA read");
         assert_eq!(
-            prd_entry(pages.prd.bytes, 0),
+            prd_entry(pages.prd.as_slice(), 0),
             (
-                pages.data.physical as u32,
+                pages.data.device_address() as u32,
                 PAGE_SIZE as u16,
                 PRD_END_OF_TABLE
             ),
@@ -256,16 +170,16 @@ fn dma_read_into_memory_below_4gib_matches_pio() {
             pio.iter().any(|&byte| byte != POISON),
             "the disk holds only poison bytes?"
         );
-        if let Some(at) = first_difference(&pages.data.bytes[..], &pio) {
+        if let Some(at) = first_difference(pages.data.as_slice(), &pio) {
             panic!(
                 "DMA and PIO differ for sectors {lba}..{}: first at byte {at} (DMA {:#04x}, PIO {:#04x})",
                 lba + DMA_SECTORS as u32,
-                pages.data.bytes[at],
+                pages.data.as_slice()[at],
                 pio[at]
             );
         }
         if lba == 0 {
-            assert_boot_signature(&pages.data.bytes[..], "DMA");
+            assert_boot_signature(pages.data.as_slice(), "DMA");
         }
     }
     kprintln!(
@@ -278,7 +192,7 @@ fn dma_read_into_memory_below_4gib_matches_pio() {
 /// the next read works again (the driver reset the channel).
 #[test_case]
 fn device_errors_are_reported_and_the_channel_recovers() {
-    let mut pages = StaticPages::lend_below_4gib();
+    let mut pages = DmaPages::below_4gib();
     let mut channel = claim();
     let info = check(channel.identify(Drive::Master), "IDENTIFY DEVICE");
     let past_end = info.lba28_sectors;
@@ -316,16 +230,16 @@ fn device_errors_are_reported_and_the_channel_recovers() {
         "PIO read after the errors",
     );
     assert_boot_signature(&sector, "PIO after errors");
-    pages.data.bytes.fill(POISON);
+    pages.data.as_mut_slice().fill(POISON);
     let read = channel.read_dma(Drive::Master, 0, 1, &mut pages.data, &mut pages.prd);
     check(read, "DMA read after the errors");
-    assert_boot_signature(&pages.data.bytes[..SECTOR_SIZE], "DMA after errors");
+    assert_boot_signature(&pages.data.as_slice()[..SECTOR_SIZE], "DMA after errors");
 }
 
 /// Requests the driver must refuse before touching the hardware.
 #[test_case]
 fn bad_requests_are_refused() {
-    let mut pages = StaticPages::lend_below_4gib();
+    let mut pages = DmaPages::below_4gib();
     let mut channel = claim();
     let mut odd = [0u8; 100];
     assert_eq!(
