@@ -401,10 +401,16 @@ mod tests {
     fn bulk_frames_are_distinct_and_a_bad_batch_changes_nothing() {
         let before = stats();
         let mut batch = [PhysAddr(0); 512];
-        assert_eq!(alloc_bulk(Constraint::Zone(Zone::Dma32), &mut batch), Ok(batch.len()));
+        assert_eq!(
+            alloc_bulk(Constraint::Zone(Zone::Dma32), &mut batch),
+            Ok(batch.len())
+        );
         let mut sorted = batch;
         sorted.sort_unstable();
-        assert!(sorted.windows(2).all(|pair| pair[0] != pair[1]), "a frame was handed out twice");
+        assert!(
+            sorted.windows(2).all(|pair| pair[0] != pair[1]),
+            "a frame was handed out twice"
+        );
         assert!(batch.iter().all(|frame| frame.0 < 1 << 32));
         // A batch naming one frame twice is refused as a whole.
         let mut bad = [batch[0], batch[1], batch[0]];

@@ -3,8 +3,8 @@
 //! The DMA memory comes from the kernel's DMA32 path (`mem::dma::DmaBuffer`).
 
 use super::*;
-use crate::mem::dma::DmaBuffer;
 use crate::kprintln;
+use crate::mem::dma::DmaBuffer;
 
 const PAGE_SIZE: usize = 4096;
 /// The DMA tests move one page: 8 sectors.
