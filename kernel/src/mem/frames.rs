@@ -64,19 +64,9 @@ unsafe impl CpuLocal for KernelCpu {
 pub(super) static MEMORY: Heap<KernelCpu, MAX_CPUS> = Heap::new();
 /// Virtual address of physical 0 (the bootloader's linear map); 0 = unset.
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
-/// Metadata bytes carved per zone (DMA, DMA32, Normal), for the report.
-static METADATA_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 static SETUP_TICKS: AtomicU64 = AtomicU64::new(0);
 /// End of the highest usable range handed over.
 static MEMORY_TOP: AtomicU64 = AtomicU64::new(0);
-
-fn zone_index(zone: Zone) -> usize {
-    match zone {
-        Zone::Dma => 0,
-        Zone::Dma32 => 1,
-        Zone::Normal => 2,
-    }
-}
 
 /// Hands every sanitised range to the allocator, which carves each one's
 /// metadata from its own first pages (reached through the linear map).
@@ -88,24 +78,15 @@ pub fn init(map: &SanitisedMap, physical_memory_offset: u64) {
     unsafe { MEMORY.set_phys_offset(physical_memory_offset) };
     for range in map.usable.as_slice() {
         MEMORY_TOP.fetch_max(range.end, Ordering::Relaxed);
-        let zone = Zone::of(PhysAddr(range.start));
-        let managed_before = buddy_stats().managed_pages();
         // SAFETY: the range is usable RAM from the sanitised map (no
         // firmware, bootloader or kernel frames), mapped by the linear map,
         // and handed over for good.
-        match unsafe { MEMORY.add_memory(PhysAddr(range.start), range.pages()) } {
-            Ok(()) => {
-                let managed = buddy_stats().managed_pages() - managed_before;
-                let metadata_bytes = (range.pages() - managed) * PAGE_SIZE;
-                METADATA_BYTES[zone_index(zone)].fetch_add(metadata_bytes, Ordering::Relaxed);
-            }
-            Err(error) => {
-                log::info!(
-                    "{:#x}..{:#x} not managed: {error:?}",
-                    range.start,
-                    range.end
-                )
-            }
+        if let Err(error) = unsafe { MEMORY.add_memory(PhysAddr(range.start), range.pages()) } {
+            log::info!(
+                "{:#x}..{:#x} not managed: {error:?}",
+                range.start,
+                range.end
+            );
         }
     }
     SETUP_TICKS.store(tsc::now() - start, Ordering::Relaxed);
@@ -249,7 +230,9 @@ pub fn print_report() {
     );
     for zone in [Zone::Dma, Zone::Dma32, Zone::Normal] {
         let z = stats.zone(zone);
-        let meta = METADATA_BYTES[zone_index(zone)].load(Ordering::Relaxed);
+        // Metadata describing this zone's pages (carved from the start of
+        // each range, so it may physically sit in a lower zone).
+        let meta = z.managed_pages * allocator::cache_metadata_bytes(1) as u64;
         kprintln!(
             "  {:<6} {:>10} {:>10} {:>10}  {}  {}",
             zone.name(),
