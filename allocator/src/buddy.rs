@@ -1199,7 +1199,13 @@ impl BuddyAllocator {
         let Some((s, idx)) = self.take(k, c) else {
             return Err(Error::OutOfMemory);
         };
-        self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
+        if count.is_power_of_two() {
+            // The tail is the upper halves of a split down to the count's
+            // order (the same blocks `give_back` would push, faster).
+            self.split(s, idx, k, count.trailing_zeros());
+        } else {
+            self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
+        }
         self.secs[s].raw_write(idx, alloc_word(count as u32));
         self.on_alloc(s, idx, count)?;
         Ok(self.addr_of(s, idx))

@@ -282,25 +282,43 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// ```
     #[inline]
     pub fn allocate(&self, layout: Layout) -> *mut u8 {
+        if let Some(k) = size_class(layout.size().max(1), layout.align())
+            && let Some(p) = self.slab.alloc_fast(k)
+        {
+            return p;
+        }
+        self.allocate_slow(layout)
+    }
+
+    /// `allocate` beyond the slab's fast path.
+    #[inline(never)]
+    fn allocate_slow(&self, layout: Layout) -> *mut u8 {
         let size = layout.size().max(1);
         let align = layout.align();
         let off = self.phys_offset();
         if let Some(k) = size_class(size, align) {
             match self.slab.alloc(&self.frames, off, k) {
                 Some(p) if !p.is_null() => return p,
-                Some(_) => {
-                    self.reclaim();
-                    if let Some(p) = self.slab.alloc(&self.frames, off, k) {
-                        return p;
-                    }
-                }
+                Some(_) => return self.alloc_small_oom(k, size, align, off),
+                // No CPU slot: a page of its own (found again by `free_page`).
                 None => {}
             }
-            // No CPU slot: a page of its own (found again by `free_page`).
         }
         self.alloc_large(size, align, off)
     }
 
+    /// A small allocation that found no memory: reclaim, retry once.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_oom(&self, k: usize, size: usize, align: usize, off: u64) -> *mut u8 {
+        self.reclaim();
+        match self.slab.alloc(&self.frames, off, k) {
+            Some(p) => p,
+            None => self.alloc_large(size, align, off),
+        }
+    }
+
+    #[inline(never)]
     fn alloc_large(&self, size: usize, align: usize, off: u64) -> *mut u8 {
         let Some(plan) = plan(size, align) else {
             return core::ptr::null_mut();
@@ -384,32 +402,51 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     ///     h.try_dealloc(p, l).unwrap();
     /// }
     /// ```
+    #[inline]
     pub unsafe fn try_dealloc(&self, ptr: *mut u8, layout: Layout) -> Result<(), Fault> {
         let size = layout.size().max(1);
         let align = layout.align();
         let off = self.phys_offset();
+        if let Some(k) = size_class(size, align) {
+            return match self.slab.free(&self.frames, off, ptr, k) {
+                Ok(()) => Ok(()),
+                Err(kind) => self.small_free_fault(ptr, off, kind),
+            };
+        }
+        self.free_large(ptr, size, align, off)
+    }
+
+    /// A small free the slab refused: a page given out while this CPU had
+    /// no slot, or a fault.
+    #[cold]
+    #[inline(never)]
+    fn small_free_fault(&self, ptr: *mut u8, off: u64, kind: FaultKind) -> Result<(), Fault> {
         let fault = |kind| Fault {
             kind,
             addr: ptr as usize,
         };
-        if let Some(k) = size_class(size, align) {
-            return match self.slab.free(&self.frames, off, ptr, k) {
-                Err(FaultKind::NotAllocated) if self.is_slotless_page(ptr, off) => {
-                    // A page given out while this CPU had no slot.
-                    self.frames
-                        .free(PhysAddr((ptr as u64).wrapping_sub(off)), 0)
-                        .map_err(|_| fault(FaultKind::NotAllocated))
-                }
-                r => r.map_err(fault),
-            };
+        if kind == FaultKind::NotAllocated && self.is_slotless_page(ptr, off) {
+            return self
+                .frames
+                .free(PhysAddr((ptr as u64).wrapping_sub(off)), 0)
+                .map_err(|_| fault(FaultKind::NotAllocated));
         }
+        Err(fault(kind))
+    }
+
+    /// The page-sized part of `try_dealloc`.
+    #[inline(never)]
+    fn free_large(&self, ptr: *mut u8, size: usize, align: usize, off: u64) -> Result<(), Fault> {
         let phys = PhysAddr((ptr as u64).wrapping_sub(off));
         let r = match plan(size, align) {
             Some(Plan::Cached(order)) => self.frames.free(phys, order),
             Some(Plan::Buddy(pages, _)) => self.frames.buddy().lock().free_pages(phys, pages),
             None => Err(Error::TooLarge),
         };
-        r.map_err(|e| fault(FaultKind::Page(e)))
+        r.map_err(|e| Fault {
+            kind: FaultKind::Page(e),
+            addr: ptr as usize,
+        })
     }
 
     /// A page-aligned address whose page is untagged (allocated straight

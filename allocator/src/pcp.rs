@@ -196,9 +196,12 @@ pub struct PageCaches<P: CpuLocal, const N: usize> {
     cfg: PcpConfig,
 }
 
+/// `Zone::of(addr) as usize`, branch-free (two compares, no jumps).
 #[inline(always)]
 fn zone_index(addr: u64) -> usize {
-    Zone::of(PhysAddr(addr)) as usize
+    const _: () = assert!(Zone::Dma as usize == 0 && Zone::Dma32 as usize == 1);
+    const _: () = assert!(Zone::Normal as usize == 2);
+    (addr >= crate::types::DMA_END) as usize + (addr >= crate::types::DMA32_END) as usize
 }
 
 impl<P: CpuLocal, const N: usize> PageCaches<P, N> {

@@ -117,6 +117,37 @@ impl<T, const N: usize> PerCpu<T, N> {
         r
     }
 
+    /// Like [`local`](Self::local), but `f` ends the masked section
+    /// itself: it receives the saved state and passes it to `P::restore`
+    /// after its last use of the value, so that a slow path can be a tail
+    /// call that ends the section (the fast path then needs no spills).
+    /// Without a slot (CPU id `>= N`) the section ends and `none()` runs.
+    ///
+    /// # Safety
+    /// `f` calls `P::restore` with the saved state exactly once, and does
+    /// not use the `&mut T` (or anything borrowed from it) afterwards.
+    #[inline(always)]
+    pub(crate) unsafe fn local_ending<P: CpuLocal, R>(
+        &self,
+        f: impl FnOnce(P::Saved, usize, &mut T) -> R,
+        none: impl FnOnce() -> R,
+    ) -> R {
+        let saved = P::save_and_disable();
+        let cpu = P::cpu_id();
+        match self.slots.get(cpu) {
+            Some(slot) => slot.0.with_mut(|p| {
+                // SAFETY: as in `local`, for as long as `f` uses the
+                // reference, which (the caller's contract) ends before `f`
+                // ends the masked section.
+                f(saved, cpu, unsafe { &mut *p })
+            }),
+            None => {
+                P::restore(saved);
+                none()
+            }
+        }
+    }
+
     /// Runs `f` on CPU `cpu`'s value as that CPU (via [`CpuLocal::run_on`]).
     /// `None` if `cpu >= N` or the platform could not run it. Must not be
     /// called inside a masked section of this crate.

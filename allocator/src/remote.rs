@@ -195,6 +195,28 @@ impl SlabDesc {
         None
     }
 
+    /// Owner only: [`alloc_obj`](Self::alloc_obj) restricted to the hint
+    /// word (the allocation fast path); `None` if that word has no free
+    /// object, and then nothing changed.
+    ///
+    /// # Safety
+    /// As for [`own`](Self::own).
+    #[inline(always)]
+    pub(crate) unsafe fn alloc_hint(&self) -> Option<u32> {
+        // SAFETY: forwarded from the caller.
+        let own = unsafe { self.own() };
+        let w = own.hint as usize;
+        let f = self.free.get(w)?.load(Ordering::Relaxed);
+        let avail = f & !self.remote[w].load(Ordering::Relaxed);
+        if avail == 0 {
+            return None;
+        }
+        let b = avail.trailing_zeros();
+        self.free[w].store(f & !(1u64 << b), Ordering::Relaxed);
+        own.inuse += 1;
+        Some(w as u32 * 64 + b)
+    }
+
     /// Owner only: frees object `idx` (< the object count); returns the
     /// number of objects still in use.
     ///

@@ -151,6 +151,10 @@ pub const fn size_class(size: usize, align: usize) -> Option<usize> {
         return None;
     }
     let mut c = LOOKUP[size.div_ceil(8)] as usize;
+    if align <= 8 {
+        // Every class is a multiple of 8 bytes, so 8-aligned.
+        return Some(c);
+    }
     while class_align(SIZE_CLASSES[c]) < align {
         c += 1;
         if c == NR_CLASSES {
@@ -202,11 +206,36 @@ impl From<BitFault> for FaultKind {
     }
 }
 
+/// One CPU's state for one size class. `base`/`span` mirror the current
+/// slab (virtual address of object 0, `objects * size` bytes; `span == 0`
+/// without one), so that a free into the current slab is recognised by one
+/// subtraction and comparison, without the page-tag lookup (SLUB's
+/// `slab == c->slab` fast path).
 #[derive(Copy, Clone)]
 struct ClassState {
     cur: *mut SlabDesc,
+    base: u64,
+    span: u64,
     partial: *mut SlabDesc,
     nempty: u32,
+}
+
+impl ClassState {
+    /// Makes `d` (null, or a live descriptor of this CPU whose class is
+    /// this one) the current slab.
+    #[inline(always)]
+    fn set_cur(&mut self, d: *mut SlabDesc) {
+        self.cur = d;
+        if d.is_null() {
+            (self.base, self.span) = (0, 0);
+        } else {
+            // SAFETY: the caller's contract: a live descriptor.
+            let d = unsafe { &*d };
+            let g = d.geom.load(Ordering::Relaxed);
+            self.base = d.base.load(Ordering::Relaxed);
+            self.span = geom_nobj(g) as u64 * geom_size(g) as u64;
+        }
+    }
 }
 
 /// One CPU's slab state.
@@ -223,6 +252,8 @@ impl CpuInit for CpuSlab {
     const INIT: Self = CpuSlab {
         classes: [ClassState {
             cur: core::ptr::null_mut(),
+            base: 0,
+            span: 0,
             partial: core::ptr::null_mut(),
             nempty: 0,
         }; NR_CLASSES],
@@ -248,12 +279,6 @@ pub(crate) struct Slab<P: CpuLocal, const N: usize> {
 
 /// Descriptors per descriptor page.
 const DESCS_PER_PAGE: usize = PAGE_SIZE as usize / core::mem::size_of::<SlabDesc>();
-
-/// Where a free went wrong, and whether the owner of the slab is someone else.
-enum LocalFree {
-    Done,
-    Remote,
-}
 
 impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(crate) const fn new() -> Self {
@@ -289,22 +314,42 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
 
     /// Allocates an object of class `k` on the current CPU. `None`: the
     /// CPU id is out of range; `Some(null)`: out of memory.
-    #[inline(always)]
+    ///
+    /// One masked section. The fast path takes an object from the hint
+    /// word of this CPU's current slab; everything else is `alloc_slow`.
+    #[inline]
     pub(crate) fn alloc(&self, frames: &PageCaches<P, N>, off: u64, k: usize) -> Option<*mut u8> {
         self.cpus.local::<P, _>(|cpu, cs| {
-            let cur = cs.classes[k].cur;
-            if !cur.is_null() {
+            let c = &cs.classes[k];
+            if !c.cur.is_null() {
                 // SAFETY: `cur` is a live descriptor owned by this CPU, and
                 // we are in this CPU's masked section.
-                let d = unsafe { &*cur };
-                // SAFETY: as above.
-                if let Some(i) = unsafe { d.alloc_obj() } {
-                    let base = d.base.load(Ordering::Relaxed);
-                    return (base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8;
+                if let Some(i) = unsafe { (*c.cur).alloc_hint() } {
+                    return (c.base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8;
                 }
             }
             self.alloc_slow(frames, off, cpu, cs, k)
         })
+    }
+
+    /// The allocation fast path on its own: an object from the hint word
+    /// of this CPU's current slab of class `k`, in one masked section, or
+    /// `None` (nothing changed; use [`alloc`](Self::alloc)). Small enough
+    /// to inline without spilling registers.
+    #[inline(always)]
+    pub(crate) fn alloc_fast(&self, k: usize) -> Option<*mut u8> {
+        self.cpus
+            .local::<P, _>(|_, cs| {
+                let c = &cs.classes[k];
+                if c.cur.is_null() {
+                    return None;
+                }
+                // SAFETY: `cur` is a live descriptor owned by this CPU, and
+                // we are in this CPU's masked section.
+                let i = unsafe { (*c.cur).alloc_hint() }?;
+                Some((c.base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8)
+            })
+            .flatten()
     }
 
     #[inline(never)]
@@ -337,14 +382,14 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                         cs.classes[k].nempty -= 1;
                     }
                 }
-                cs.classes[k].cur = p;
+                cs.classes[k].set_cur(p);
                 continue;
             }
             let d = self.new_slab(frames, off, cpu, cs, k);
             if d.is_null() {
                 return core::ptr::null_mut();
             }
-            cs.classes[k].cur = d;
+            cs.classes[k].set_cur(d);
         }
     }
 
@@ -580,10 +625,76 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
 
     /// Frees the object at `ptr` of class `k`. Errors leave everything
     /// unchanged.
+    ///
+    /// One masked section: a free into this CPU's current slab of class `k`
+    /// is recognised by its address range and needs no tag lookup; any
+    /// other free reads the page tag once, inside the section (so an
+    /// interrupt cannot retire the slab between the read and the use).
+    #[inline(always)]
     pub(crate) fn free(
         &self,
         frames: &PageCaches<P, N>,
         off: u64,
+        ptr: *mut u8,
+        k: usize,
+    ) -> Result<(), FaultKind> {
+        let local = |saved: P::Saved, cpu: usize, cs: &mut CpuSlab| {
+            let c = &cs.classes[k];
+            let rel = (ptr as u64).wrapping_sub(c.base);
+            if rel >= c.span {
+                return self.free_tagged_ending(saved, frames, off, cpu, cs, ptr, k);
+            }
+            // In the current slab (span != 0, so `cur` is set): a live
+            // descriptor of class `k` owned by this CPU, and we are in its
+            // masked section. The current slab is never listed or retired,
+            // so `after_free` has nothing to do.
+            let idx = (rel * RECIP[k]) >> 32;
+            let r = if idx * SIZE_CLASSES[k] as u64 != rel {
+                Err(FaultKind::NotObjectStart)
+            } else {
+                // SAFETY: as above.
+                unsafe { (*c.cur).free_local(idx as u32) }
+                    .map(|_| ())
+                    .map_err(FaultKind::from)
+            };
+            P::restore(saved);
+            r
+        };
+        // SAFETY: both branches of `local` end the section exactly once
+        // (`free_tagged_ending` does, after its last use of `cs`).
+        unsafe {
+            self.cpus
+                .local_ending::<P, _>(local, || self.free_unowned(frames, off, ptr, k))
+        }
+    }
+
+    /// `free_tagged`, then the end of the masked section `saved` came from.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn free_tagged_ending(
+        &self,
+        saved: P::Saved,
+        frames: &PageCaches<P, N>,
+        off: u64,
+        cpu: usize,
+        cs: &mut CpuSlab,
+        ptr: *mut u8,
+        k: usize,
+    ) -> Result<(), FaultKind> {
+        let r = self.free_tagged(frames, off, cpu, cs, ptr, k);
+        P::restore(saved);
+        r
+    }
+
+    /// `free` of an object outside the current slab, in `cpu`'s masked
+    /// section: found through its page tag, local or remote.
+    #[inline(always)]
+    fn free_tagged(
+        &self,
+        frames: &PageCaches<P, N>,
+        off: u64,
+        cpu: usize,
+        cs: &mut CpuSlab,
         ptr: *mut u8,
         k: usize,
     ) -> Result<(), FaultKind> {
@@ -597,37 +708,54 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         // SAFETY: tags only ever hold addresses of descriptors, which are
         // never freed (type-stable), so this is a valid SlabDesc.
         let dr = unsafe { &*d };
-        let r = self.cpus.local::<P, _>(|cpu, cs| {
-            let g = dr.geom.load(Ordering::Relaxed);
-            if geom_owner(g) != cpu {
-                return Ok(LocalFree::Remote);
-            }
-            // Ours: nobody else retires or re-initialises it meanwhile; an
-            // interrupt on this CPU may have, before we masked: re-check.
-            if tag.load(Ordering::Relaxed) != t {
-                return Err(FaultKind::NotAllocated);
-            }
-            let idx = Self::index(dr, g, ptr, k)?;
-            // SAFETY: owned by this CPU, in its masked section.
-            unsafe {
-                let was = dr.own().inuse;
-                let now = dr.free_local(idx)?;
-                self.after_free(frames, cpu, cs, d, was, now, SLAB_RESERVE);
-            }
-            Ok(LocalFree::Done)
-        });
-        match r {
-            Some(Ok(LocalFree::Done)) => Ok(()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(LocalFree::Remote)) | None => {
-                // Masked if we have a CPU slot, so the owner never waits
-                // long for us in `finish_retire`.
-                let s = P::save_and_disable();
-                let r = self.free_remote(tag, t, d, ptr, k);
-                P::restore(s);
-                r
-            }
+        let g = dr.geom.load(Ordering::Relaxed);
+        if geom_owner(g) != cpu {
+            return self.free_remote(tag, t, d, ptr, k);
         }
+        // Ours, and the tag was read inside our masked section: nobody
+        // retires or re-initialises the slab meanwhile.
+        let idx = Self::index(dr, g, ptr, k)?;
+        // SAFETY: owned by this CPU, in its masked section.
+        unsafe {
+            let was = dr.own().inuse;
+            let now = dr.free_local(idx)?;
+            self.after_free(frames, cpu, cs, d, was, now, SLAB_RESERVE);
+        }
+        Ok(())
+    }
+
+    /// `free` on a CPU without a slot (every slab belongs to someone else):
+    /// a remote free, masked anyway (as on a CPU with a slot), so the owner
+    /// never waits long for us in `finish_retire`.
+    #[cold]
+    #[inline(never)]
+    fn free_unowned(
+        &self,
+        frames: &PageCaches<P, N>,
+        off: u64,
+        ptr: *mut u8,
+        k: usize,
+    ) -> Result<(), FaultKind> {
+        let s = P::save_and_disable();
+        let r = self.free_unowned_masked(frames, off, ptr, k);
+        P::restore(s);
+        r
+    }
+
+    fn free_unowned_masked(
+        &self,
+        frames: &PageCaches<P, N>,
+        off: u64,
+        ptr: *mut u8,
+        k: usize,
+    ) -> Result<(), FaultKind> {
+        let phys = (ptr as u64).wrapping_sub(off);
+        let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
+        let t = tag.load(Ordering::Acquire);
+        if t & TAG_KIND != TAG_SLAB {
+            return Err(FaultKind::NotAllocated);
+        }
+        self.free_remote(tag, t, (t & !63) as *mut SlabDesc, ptr, k)
     }
 
     fn free_remote(
@@ -686,7 +814,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             let cur = cs.classes[k].cur;
             // SAFETY: live descriptor of this CPU, in its masked section.
             if !cur.is_null() && unsafe { (*cur).own().inuse } == 0 {
-                cs.classes[k].cur = core::ptr::null_mut();
+                cs.classes[k].set_cur(core::ptr::null_mut());
                 // SAFETY: as above; now not current, so it gets listed.
                 unsafe { self.after_free(frames, cpu, cs, cur, 1, 0, 0) };
             }

@@ -67,18 +67,35 @@ impl Tags {
     }
 
     /// The tag of the page containing physical address `phys`.
+    ///
+    /// Slot 0 (the first registration, usually the only one) is checked
+    /// inline without a loop; the other slots are scanned out of line.
     #[inline(always)]
     pub(crate) fn get(&self, phys: u64) -> Option<&AtomicU64> {
         let pfn = phys >> PAGE_SHIFT;
+        let r = &self.regions[0];
+        let pages = r.pages.load(Ordering::Acquire);
+        let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
+        if idx < pages {
+            let t = r.tags.load(Ordering::Relaxed);
+            // SAFETY: `add` registered `tags` as `pages` valid,
+            // zero-initialised AtomicU64s that stay ours until `remove`
+            // (which first sets `pages` to 0); idx < pages.
+            return Some(unsafe { &*t.add(idx as usize) });
+        }
+        self.get_other(pfn)
+    }
+
+    /// `get` for the slots after the first.
+    #[inline(never)]
+    fn get_other(&self, pfn: u64) -> Option<&AtomicU64> {
         let used = self.used.load(Ordering::Acquire);
-        for r in &self.regions[..used.min(MAX_REGIONS)] {
+        for r in self.regions[..used.min(MAX_REGIONS)].iter().skip(1) {
             let pages = r.pages.load(Ordering::Acquire);
             let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
             if idx < pages {
                 let t = r.tags.load(Ordering::Relaxed);
-                // SAFETY: `add` registered `tags` as `pages` valid,
-                // zero-initialised AtomicU64s that stay ours until `remove`
-                // (which first sets `pages` to 0); idx < pages.
+                // SAFETY: as in `get`.
                 return Some(unsafe { &*t.add(idx as usize) });
             }
         }
