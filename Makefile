@@ -50,6 +50,7 @@ lint: toolchain
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p allocator -p allocator-bench -p boot-image --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --all-targets -- -D warnings
+	$(CARGO) clippy -p kernel --target x86_64-unknown-none --features bench -- -D warnings
 
 ## In-kernel cycle counts (BIOS, KVM when available, 6 GiB so DMA32 and
 ## Normal both exist); prints a table, asserts nothing.
