@@ -2,6 +2,7 @@
 
 pub mod logger;
 pub mod serial;
+pub mod text;
 
 /// Prints to the console without a log header (KTAP lines, tables).
 #[macro_export]

@@ -291,37 +291,14 @@ pub fn abort(why: fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::Indented;
-    use core::fmt::Write;
-
-    struct Buffer {
-        bytes: [u8; 64],
-        len: usize,
-    }
-
-    impl Write for Buffer {
-        fn write_str(&mut self, text: &str) -> core::fmt::Result {
-            let end = self.len + text.len();
-            self.bytes
-                .get_mut(self.len..end)
-                .ok_or(core::fmt::Error)?
-                .copy_from_slice(text.as_bytes());
-            self.len = end;
-            Ok(())
-        }
-    }
+    use crate::console::text::FixedText;
 
     #[test_case]
     fn multi_line_diagnostics_stay_diagnostics() {
-        let mut buffer = Buffer {
-            bytes: [0; 64],
-            len: 0,
-        };
-        write!(
-            buffer,
+        let text = FixedText::<64>::format(format_args!(
             "{}",
             Indented(format_args!("page fault\n  rip 0x1"))
-        )
-        .unwrap();
-        assert_eq!(&buffer.bytes[..buffer.len], b"page fault\n#   rip 0x1");
+        ));
+        assert_eq!(&*text, "page fault\n#   rip 0x1");
     }
 }

@@ -5,6 +5,7 @@ use core::fmt;
 
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
 
+use crate::console::text::FixedText;
 use crate::kprintln;
 
 /// A byte count printed the way people read it: `639.0 KiB`, `7.9 GiB`.
@@ -21,11 +22,11 @@ impl fmt::Display for ByteSize {
             unit += 1;
         }
         if unit == 0 {
-            return f.pad(&Fixed::<16>::format(format_args!("{} B", self.0)));
+            return f.pad(&FixedText::<16>::format(format_args!("{} B", self.0)));
         }
         // One decimal, computed in integers: tenths of the unit, rounded down.
         let tenths = ((self.0 as u128 * 10) >> (10 * unit)) as u64;
-        f.pad(&Fixed::<16>::format(format_args!(
+        f.pad(&FixedText::<16>::format(format_args!(
             "{}.{} {}",
             tenths / 10,
             tenths % 10,
@@ -58,14 +59,14 @@ impl fmt::Display for KindName {
                 12 => "uefi mmio ports",
                 13 => "uefi pal code",
                 14 => "persistent memory",
-                other => return f.pad(&Fixed::<24>::format(format_args!("uefi type {other}"))),
+                other => return f.pad(&FixedText::<24>::format(format_args!("uefi type {other}"))),
             },
             MemoryRegionKind::UnknownBios(kind) => match kind {
                 2 => "reserved",
                 3 => "acpi reclaimable",
                 4 => "acpi nvs",
                 5 => "bad memory",
-                other => return f.pad(&Fixed::<24>::format(format_args!("e820 type {other}"))),
+                other => return f.pad(&FixedText::<24>::format(format_args!("e820 type {other}"))),
             },
             _ => "unknown",
         };
@@ -398,55 +399,12 @@ pub fn print_sanitised(map: &SanitisedMap) {
     );
 }
 
-/// A small stack buffer so padding applies to a whole formatted value.
-struct Fixed<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> Fixed<N> {
-    fn format(args: fmt::Arguments<'_>) -> Self {
-        let mut fixed = Self {
-            bytes: [0; N],
-            len: 0,
-        };
-        // Overlong text is cut, never a failure: this is for display only.
-        let _ = fmt::write(&mut fixed, args);
-        fixed
-    }
-}
-
-impl<const N: usize> fmt::Write for Fixed<N> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let take = text.len().min(N - self.len);
-        self.bytes[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
-        self.len += take;
-        Ok(())
-    }
-}
-
-impl<const N: usize> core::ops::Deref for Fixed<N> {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        // Only whole ASCII/UTF-8 text is written; a cut could split a
-        // character, so fall back to the valid prefix.
-        match core::str::from_utf8(&self.bytes[..self.len]) {
-            Ok(text) => text,
-            Err(error) => {
-                // SAFETY: valid_up_to() bytes were just checked to be UTF-8.
-                unsafe { core::str::from_utf8_unchecked(&self.bytes[..error.valid_up_to()]) }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn render(args: fmt::Arguments<'_>) -> Fixed<64> {
-        Fixed::format(args)
+    fn render(args: fmt::Arguments<'_>) -> FixedText<64> {
+        FixedText::format(args)
     }
 
     #[test_case]

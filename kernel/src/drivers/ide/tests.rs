@@ -3,6 +3,7 @@
 //! The DMA memory comes from the kernel's DMA32 path (`mem::dma::DmaBuffer`).
 
 use super::*;
+use crate::console::text::FixedText;
 use crate::kprintln;
 use crate::mem::dma::DmaBuffer;
 
@@ -367,49 +368,15 @@ fn prd_tables_split_at_64k_and_refuse_what_the_bus_master_cannot_reach() {
         })
     );
     // Error messages name the problem.
-    let mut text = Text::default();
     let error = IdeError::Above4GiB {
         region: DmaRegion::Buffer,
         address: FOUR_GIB,
         len: 512,
     };
-    core::fmt::write(&mut text, format_args!("{error}")).unwrap();
+    let text = FixedText::<256>::format(format_args!("{error}"));
     assert!(
-        text.as_str().contains("not below 4 GiB"),
+        text.contains("not below 4 GiB"),
         "unclear message: {}",
-        text.as_str()
+        &*text
     );
-}
-
-/// A small text buffer for checking messages.
-struct Text {
-    bytes: [u8; 256],
-    len: usize,
-}
-
-impl Text {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("(cut inside a character)")
-    }
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Self {
-            bytes: [0; 256],
-            len: 0,
-        }
-    }
-}
-
-impl core::fmt::Write for Text {
-    fn write_str(&mut self, text: &str) -> core::fmt::Result {
-        let end = self.len + text.len();
-        self.bytes
-            .get_mut(self.len..end)
-            .ok_or(core::fmt::Error)?
-            .copy_from_slice(text.as_bytes());
-        self.len = end;
-        Ok(())
-    }
 }
