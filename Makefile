@@ -79,7 +79,7 @@ toolchain:
 # QEMU and OVMF: install with apt-get when we can, else name the packages.
 qemu:
 	@missing=""; \
-	command -v qemu-system-x86_64 >/dev/null || missing="qemu-system-x86"; \
+	command -v qemu-system-x86_64 >/dev/null || missing=" qemu-system-x86"; \
 	for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd \
 	         /usr/share/edk2/ovmf/OVMF_CODE.fd /usr/share/edk2/x64/OVMF_CODE.4m.fd; do \
 	  [ -f "$$f" ] && found=1; done; \
@@ -88,7 +88,7 @@ qemu:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then sudo=""; \
 	  elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \
 	  else echo "missing:$$missing -- install with: sudo apt-get install$$missing"; exit 1; fi; \
-	  echo "installing$$missing"; \
+	  echo "installing:$$missing"; \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null || \
 	    { echo "apt-get failed; install by hand: sudo apt-get install$$missing"; exit 1; }; \
