@@ -17,9 +17,10 @@ export KERNEL_TEST_MACHINES
 
 all: kernel boot-image
 
-## Build and boot the kernel in QEMU (FIRMWARE=bios|uefi, MEMORY=512M).
+## Build and boot the kernel in QEMU (FIRMWARE=bios|uefi, MEMORY=512M,
+## USB=1 to boot from an emulated USB stick instead of an IDE disk).
 run: qemu kernel boot-image
-	$(BOOT_IMAGE) run $(KERNEL_ELF) --firmware $(FIRMWARE) --memory $(MEMORY)
+	$(BOOT_IMAGE) run $(KERNEL_ELF) --firmware $(FIRMWARE) --memory $(MEMORY) $(if $(USB),--usb)
 
 ## Every test: host crates, then the kernel suite on each machine.
 test: host-test kernel-test
