@@ -12,9 +12,10 @@
 //! - `(0, 0)`: live (handed out);
 //! - `(1, 0)`: free in the slab;
 //! - `(0, 1)`: freed remotely, not yet collected;
-//! - `(1, 1)`: a remote free of a free object (a double free), parked until
-//!   the owner collects it; the owner never hands out an object whose
-//!   remote bit is set.
+//! - `(1, 1)`: a remote double free that raced the owner collecting the
+//!   first free (a remote free of an object already free before it started
+//!   is rejected without a change), parked until the owner collects it and
+//!   drops it; the owner never hands out an object whose remote bit is set.
 //!
 //! Retiring an empty slab races with remote frees that already read the
 //! slab's page tag: a remote free announces itself in `inflight` and then
@@ -266,24 +267,27 @@ impl SlabDesc {
     #[inline]
     pub(crate) fn free_remote(&self, idx: u32) -> (bool, Option<BitFault>) {
         let (w, bit) = ((idx / 64) as usize, 1u64 << (idx % 64));
+        // The free bit is checked *before* our remote bit is published:
+        // once it is, the owner may collect it at any moment (the
+        // descriptor may already be on its incoming list from an earlier
+        // remote free) and set the free bit itself, so a check after the
+        // OR would report this very free as a double free. Only the owner
+        // sets free bits; a free of an already free object is ordered
+        // after the free that made it free (or it races, see the module
+        // documentation), so this acquire load sees that bit.
+        if self.free[w].load(Ordering::Acquire) & bit != 0 {
+            return (false, Some(BitFault::DoubleFree));
+        }
         let old = self.remote[w].fetch_or(bit, Ordering::AcqRel);
         if old & bit != 0 {
             // Already freed remotely and not collected: the earlier free
             // queued the descriptor.
             return (false, Some(BitFault::DoubleFree));
         }
-        // After the OR: if the owner collected a previous free of this
-        // object, its release (the AND in `collect`) is visible, and so is
-        // the free bit it set.
-        let fault = if self.free[w].load(Ordering::Acquire) & bit != 0 {
-            Some(BitFault::DoubleFree)
-        } else {
-            None
-        };
         // Always an RMW: either we queue the descriptor, or the owner's
         // later swap to 0 synchronises with us and sees our bit.
         let push = self.pending.swap(1, Ordering::AcqRel) == 0;
-        (push, fault)
+        (push, None)
     }
 
     /// Owner only: folds remotely freed objects back into the free bitmap.

@@ -454,6 +454,16 @@ fn hammer(threads: usize, ops: usize) {
             let txs = txs.clone();
             let done = done.clone();
             std::thread::spawn(move || {
+                // Counts this thread as done even if it panics, so the
+                // others stop waiting and the failure is reported instead
+                // of hanging the test.
+                struct Done(Arc<std::sync::atomic::AtomicUsize>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    }
+                }
+                let finished = Done(done.clone());
                 let mut rng =
                     0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
                 let mut next = || {
@@ -510,7 +520,7 @@ fn hammer(threads: usize, ops: usize) {
                 }
                 // Keep serving remote frees until every thread has stopped
                 // sending, so they never pile up.
-                done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                drop(finished);
                 while done.load(std::sync::atomic::Ordering::Acquire) < threads {
                     while let Ok((p, l, s)) = rx.try_recv() {
                         check_free(p, l, s);
@@ -522,7 +532,9 @@ fn hammer(threads: usize, ops: usize) {
         })
         .collect();
     drop(txs);
-    let rxs: Vec<_> = handles.into_iter().map(|j| j.join().unwrap().0).collect();
+    // Join every thread before failing: the heap's memory must outlive them.
+    let joined: Vec<_> = handles.into_iter().map(|j| j.join()).collect();
+    let rxs: Vec<_> = joined.into_iter().map(|r| r.unwrap().0).collect();
     for rx in rxs {
         // Leftover remote frees for a finished thread: free them here.
         while let Ok((p, l, _)) = rx.try_recv() {
@@ -547,6 +559,13 @@ fn hammer(threads: usize, ops: usize) {
 #[test]
 fn hammer_threads() {
     hammer(4, 20_000);
+}
+
+/// More threads than cores (preempted mid-operation), as the heavy variant
+/// below, but short enough for the default run.
+#[test]
+fn hammer_threads_8() {
+    hammer(8, 100_000);
 }
 
 #[test]

@@ -122,20 +122,21 @@ fn concurrent_remote_double_free() {
     });
 }
 
-/// A late (double) remote free races the owner retiring the empty slab:
-/// if the owner reuses the descriptor, the late free must have backed off
-/// without touching it; otherwise it is queued and detected.
+/// A late (double) remote free races the owner's local free of the same
+/// object and the retiring of the then empty slab: if the owner reuses the
+/// descriptor, the late free must have backed off without changing it;
+/// otherwise it is queued (or rejected) and everything adds up.
 #[test]
 fn retire_vs_late_remote_free() {
     loom::model(|| {
         let s = setup(1);
         // SAFETY (owner calls below): the main thread is the owner.
         let a = unsafe { s.d.alloc_obj().unwrap() };
-        // SAFETY: owner.
-        unsafe { s.d.free_local(a).unwrap() }; // empty now
         let s2 = s.clone();
         let t = loom::thread::spawn(move || remote_free(&s2, a)); // a double free
-        let retired = s.d.may_retire() && {
+        // SAFETY: owner.
+        let local = unsafe { s.d.free_local(a) };
+        let retired = local == Ok(0) && s.d.may_retire() && {
             s.tag.store(0, Ordering::Relaxed);
             if s.d.finish_retire() {
                 true
@@ -146,21 +147,52 @@ fn retire_vs_late_remote_free() {
         };
         let r = t.join().unwrap();
         if retired {
-            assert_eq!(r, Err(None), "a remote free touched a retired descriptor");
+            // Backed off (tag gone), or saw the free bit: nothing written.
+            assert_ne!(r, Ok(()), "a remote free touched a retired descriptor");
             // SAFETY: retired: the owner may re-initialise it.
             unsafe { s.d.init(0x2000, 64, 1, 0) };
-            // SAFETY: the main thread is the owner.
-            assert_eq!(unsafe { s.d.alloc_obj() }, Some(0));
-            // SAFETY: the main thread is the owner.
-            assert_eq!(unsafe { s.d.alloc_obj() }, None);
         } else {
-            assert_eq!(r, Err(Some(BitFault::DoubleFree)));
-            let (inuse, dups) = owner_collect(&s).expect("queued");
-            assert_eq!((inuse, dups), (0, 1));
-            // SAFETY: the main thread is the owner.
-            assert_eq!(unsafe { s.d.alloc_obj() }, Some(0));
-            // SAFETY: the main thread is the owner.
-            assert_eq!(unsafe { s.d.alloc_obj() }, None);
+            // Exactly one of the two frees took effect (the other was
+            // reported, or, racing the local free, parked and dropped).
+            assert!(local.is_ok() || r.is_ok(), "{local:?} {r:?}");
+            let (inuse, _) = owner_collect(&s).expect("queued");
+            assert_eq!(inuse, 0);
         }
+        // SAFETY: the main thread is the owner.
+        assert_eq!(unsafe { s.d.alloc_obj() }, Some(0));
+        // SAFETY: the main thread is the owner.
+        assert_eq!(unsafe { s.d.alloc_obj() }, None);
+    });
+}
+
+/// A remote free of a live object races the owner collecting the slab,
+/// which an earlier remote free already queued: the owner may fold in the
+/// new free's bit before the remote side has finished, which must not make
+/// that correct free look like a double free. (loom 0.7 does not reach
+/// that interleaving — the owner's store landing between the remote side's
+/// OR and its next plain load — so this passes on the old check too; the
+/// race is caught by `hammer_threads_8` in `tests/heap.rs`.)
+#[test]
+fn remote_free_vs_collect_of_queued_slab() {
+    loom::model(|| {
+        let s = setup(2);
+        // SAFETY: the main thread is the owner.
+        let (a, b) = unsafe { (s.d.alloc_obj().unwrap(), s.d.alloc_obj().unwrap()) };
+        // An earlier remote free queues the descriptor (pending = 1).
+        assert_eq!(remote_free(&s, a), Ok(()));
+        let s2 = s.clone();
+        let t = loom::thread::spawn(move || remote_free(&s2, b));
+        let first = owner_collect(&s);
+        assert_eq!(
+            t.join().unwrap(),
+            Ok(()),
+            "a correct remote free was reported"
+        );
+        let second = owner_collect(&s);
+        let inuse = second.or(first).expect("collected").0;
+        assert_eq!(inuse, 0);
+        // SAFETY: owner.
+        assert_eq!(unsafe { s.d.own().inuse }, 0);
+        assert!(s.d.is_free(a) && s.d.is_free(b));
     });
 }
