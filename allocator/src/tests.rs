@@ -657,7 +657,6 @@ fn poison_detects_use_after_free() {
     t.a.free(p, 0).unwrap();
     // Use after free.
     ram.poke(p.0 + 123, 0x42);
-    let before = t.a.stats();
     let mut seen = None;
     for _ in 0..8 {
         match t.a.alloc(0, Constraint::ANY) {
@@ -681,7 +680,6 @@ fn poison_detects_use_after_free() {
     // Re-poisoned and free again.
     assert_eq!(ram.byte(p.0 + 123), POISON_BYTE);
     assert!(matches!(t.a.page_state(p), Ok(PageState::Free { .. })));
-    let _ = before;
     t.a.clear_frame_options();
     assert_eq!(t.a.frame_options(), FrameOptions::default());
 }

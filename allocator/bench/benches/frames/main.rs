@@ -20,7 +20,7 @@ mod trace;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use measure::{Policy, Sampler, rounds, timer_overhead};
+use measure::{Policy, Sampler, pin, rounds, timer_overhead};
 use peers::{Bitmap, Bsa, Bsys, bsa_dma32_sampler, init_samplers};
 use rows::{ChurnState, Churned, bulk_sampler, pair_sampler};
 use table::{Cell, Row, Unit};
@@ -69,20 +69,6 @@ fn cells(res: &[Option<Vec<f64>>], m: usize, scale: f64) -> [Cell; 4] {
         None if i == 0 => Cell::Missing,
         None => Cell::Na,
     })
-}
-
-fn pin() -> String {
-    match core_affinity::get_core_ids() {
-        Some(ids) if !ids.is_empty() => {
-            let core = *ids.last().expect("non-empty");
-            if core_affinity::set_for_current(core) {
-                format!("pinned to CPU {} of {}", core.id, ids.len())
-            } else {
-                "pinning failed (running unpinned)".into()
-            }
-        }
-        _ => "no CPU list (running unpinned)".into(),
-    }
 }
 
 fn main() {

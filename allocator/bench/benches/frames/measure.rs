@@ -88,3 +88,19 @@ pub fn rounds(samplers: &mut [Sampler<'_>], p: &Policy) -> Vec<Vec<f64>> {
         .map(|metrics| metrics.iter().map(|v| median(v)).collect())
         .collect()
 }
+
+/// Pins this thread to the last CPU (away from CPU 0's interrupts) and
+/// says what happened, for the report header.
+pub fn pin() -> String {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => {
+            let core = *ids.last().expect("non-empty");
+            if core_affinity::set_for_current(core) {
+                format!("pinned to CPU {} of {}", core.id, ids.len())
+            } else {
+                "pinning failed (running unpinned)".into()
+            }
+        }
+        _ => "no CPU list (running unpinned)".into(),
+    }
+}

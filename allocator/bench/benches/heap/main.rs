@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use measure::{Policy, Sampler, rounds, timer_overhead};
+use measure::{Policy, Sampler, pin, rounds, timer_overhead};
 use peers::{Bsys, Lla, Ours, Talc};
 
 const NAMES: [&str; 5] = ["ours", "bsa 0.6.1", "talc 5", "lla 0.10", "bsys Heap"];
@@ -270,20 +270,6 @@ fn render(rows: &[Row]) -> String {
         out.push('\n');
     }
     out
-}
-
-fn pin() -> String {
-    match core_affinity::get_core_ids() {
-        Some(ids) if !ids.is_empty() => {
-            let core = *ids.last().expect("non-empty");
-            if core_affinity::set_for_current(core) {
-                format!("pinned to CPU {} of {}", core.id, ids.len())
-            } else {
-                "pinning failed".into()
-            }
-        }
-        _ => "no CPU list".into(),
-    }
 }
 
 fn main() {
