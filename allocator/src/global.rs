@@ -3,7 +3,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::buddy::BuddyAllocator;
 use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
@@ -90,8 +90,6 @@ pub struct Heap<P: CpuLocal, const N: usize> {
     frames: PageCaches<P, N>,
     slab: Slab<P, N>,
     offset: AtomicU64,
-    faults: AtomicU64,
-    handler: AtomicPtr<()>,
 }
 
 impl<P: CpuLocal, const N: usize> Default for Heap<P, N> {
@@ -124,8 +122,6 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             frames: PageCaches::with_config(BuddyAllocator::new(), cfg),
             slab: Slab::new(),
             offset: AtomicU64::new(0),
-            faults: AtomicU64::new(0),
-            handler: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -245,6 +241,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
 
     /// Called with every detected bad free (from any CPU, possibly with
     /// interrupts masked: keep it short). Without one, faults are only counted.
+    /// A remote double free that races the owner CPU collecting the first
+    /// free is reported later, by the owner, when it collects that slab.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -252,17 +250,11 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// h.set_fault_handler(|f| eprintln!("bad free: {f:?}"));
     /// ```
     pub fn set_fault_handler(&self, f: fn(Fault)) {
-        self.handler.store(f as *mut (), Ordering::Release);
+        self.slab.faults.set_handler(f);
     }
 
     fn report(&self, f: Fault) {
-        self.faults.fetch_add(1, Ordering::Relaxed);
-        let h = self.handler.load(Ordering::Acquire);
-        if !h.is_null() {
-            // SAFETY: `handler` only ever holds a `fn(Fault)` (set_fault_handler).
-            let h = unsafe { core::mem::transmute::<*mut (), fn(Fault)>(h) };
-            h(f);
-        }
+        self.slab.faults.report(f);
     }
 
     /// Allocates like [`GlobalAlloc::alloc`] (a zero size counts as 1);
@@ -371,9 +363,9 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
 
     #[cold]
     fn reclaim(&self) -> bool {
-        // Double frees parked in remote bitmaps were already reported by
-        // the CPU that made them; collecting just drops them.
-        let (_dups, all) = self.slab.trim_all(&self.frames);
+        // Remote double frees parked in the bitmaps are reported as the
+        // owners collect them.
+        let all = self.slab.trim_all(&self.frames);
         self.frames.drain_all() && all
     }
 
@@ -480,7 +472,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             frames: self.frames.stats(),
             slab_pages,
             descriptor_pages,
-            faults: self.faults.load(Ordering::Relaxed),
+            faults: self.slab.faults.count(),
         }
     }
 

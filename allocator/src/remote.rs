@@ -14,8 +14,9 @@
 //! - `(0, 1)`: freed remotely, not yet collected;
 //! - `(1, 1)`: a remote double free that raced the owner collecting the
 //!   first free (a remote free of an object already free before it started
-//!   is rejected without a change), parked until the owner collects it and
-//!   drops it; the owner never hands out an object whose remote bit is set.
+//!   is rejected without a change), parked until the owner collects it,
+//!   reports it and drops it; the owner never hands out an object whose
+//!   remote bit is set.
 //!
 //! Retiring an empty slab races with remote frees that already read the
 //! slab's page tag: a remote free announces itself in `inflight` and then
@@ -291,34 +292,39 @@ impl SlabDesc {
     }
 
     /// Owner only: folds remotely freed objects back into the free bitmap.
-    /// Returns (objects still in use, double frees found: remote frees of
-    /// objects that were already free, which are dropped).
+    /// Returns the objects still in use. `dup(idx)` is called for each
+    /// object whose remote bit was set while it was already free: a remote
+    /// double free that raced the owner collecting the first free (the
+    /// remote side could not see it). It is not folded in twice.
     ///
     /// # Safety
     /// As for [`own`](Self::own).
-    pub(crate) unsafe fn collect(&self) -> (u32, u32) {
+    pub(crate) unsafe fn collect(&self, mut dup: impl FnMut(u32)) -> u32 {
         // First: a remote free that comes later queues the descriptor again.
         self.pending.swap(0, Ordering::AcqRel);
         let mut freed = 0;
-        let mut dups = 0;
         for w in 0..WORDS {
             let r = self.remote[w].load(Ordering::Acquire);
             if r == 0 {
                 continue;
             }
             let f = self.free[w].load(Ordering::Relaxed);
-            dups += (r & f).count_ones();
             freed += (r & !f).count_ones();
             // Free bits first, then clear the remote bits (release): a
             // remote free that sees the cleared bit also sees the free bit.
             self.free[w].store(f | r, Ordering::Relaxed);
             self.remote[w].fetch_and(!r, Ordering::AcqRel);
+            let mut d = r & f;
+            while d != 0 {
+                dup(w as u32 * 64 + d.trailing_zeros());
+                d &= d - 1;
+            }
         }
         // SAFETY: forwarded from the caller.
         let own = unsafe { self.own() };
         own.inuse -= freed;
         own.hint = 0;
-        (own.inuse, dups)
+        own.inuse
     }
 
     /// Owner only, retiring step 1: `false` if the descriptor is queued on

@@ -198,6 +198,43 @@ pub struct Fault {
     pub addr: usize,
 }
 
+/// Where detected bad frees go: a counter and an optional handler. Shared
+/// by the heap (faults found when a free is made) and the slab (remote
+/// double frees found only when the owner collects them).
+pub(crate) struct FaultSink {
+    faults: AtomicU64,
+    handler: AtomicPtr<()>,
+}
+
+impl FaultSink {
+    pub(crate) const fn new() -> Self {
+        FaultSink {
+            faults: AtomicU64::new(0),
+            handler: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    pub(crate) fn set_handler(&self, f: fn(Fault)) {
+        self.handler.store(f as *mut (), Ordering::Release);
+    }
+
+    /// Faults reported so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    #[cold]
+    pub(crate) fn report(&self, f: Fault) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        let h = self.handler.load(Ordering::Acquire);
+        if !h.is_null() {
+            // SAFETY: `handler` only ever holds a `fn(Fault)` (set_handler).
+            let h = unsafe { core::mem::transmute::<*mut (), fn(Fault)>(h) };
+            h(f);
+        }
+    }
+}
+
 impl From<BitFault> for FaultKind {
     fn from(f: BitFault) -> Self {
         match f {
@@ -274,6 +311,9 @@ struct Shared {
 pub(crate) struct Slab<P: CpuLocal, const N: usize> {
     cpus: PerCpu<CpuSlab, N>,
     shared: [Shared; N],
+    /// Bad frees; the slab itself reports remote double frees it finds
+    /// while collecting.
+    pub(crate) faults: FaultSink,
     _p: core::marker::PhantomData<fn() -> P>,
 }
 
@@ -291,6 +331,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                     desc_pages: AtomicU64::new(0),
                 }
             }; N],
+            faults: FaultSink::new(),
             _p: core::marker::PhantomData,
         }
     }
@@ -593,7 +634,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     }
 
     /// Folds in every remote free queued for `cpu`.
-    fn collect_incoming(&self, frames: &PageCaches<P, N>, cpu: usize, cs: &mut CpuSlab) -> u32 {
+    fn collect_incoming(&self, frames: &PageCaches<P, N>, cpu: usize, cs: &mut CpuSlab) {
         self.collect_with_reserve(frames, cpu, cs, SLAB_RESERVE)
     }
 
@@ -603,9 +644,8 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         cpu: usize,
         cs: &mut CpuSlab,
         reserve: u32,
-    ) -> u32 {
+    ) {
         let mut d = take_incoming(&self.shared[cpu].incoming);
-        let mut dups = 0;
         while !d.is_null() {
             // SAFETY: `d` is on the list we just took; read its link before
             // collecting it (collecting lets it be queued again).
@@ -614,13 +654,28 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             // retired) and owned by this CPU; we are in its masked section.
             unsafe {
                 let was = (*d).own().inuse;
-                let (now, dup) = (*d).collect();
-                dups += dup;
+                let now = (*d).collect(|i| self.report_late(d, i));
                 self.after_free(frames, cpu, cs, d, was, now, reserve);
             }
             d = next;
         }
-        dups
+    }
+
+    /// Reports object `idx` of `d` as a double free found by collecting
+    /// (the remote free that made it could not see it).
+    #[cold]
+    fn report_late(&self, d: *const SlabDesc, idx: u32) {
+        // SAFETY: `d` is a live descriptor (collect is running on it).
+        let (base, g) = unsafe {
+            (
+                (*d).base.load(Ordering::Relaxed),
+                (*d).geom.load(Ordering::Relaxed),
+            )
+        };
+        self.faults.report(Fault {
+            kind: FaultKind::DoubleFree,
+            addr: (base + idx as u64 * geom_size(g) as u64) as usize,
+        });
     }
 
     /// Frees the object at `ptr` of class `k`. Errors leave everything
@@ -806,9 +861,9 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     }
 
     /// Runs on `cpu` (as that CPU): collects its remote frees and gives
-    /// every empty slab back (no reserve). Returns double frees found.
-    fn trim_cpu(&self, frames: &PageCaches<P, N>, cpu: usize, cs: &mut CpuSlab) -> u32 {
-        let dups = self.collect_with_reserve(frames, cpu, cs, 0);
+    /// every empty slab back (no reserve).
+    fn trim_cpu(&self, frames: &PageCaches<P, N>, cpu: usize, cs: &mut CpuSlab) {
+        self.collect_with_reserve(frames, cpu, cs, 0);
         for k in 0..NR_CLASSES {
             // The current slab too, if it is empty.
             let cur = cs.classes[k].cur;
@@ -829,23 +884,21 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                 d = next;
             }
         }
-        dups
     }
 
-    /// Trims every CPU through `run_on`; `(double frees found, all CPUs done)`.
-    pub(crate) fn trim_all(&self, frames: &PageCaches<P, N>) -> (u32, bool) {
-        let mut dups = 0;
+    /// Trims every CPU through `run_on`; whether every CPU was reached.
+    pub(crate) fn trim_all(&self, frames: &PageCaches<P, N>) -> bool {
         let mut all = true;
         for cpu in 0..N {
             match self
                 .cpus
                 .on::<P, _>(cpu, |cs| self.trim_cpu(frames, cpu, cs))
             {
-                Some(d) => dups += d,
+                Some(()) => {}
                 None => all = false,
             }
         }
-        (dups, all)
+        all
     }
 
     /// Whether the object at `ptr` (class `k`) is currently free in its

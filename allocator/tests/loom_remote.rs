@@ -61,7 +61,9 @@ fn owner_collect(s: &Shared) -> Option<(u32, u32)> {
         // SAFETY: taken from the list, not yet collected.
         let next = unsafe { next_incoming(d) };
         // SAFETY: the owner (this thread) is the only user of `own`.
-        r = Some(unsafe { (*d).collect() });
+        let mut dups = 0;
+        let inuse = unsafe { (*d).collect(|_| dups += 1) };
+        r = Some((inuse, dups));
         d = next;
     }
     r
@@ -194,5 +196,33 @@ fn remote_free_vs_collect_of_queued_slab() {
         // SAFETY: owner.
         assert_eq!(unsafe { s.d.own().inuse }, 0);
         assert!(s.d.is_free(a) && s.d.is_free(b));
+    });
+}
+
+/// A remote double free racing the owner's collection of the first free:
+/// in every interleaving it is reported exactly once, either by the remote
+/// side (the object is still marked) or by the owner when it collects the
+/// parked bit, and the object is freed exactly once.
+#[test]
+fn remote_double_free_vs_collect_is_reported_once() {
+    loom::model(|| {
+        let s = setup(2);
+        // SAFETY: the main thread is the owner.
+        let a = unsafe { s.d.alloc_obj().unwrap() };
+        assert_eq!(remote_free(&s, a), Ok(()));
+        let s2 = s.clone();
+        let t = loom::thread::spawn(move || remote_free(&s2, a));
+        let first = owner_collect(&s);
+        let remote = t.join().unwrap();
+        let second = owner_collect(&s);
+        let late = first.map_or(0, |c| c.1) + second.map_or(0, |c| c.1);
+        assert_eq!(
+            remote.is_err() as u32 + late,
+            1,
+            "reported {late} late, remote {remote:?}"
+        );
+        // SAFETY: owner.
+        assert_eq!(unsafe { s.d.own().inuse }, 0);
+        assert!(s.d.is_free(a));
     });
 }
