@@ -9,7 +9,7 @@ use crate::buddy::BuddyAllocator;
 use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 use crate::percpu::CpuLocal;
 use crate::slab::{Fault, FaultKind, SIZE_CLASSES, Slab, size_class};
-use crate::types::{Constraint, Error, MAX_ORDER, PAGE_SIZE, PhysAddr};
+use crate::types::{Constraint, Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
 /// How a request that is too big for the slab is served.
 #[derive(Copy, Clone, PartialEq, Eq)]
@@ -20,11 +20,23 @@ enum Plan {
     Buddy(usize, usize),
 }
 
-fn plan(size: usize, align: usize) -> Option<Plan> {
-    let pages = size.div_ceil(PAGE_SIZE as usize).max(1);
-    if pages <= 8 && pages.is_power_of_two() && align <= pages * PAGE_SIZE as usize {
-        return Some(Plan::Cached(pages.trailing_zeros()));
+/// The per-CPU cache order that serves `size` bytes (>= 1) at `align`:
+/// 1, 2, 4 or 8 whole pages, aligned at most to the block.
+#[inline(always)]
+fn cached_order(size: usize, align: usize) -> Option<u32> {
+    // pages - 1 is 0, 1, 3 or 7 exactly for 1, 2, 4 or 8 pages.
+    let m = (size - 1) >> PAGE_SHIFT;
+    if m < 8 && m & (m + 1) == 0 && align <= (m + 1) << PAGE_SHIFT {
+        return Some((m + 1).trailing_zeros());
     }
+    None
+}
+
+fn plan(size: usize, align: usize) -> Option<Plan> {
+    if let Some(o) = cached_order(size, align) {
+        return Some(Plan::Cached(o));
+    }
+    let pages = size.div_ceil(PAGE_SIZE as usize);
     let max = (PAGE_SIZE as usize) << MAX_ORDER;
     if pages > 1 << MAX_ORDER || align > max {
         return None;
@@ -90,6 +102,14 @@ pub struct Heap<P: CpuLocal, const N: usize> {
     frames: PageCaches<P, N>,
     slab: Slab<P, N>,
     offset: AtomicU64,
+}
+
+#[cold]
+fn page_fault(ptr: *mut u8, e: Error) -> Fault {
+    Fault {
+        kind: FaultKind::Page(e),
+        addr: ptr as usize,
+    }
 }
 
 impl<P: CpuLocal, const N: usize> Default for Heap<P, N> {
@@ -295,6 +315,12 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
                 // No CPU slot: a page of its own (found again by `free_page`).
                 None => {}
             }
+        } else if let Some(o) = cached_order(size, align)
+            && let Ok(p) = self.frames.alloc(o)
+        {
+            // The common page-sized request, straight to the page cache
+            // (`alloc_large` retries after reclaiming when this fails).
+            return p.0.wrapping_add(off) as *mut u8;
         }
         self.alloc_large(size, align, off)
     }
@@ -405,6 +431,13 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
                 Err(kind) => self.small_free_fault(ptr, off, kind),
             };
         }
+        if let Some(o) = cached_order(size, align) {
+            let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+            return match self.frames.free(phys, o) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(page_fault(ptr, e)),
+            };
+        }
         self.free_large(ptr, size, align, off)
     }
 
@@ -435,10 +468,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             Some(Plan::Buddy(pages, _)) => self.frames.buddy().lock().free_pages(phys, pages),
             None => Err(Error::TooLarge),
         };
-        r.map_err(|e| Fault {
-            kind: FaultKind::Page(e),
-            addr: ptr as usize,
-        })
+        r.map_err(|e| page_fault(ptr, e))
     }
 
     /// A page-aligned address whose page is untagged (allocated straight
@@ -574,3 +604,23 @@ unsafe impl<P: CpuLocal, const N: usize> GlobalAlloc for Heap<P, N> {
 }
 
 const _: () = assert!(SIZE_CLASSES.len() == crate::slab::NR_CLASSES);
+
+#[cfg(test)]
+mod tests {
+    use super::cached_order;
+
+    /// The branch-light order computation agrees with its definition: 1,
+    /// 2, 4 or 8 whole pages, alignment at most the block.
+    #[test]
+    fn cached_order_matches_definition() {
+        for size in (1..=40_000).chain([usize::MAX / 2, usize::MAX]) {
+            for shift in 0..20 {
+                let align = 1usize << shift;
+                let pages = size.div_ceil(4096);
+                let want = (pages <= 8 && pages.is_power_of_two() && align <= pages * 4096)
+                    .then(|| pages.trailing_zeros());
+                assert_eq!(cached_order(size, align), want, "size {size} align {align}");
+            }
+        }
+    }
+}

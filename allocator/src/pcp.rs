@@ -386,7 +386,39 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     #[inline]
     pub fn alloc(&self, order: u32) -> Result<PhysAddr, Error> {
         let o = order as usize;
-        if o < PCP_ORDERS && self.cfg.high[o] != 0 {
+        if o >= PCP_ORDERS {
+            return self.buddy_alloc(order);
+        }
+        // SAFETY: every branch of the closure calls `P::restore(saved)`
+        // exactly once, after its last use of `l`.
+        unsafe {
+            self.cpus.local_ending::<P, _>(
+                |saved, cpu, l| match l.pop(o) {
+                    Some(f) => {
+                        if let Some(t) = self.tags.get(f) {
+                            t.store(tag_alloc(o), Ordering::Relaxed);
+                        }
+                        self.add_held(cpu, f, -(1i64 << o));
+                        P::restore(saved);
+                        Ok(PhysAddr(f))
+                    }
+                    None => {
+                        P::restore(saved);
+                        self.alloc_refill(order)
+                    }
+                },
+                || self.buddy_alloc(order),
+            )
+        }
+    }
+
+    /// [`alloc`](Self::alloc) after finding the current CPU's list empty:
+    /// refill it (a new masked section: the CPU may have changed), or go
+    /// to the buddy if this order is not cached.
+    #[inline(never)]
+    fn alloc_refill(&self, order: u32) -> Result<PhysAddr, Error> {
+        let o = order as usize;
+        if self.cfg.high[o] != 0 {
             let r = self.cpus.local::<P, _>(|cpu, l| {
                 let f = l.alloc(o, self.cfg.batch[o] as usize, |out| {
                     self.refill(cpu, order, out)
@@ -397,10 +429,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
                 self.add_held(cpu, f, -(1i64 << o));
                 Some(PhysAddr(f))
             });
-            match r {
-                Some(Some(f)) => return Ok(f),
-                Some(None) => {}
-                None => return self.buddy_alloc(order),
+            if let Some(Some(f)) = r {
+                return Ok(f);
             }
         }
         self.buddy_alloc(order)
@@ -507,31 +537,75 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     #[inline]
     pub fn free(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
         let o = order as usize;
-        if o >= PCP_ORDERS {
-            return self.buddy.lock().free(addr, order);
-        }
-        if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
-            return Err(Error::Misaligned);
+        if o >= PCP_ORDERS || addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
+            return self.free_uncached(addr, order);
         }
         let Some(tag) = self.tags.get(addr.0) else {
-            return self.buddy.lock().free(addr, order);
+            return self.free_uncached(addr, order);
         };
         let t = tag.load(Ordering::Acquire);
         if t != tag_alloc(o) {
-            return match t & TAG_KIND {
-                TAG_NONE => self.buddy.lock().free(addr, order),
-                TAG_CACHED => Err(Error::DoubleFree),
-                TAG_SLAB | TAG_INTERNAL => Err(Error::InteriorPage),
-                _ => Err(Error::WrongCount {
-                    allocated: 1 << tag_order(t),
-                }),
-            };
+            return self.free_not_cached(addr, order, t);
         }
+        // SAFETY: every branch of the closure calls `P::restore(saved)`
+        // exactly once, after its last use of `l`.
+        unsafe {
+            self.cpus.local_ending::<P, _>(
+                |saved, cpu, l| {
+                    if l.push(o, addr.0, self.cfg.high[o] as usize) {
+                        tag.store(TAG_CACHED, Ordering::Relaxed);
+                        self.add_held(cpu, addr.0, 1 << o);
+                        P::restore(saved);
+                        Ok(())
+                    } else {
+                        P::restore(saved);
+                        self.free_overflow(addr, order)
+                    }
+                },
+                || self.free_to_buddy(addr, order),
+            )
+        }
+    }
+
+    /// [`free`](Self::free) of an order that is never cached, a misaligned
+    /// address or one without a tag: the buddy's business (it checks).
+    #[cold]
+    #[inline(never)]
+    fn free_uncached(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
+        if (order as usize) < PCP_ORDERS && addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
+            return Err(Error::Misaligned);
+        }
+        self.buddy.lock().free(addr, order)
+    }
+
+    /// [`free`](Self::free) of a block whose tag `t` is not "handed out
+    /// by a cache with this order": the buddy's, or an error.
+    #[cold]
+    #[inline(never)]
+    fn free_not_cached(&self, addr: PhysAddr, order: u32, t: u64) -> Result<(), Error> {
+        match t & TAG_KIND {
+            TAG_NONE => self.buddy.lock().free(addr, order),
+            TAG_CACHED => Err(Error::DoubleFree),
+            TAG_SLAB | TAG_INTERNAL => Err(Error::InteriorPage),
+            _ => Err(Error::WrongCount {
+                allocated: 1 << tag_order(t),
+            }),
+        }
+    }
+
+    /// [`free`](Self::free) when the current CPU's list is at `high` (or
+    /// the order is not cached): push after draining a batch, in a new
+    /// masked section, or give the block to the buddy.
+    #[inline(never)]
+    fn free_overflow(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
+        let o = order as usize;
         let cached = self.cpus.local::<P, _>(|cpu, l| {
             if self.cfg.high[o] == 0 {
                 return false;
             }
-            tag.store(TAG_CACHED, Ordering::Relaxed);
+            if let Some(tag) = self.tags.get(addr.0) {
+                tag.store(TAG_CACHED, Ordering::Relaxed);
+            }
             self.add_held(cpu, addr.0, 1 << o);
             let (high, batch) = (self.cfg.high[o] as usize, self.cfg.batch[o] as usize);
             l.free(o, addr.0, high, batch, |fr| {
@@ -539,11 +613,20 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             });
             true
         });
-        if cached != Some(true) {
-            tag.store(TAG_NONE, Ordering::Relaxed);
-            return self.buddy.lock().free(addr, order);
+        if cached == Some(true) {
+            return Ok(());
         }
-        Ok(())
+        self.free_to_buddy(addr, order)
+    }
+
+    /// Gives a block handed out by a cache (tagged so) to the buddy.
+    #[cold]
+    #[inline(never)]
+    fn free_to_buddy(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
+        if let Some(tag) = self.tags.get(addr.0) {
+            tag.store(TAG_NONE, Ordering::Relaxed);
+        }
+        self.buddy.lock().free(addr, order)
     }
 
     /// Empties the current CPU's cache into the buddy.

@@ -13,6 +13,7 @@ pub const PCP_ORDERS: usize = 4;
 /// Capacity of one per-CPU list (an upper bound for `high`). (8 under
 /// `--cfg loom`, whose model threads have small stacks.)
 pub const PCP_CAPACITY: usize = if cfg!(loom) { 8 } else { 128 };
+const _: () = assert!(PCP_CAPACITY.is_power_of_two());
 
 /// One CPU's lists: frame addresses (bytes) per order.
 pub(crate) struct PcpLists {
@@ -33,6 +34,32 @@ impl PcpLists {
     #[inline(always)]
     pub(crate) fn len(&self, o: usize) -> usize {
         self.n[o]
+    }
+
+    /// Pops a frame of order `o`; `None` if the list is empty.
+    #[inline(always)]
+    pub(crate) fn pop(&mut self, o: usize) -> Option<u64> {
+        let n = self.n[o];
+        if n == 0 {
+            return None;
+        }
+        self.n[o] = n - 1;
+        // `n <= PCP_CAPACITY` (a power of two): the mask only spares the
+        // bounds check.
+        Some(self.frames[o][(n - 1) % PCP_CAPACITY])
+    }
+
+    /// Pushes `frame` if the list holds fewer than `high` frames (`high`
+    /// at most [`PCP_CAPACITY`]); `false` (nothing changed) otherwise.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, o: usize, frame: u64, high: usize) -> bool {
+        let n = self.n[o];
+        if n >= high {
+            return false;
+        }
+        self.frames[o][n % PCP_CAPACITY] = frame;
+        self.n[o] = n + 1;
+        true
     }
 
     /// Pops a frame of order `o`. When the list is empty, first calls
