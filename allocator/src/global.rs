@@ -475,12 +475,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// from the buddy): what a small allocation gets on a CPU without a slot.
     fn is_slotless_page(&self, ptr: *mut u8, off: u64) -> bool {
         let phys = (ptr as u64).wrapping_sub(off);
-        phys.is_multiple_of(PAGE_SIZE)
-            && self
-                .frames
-                .tags
-                .get(phys)
-                .is_some_and(|t| t.load(Ordering::Relaxed) == 0)
+        phys.is_multiple_of(PAGE_SIZE) && self.frames.tags.value(phys) == Some(0)
     }
 
     /// Heap statistics (exact when nobody allocates meanwhile).

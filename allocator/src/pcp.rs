@@ -472,7 +472,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         }
         drop(g);
         for &f in &out[..n] {
-            if let Some(t) = self.tags.get(f) {
+            if let Some(t) = self.tags.prepare(f) {
                 t.store(TAG_CACHED, Ordering::Relaxed);
             }
             self.add_held(cpu, f, 1 << order);

@@ -471,7 +471,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         }
         let t = d as u64 | TAG_SLAB;
         for i in 0..1u64 << order {
-            if let Some(tag) = frames.tags.get(phys.0 + i * PAGE_SIZE) {
+            if let Some(tag) = frames.tags.prepare(phys.0 + i * PAGE_SIZE) {
                 tag.store(t, Ordering::Release);
             }
         }
@@ -492,7 +492,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             return false;
         };
         // Not a block anyone may free: mark it as the allocator's own.
-        if let Some(tag) = frames.tags.get(phys.0) {
+        if let Some(tag) = frames.tags.prepare(phys.0) {
             tag.store(crate::tags::TAG_INTERNAL, Ordering::Release);
         }
         let page = phys.0.wrapping_add(off) as *mut SlabDesc;

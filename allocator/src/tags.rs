@@ -3,6 +3,11 @@
 //! without any lock (the region table is append-only and published with
 //! release stores).
 //!
+//! Registration writes no tag: each region's tags are valid in a prefix
+//! (`ready` pages from its start) that grows, zeroed, on the first write
+//! beyond it ([`Tags::prepare`]). Past the prefix every tag is logically
+//! [`TAG_NONE`], and lookups treat it as "no tag", which means the same.
+//!
 //! A tag says who owns a page beyond the buddy's view:
 //! - [`TAG_NONE`]: the buddy's business (free there, or allocated directly);
 //! - [`tag_alloc`]`(k)`: head of an order-`k` block handed out by a per-CPU cache;
@@ -10,7 +15,7 @@
 //! - `desc | TAG_SLAB`: every page of a slab, pointing at its descriptor;
 //! - `TAG_INTERNAL`: a descriptor page (never freed).
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::types::PAGE_SHIFT;
 
@@ -35,10 +40,20 @@ pub(crate) const fn tag_order(t: u64) -> usize {
 /// Most registrations the tag table tracks at once.
 pub(crate) const MAX_REGIONS: usize = 64;
 
+/// The prefix grows to a multiple of this many pages (physically aligned),
+/// so a block of up to this many pages lies either wholly inside or
+/// wholly outside it.
+const GROW_PAGES: u64 = 512;
+
 struct Region {
+    /// Pages from `base` whose tags are valid (zeroed or written since).
+    /// Grows (release) after the new tags are zeroed; 0 when unused.
+    ready: AtomicU64,
     /// Number of pages; 0 = slot unused. Stored last (release) when a slot
     /// is filled, so a reader that sees it non-zero sees the rest.
     pages: AtomicU64,
+    /// Held while the prefix grows.
+    growing: AtomicBool,
     /// First frame number.
     base: AtomicU64,
     /// Frame number the registration started at (its key for removal).
@@ -57,7 +72,9 @@ impl Tags {
             used: AtomicUsize::new(0),
             regions: [const {
                 Region {
+                    ready: AtomicU64::new(0),
                     pages: AtomicU64::new(0),
+                    growing: AtomicBool::new(false),
                     base: AtomicU64::new(0),
                     key: AtomicU64::new(0),
                     tags: AtomicPtr::new(core::ptr::null_mut()),
@@ -66,7 +83,10 @@ impl Tags {
         }
     }
 
-    /// The tag of the page containing physical address `phys`.
+    /// The tag of the page containing physical address `phys`, if it is
+    /// in a region's valid prefix (`None` otherwise: no tag, which is what
+    /// [`TAG_NONE`] means too). For writing a tag other than `TAG_NONE`
+    /// use [`prepare`](Self::prepare).
     ///
     /// Slot 0 (the first registration, usually the only one) is checked
     /// inline without a loop; the other slots are scanned out of line.
@@ -74,13 +94,14 @@ impl Tags {
     pub(crate) fn get(&self, phys: u64) -> Option<&AtomicU64> {
         let pfn = phys >> PAGE_SHIFT;
         let r = &self.regions[0];
-        let pages = r.pages.load(Ordering::Acquire);
+        let ready = r.ready.load(Ordering::Acquire);
         let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
-        if idx < pages {
+        if idx < ready {
             let t = r.tags.load(Ordering::Relaxed);
-            // SAFETY: `add` registered `tags` as `pages` valid,
-            // zero-initialised AtomicU64s that stay ours until `remove`
-            // (which first sets `pages` to 0); idx < pages.
+            // SAFETY: `add` registered `tags` as `pages` u64s that stay
+            // ours until `remove` (which first sets `ready` to 0), and the
+            // first `ready` of them were zeroed (as AtomicU64s) before
+            // `ready` was published; idx < ready.
             return Some(unsafe { &*t.add(idx as usize) });
         }
         self.get_other(pfn)
@@ -91,9 +112,9 @@ impl Tags {
     fn get_other(&self, pfn: u64) -> Option<&AtomicU64> {
         let used = self.used.load(Ordering::Acquire);
         for r in self.regions[..used.min(MAX_REGIONS)].iter().skip(1) {
-            let pages = r.pages.load(Ordering::Acquire);
+            let ready = r.ready.load(Ordering::Acquire);
             let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
-            if idx < pages {
+            if idx < ready {
                 let t = r.tags.load(Ordering::Relaxed);
                 // SAFETY: as in `get`.
                 return Some(unsafe { &*t.add(idx as usize) });
@@ -102,8 +123,70 @@ impl Tags {
         None
     }
 
-    /// Registers `pages` tags for the frames from `base`, zeroing them.
-    /// Callers serialise `add` and `remove` (they hold the buddy lock).
+    /// The tag value of the page at `phys`: `None` outside every region,
+    /// [`TAG_NONE`] past a region's valid prefix.
+    pub(crate) fn value(&self, phys: u64) -> Option<u64> {
+        if let Some(t) = self.get(phys) {
+            return Some(t.load(Ordering::Acquire));
+        }
+        self.region_of(phys >> PAGE_SHIFT).map(|_| TAG_NONE)
+    }
+
+    /// The registered region containing frame `pfn`, and its index.
+    fn region_of(&self, pfn: u64) -> Option<(&Region, u64)> {
+        let used = self.used.load(Ordering::Acquire);
+        self.regions[..used.min(MAX_REGIONS)].iter().find_map(|r| {
+            let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
+            (idx < r.pages.load(Ordering::Acquire)).then_some((r, idx))
+        })
+    }
+
+    /// Like [`get`](Self::get), but first grows the region's valid prefix
+    /// over `phys` if needed: for writing a tag. `None` only outside every
+    /// region.
+    #[inline(always)]
+    pub(crate) fn prepare(&self, phys: u64) -> Option<&AtomicU64> {
+        match self.get(phys) {
+            Some(t) => Some(t),
+            None => self.grow(phys >> PAGE_SHIFT),
+        }
+    }
+
+    /// Zeroes a region's tags from its valid prefix up to past `pfn` (to
+    /// the next `GROW_PAGES` boundary or the region's end) and publishes
+    /// them. Growers of one region are serialised by its flag; readers
+    /// never look past the published prefix, so they see none of this.
+    #[cold]
+    #[inline(never)]
+    fn grow(&self, pfn: u64) -> Option<&AtomicU64> {
+        let (r, idx) = self.region_of(pfn)?;
+        while r
+            .growing
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        let t = r.tags.load(Ordering::Relaxed);
+        let ready = r.ready.load(Ordering::Relaxed);
+        if idx >= ready {
+            let base = r.base.load(Ordering::Relaxed);
+            let pages = r.pages.load(Ordering::Relaxed);
+            let upto = (((base + idx) | (GROW_PAGES - 1)) + 1 - base).min(pages);
+            // SAFETY: [ready, upto) lies within the region's `pages` tags,
+            // which are ours (see `get`), and nobody reads or writes them
+            // before `ready` covers them; growers are serialised.
+            unsafe { core::ptr::write_bytes(t.add(ready as usize), 0, (upto - ready) as usize) };
+            r.ready.store(upto, Ordering::Release);
+        }
+        r.growing.store(false, Ordering::Release);
+        // SAFETY: idx < ready now (as in `get`).
+        Some(unsafe { &*t.add(idx as usize) })
+    }
+
+    /// Registers `pages` tags for the frames from `base`, writing none of
+    /// them (see the module documentation). Callers serialise `add` and
+    /// `remove` (they hold the buddy lock).
     ///
     /// # Safety
     /// `tags` points to `pages` writable, 8-aligned u64s used by nothing
@@ -118,9 +201,8 @@ impl Tags {
             None if used < MAX_REGIONS => used,
             None => return false,
         };
-        // SAFETY: the caller hands us `pages` writable u64s.
-        unsafe { core::ptr::write_bytes(tags, 0, pages as usize) };
         let r = &self.regions[slot];
+        r.ready.store(0, Ordering::Relaxed);
         r.base.store(base, Ordering::Relaxed);
         r.key.store(key, Ordering::Relaxed);
         r.tags.store(tags.cast(), Ordering::Relaxed);
@@ -135,6 +217,7 @@ impl Tags {
     pub(crate) fn remove(&self, key: u64) {
         for r in &self.regions[..self.used.load(Ordering::Relaxed)] {
             if r.pages.load(Ordering::Relaxed) != 0 && r.key.load(Ordering::Relaxed) == key {
+                r.ready.store(0, Ordering::Release);
                 r.pages.store(0, Ordering::Release);
             }
         }

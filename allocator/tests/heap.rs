@@ -430,6 +430,109 @@ fn pages_freed_on_another_cpu_go_to_its_cache() {
     assert_eq!(f.stats().cached_pages(), 0);
 }
 
+/// Registration writes no tag, and tags past the valid prefix are never
+/// read: the metadata starts full of words that would each read as "handed
+/// out by a cache, order 0" (the tag for exactly that is 1).
+#[test]
+fn registration_writes_no_tags_and_garbage_is_never_read() {
+    use allocator::{BuddyAllocator, Constraint, Error, PhysAddr, cache_metadata_bytes};
+    use host::TestCaches;
+    let pages = 4096u64;
+    let meta: &'static mut [u64] = vec![1u64; 2 * pages as usize].leak();
+    let ptr = meta.as_mut_ptr();
+    let tags = |from: usize| {
+        // SAFETY: the leaked buffer lives forever; the caches only write it
+        // from this thread, and not while we read.
+        unsafe { std::slice::from_raw_parts(ptr.add(pages as usize + from), pages as usize - from) }
+            .iter()
+            .filter(|&&w| w != 1)
+            .count()
+    };
+    let c = Box::new(TestCaches::new(BuddyAllocator::new()));
+    let start = PhysAddr(1 << 32);
+    // SAFETY: the buffer is leaked and only used by `c`.
+    unsafe {
+        c.add_section(
+            start,
+            pages,
+            std::ptr::NonNull::new(ptr.cast()).unwrap(),
+            cache_metadata_bytes(pages),
+        )
+        .unwrap()
+    };
+    assert_eq!(tags(0), 0, "registration wrote tags");
+    // A page straight from the buddy, freed through the caches: it goes
+    // back to the buddy (its garbage tag is not trusted).
+    let b = c.buddy().lock().alloc(0, Constraint::ANY).unwrap();
+    c.free(b, 0).unwrap();
+    assert_eq!(c.stats().cached_pages(), 0);
+    // A page nobody allocated is the buddy's double free, never cached.
+    let top = PhysAddr(start.0 + (pages - 1) * 4096);
+    assert_eq!(c.free(top, 0), Err(Error::DoubleFree));
+    assert_eq!(
+        c.free(PhysAddr(start.0 + 64 * 4096), 0),
+        Err(Error::DoubleFree)
+    );
+    // Cached traffic grows the prefix (here the low pages) and works.
+    let ps: Vec<_> = (0..1000).map(|_| c.alloc(0).unwrap()).collect();
+    let mut uniq = ps.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 1000);
+    for &p in &ps {
+        c.free(p, 0).unwrap();
+    }
+    assert_eq!(c.free(ps[0], 0), Err(Error::DoubleFree));
+    assert!(tags(2048) == 0, "tags zeroed far past the pages in use");
+    assert!(c.drain_all());
+    assert_eq!(c.stats().free_pages(), pages);
+    assert_eq!(c.free(top, 0), Err(Error::DoubleFree));
+}
+
+/// The same through a `Heap` on memory full of such words (metadata
+/// carved from it): objects, pages, faults and statistics all work.
+#[test]
+fn heap_on_garbage_memory() {
+    let ram = host::Ram::new(8192, 1 << 21);
+    // SAFETY: the Ram is ours; fill it with words reading as tag 1.
+    unsafe {
+        std::slice::from_raw_parts_mut(ram.start() as *mut u64, 8192 * 512).fill(1);
+    }
+    let h = Box::new(TestHeap::new());
+    // SAFETY: `ram` outlives `h` (dropped first).
+    unsafe {
+        h.add_memory(allocator::PhysAddr(ram.start()), ram.pages())
+            .unwrap()
+    };
+    let managed = h.stats().frames.buddy.managed_pages();
+    let mut live = Vec::new();
+    for i in 0..3000usize {
+        let l = lay([8, 24, 200, 1500, 4096, 8192, 20_000][i % 7], 8);
+        let p = h.allocate(l);
+        assert!(!p.is_null());
+        // SAFETY: a fresh block of l.size() bytes.
+        unsafe { p.write_bytes(0x5a, l.size()) };
+        live.push((p, l));
+    }
+    for &(p, l) in &live {
+        // SAFETY: live, freed once.
+        unsafe { h.try_dealloc(p, l).unwrap() };
+    }
+    // SAFETY: double frees are detected before anything changes.
+    unsafe {
+        assert_eq!(
+            h.try_dealloc(live[0].0, live[0].1).unwrap_err().kind,
+            FaultKind::DoubleFree
+        );
+        assert!(h.try_dealloc(live[4].0, live[4].1).is_err());
+    }
+    assert!(h.drain());
+    let st = h.stats();
+    assert_eq!(st.frames.free_pages() + st.descriptor_pages, managed);
+    drop(h);
+    drop(ram);
+}
+
 /// Threads hammer alloc / free / remote free; every live block is checked
 /// against all others (no overlap: nothing handed out twice) and carries a
 /// stamp verified on free.
