@@ -298,7 +298,7 @@ fn main() {
     println!("allocator-bench: heap — issue 5 peer comparison");
     println!(
         "{pinned}; timer overhead {:.0} ns; medians of round-robin samples; ours masks \
-         \"interrupts\" with a thread-local counter (host), CPU ids are thread-locals",
+         \"interrupts\" by saving, setting and restoring a thread-local flag (host), CPU ids are thread-locals",
         timer_overhead()
     );
     let ours = peers::ours();

@@ -40,7 +40,7 @@ pub fn free_region(r: &'static mut [u8]) {
 
 thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    static MASKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Sets the calling thread's CPU id (each benchmark thread its own).
@@ -49,21 +49,24 @@ pub fn set_cpu(id: usize) {
 }
 
 /// The benchmark's platform: the CPU id is a thread-local, and "masking
-/// interrupts" is a thread-local nesting counter plus compiler fences (the
-/// host cannot `cli`; on hardware add `pushfq; cli` / `popfq`).
+/// interrupts" saves a thread-local "masked" flag, sets it and later
+/// restores the saved value, with compiler fences: the shape of a kernel's
+/// `pushfq; cli` ... `popfq` (the host cannot `cli`; on hardware those
+/// instructions cost more, 7..37 cycles per peers.md).
 pub struct BenchCpu;
 
 impl InterruptControl for BenchCpu {
-    type Saved = ();
+    type Saved = bool;
     #[inline(always)]
-    fn save_and_disable() {
-        DEPTH.with(|d| d.set(d.get() + 1));
+    fn save_and_disable() -> bool {
+        let was = MASKED.with(|m| m.replace(true));
         compiler_fence(Ordering::SeqCst);
+        was
     }
     #[inline(always)]
-    fn restore(_: ()) {
+    fn restore(was: bool) {
         compiler_fence(Ordering::SeqCst);
-        DEPTH.with(|d| d.set(d.get() - 1));
+        MASKED.with(|m| m.set(was));
     }
 }
 
@@ -75,12 +78,12 @@ unsafe impl CpuLocal for BenchCpu {
         CPU.with(|c| c.get())
     }
     fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
-        if cpu != Self::cpu_id() || DEPTH.with(|d| d.get()) != 0 {
+        if cpu != Self::cpu_id() || MASKED.with(|m| m.get()) {
             return false;
         }
-        Self::save_and_disable();
+        let was = Self::save_and_disable();
         f();
-        Self::restore(());
+        Self::restore(was);
         true
     }
 }
