@@ -98,10 +98,10 @@ impl Tags {
         let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
         if idx < ready {
             let t = r.tags.load(Ordering::Relaxed);
-            // SAFETY: `add` registered `tags` as `pages` u64s that stay
-            // ours until `remove` (which first sets `ready` to 0), and the
-            // first `ready` of them were zeroed (as AtomicU64s) before
-            // `ready` was published; idx < ready.
+            // `add` registered `pages` u64s that stay ours until `remove`
+            // (which first sets `ready` to 0).
+            // SAFETY: idx < ready, and the first `ready` tags were zeroed
+            // (as AtomicU64s) before `ready` was published.
             return Some(unsafe { &*t.add(idx as usize) });
         }
         self.get_other(pfn)
