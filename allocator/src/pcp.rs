@@ -395,10 +395,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             self.cpus.local_ending::<P, _>(
                 |saved, cpu, l| match l.pop(o) {
                     Some(f) => {
-                        if let Some(t) = self.tags.get(f) {
-                            t.store(tag_alloc(o), Ordering::Relaxed);
-                        }
-                        self.add_held(cpu, f, -(1i64 << o));
+                        self.hand_out(cpu, f, o);
                         P::restore(saved);
                         Ok(PhysAddr(f))
                     }
@@ -423,10 +420,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
                 let f = l.alloc(o, self.cfg.batch[o] as usize, |out| {
                     self.refill(cpu, order, out)
                 })?;
-                if let Some(t) = self.tags.get(f) {
-                    t.store(tag_alloc(o), Ordering::Relaxed);
-                }
-                self.add_held(cpu, f, -(1i64 << o));
+                self.hand_out(cpu, f, o);
                 Some(PhysAddr(f))
             });
             if let Some(Some(f)) = r {
@@ -505,6 +499,24 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         }
     }
 
+    /// Bookkeeping for block `f` of order `o` leaving `cpu`'s cache for
+    /// its user: tagged "handed out", no longer counted as held.
+    #[inline(always)]
+    fn hand_out(&self, cpu: usize, f: u64, o: usize) {
+        if let Some(t) = self.tags.get(f) {
+            t.store(tag_alloc(o), Ordering::Relaxed);
+        }
+        self.add_held(cpu, f, -(1i64 << o));
+    }
+
+    /// Bookkeeping for block `f` of order `o` (tag `tag`) coming back into
+    /// `cpu`'s cache from its user.
+    #[inline(always)]
+    fn take_back(&self, cpu: usize, tag: &AtomicU64, f: u64, o: usize) {
+        tag.store(TAG_CACHED, Ordering::Relaxed);
+        self.add_held(cpu, f, 1 << o);
+    }
+
     /// The owner's counter update: a plain load and store (only `cpu`
     /// writes `held[cpu]`; readers just sum).
     #[inline(always)]
@@ -553,8 +565,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             self.cpus.local_ending::<P, _>(
                 |saved, cpu, l| {
                     if l.push(o, addr.0, self.cfg.high[o] as usize) {
-                        tag.store(TAG_CACHED, Ordering::Relaxed);
-                        self.add_held(cpu, addr.0, 1 << o);
+                        self.take_back(cpu, tag, addr.0, o);
                         P::restore(saved);
                         Ok(())
                     } else {
@@ -603,10 +614,11 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             if self.cfg.high[o] == 0 {
                 return false;
             }
-            if let Some(tag) = self.tags.get(addr.0) {
-                tag.store(TAG_CACHED, Ordering::Relaxed);
-            }
-            self.add_held(cpu, addr.0, 1 << o);
+            // Tagged when `free` checked it; without a tag, the buddy's.
+            let Some(tag) = self.tags.get(addr.0) else {
+                return false;
+            };
+            self.take_back(cpu, tag, addr.0, o);
             let (high, batch) = (self.cfg.high[o] as usize, self.cfg.batch[o] as usize);
             l.free(o, addr.0, high, batch, |fr| {
                 self.drain_to_buddy(cpu, order, fr)
