@@ -2,6 +2,7 @@
 
 use core::ptr::NonNull;
 
+use crate::hot::{HOT_CAP, HOT_ORDERS, HotList};
 use crate::meta::*;
 use crate::stats::{Stats, ZoneStats};
 use crate::types::*;
@@ -135,7 +136,7 @@ pub enum PageState {
 ///
 /// ```
 /// use allocator::{FreeBlock, PhysAddr, Zone};
-/// let b = FreeBlock { addr: PhysAddr(0), order: 0, zone: Zone::Dma };
+/// let b = FreeBlock { addr: PhysAddr(0), order: 0, zone: Zone::Dma, hot: false };
 /// assert_eq!(b.pages(), 1);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug, Hash)]
@@ -146,6 +147,9 @@ pub struct FreeBlock {
     pub order: u32,
     /// Zone of the block.
     pub zone: Zone,
+    /// Parked on a hot list: free, but not merged with a free buddy until
+    /// it leaves the list (see [`BuddyAllocator::drain_hot`]).
+    pub hot: bool,
 }
 
 impl FreeBlock {
@@ -153,7 +157,8 @@ impl FreeBlock {
     ///
     /// ```
     /// # use allocator::{FreeBlock, PhysAddr, Zone};
-    /// assert_eq!(FreeBlock { addr: PhysAddr(0), order: 9, zone: Zone::Dma }.pages(), 512);
+    /// let b = FreeBlock { addr: PhysAddr(0), order: 9, zone: Zone::Dma, hot: false };
+    /// assert_eq!(b.pages(), 512);
     /// ```
     pub const fn pages(&self) -> u64 {
         1 << self.order
@@ -516,6 +521,8 @@ pub struct BuddyAllocator {
     sorted_slot: [u8; MAX_SECTIONS],
     frame_base: *mut u8,
     opts: FrameOptions,
+    /// Hot lists per zone (indexed like `zones`) and order.
+    hot: [[HotList; HOT_ORDERS]; 4],
     secs: [Section; MAX_SECTIONS],
 }
 
@@ -576,6 +583,7 @@ impl BuddyAllocator {
                 poison: false,
                 zero_on_alloc: false,
             },
+            hot: [[HotList::EMPTY; HOT_ORDERS]; 4],
             secs: [Section::EMPTY; MAX_SECTIONS],
         }
     }
@@ -772,6 +780,118 @@ impl BuddyAllocator {
         }
     }
 
+    // ------------------------------------------------------------------
+    // Hot lists
+    // ------------------------------------------------------------------
+
+    /// Frees the aligned block `idx` of order `k` whose head word was an
+    /// allocation head: parked on its zone's hot list for small orders,
+    /// otherwise freed into the buddy (`same_chunk` as in `free_block`).
+    #[inline(always)]
+    fn put_back(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
+        let buddy = self.free_buddy(s, idx, k, same_chunk);
+        if (k as usize) < HOT_ORDERS && buddy.is_none() {
+            let z = self.secs[s].zone as usize % 4;
+            if self.hot[z][k as usize].is_full() {
+                self.hot_spill(z, k as usize);
+            }
+            // The word was an allocation head: valid (see Section::raw_read).
+            self.secs[s].raw_write(idx, hot_word(k));
+            self.hot[z][k as usize].push(s, idx);
+            return;
+        }
+        match buddy {
+            None => self.push(s, idx, k, false),
+            Some((bidx, be)) => self.free_merge(s, idx, k, false, same_chunk, bidx, be),
+        }
+    }
+
+    /// A parked block of order `k` from zone `y`, if any. Its word is still
+    /// the hot word: the caller overwrites it.
+    #[inline(always)]
+    fn hot_pop(&mut self, y: usize, k: u32) -> Option<(usize, u32)> {
+        if k as usize >= HOT_ORDERS {
+            return None;
+        }
+        self.hot[y % 4][k as usize].pop()
+    }
+
+    /// Frees the older half of a full hot list into the buddy.
+    #[cold]
+    #[inline(never)]
+    fn hot_spill(&mut self, z: usize, o: usize) {
+        let n = self.hot[z][o].len() / 2;
+        self.hot_free_oldest(z, o, n);
+    }
+
+    /// Frees the `n` oldest blocks of hot list `(z, o)` into the buddy,
+    /// merging them with free buddies.
+    fn hot_free_oldest(&mut self, z: usize, o: usize, n: usize) {
+        for i in 0..n {
+            let (s, idx) = self.hot[z][o].get(i);
+            // A hot word is neither a free nor an allocation head, and valid.
+            self.free_block(s, idx, o as u32, false, 0);
+        }
+        self.hot[z][o].drop_oldest(n);
+    }
+
+    /// Frees every parked block of zones `0..=top` into the buddy. Returns
+    /// whether there was any.
+    fn drain_zones(&mut self, top: usize) -> bool {
+        let mut any = false;
+        for z in 0..=top.min(2) {
+            for o in 0..HOT_ORDERS {
+                let n = self.hot[z][o].len();
+                any |= n != 0;
+                self.hot_free_oldest(z, o, n);
+            }
+        }
+        any
+    }
+
+    /// Frees every block parked on a hot list into the buddy, merging it
+    /// with free buddies. Allocation does this by itself before it fails or
+    /// falls back to a lower zone; call it to see the fully merged state
+    /// (before a fragmentation report, say). Changes no free page count.
+    ///
+    /// ```
+    /// # let mut a = allocator::doc_allocator!(64);
+    /// # use allocator::Constraint;
+    /// let p = a.alloc(0, Constraint::ANY).unwrap();
+    /// let q = a.alloc(0, Constraint::ANY).unwrap(); // p's buddy
+    /// a.free(p, 0).unwrap();                        // buddy in use: parked
+    /// a.free(q, 0).unwrap();                        // buddy parked: parked too
+    /// assert_eq!(a.stats().zone(allocator::Zone::Dma32).hot_pages, 2);
+    /// assert_eq!(a.free_blocks().count(), 2 + 5);   // p, q and 2, 4, .., 32
+    /// a.drain_hot();
+    /// assert_eq!(a.free_blocks().count(), 1);       // all 64 pages again
+    /// ```
+    pub fn drain_hot(&mut self) {
+        self.drain_zones(2);
+    }
+
+    /// Pages parked in zone `y`.
+    fn hot_pages_in_zone(&self, y: usize) -> u64 {
+        (0..HOT_ORDERS)
+            .map(|o| (self.hot[y][o].len() as u64) << o)
+            .sum()
+    }
+
+    /// Pages parked from section slot `s`.
+    fn hot_pages_in_section(&self, s: usize) -> u64 {
+        let z = self.secs[s].zone as usize % 4;
+        (0..HOT_ORDERS)
+            .map(|o| (self.hot[z][o].count_in(s) as u64) << o)
+            .sum()
+    }
+
+    /// Takes the parked block `idx` of order `o` off its hot list (for
+    /// `reserve_range`). Its word is left as it is.
+    fn hot_remove(&mut self, s: usize, idx: u32, o: u32) {
+        let z = self.secs[s].zone as usize % 4;
+        self.hot[z][o as usize].forget(|hs, hidx| hs == s && hidx == idx);
+    }
+
     /// The free block containing page `idx`, if any: (head, order).
     fn find_free_block(&self, s: usize, idx: u32) -> Option<(u32, u32)> {
         let sec = &self.secs[s];
@@ -783,7 +903,8 @@ impl BuddyAllocator {
             }
             let hidx = (h - sec.base) as u32;
             let e = sec.get(hidx);
-            if state(e) == ST_FREE && free_order(e) >= k {
+            // Hot heads carry their order where free heads do.
+            if (state(e) == ST_FREE || state(e) == ST_HOT) && free_order(e) >= k {
                 return Some((hidx, free_order(e)));
             }
         }
@@ -833,6 +954,9 @@ impl BuddyAllocator {
     fn take(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
         if let Constraint::Zone(z) = c {
             let y = z as usize;
+            if let Some(b) = self.hot_pop(y, k) {
+                return Some(b);
+            }
             let m = self.zones[y].order_mask & (u32::MAX << k);
             if m != 0 {
                 return Some(self.take_in(y, k, m));
@@ -871,17 +995,53 @@ impl BuddyAllocator {
                 (z as usize, lim)
             }
         };
+        // Parked blocks of the top zone are merged before a lower zone is
+        // tried, and all of them before giving up: a hot list never makes
+        // a request fall back or fail where the merged state would not.
+        let mut drained = false;
+        loop {
+            if let Some(b) = self.take_zones(k, top, limit, drained) {
+                return Some(b);
+            }
+            if drained || !self.drain_zones(top) {
+                return None;
+            }
+            drained = true;
+        }
+    }
+
+    /// One pass of [`take_slow`](Self::take_slow) over zones `top` down to
+    /// DMA. Unless `drained`, meets a lower zone only once the top zone's
+    /// hot lists are empty (merging them first).
+    fn take_zones(
+        &mut self,
+        k: u32,
+        top: usize,
+        limit: Option<u64>,
+        drained: bool,
+    ) -> Option<(usize, u32)> {
         let need = 1u64 << k;
+        let top_hot = !drained && self.hot_pages_in_zone(top) != 0;
         let mut y = top + 1;
         while y > 0 {
             y -= 1;
+            if y < top && top_hot {
+                // About to fall back: merge the top zone's parked blocks
+                // and look there again.
+                return None;
+            }
             let zs = &self.zones[y];
-            let m = zs.order_mask & (u32::MAX << k);
-            if m == 0
-                || (y < top
-                    && zs.reserve != 0
-                    && self.zone_free(y) < zs.reserve.saturating_add(need))
+            if y < top && zs.reserve != 0 && self.zone_free(y) < zs.reserve.saturating_add(need) {
+                continue;
+            }
+            // Hot blocks of the top zone may lie above a limit inside it.
+            if (y < top || limit.is_none())
+                && let Some(b) = self.hot_pop(y, k)
             {
+                return Some(b);
+            }
+            let m = self.zones[y].order_mask & (u32::MAX << k);
+            if m == 0 {
                 continue;
             }
             if y == top
@@ -1127,7 +1287,7 @@ impl BuddyAllocator {
             return Err(self.free_error(s, idx, e, 1 << order));
         }
         self.on_free(s, idx, 1 << order);
-        self.free_block(s, idx, order, false, same_chunk);
+        self.put_back(s, idx, order, same_chunk);
         Ok(())
     }
 
@@ -1261,7 +1421,7 @@ impl BuddyAllocator {
             },
             // Marked by a `free_bulk` in progress: a duplicate.
             ST_ALLOC => Error::DoubleFree,
-            ST_FREE => Error::DoubleFree,
+            ST_FREE | ST_HOT => Error::DoubleFree,
             _ => {
                 if self.find_free_block(s, idx).is_some() {
                     Error::DoubleFree
@@ -1277,7 +1437,7 @@ impl BuddyAllocator {
         self.on_free(s, idx, count);
         self.secs[s].raw_write(idx, ST_NONE);
         if count.is_power_of_two() && (self.secs[s].base + idx as u64) & (count - 1) == 0 {
-            self.free_block(s, idx, count.trailing_zeros(), false, 0);
+            self.put_back(s, idx, count.trailing_zeros(), 0);
         } else {
             self.release(s, idx, count);
         }
@@ -1325,7 +1485,11 @@ impl BuddyAllocator {
         while p < end {
             let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
             let e = self.secs[s].get(h);
-            self.unlink(s, h, o, e);
+            if state(e) == ST_HOT {
+                self.hot_remove(s, h, o);
+            } else {
+                self.unlink(s, h, o, e);
+            }
             // No longer a free head (a piece may be pushed here again below).
             self.secs[s].raw_write(h, ST_NONE);
             let bend = h as u64 + (1u64 << o);
@@ -1615,7 +1779,7 @@ impl BuddyAllocator {
             m &= m - 1;
             if self.secs[s].reg_base == pfn && start.is_page_aligned() {
                 pieces |= 1 << s;
-                if self.secs[s].free_pages() != self.secs[s].pages as u64 {
+                if self.section_free(s) != self.secs[s].pages as u64 {
                     return Err(Error::SectionInUse);
                 }
             }
@@ -1629,6 +1793,11 @@ impl BuddyAllocator {
             meta_bytes: self.secs[s0].reg_meta_bytes,
             pages: self.secs[s0].reg_pages,
         };
+        for z in 0..3 {
+            for o in 0..HOT_ORDERS {
+                self.hot[z][o].forget(|s, _| pieces & (1 << s) != 0);
+            }
+        }
         let mut m = pieces;
         while m != 0 {
             let s = m.trailing_zeros() as usize;
@@ -1657,7 +1826,7 @@ impl BuddyAllocator {
     /// reserve check of a fallback and by statistics).
     fn zone_free(&self, y: usize) -> u64 {
         let mut m = self.used;
-        let mut n = 0;
+        let mut n = self.hot_pages_in_zone(y);
         while m != 0 {
             let s = m.trailing_zeros() as usize;
             m &= m - 1;
@@ -1666,6 +1835,11 @@ impl BuddyAllocator {
             }
         }
         n
+    }
+
+    /// Free pages of section slot `s`, parked ones included.
+    fn section_free(&self, s: usize) -> u64 {
+        self.secs[s].free_pages() + self.hot_pages_in_section(s)
     }
 
     /// Adds slot `s` (its `base` set) to the sorted section index.
@@ -1770,6 +1944,14 @@ impl BuddyAllocator {
                     }
                 }
             }
+            for z in 0..3 {
+                for o in 0..HOT_ORDERS {
+                    for i in 0..self.hot[z][o].len() {
+                        let (s, idx) = self.hot[z][o].get(i);
+                        self.fill(s, idx, 1 << o, POISON_BYTE);
+                    }
+                }
+            }
         }
     }
 
@@ -1826,8 +2008,9 @@ impl BuddyAllocator {
         })
     }
 
-    /// Iterates over every free block, section by section and order by
-    /// order, in free-list order.
+    /// Iterates over every free block: those on the buddy lists section by
+    /// section and order by order, in free-list order, then those parked on
+    /// hot lists (`hot: true`) zone by zone and order by order, oldest first.
     ///
     /// ```
     /// # let a = allocator::doc_allocator!(64);
@@ -1841,6 +2024,7 @@ impl BuddyAllocator {
             s: usize::MAX,
             list: 0,
             cur: NIL,
+            hot: 0,
         }
     }
 
@@ -1859,7 +2043,7 @@ impl BuddyAllocator {
                     start: PhysAddr(sec.base << PAGE_SHIFT),
                     pages: sec.pages as u64,
                     zone: Zone::from_index(sec.zone as usize),
-                    free_pages: sec.free_pages(),
+                    free_pages: self.section_free(s),
                     registered_at: PhysAddr(sec.reg_base << PAGE_SHIFT),
                 }
             })
@@ -1891,6 +2075,10 @@ impl BuddyAllocator {
                     }
                 }
             }
+            for (o, h) in self.hot[i].iter().enumerate() {
+                z.free_blocks[o] += h.len() as u64;
+            }
+            z.hot_pages = self.hot_pages_in_zone(i);
             z.reserve = zs.reserve;
             z.sections = zs.sections;
         }
@@ -1911,6 +2099,33 @@ pub struct FreeBlocks<'a> {
     s: usize,
     list: usize,
     cur: u32,
+    /// Position in the hot lists once the buddy lists are done:
+    /// `(zone * HOT_ORDERS + order) * HOT_CAP + i`.
+    hot: usize,
+}
+
+impl FreeBlocks<'_> {
+    /// The next parked block.
+    fn next_hot(&mut self) -> Option<FreeBlock> {
+        while self.hot < 3 * HOT_ORDERS * HOT_CAP {
+            let (list, i) = (self.hot / HOT_CAP, self.hot % HOT_CAP);
+            let (z, o) = (list / HOT_ORDERS, list % HOT_ORDERS);
+            let h = &self.a.hot[z][o];
+            if i >= h.len() {
+                self.hot = (list + 1) * HOT_CAP;
+                continue;
+            }
+            self.hot += 1;
+            let (s, idx) = h.get(i);
+            return Some(FreeBlock {
+                addr: self.a.addr_of(s, idx),
+                order: o as u32,
+                zone: Zone::from_index(z),
+                hot: true,
+            });
+        }
+        None
+    }
 }
 
 impl Iterator for FreeBlocks<'_> {
@@ -1925,13 +2140,14 @@ impl Iterator for FreeBlocks<'_> {
                     addr: PhysAddr((sec.base + idx as u64) << PAGE_SHIFT),
                     order: list_order(self.list).0 as u32,
                     zone: Zone::from_index(sec.zone as usize),
+                    hot: false,
                 });
             }
             if self.s != usize::MAX && self.list + 1 < NLISTS {
                 self.list += 1;
             } else {
                 if self.used == 0 {
-                    return None;
+                    return self.next_hot();
                 }
                 self.s = self.used.trailing_zeros() as usize;
                 self.used &= self.used - 1;

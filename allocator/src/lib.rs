@@ -9,6 +9,10 @@
 //! - Zones DMA (< 16 MiB), DMA32 (< 4 GiB), Normal; requests name the highest
 //!   zone they accept or a physical limit ([`Constraint`]); Normal first,
 //!   with a configurable reserve of the lower zones ([`BuddyAllocator::set_reserve`]).
+//! - Hot lists: a freed single page whose buddy is in use is parked and
+//!   handed out again first (a few instructions a pair); parked pages are
+//!   merged when a list overflows, before a request would fall back or
+//!   fail, or on [`BuddyAllocator::drain_hot`].
 //! - Exact page counts, alignment beyond the size, fixed ranges, bulk
 //!   single frames, hot-add and removal of sections.
 //! - Every bad call returns a specific [`Error`] and changes nothing, in
@@ -47,6 +51,7 @@ mod buddy;
 mod global;
 #[doc(hidden)]
 pub mod host;
+mod hot;
 mod locked;
 mod meta;
 mod pcp;
@@ -68,6 +73,7 @@ pub use buddy::{
     POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
 };
 pub use global::{Heap, HeapStats};
+pub use hot::{HOT_CAP, HOT_ORDERS};
 pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
 pub use pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 pub use pcp_list::{PCP_CAPACITY, PCP_ORDERS};

@@ -2,17 +2,20 @@
 //!
 //! Word layout (bits):
 //! - `0..2` state: `0` none (interior of a block, or never touched),
-//!   `1` free block head, `2` allocation head.
+//!   `1` free block head, `2` allocation head, `3` hot block head (free,
+//!   parked on a hot list, not merged).
 //! - free head: `2..7` order, `7..35` prev index, `35..63` next index
 //!   (section-relative page indexes, [`NIL`] = none).
 //! - allocation head: `2..34` page count, `34` transient mark used by bulk
 //!   free, `35..64` reserved (zero).
+//! - hot head: `2..7` order, every other bit zero.
 //! - none: every other bit zero.
 
 pub(crate) const ST_MASK: u64 = 3;
 pub(crate) const ST_NONE: u64 = 0;
 pub(crate) const ST_FREE: u64 = 1;
 pub(crate) const ST_ALLOC: u64 = 2;
+pub(crate) const ST_HOT: u64 = 3;
 
 /// "No page" in a free-list link.
 pub(crate) const NIL: u32 = (1 << 28) - 1;
@@ -57,6 +60,12 @@ pub(crate) const fn with_next(e: u64, next: u32) -> u64 {
 #[inline(always)]
 pub(crate) const fn alloc_word(count: u32) -> u64 {
     ST_ALLOC | ((count as u64) << 2)
+}
+
+/// The word of a block of `order` parked on a hot list.
+#[inline(always)]
+pub(crate) const fn hot_word(order: u32) -> u64 {
+    ST_HOT | ((order as u64) << 2)
 }
 
 #[inline(always)]

@@ -20,6 +20,9 @@ pub struct ZoneStats {
     pub free_pages: u64,
     /// Number of free blocks of each order (like `/proc/buddyinfo`).
     pub free_blocks: [u64; NR_ORDERS],
+    /// Of `free_pages`, those in blocks parked on hot lists (free, not
+    /// merged yet; see `BuddyAllocator::drain_hot`).
+    pub hot_pages: u64,
     /// Pages kept back from fallback requests (see `BuddyAllocator::set_reserve`).
     pub reserve: u64,
     /// Number of sections in the zone.
@@ -32,6 +35,7 @@ impl ZoneStats {
         managed_pages: 0,
         free_pages: 0,
         free_blocks: [0; NR_ORDERS],
+        hot_pages: 0,
         reserve: 0,
         sections: 0,
     };
@@ -188,10 +192,11 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<6} {:>10} {:>10} {:>3} {:>6} | free blocks per order 0..{}",
+            "{:<6} {:>10} {:>10} {:>5} {:>3} {:>6} | free blocks per order 0..{}",
             "zone",
             "managed",
             "free",
+            "hot",
             "max",
             "frag9",
             NR_ORDERS - 1
@@ -199,10 +204,11 @@ impl fmt::Display for Stats {
         for z in &self.zones {
             write!(
                 f,
-                "{:<6} {:>10} {:>10} ",
+                "{:<6} {:>10} {:>10} {:>5} ",
                 z.zone.name(),
                 z.managed_pages,
-                z.free_pages
+                z.free_pages,
+                z.hot_pages
             )?;
             match z.largest_free_order() {
                 Some(o) => write!(f, "{o:>3} ")?,
@@ -218,10 +224,11 @@ impl fmt::Display for Stats {
         let p = self.fragmentation_permille(PAGEBLOCK_ORDER);
         writeln!(
             f,
-            "{:<6} {:>10} {:>10} {:>3} {:>4}.{}% |",
+            "{:<6} {:>10} {:>10} {:>5} {:>3} {:>4}.{}% |",
             "total",
             self.managed_pages(),
             self.free_pages(),
+            self.zones.iter().map(|z| z.hot_pages).sum::<u64>(),
             match self.largest_free_order() {
                 Some(o) => o as i64,
                 None => -1,

@@ -318,6 +318,7 @@ fn exact_pages_give_the_tail_back() {
         t.a.free(f, 0).unwrap();
     }
     t.a.free_pages(p, 5).unwrap();
+    t.a.drain_hot();
     assert_eq!(t.a.stats().free_blocks(4), 1);
 }
 
@@ -822,4 +823,203 @@ fn newtypes_and_zone_helpers() {
     ] {
         assert!(!std::format!("{e}").is_empty());
     }
+}
+
+// ----------------------------------------------------------------------
+// Hot lists
+// ----------------------------------------------------------------------
+
+/// Allocates all `n` pages of a fresh section as single pages and frees
+/// them evens first: every page's buddy is in use or parked when it is
+/// freed, so all of them are parked (n <= HOT_CAP).
+fn park_all(t: &mut T, n: usize) -> Vec<PhysAddr> {
+    assert!(n <= HOT_CAP);
+    let mut pages: Vec<PhysAddr> = (0..n)
+        .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
+        .collect();
+    pages.sort_unstable();
+    for i in (0..n).step_by(2).chain((1..n).step_by(2)) {
+        t.a.free(pages[i], 0).unwrap();
+    }
+    pages
+}
+
+fn hot(t: &T) -> u64 {
+    t.a.stats().zones.iter().map(|z| z.hot_pages).sum()
+}
+
+#[test]
+fn freed_page_with_busy_buddy_is_parked_and_reused_first() {
+    let mut t = T::new(&[(GIB, 64)]);
+    let p = t.a.alloc(0, Constraint::ANY).unwrap();
+    let q = t.a.alloc(0, Constraint::ANY).unwrap();
+    assert_eq!(p.0 ^ q.0, 4096, "buddies");
+    t.a.free(q, 0).unwrap();
+    assert_eq!(hot(&t), 1);
+    assert_eq!(t.free(), 63);
+    assert_eq!(
+        t.a.page_state(q),
+        Ok(PageState::Free { block: q, order: 0 })
+    );
+    let hb: Vec<FreeBlock> = t.a.free_blocks().filter(|b| b.hot).collect();
+    assert_eq!(hb.len(), 1);
+    assert_eq!((hb[0].addr, hb[0].order), (q, 0));
+    // Bad frees of a parked page change nothing.
+    rejects(&mut t, Error::DoubleFree, |a| a.free(q, 0));
+    rejects(&mut t, Error::DoubleFree, |a| a.free_pages(q, 1));
+    rejects(&mut t, Error::DoubleFree, |a| a.free_pages(q, 2));
+    let qa = PhysAddr(q.0 & !8191);
+    rejects(&mut t, Error::WrongCount { allocated: 1 }, |a| {
+        a.free(qa, 1)
+    });
+    rejects(&mut t, Error::DoubleFree, |a| {
+        a.free_bulk(&[q]).map_err(|e| e.error)
+    });
+    // The next single page is the parked one.
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(q));
+    assert_eq!(hot(&t), 0);
+    // q parks again (p in use), then p parks too: its buddy is parked,
+    // not free, and parked pages are not merged until they leave the list.
+    t.a.free(q, 0).unwrap();
+    t.a.free(p, 0).unwrap();
+    assert_eq!(hot(&t), 2);
+    t.a.drain_hot();
+    assert_eq!((hot(&t), t.a.free_blocks().count()), (0, 1));
+}
+
+#[test]
+fn freeing_next_to_a_free_buddy_merges_instead_of_parking() {
+    let mut t = T::new(&[(GIB, 64)]);
+    let p = t.a.alloc(0, Constraint::ANY).unwrap();
+    t.a.free(p, 0).unwrap();
+    assert_eq!(hot(&t), 0);
+    assert_eq!(t.a.free_blocks().count(), 1);
+}
+
+#[test]
+fn parked_pages_merge_before_an_allocation_fails() {
+    let mut t = T::new(&[(GIB, 16)]);
+    park_all(&mut t, 16);
+    assert_eq!(hot(&t), 16);
+    assert_eq!(t.a.stats().free_blocks(0), 16);
+    let b = t.a.alloc(4, Constraint::ANY).unwrap();
+    assert_eq!(b, PhysAddr(GIB));
+    assert_eq!(hot(&t), 0);
+    t.a.free(b, 4).unwrap();
+    // A genuine failure after draining still changes no free page count.
+    park_all(&mut t, 16);
+    assert_eq!(t.a.alloc(5, Constraint::ANY), Err(Error::OutOfMemory));
+    assert_eq!((t.free(), hot(&t)), (16, 0));
+    assert_eq!(t.a.free_blocks().count(), 1);
+}
+
+#[test]
+fn parked_pages_of_the_top_zone_merge_before_a_fallback() {
+    let mut t = T::new(&[(4 * GIB, 16), (GIB, 16)]);
+    park_all(&mut t, 16);
+    let st = t.a.stats();
+    assert_eq!(st.zone(Zone::Normal).hot_pages, 16);
+    let b = t.a.alloc(4, Constraint::ANY).unwrap();
+    assert_eq!(b, PhysAddr(4 * GIB), "fell back to DMA32 with Normal whole");
+    t.a.free(b, 4).unwrap();
+    // A request confined to DMA32 does not use parked Normal pages.
+    park_all(&mut t, 16);
+    let d = t.a.alloc(0, Constraint::Zone(Zone::Dma32)).unwrap();
+    assert!(d.0 < 4 * GIB);
+    assert_eq!(t.a.stats().zone(Zone::Normal).hot_pages, 16);
+    // A limit inside the zone does not take parked pages above it.
+    let lim = PhysAddr(4 * GIB + 4 * 4096);
+    let l = t.a.alloc(0, Constraint::Below(lim)).unwrap();
+    assert!(
+        l.0 < 4 * GIB || l.0 + 4096 <= lim.0,
+        "{l:?} above the limit"
+    );
+}
+
+#[test]
+fn reserve_range_and_removal_take_parked_pages() {
+    let mut t = T::new(&[(GIB, 16), (2 * GIB, 16)]);
+    let pages = park_all(&mut t, 16);
+    let first = pages.iter().copied().find(|p| p.0 < 2 * GIB).unwrap();
+    assert_eq!(
+        t.a.page_state(first),
+        Ok(PageState::Free {
+            block: first,
+            order: 0
+        })
+    );
+    t.a.reserve_range(first, 3).unwrap();
+    assert_eq!(t.a.page_state(first), Ok(PageState::Allocated { pages: 3 }));
+    assert_eq!(t.free(), 29);
+    t.a.free_pages(first, 3).unwrap();
+    assert_eq!(t.free(), 32);
+    // Removing a section with parked pages: they are forgotten with it.
+    let sec = pages[0];
+    let r = t.a.remove_section(sec).unwrap();
+    assert_eq!(r.pages, 16);
+    assert!(t.a.free_blocks().all(|b| b.addr.0 >= 2 * GIB));
+    assert_eq!(t.free(), 16);
+    let mut n = 0;
+    while let Ok(p) = t.a.alloc(0, Constraint::ANY) {
+        assert!(p.0 >= 2 * GIB, "page {p:?} of the removed section");
+        n += 1;
+    }
+    assert_eq!(n, 16);
+}
+
+#[test]
+fn a_full_hot_list_frees_its_older_half() {
+    let mut t = T::new(&[(GIB, 256)]);
+    let pages: Vec<PhysAddr> = (0..2 * HOT_CAP + 2)
+        .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
+        .collect();
+    // Evens only: every buddy stays in use, so every free parks.
+    let evens: Vec<PhysAddr> = pages.iter().copied().filter(|p| p.0 & 4096 == 0).collect();
+    for &p in &evens[..HOT_CAP] {
+        t.a.free(p, 0).unwrap();
+    }
+    assert_eq!(hot(&t), HOT_CAP as u64);
+    t.a.free(evens[HOT_CAP], 0).unwrap();
+    assert_eq!(hot(&t), (HOT_CAP / 2 + 1) as u64);
+    // The oldest went to the buddy lists, the newest are parked.
+    assert!(!t.a.free_blocks().any(|b| b.hot && b.addr == evens[0]));
+    assert!(t.a.free_blocks().any(|b| b.hot && b.addr == evens[HOT_CAP]));
+    assert_eq!(t.free(), 256 - pages.len() as u64 + HOT_CAP as u64 + 1);
+}
+
+#[test]
+fn parked_pages_are_poisoned_and_checked() {
+    let mut ram = Ram::new(GIB, 8);
+    let mut t = T::new(&[(GIB, 8)]);
+    let p = t.a.alloc(0, Constraint::ANY).unwrap();
+    let q = t.a.alloc(0, Constraint::ANY).unwrap();
+    t.a.free(q, 0).unwrap();
+    assert_eq!(hot(&t), 1);
+    // SAFETY: `ram` maps phys [GIB, GIB + 32 KiB) and outlives the allocator's use.
+    unsafe {
+        t.a.set_frame_options(
+            ram.offset(),
+            FrameOptions {
+                poison: true,
+                zero_on_alloc: false,
+            },
+        )
+    };
+    assert_eq!(
+        ram.byte(q.0 + 100),
+        POISON_BYTE,
+        "parked page poisoned when enabled"
+    );
+    ram.poke(q.0 + 100, 7);
+    assert_eq!(
+        t.a.alloc(0, Constraint::ANY),
+        Err(Error::Corrupted {
+            frame: q,
+            offset: 100,
+            found: 7
+        })
+    );
+    t.a.free(p, 0).unwrap();
+    t.a.drain_hot();
+    assert_eq!(t.free(), 8);
 }

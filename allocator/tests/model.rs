@@ -39,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..5, any::<u8>()).prop_map(|(region, kind)| Op::BadAdd { region, kind }),
         1 => (0usize..5).prop_map(|region| Op::Remove { region }),
         1 => (0u8..3, prop_oneof![3 => Just(0u64), 1 => 0u64..600]).prop_map(|(zone, pages)| Op::SetReserve { zone, pages }),
+        1 => Just(Op::DrainHot),
     ]
 }
 
@@ -63,5 +64,19 @@ proptest! {
         h.check();
         let st = h.a.stats();
         prop_assert_eq!(st.free_pages(), st.managed_pages());
+        // Merged, every section is whole again.
+        h.apply(&Op::DrainHot);
+        for sec in h.a.sections() {
+            let blocks = h.a.free_blocks().filter(|b| b.addr.0 >= sec.start.0 && b.addr.0 < sec.start.0 + sec.pages * 4096);
+            let mut p = sec.start.0 >> 12;
+            let end = p + sec.pages;
+            let mut expect = 0;
+            while p < end {
+                let o = p.trailing_zeros().min(63 - (end - p).leading_zeros()).min(allocator::MAX_ORDER);
+                expect += 1;
+                p += 1 << o;
+            }
+            prop_assert_eq!(blocks.count(), expect, "section at {:#x} not whole", sec.start.0);
+        }
     }
 }

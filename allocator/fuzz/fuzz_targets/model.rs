@@ -51,6 +51,7 @@ impl Bytes<'_> {
                 _ => Op::Remove { region: usize::from(self.u8()?) },
             },
             11 => Op::SetReserve { zone: self.u8()?, pages: u64::from(self.u16()? % 700) },
+            12 => Op::DrainHot,
             _ => Op::Free { which: usize::from(self.u8()?) },
         })
     }

@@ -89,6 +89,7 @@ pub enum Op {
         zone: u8,
         pages: u64,
     },
+    DrainHot,
 }
 
 pub struct Harness {
@@ -225,7 +226,7 @@ impl Harness {
                         );
                     }
                 }
-                assert_eq!(&self.snapshot(), before, "failed allocation changed state");
+                self.unchanged_but_merged(before, "failed allocation");
             }
             Err(e) => panic!("unexpected allocation error {e:?}"),
         }
@@ -309,7 +310,7 @@ impl Harness {
                     Err(Error::ZeroCount) => assert_eq!(n, 0),
                     Err(Error::OutOfMemory) => {
                         assert!(n > 0);
-                        assert_eq!(self.snapshot(), before);
+                        self.unchanged_but_merged(&before, "failed alloc_bulk");
                     }
                     Err(e) => panic!("alloc_bulk: {e:?}"),
                 }
@@ -499,8 +500,44 @@ impl Harness {
                 self.a.set_reserve(Zone::ALL[z], pages);
                 self.reserves[z] = pages;
             }
+            Op::DrainHot => {
+                self.a.drain_hot();
+                assert!(
+                    self.a.free_blocks().all(|b| !b.hot),
+                    "a block stayed hot after drain_hot"
+                );
+                self.unchanged_but_merged(&before, "drain_hot");
+            }
         }
         self.check();
+    }
+
+    /// A failed allocation (or `drain_hot`) may merge parked blocks (it
+    /// drains the hot lists before giving up) but must not change which
+    /// pages are free. Without parked blocks before, nothing may change.
+    fn unchanged_but_merged(&self, before: &Snapshot, what: &str) {
+        let after = self.snapshot();
+        if !before.1.iter().any(|b| b.hot) {
+            assert_eq!(&after, before, "{what} changed state");
+            return;
+        }
+        let pages = |s: &Snapshot| {
+            let mut v: Vec<u64> =
+                s.1.iter()
+                    .flat_map(|b| (0..1u64 << b.order).map(move |i| b.addr.0 + i * 4096))
+                    .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            pages(&after),
+            pages(before),
+            "{what} changed the free pages"
+        );
+        for (a, b) in after.0.zones.iter().zip(&before.0.zones) {
+            assert_eq!(a.free_pages, b.free_pages, "{what} changed free pages");
+            assert_eq!(a.managed_pages, b.managed_pages);
+        }
     }
 
     /// Full consistency check of the allocator against the model.
@@ -528,7 +565,18 @@ impl Harness {
         let mut per_zone = [0u64; 3];
         let mut per_zone_order = [[0u64; NR_ORDERS]; 3];
         let mut free_set = HashSet::new();
+        let mut hot = HashSet::new();
+        let mut hot_pages = [0u64; 3];
         for b in self.a.free_blocks() {
+            if b.hot {
+                assert!(
+                    (b.order as usize) < HOT_ORDERS,
+                    "hot block of order {}",
+                    b.order
+                );
+                hot.insert((b.addr.0, b.order));
+                hot_pages[b.zone as usize] += 1 << b.order;
+            }
             assert_eq!(b.addr.0 % (4096 << b.order), 0, "free block misaligned");
             assert_eq!(b.zone, Zone::of(b.addr));
             assert_eq!(
@@ -561,13 +609,17 @@ impl Harness {
                 );
             }
         }
-        // No two free buddies of the same order in the same piece.
+        // No two free buddies of the same order in the same piece, unless
+        // one of them is parked on a hot list (merged when it leaves it).
         for &(a, o) in &free_set {
-            if o >= MAX_ORDER {
+            if o >= MAX_ORDER || hot.contains(&(a, o)) {
                 continue;
             }
             let b = a ^ (4096 << o);
-            if free_set.contains(&(b, o)) && self.piece_of(a) == self.piece_of(b) {
+            if free_set.contains(&(b, o))
+                && !hot.contains(&(b, o))
+                && self.piece_of(a) == self.piece_of(b)
+            {
                 panic!("free buddies {a:#x} and {b:#x} of order {o} not merged");
             }
         }
@@ -598,6 +650,8 @@ impl Harness {
             );
             assert_eq!(zs.free_pages, per_zone[z]);
             assert_eq!(zs.free_blocks, per_zone_order[z], "buddyinfo of zone {z}");
+            assert_eq!(zs.hot_pages, hot_pages[z], "hot pages of zone {z}");
+            assert!(zs.hot_pages <= (HOT_CAP as u64) << (HOT_ORDERS - 1));
             assert_eq!(zs.reserve, self.reserves[z]);
         }
     }

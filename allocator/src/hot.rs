@@ -1,0 +1,135 @@
+//! Hot lists: recently freed single pages parked unmerged, one list per
+//! zone, so that the next single-page allocation takes one back in a few
+//! instructions (Linux keeps the same kind of lists per CPU, `pcp`).
+//!
+//! Only a page whose buddy is not free is parked: a free that would merge
+//! merges at once, so parking never keeps a larger block from forming at
+//! the time of the free. A parked page is free (counted so in statistics,
+//! reported by `page_state` and `free_blocks`) but sits on no buddy list
+//! and is not merged when its buddy is freed later, until it leaves the
+//! hot list: when the list overflows (its older half is freed into the
+//! buddy), when an allocation would otherwise fail or fall back to a lower
+//! zone, or on `BuddyAllocator::drain_hot`.
+//!
+//! Orders 1..=3 are not parked: on the uniform anti-fragmentation trace
+//! (`tests/antifrag.rs`) hot lists for orders up to 3 lowered the share of
+//! obtainable 2 MiB blocks from 95.8% to 93.4% for one seed (order 0 only:
+//! 95.8% to 98.4% over five seeds, as without hot lists).
+
+/// Orders with hot lists: `0..HOT_ORDERS`.
+pub const HOT_ORDERS: usize = 1;
+/// Blocks per hot list (one list per zone): at most 3 * 32 pages are
+/// parked.
+pub const HOT_CAP: usize = 32;
+
+/// One hot list: a stack of blocks, oldest first.
+#[derive(Clone, Copy)]
+pub(crate) struct HotList {
+    len: u32,
+    /// `(section slot << 32) | page index`; `[0, len)` are valid.
+    ent: [u64; HOT_CAP],
+}
+
+#[inline(always)]
+const fn pack(s: usize, idx: u32) -> u64 {
+    ((s as u64) << 32) | idx as u64
+}
+
+#[inline(always)]
+const fn unpack(e: u64) -> (usize, u32) {
+    ((e >> 32) as usize, e as u32)
+}
+
+impl HotList {
+    pub(crate) const EMPTY: HotList = HotList {
+        len: 0,
+        ent: [0; HOT_CAP],
+    };
+
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_full(&self) -> bool {
+        self.len as usize >= HOT_CAP
+    }
+
+    /// Parks block `(s, idx)`; the caller checked that the list is not full.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, s: usize, idx: u32) {
+        debug_assert!(!self.is_full());
+        self.ent[self.len as usize % HOT_CAP] = pack(s, idx);
+        self.len += 1;
+    }
+
+    /// Takes the most recently parked block.
+    #[inline(always)]
+    pub(crate) fn pop(&mut self) -> Option<(usize, u32)> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        Some(unpack(self.ent[self.len as usize % HOT_CAP]))
+    }
+
+    /// Block `i` (0 = oldest).
+    #[inline(always)]
+    pub(crate) fn get(&self, i: usize) -> (usize, u32) {
+        debug_assert!(i < self.len());
+        unpack(self.ent[i % HOT_CAP])
+    }
+
+    /// Forgets the `n` oldest blocks (the caller has freed them).
+    pub(crate) fn drop_oldest(&mut self, n: usize) {
+        let (n, len) = (n.min(self.len()), self.len());
+        self.ent.copy_within(n..len, 0);
+        self.len -= n as u32;
+    }
+
+    /// Forgets every block for which `gone` holds; keeps the others' order.
+    pub(crate) fn forget(&mut self, mut gone: impl FnMut(usize, u32) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len() {
+            let (s, idx) = self.get(i);
+            if !gone(s, idx) {
+                self.ent[kept] = self.ent[i];
+                kept += 1;
+            }
+        }
+        self.len = kept as u32;
+    }
+
+    /// Blocks of section slot `s`.
+    pub(crate) fn count_in(&self, s: usize) -> usize {
+        (0..self.len()).filter(|&i| self.get(i).0 == s).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_order_and_forget() {
+        let mut h = HotList::EMPTY;
+        for i in 0..HOT_CAP as u32 {
+            h.push((i % 3) as usize, i);
+        }
+        assert!(h.is_full());
+        assert_eq!(h.count_in(0), HOT_CAP.div_ceil(3));
+        assert_eq!(h.pop(), Some((((HOT_CAP - 1) % 3), HOT_CAP as u32 - 1)));
+        h.drop_oldest(4);
+        assert_eq!(h.get(0), (1, 4));
+        h.forget(|s, _| s == 1);
+        assert_eq!(h.count_in(1), 0);
+        assert_eq!(h.get(0), (2, 5));
+        let mut last = None;
+        while let Some(x) = h.pop() {
+            last = Some(x);
+        }
+        assert_eq!(last, Some((2, 5)));
+        assert_eq!(h.len(), 0);
+    }
+}
