@@ -1793,10 +1793,8 @@ impl BuddyAllocator {
             meta_bytes: self.secs[s0].reg_meta_bytes,
             pages: self.secs[s0].reg_pages,
         };
-        for z in 0..3 {
-            for o in 0..HOT_ORDERS {
-                self.hot[z][o].forget(|s, _| pieces & (1 << s) != 0);
-            }
+        for h in self.hot.as_flattened_mut() {
+            h.forget(|s, _| pieces & (1 << s) != 0);
         }
         let mut m = pieces;
         while m != 0 {
@@ -2109,8 +2107,9 @@ impl FreeBlocks<'_> {
     fn next_hot(&mut self) -> Option<FreeBlock> {
         while self.hot < 3 * HOT_ORDERS * HOT_CAP {
             let (list, i) = (self.hot / HOT_CAP, self.hot % HOT_CAP);
-            let (z, o) = (list / HOT_ORDERS, list % HOT_ORDERS);
-            let h = &self.a.hot[z][o];
+            let z = list / HOT_ORDERS;
+            let o = list - z * HOT_ORDERS;
+            let h = &self.a.hot.as_flattened()[list];
             if i >= h.len() {
                 self.hot = (list + 1) * HOT_CAP;
                 continue;
