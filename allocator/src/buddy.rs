@@ -789,8 +789,7 @@ impl BuddyAllocator {
     /// otherwise freed into the buddy (`same_chunk` as in `free_block`).
     #[inline(always)]
     fn put_back(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
-        let buddy = self.free_buddy(s, idx, k, same_chunk);
-        if (k as usize) < HOT_ORDERS && buddy.is_none() {
+        if (k as usize) < HOT_ORDERS && self.free_buddy(s, idx, k, same_chunk).is_none() {
             let z = self.secs[s].zone as usize % 4;
             if self.hot[z][k as usize].is_full() {
                 self.hot_spill(z, k as usize);
@@ -800,10 +799,14 @@ impl BuddyAllocator {
             self.hot[z][k as usize].push(s, idx);
             return;
         }
-        match buddy {
-            None => self.push(s, idx, k, false),
-            Some((bidx, be)) => self.free_merge(s, idx, k, false, same_chunk, bidx, be),
-        }
+        self.free_block_out_of_line(s, idx, k, same_chunk);
+    }
+
+    /// [`free_block`](Self::free_block) kept out of the hot-list fast path
+    /// (its merging and list code would crowd the registers there).
+    #[inline(never)]
+    fn free_block_out_of_line(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
+        self.free_block(s, idx, k, false, same_chunk);
     }
 
     /// A parked block of order `k` from zone `y`, if any. Its word is still
@@ -1236,7 +1239,23 @@ impl BuddyAllocator {
     /// assert!(b.0 < 1 << 32 && b.0 % (8 * 4096) == 0);
     /// a.free(b, 3).unwrap();
     /// ```
+    #[inline]
     pub fn alloc(&mut self, order: u32, c: Constraint) -> Result<PhysAddr, Error> {
+        if (order as usize) < HOT_ORDERS
+            && let Constraint::Zone(z) = c
+            && let Some((s, idx)) = self.hot[z as usize % 4][order as usize].pop()
+        {
+            // A parked block's word is valid.
+            self.secs[s].raw_write(idx, alloc_word(1 << order));
+            self.on_alloc(s, idx, 1 << order)?;
+            return Ok(self.addr_of(s, idx));
+        }
+        self.alloc_from_lists(order, c)
+    }
+
+    /// [`alloc`](Self::alloc) past the hot lists.
+    #[inline(never)]
+    fn alloc_from_lists(&mut self, order: u32, c: Constraint) -> Result<PhysAddr, Error> {
         if order > MAX_ORDER {
             return Err(Error::TooLarge);
         }
@@ -1263,6 +1282,7 @@ impl BuddyAllocator {
     /// assert_eq!(a.free(b, 1), Err(Error::WrongCount { allocated: 4 }));
     /// a.free(b, 2).unwrap();
     /// ```
+    #[inline]
     pub fn free(&mut self, addr: PhysAddr, order: u32) -> Result<(), Error> {
         if order > MAX_ORDER {
             return Err(Error::TooLarge);
