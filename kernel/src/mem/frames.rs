@@ -92,10 +92,6 @@ pub fn init(map: &SanitisedMap, physical_memory_offset: u64) {
     SETUP_TICKS.store(tsc::now() - start, Ordering::Relaxed);
 }
 
-fn buddy_stats() -> Stats {
-    MEMORY.frames().buddy().lock().stats()
-}
-
 /// The kernel virtual address of a physical address (linear map).
 pub fn phys_to_virt(phys: PhysAddr) -> VirtAddr {
     VirtAddr::new(PHYS_OFFSET.load(Ordering::Relaxed) + phys.0)
@@ -159,11 +155,14 @@ pub fn free_bulk(frames: &[PhysAddr]) -> Result<(), allocator::BulkError> {
     MEMORY.frames().buddy().lock().free_bulk(frames)
 }
 
-/// Statistics of the buddy allocator, exact: the per-CPU caches and empty
-/// slabs are drained into it first. Slab descriptor pages stay in use.
+/// Statistics of the buddy allocator, exact and fully merged: the per-CPU
+/// caches and empty slabs are drained into it first, and its hot lists
+/// merged. Slab descriptor pages stay in use.
 pub fn stats() -> Stats {
     MEMORY.drain();
-    buddy_stats()
+    let mut buddy = MEMORY.frames().buddy().lock();
+    buddy.drain_hot();
+    buddy.stats()
 }
 
 /// Pages holding slab descriptors: kept by the heap for reuse, never freed.
