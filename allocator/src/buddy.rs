@@ -4,7 +4,6 @@ use core::ptr::NonNull;
 
 use crate::hot::{HOT_CAP, HOT_ORDERS, HotList};
 use crate::meta::*;
-use crate::pageblock_heads::PageblockHeads;
 use crate::stats::{Stats, ZoneStats};
 use crate::types::*;
 
@@ -524,8 +523,6 @@ pub struct BuddyAllocator {
     opts: FrameOptions,
     /// Hot lists per zone (indexed like `zones`) and order.
     hot: [[HotList; HOT_ORDERS]; 4],
-    /// Per zone: free blocks below pageblock size at pageblock starts.
-    pb_heads: [PageblockHeads; 4],
     secs: [Section; MAX_SECTIONS],
 }
 
@@ -587,7 +584,6 @@ impl BuddyAllocator {
                 zero_on_alloc: false,
             },
             hot: [[HotList::EMPTY; HOT_ORDERS]; 4],
-            pb_heads: [PageblockHeads::EMPTY; 4],
             secs: [Section::EMPTY; MAX_SECTIONS],
         }
     }
@@ -605,10 +601,6 @@ impl BuddyAllocator {
     fn push(&mut self, s: usize, idx: u32, order: u32, checked: bool) {
         if self.secs[s].push_local(idx, order, checked) {
             self.zone_gained(s, 1 << order);
-        }
-        let sec = &self.secs[s];
-        if order < PAGEBLOCK_ORDER && (sec.base + idx as u64) & ((1 << PAGEBLOCK_ORDER) - 1) == 0 {
-            self.pb_heads[sec.zone as usize % 4].push(s, idx);
         }
     }
 
@@ -1383,19 +1375,8 @@ impl BuddyAllocator {
         if count > 1 << MAX_ORDER {
             return Err(Error::TooLarge);
         }
-        let size_order = ceil_log2(count);
-        let k = size_order.max(align_order);
-        let hinted = if align_order > size_order
-            && align_order <= PAGEBLOCK_ORDER
-            && let Constraint::Zone(z) = c
-            && let Some(y) = self.first_zone(z as usize, count)
-        {
-            self.take_pageblock_head(y, size_order)
-        } else {
-            None
-        };
-        let Some((s, idx, k)) = hinted.or_else(|| self.take(k, c).map(|(s, idx)| (s, idx, k)))
-        else {
+        let k = ceil_log2(count).max(align_order);
+        let Some((s, idx)) = self.take(k, c) else {
             return Err(Error::OutOfMemory);
         };
         if count.is_power_of_two() {
@@ -1408,46 +1389,6 @@ impl BuddyAllocator {
         self.secs[s].raw_write(idx, alloc_word(count as u32));
         self.on_alloc(s, idx, count)?;
         Ok(self.addr_of(s, idx))
-    }
-
-    /// The first zone a request with top zone `top` for `need` pages would
-    /// look in: the highest with managed pages, if its reserve allows.
-    fn first_zone(&self, top: usize, need: u64) -> Option<usize> {
-        let mut y = top.min(2);
-        while self.zones[y].managed_pages == 0 {
-            y = y.checked_sub(1)?;
-        }
-        let r = self.zones[y].reserve;
-        if y < top && r != 0 && self.zone_free(y) < r.saturating_add(need) {
-            return None;
-        }
-        Some(y)
-    }
-
-    /// A free block of order in `[k, PAGEBLOCK_ORDER)` starting on a
-    /// pageblock boundary in zone `y`, from the hints; unlinked. Hints that
-    /// no longer describe such a block are dropped on the way.
-    fn take_pageblock_head(&mut self, y: usize, k: u32) -> Option<(usize, u32, u32)> {
-        while let Some((s, idx)) = self.pb_heads[y % 4].pop() {
-            if s >= MAX_SECTIONS || self.used & (1 << s) == 0 {
-                continue;
-            }
-            let sec = &self.secs[s];
-            if idx >= sec.pages
-                || sec.zone as usize != y
-                || (sec.base + idx as u64) & ((1 << PAGEBLOCK_ORDER) - 1) != 0
-            {
-                continue;
-            }
-            let e = sec.get(idx);
-            let j = free_order(e);
-            if state(e) != ST_FREE || j < k || j >= PAGEBLOCK_ORDER {
-                continue;
-            }
-            self.unlink(s, idx, j, e);
-            return Some((s, idx, j));
-        }
-        None
     }
 
     /// Frees an allocation of exactly `count` pages starting at `addr`

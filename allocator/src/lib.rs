@@ -54,7 +54,6 @@ pub mod host;
 mod hot;
 mod locked;
 mod meta;
-mod pageblock_heads;
 mod pcp;
 mod pcp_list;
 mod percpu;

@@ -1023,31 +1023,3 @@ fn parked_pages_are_poisoned_and_checked() {
     t.a.drain_hot();
     assert_eq!(t.free(), 8);
 }
-
-#[test]
-fn aligned_page_prefers_a_split_pageblock_start() {
-    // Two pageblocks; the first is split by two order-1 blocks.
-    let mut t = T::new(&[(GIB, 1024)]);
-    let a = t.a.alloc(1, Constraint::ANY).unwrap();
-    let b = t.a.alloc(1, Constraint::ANY).unwrap();
-    assert_eq!((a, b), (PhysAddr(GIB), PhysAddr(GIB + 8192)));
-    // Freed, `a` stays an order-1 block at the first pageblock's start.
-    t.a.free(a, 1).unwrap();
-    let p = t.a.alloc_aligned(1, 2 << 20, Constraint::ANY).unwrap();
-    assert_eq!(p, a, "took the split pageblock's start");
-    // The second pageblock is still whole.
-    assert_eq!(t.a.stats().free_blocks(9), 1);
-    assert_eq!(t.free(), 1024 - 3);
-    t.a.free_pages(p, 1).unwrap();
-    // No hint left: the next one splits the intact pageblock. A stale
-    // hint (the block was allocated since) is skipped.
-    let q = t.a.alloc(1, Constraint::ANY).unwrap();
-    assert_eq!(q, a);
-    let r = t.a.alloc_aligned(1, 2 << 20, Constraint::ANY).unwrap();
-    assert_eq!(r, PhysAddr(GIB + (2 << 20)));
-    t.a.free_pages(r, 1).unwrap();
-    t.a.free(q, 1).unwrap();
-    t.a.free(b, 1).unwrap();
-    t.a.drain_hot();
-    assert_eq!(t.a.free_blocks().count(), 1);
-}
