@@ -17,9 +17,25 @@
 //! 95.8% to 98.4% over five seeds, as without hot lists).
 
 /// Orders with hot lists: `0..HOT_ORDERS`.
+///
+/// ```
+/// // Only single pages are parked.
+/// assert_eq!(allocator::HOT_ORDERS, 1);
+/// ```
 pub const HOT_ORDERS: usize = 1;
 /// Blocks per hot list (one list per zone): at most 3 * 32 pages are
 /// parked.
+///
+/// ```
+/// # let mut a = allocator::doc_allocator!(256);
+/// # use allocator::{Constraint, HOT_CAP};
+/// // Free every other page: each buddy stays in use, so each free parks.
+/// let pages: Vec<_> = (0..2 * HOT_CAP).map(|_| a.alloc(0, Constraint::ANY).unwrap()).collect();
+/// for p in pages.iter().step_by(2) {
+///     a.free(*p, 0).unwrap();
+/// }
+/// assert!(a.stats().zone(allocator::Zone::Dma32).hot_pages <= HOT_CAP as u64);
+/// ```
 pub const HOT_CAP: usize = 32;
 
 /// One hot list: a stack of blocks, oldest first.
