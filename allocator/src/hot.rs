@@ -24,7 +24,8 @@
 /// ```
 pub const HOT_ORDERS: usize = 1;
 /// Blocks per hot list (one list per zone): at most 3 * 32 pages are
-/// parked.
+/// parked. Longer lists keep pages unmerged longer: with 64, one seed of
+/// the uniform anti-fragmentation trace fell to 93.8% (32: 95.8–98.4%).
 ///
 /// ```
 /// # let mut a = allocator::doc_allocator!(256);
