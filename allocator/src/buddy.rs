@@ -1245,10 +1245,7 @@ impl BuddyAllocator {
             && let Constraint::Zone(z) = c
             && let Some((s, idx)) = self.hot[z as usize % 4][order as usize].pop()
         {
-            // A parked block's word is valid.
-            self.secs[s].raw_write(idx, alloc_word(1 << order));
-            self.on_alloc(s, idx, 1 << order)?;
-            return Ok(self.addr_of(s, idx));
+            return self.hand_out(s, idx, 1 << order);
         }
         self.alloc_from_lists(order, c)
     }
@@ -1262,9 +1259,16 @@ impl BuddyAllocator {
         let Some((s, idx)) = self.take(order, c) else {
             return Err(Error::OutOfMemory);
         };
-        // The head word of a block just taken off a list is valid.
-        self.secs[s].raw_write(idx, alloc_word(1 << order));
-        self.on_alloc(s, idx, 1 << order)?;
+        self.hand_out(s, idx, 1 << order)
+    }
+
+    /// Makes the block just taken at `idx` (off a free or hot list, so its
+    /// head word is valid) an allocation of `pages` pages: head word,
+    /// poison check and zeroing, address.
+    #[inline(always)]
+    fn hand_out(&mut self, s: usize, idx: u32, pages: u64) -> Result<PhysAddr, Error> {
+        self.secs[s].raw_write(idx, alloc_word(pages as u32));
+        self.on_alloc(s, idx, pages)?;
         Ok(self.addr_of(s, idx))
     }
 
@@ -1386,9 +1390,7 @@ impl BuddyAllocator {
         } else {
             self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
         }
-        self.secs[s].raw_write(idx, alloc_word(count as u32));
-        self.on_alloc(s, idx, count)?;
-        Ok(self.addr_of(s, idx))
+        self.hand_out(s, idx, count)
     }
 
     /// Frees an allocation of exactly `count` pages starting at `addr`
@@ -1543,11 +1545,7 @@ impl BuddyAllocator {
             let r = self
                 .take(0, c)
                 .ok_or(Error::OutOfMemory)
-                .and_then(|(s, idx)| {
-                    self.secs[s].raw_write(idx, alloc_word(1));
-                    self.on_alloc(s, idx, 1)?;
-                    Ok(self.addr_of(s, idx))
-                });
+                .and_then(|(s, idx)| self.hand_out(s, idx, 1));
             match r {
                 Ok(a) => out[i] = a,
                 Err(Error::OutOfMemory) if i > 0 => return Ok(i),
