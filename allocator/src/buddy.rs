@@ -2,7 +2,7 @@
 
 use core::ptr::NonNull;
 
-use crate::hot::{HOT_CAP, HOT_ORDERS, HotList};
+use crate::hot::{HOT_CAP, HOT_ORDERS, HotList, REFILL_ORDER};
 use crate::meta::*;
 use crate::stats::{Stats, ZoneStats};
 use crate::types::*;
@@ -553,6 +553,19 @@ const fn ceil_log2(x: u64) -> u32 {
     }
 }
 
+/// Asks for the cache line at `p` ahead of a write (a hint: no effect on
+/// correctness, never faults).
+#[inline(always)]
+fn prefetch_write(p: *const u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch never faults and has no architectural effect.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Largest order of an aligned block starting at frame `pfn` that fits in
 /// `remaining` pages.
 #[inline(always)]
@@ -775,6 +788,12 @@ impl BuddyAllocator {
         let mut p = from;
         while p < to {
             let o = piece_order(base + p, to - p);
+            prefetch_write(self.secs[s].meta.wrapping_add(p as usize));
+            p += 1 << o;
+        }
+        let mut p = from;
+        while p < to {
+            let o = piece_order(base + p, to - p);
             self.push(s, p as u32, o, true);
             p += 1 << o;
         }
@@ -860,12 +879,10 @@ impl BuddyAllocator {
     /// ```
     /// # let mut a = allocator::doc_allocator!(64);
     /// # use allocator::Constraint;
-    /// let p = a.alloc(0, Constraint::ANY).unwrap();
-    /// let q = a.alloc(0, Constraint::ANY).unwrap(); // p's buddy
-    /// a.free(p, 0).unwrap();                        // buddy in use: parked
-    /// a.free(q, 0).unwrap();                        // buddy parked: parked too
-    /// assert_eq!(a.stats().zone(allocator::Zone::Dma32).hot_pages, 2);
-    /// assert_eq!(a.free_blocks().count(), 2 + 5);   // p, q and 2, 4, .., 32
+    /// let p = a.alloc(0, Constraint::ANY).unwrap(); // parks the 15 pages after it
+    /// a.free(p, 0).unwrap();                        // buddy parked: parked too
+    /// assert_eq!(a.stats().zone(allocator::Zone::Dma32).hot_pages, 16);
+    /// assert_eq!(a.free_blocks().count(), 16 + 2);  // 16 parked pages, blocks of 16 and 32
     /// a.drain_hot();
     /// assert_eq!(a.free_blocks().count(), 1);       // all 64 pages again
     /// ```
@@ -962,10 +979,45 @@ impl BuddyAllocator {
             }
             let m = self.zones[y].order_mask & (u32::MAX << k);
             if m != 0 {
-                return Some(self.take_in(y, k, m));
+                return Some(self.take_from(y, k, m));
             }
         }
         self.take_slow(k, c)
+    }
+
+    /// Takes a block of order `k` from zone `y` (orders `m` >= `k`
+    /// non-empty), whose hot list for order `k` is empty.
+    #[inline(always)]
+    fn take_from(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
+        if k == 0 && m & 1 == 0 {
+            return self.take_refill(y, m);
+        }
+        self.take_in(y, k, m)
+    }
+
+    /// A single page from zone `y`, which has no free single page and an
+    /// empty hot list (orders `m` non-empty): takes a block of up to
+    /// [`REFILL_ORDER`](crate::REFILL_ORDER), hands out its first page and
+    /// parks the others.
+    #[inline(never)]
+    fn take_refill(&mut self, y: usize, m: u32) -> (usize, u32) {
+        let r = m.trailing_zeros().min(REFILL_ORDER);
+        let (s, idx) = self.take_in(y, r, m);
+        let sec = &mut self.secs[s];
+        // A block of order < MIN_CHUNK_SHIFT lies in one chunk; its words
+        // are written directly below, so the chunk must be initialised.
+        let c = sec.chunk_of(idx);
+        if !sec.chunk_ready(c) {
+            sec.init_chunk(c);
+        }
+        let hot = &mut self.hot[y % 4][0];
+        debug_assert_eq!(hot.len(), 0);
+        // Highest first: the stack hands them out in address order.
+        for i in (1..1u32 << r).rev() {
+            sec.raw_write(idx + i, hot_word(0));
+            hot.push(s, idx + i);
+        }
+        (s, idx)
     }
 
     /// Takes a block of order >= `k` (orders `m`, non-empty) from zone `y`.
@@ -1001,16 +1053,50 @@ impl BuddyAllocator {
         // Parked blocks of the top zone are merged before a lower zone is
         // tried, and all of them before giving up: a hot list never makes
         // a request fall back or fail where the merged state would not.
+        // Merging is skipped where it cannot help (too few free pages), so
+        // a hopeless request changes nothing. `drained`: second pass.
         let mut drained = false;
         loop {
             if let Some(b) = self.take_zones(k, top, limit, drained) {
                 return Some(b);
             }
-            if drained || !self.drain_zones(top) {
+            if drained {
                 return None;
+            }
+            // Merge where that could help; either way the second pass
+            // may fall back to a lower zone.
+            if self.merging_could_help(k, top, limit) {
+                self.drain_zones(top);
             }
             drained = true;
         }
+    }
+
+    /// Whether merging the parked blocks of zones `0..=top` could make a
+    /// block of order `k` (below frame `limit`, if any): some section with
+    /// parked blocks has that many free pages and starts low enough, in a
+    /// zone whose reserve would let the request have them. If not, a
+    /// hopeless request fails without changing anything.
+    fn merging_could_help(&self, k: u32, top: usize, limit: Option<u64>) -> bool {
+        let need = 1u64 << k;
+        let mut m = self.used;
+        while m != 0 {
+            let s = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let sec = &self.secs[s];
+            let y = sec.zone as usize;
+            if y <= top
+                && (y == top
+                    || self.zones[y].reserve == 0
+                    || self.zone_free(y) >= self.zones[y].reserve.saturating_add(need))
+                && limit.is_none_or(|l| sec.base + need <= l)
+                && self.hot_pages_in_section(s) != 0
+                && self.section_free(s) >= need
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// One pass of [`take_slow`](Self::take_slow) over zones `top` down to
@@ -1056,7 +1142,7 @@ impl BuddyAllocator {
                 }
                 continue;
             }
-            return Some(self.take_in(y, k, m));
+            return Some(self.take_from(y, k, m));
         }
         None
     }

@@ -4,17 +4,19 @@
 //!
 //! Only a page whose buddy is not free is parked: a free that would merge
 //! merges at once, so parking never keeps a larger block from forming at
-//! the time of the free. A parked page is free (counted so in statistics,
+//! the time of the free. A single-page request that finds neither a parked
+//! page nor a free single page breaks up a block of [`REFILL_ORDER`] and
+//! parks the rest of it (no page of it has a free buddy of order 0 then). A parked page is free (counted so in statistics,
 //! reported by `page_state` and `free_blocks`) but sits on no buddy list
 //! and is not merged when its buddy is freed later, until it leaves the
 //! hot list: when the list overflows (its older half is freed into the
 //! buddy), when an allocation would otherwise fail or fall back to a lower
 //! zone, or on `BuddyAllocator::drain_hot`.
 //!
-//! Orders 1..=3 are not parked: on the uniform anti-fragmentation trace
-//! (`tests/antifrag.rs`) hot lists for orders up to 3 lowered the share of
-//! obtainable 2 MiB blocks from 95.8% to 93.4% for one seed (order 0 only:
-//! 95.8% to 98.4% over five seeds, as without hot lists).
+//! Orders 1..=3 are not parked. That was decided on five single traces,
+//! where one seed fell from 95.8% to 93.4% obtainable 2 MiB blocks; single
+//! traces swing by a couple of points with the seed (`tests/antifrag.rs`
+//! now looks at 40), so the case against them is weak, but not re-measured.
 
 /// Orders with hot lists: `0..HOT_ORDERS`.
 ///
@@ -24,8 +26,9 @@
 /// ```
 pub const HOT_ORDERS: usize = 1;
 /// Blocks per hot list (one list per zone): at most 3 * 32 pages are
-/// parked. Longer lists keep pages unmerged longer: with 64, one seed of
-/// the uniform anti-fragmentation trace fell to 93.8% (32: 95.8–98.4%).
+/// parked. Longer lists keep pages unmerged longer: over the 40 uniform
+/// traces of `tests/antifrag.rs`, 64 gave a mean of 96.8% obtainable
+/// 2 MiB blocks with 7 traces below 95%; 32 gives 97.1% with 1 below.
 ///
 /// ```
 /// # let mut a = allocator::doc_allocator!(256);
@@ -38,6 +41,23 @@ pub const HOT_ORDERS: usize = 1;
 /// assert!(a.stats().zone(allocator::Zone::Dma32).hot_pages <= HOT_CAP as u64);
 /// ```
 pub const HOT_CAP: usize = 32;
+
+/// Order of the block a single-page allocation breaks up when its zone has
+/// no free single page: the page asked for is handed out and the other
+/// `2^REFILL_ORDER - 1` are parked, in address order (Linux refills its
+/// `pcp` lists in batches the same way). They are the pages a run of
+/// single-page requests would have split off that block one by one.
+///
+/// ```
+/// # let mut a = allocator::doc_allocator!(64);
+/// # use allocator::{Constraint, REFILL_ORDER, Zone};
+/// let p = a.alloc(0, Constraint::ANY).unwrap(); // no free single page: refill
+/// assert_eq!(a.stats().zone(Zone::Dma32).hot_pages, (1 << REFILL_ORDER) - 1);
+/// let q = a.alloc(0, Constraint::ANY).unwrap(); // the next page, off the hot list
+/// assert_eq!(q.0, p.0 + 4096);
+/// ```
+pub const REFILL_ORDER: u32 = 4;
+const _: () = assert!(1 << REFILL_ORDER <= HOT_CAP);
 
 /// One hot list: a stack of blocks, oldest first.
 #[derive(Clone, Copy)]

@@ -73,7 +73,7 @@ pub use buddy::{
     POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
 };
 pub use global::{Heap, HeapStats};
-pub use hot::{HOT_CAP, HOT_ORDERS};
+pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
 pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
 pub use pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 pub use pcp_list::{PCP_CAPACITY, PCP_ORDERS};

@@ -718,7 +718,14 @@ fn zero_on_alloc_and_poison_on_add() {
 fn stats_and_display() {
     let mut t = T::new(&[(8 * MIB, 16), (GIB, 1024), (8 * GIB, 512)]);
     let p = t.a.alloc_pages(1, Constraint::ANY).unwrap();
+    // The single page came with a hot-list refill: its 15 neighbours are
+    // parked (free, but outside the buddy counts until merged).
+    let refill = (1u64 << crate::REFILL_ORDER) - 1;
+    assert_eq!(t.a.stats().zone(Zone::Normal).hot_pages, refill);
+    assert_eq!(t.a.stats().free_pages(), 16 + 1024 + 511);
+    t.a.drain_hot();
     let st = t.a.stats();
+    assert_eq!(st.zone(Zone::Normal).hot_pages, 0);
     assert_eq!(st.free_pages(), 16 + 1024 + 511);
     assert_eq!(st.used_pages(), 1);
     assert_eq!(st.managed_pages(), 1552);
@@ -854,6 +861,8 @@ fn freed_page_with_busy_buddy_is_parked_and_reused_first() {
     let p = t.a.alloc(0, Constraint::ANY).unwrap();
     let q = t.a.alloc(0, Constraint::ANY).unwrap();
     assert_eq!(p.0 ^ q.0, 4096, "buddies");
+    // Merge the rest of the refill, which p's allocation parked.
+    t.a.drain_hot();
     t.a.free(q, 0).unwrap();
     assert_eq!(hot(&t), 1);
     assert_eq!(t.free(), 63);
@@ -891,6 +900,7 @@ fn freed_page_with_busy_buddy_is_parked_and_reused_first() {
 fn freeing_next_to_a_free_buddy_merges_instead_of_parking() {
     let mut t = T::new(&[(GIB, 64)]);
     let p = t.a.alloc(0, Constraint::ANY).unwrap();
+    t.a.drain_hot(); // the refill's other pages
     t.a.free(p, 0).unwrap();
     assert_eq!(hot(&t), 0);
     assert_eq!(t.a.free_blocks().count(), 1);
@@ -906,11 +916,23 @@ fn parked_pages_merge_before_an_allocation_fails() {
     assert_eq!(b, PhysAddr(GIB));
     assert_eq!(hot(&t), 0);
     t.a.free(b, 4).unwrap();
-    // A genuine failure after draining still changes no free page count.
+    // A hopeless request (more pages than the section has) changes nothing.
     park_all(&mut t, 16);
+    let before: Vec<FreeBlock> = t.a.free_blocks().collect();
     assert_eq!(t.a.alloc(5, Constraint::ANY), Err(Error::OutOfMemory));
-    assert_eq!((t.free(), hot(&t)), (16, 0));
-    assert_eq!(t.a.free_blocks().count(), 1);
+    assert_eq!((t.free(), hot(&t)), (16, 16));
+    assert_eq!(t.a.free_blocks().collect::<Vec<_>>(), before);
+    // A genuine failure after draining still changes no free page count.
+    let mut t = T::new(&[(GIB, 32)]);
+    let pages = park_all(&mut t, 32);
+    let keep = [pages[0], pages[16]];
+    for p in keep {
+        t.a.reserve_range(p, 1).unwrap();
+    }
+    assert_eq!((t.free(), hot(&t)), (30, 30));
+    assert_eq!(t.a.alloc(4, Constraint::ANY), Err(Error::OutOfMemory));
+    assert_eq!((t.free(), hot(&t)), (30, 0));
+    assert_eq!(t.a.free_blocks().count(), 8); // orders 0, 1, 2, 3 twice
 }
 
 #[test]
@@ -973,6 +995,7 @@ fn a_full_hot_list_frees_its_older_half() {
     let pages: Vec<PhysAddr> = (0..2 * HOT_CAP + 2)
         .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
         .collect();
+    t.a.drain_hot(); // what is left of the last refill
     // Evens only: every buddy stays in use, so every free parks.
     let evens: Vec<PhysAddr> = pages.iter().copied().filter(|p| p.0 & 4096 == 0).collect();
     for &p in &evens[..HOT_CAP] {
@@ -993,6 +1016,7 @@ fn parked_pages_are_poisoned_and_checked() {
     let mut t = T::new(&[(GIB, 8)]);
     let p = t.a.alloc(0, Constraint::ANY).unwrap();
     let q = t.a.alloc(0, Constraint::ANY).unwrap();
+    t.a.drain_hot(); // the refill's other pages
     t.a.free(q, 0).unwrap();
     assert_eq!(hot(&t), 1);
     // SAFETY: `ram` maps phys [GIB, GIB + 32 KiB) and outlives the allocator's use.

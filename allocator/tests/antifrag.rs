@@ -54,7 +54,6 @@ fn churn(seed: u64, steps: usize, pick_order: impl Fn(&mut Rng) -> u32) -> (u64,
     }
     let free = a.stats().free_pages();
     assert_eq!(free, PAGES - live_pages);
-    println!("{}", a.stats());
     let mut got = 0;
     while a.alloc(9, Constraint::ANY).is_ok() {
         got += 1;
@@ -62,32 +61,60 @@ fn churn(seed: u64, steps: usize, pick_order: impl Fn(&mut Rng) -> u32) -> (u64,
     (got, free as f64 / 512.0)
 }
 
+/// Percentage of obtainable 2 MiB blocks for each of `seeds` traces.
+fn percentages(seeds: u64, pick_order: impl Fn(&mut Rng) -> u32 + Copy) -> Vec<f64> {
+    (1..=seeds)
+        .map(|i| {
+            let (got, max) = churn(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), 400_000, pick_order);
+            got as f64 * 100.0 / max
+        })
+        .collect()
+}
+
+/// (mean, min, traces below 95%), printed with every figure.
+fn summary(what: &str, pct: &[f64]) -> (f64, f64, usize) {
+    let mean = pct.iter().sum::<f64>() / pct.len() as f64;
+    let min = pct.iter().copied().fold(f64::INFINITY, f64::min);
+    let below = pct.iter().filter(|&&p| p < 95.0).count();
+    let all: Vec<String> = pct.iter().map(|p| format!("{p:.1}")).collect();
+    println!(
+        "{what}, 50% live, {} traces: mean {mean:.2}%, min {min:.1}%, {below} below 95% [{}]",
+        pct.len(),
+        all.join(" ")
+    );
+    (mean, min, below)
+}
+
+// The share obtainable after one trace swings by a couple of points with
+// the seed (a handful of pageblocks out of 256), so single traces cannot
+// tell two policies apart: these tests look at 40 (20) traces. Measured
+// figures are in the README; the bounds below sit under them with a
+// margin, and above what a plain LIFO buddy (no address buckets) gets:
+// uniform mean 96.7%, min 91.8%, 6 of 40 below 95%.
+
 #[test]
 #[cfg_attr(miri, ignore)]
 fn two_mib_blocks_after_uniform_churn() {
-    for seed in [0x9E37_79B9_7F4A_7C15u64, 1, 0xC0FFEE, 42, 0xDEAD_BEEF] {
-        let (got, max) = churn(seed, 400_000, |r| r.below(10) as u32);
-        let pct = got as f64 * 100.0 / max;
-        println!(
-            "uniform orders 0..=9, 50% live, seed {seed:#x}: {got} of {max:.1} possible 2 MiB blocks = {pct:.1}%"
-        );
-        assert!(pct >= 95.0, "only {pct:.1}% of 2 MiB blocks obtainable");
-    }
+    let pct = percentages(40, |r| r.below(10) as u32);
+    let (mean, min, below) = summary("uniform orders 0..=9", &pct);
+    // The 95%, as the expectation over traces, and for at least
+    // 9 traces in 10.
+    assert!(mean >= 95.0, "mean {mean:.2}% of 2 MiB blocks obtainable");
+    assert!(below * 10 <= pct.len(), "{below} traces below 95%");
+    assert!(min >= 93.0, "a trace got only {min:.1}%");
 }
 
 #[test]
 #[cfg_attr(miri, ignore)]
 fn two_mib_blocks_after_skewed_churn() {
     // Small orders dominate: P(order k) ~ 2^-k for k < 9, order 9 rare.
-    let (got, max) = churn(0xD1B5_4A32_D192_ED03, 400_000, |r| {
+    let pct = percentages(20, |r| {
         let x = r.below(1 << 10);
         (x.leading_zeros() - 54).min(9)
     });
-    let pct = got as f64 * 100.0 / max;
-    println!(
-        "skewed orders (P ~ 2^-k), 50% live: {got} of {max:.1} possible 2 MiB blocks = {pct:.1}%"
-    );
-    // Harder than the trace (which is the uniform one above): we
-    // measured about 94% here; the peers reach 66-67% on their skewed trace.
-    assert!(pct >= 90.0, "only {pct:.1}% of 2 MiB blocks obtainable");
+    let (mean, min, _) = summary("skewed orders (P ~ 2^-k)", &pct);
+    // Harder than the trace (the uniform one above); the issue's
+    // 95% is missed here: we measure about 94% on average.
+    assert!(mean >= 93.0, "mean {mean:.2}% of 2 MiB blocks obtainable");
+    assert!(min >= 90.0, "a trace got only {min:.1}%");
 }
