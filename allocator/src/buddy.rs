@@ -553,19 +553,6 @@ const fn ceil_log2(x: u64) -> u32 {
     }
 }
 
-/// Asks for the cache line at `p` ahead of a write (a hint: no effect on
-/// correctness, never faults).
-#[inline(always)]
-fn prefetch_write(p: *const u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch never faults and has no architectural effect.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Largest order of an aligned block starting at frame `pfn` that fits in
 /// `remaining` pages.
 #[inline(always)]
@@ -785,12 +772,6 @@ impl BuddyAllocator {
     /// without merging (its pieces' buddies are known not to be free).
     fn give_back(&mut self, s: usize, from: u64, to: u64) {
         let base = self.secs[s].base;
-        let mut p = from;
-        while p < to {
-            let o = piece_order(base + p, to - p);
-            prefetch_write(self.secs[s].meta.wrapping_add(p as usize));
-            p += 1 << o;
-        }
         let mut p = from;
         while p < to {
             let o = piece_order(base + p, to - p);

@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 pub type Sampler<'a> = Box<dyn FnMut() -> Vec<f64> + 'a>;
 
 /// Median of `v` (NaN for an empty slice).
+/// Waits until every store issued so far has reached the cache (a full
+/// fence: `mfence` on x86_64). Registration samples call it after building
+/// a fresh allocator, so that draining the stores of that set-up (ours
+/// zeroes a 200 KiB struct) is not timed as registration.
+pub fn settle() {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;

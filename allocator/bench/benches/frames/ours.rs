@@ -10,7 +10,7 @@ use std::time::Instant;
 use allocator::{BuddyAllocator, Constraint, PhysAddr, Zone, metadata_bytes};
 
 use crate::host::{Frames, GIB};
-use crate::measure::{Sampler, calibrate, ns_per};
+use crate::measure::{Sampler, calibrate, ns_per, settle};
 use crate::rows::{
     ChurnState, Churned, Contender, SAMPLE, bulk_sampler as bulk, pair_sampler as pair, pairs,
 };
@@ -217,6 +217,7 @@ pub fn init_sampler(bytes: usize) -> Option<Sampler<'static>> {
     let mut a = Box::new(BuddyAllocator::new());
     Some(Box::new(move || {
         *a = BuddyAllocator::new();
+        settle();
         let t = Instant::now();
         add(black_box(&mut a), NORMAL_BASE, pages, &meta);
         let ns = t.elapsed().as_nanos() as f64;

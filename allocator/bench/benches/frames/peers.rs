@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use crate::host::{Frames, HostRegion};
-use crate::measure::{Sampler, calibrate, ns_per};
+use crate::measure::{Sampler, calibrate, ns_per, settle};
 use crate::rows::{Contender, SAMPLE, pairs};
 use crate::trace::PAGE;
 
@@ -341,6 +341,7 @@ pub fn init_samplers(bytes: usize) -> [Sampler<'static>; 3] {
         // SAFETY: the previous allocator over `r1` is dead (dropped at the
         // end of the previous sample); `r1` outlives this one.
         let slice = unsafe { r1.with_prefix(bsa_prefix(r1.bytes() / PAGE)) };
+        settle();
         let t = Instant::now();
         // SAFETY: as above.
         let r = unsafe { b.init(black_box(slice)) };
@@ -353,6 +354,7 @@ pub fn init_samplers(bytes: usize) -> [Sampler<'static>; 3] {
     let bsys: Sampler<'static> = Box::new(move || {
         let mut f = FrameAllocator::<33>::new();
         let start = r2.heap() / PAGE;
+        settle();
         let t = Instant::now();
         f.add_frame(black_box(start), start + r2.bytes() / PAGE);
         let ns = t.elapsed().as_nanos() as f64;
@@ -363,6 +365,7 @@ pub fn init_samplers(bytes: usize) -> [Sampler<'static>; 3] {
     let mut bm = Box::new(BitmapPageAllocator::<PAGE>::new());
     let bitmap: Sampler<'static> = Box::new(move || {
         *bm = BitmapPageAllocator::<PAGE>::new();
+        settle();
         let t = Instant::now();
         bm.init(black_box(r3.heap()), r3.bytes());
         let ns = t.elapsed().as_nanos() as f64;
