@@ -1047,3 +1047,57 @@ fn parked_pages_are_poisoned_and_checked() {
     t.a.drain_hot();
     assert_eq!(t.free(), 8);
 }
+
+#[test]
+fn a_single_page_request_refills_the_hot_list() {
+    // Normal zone, so the request takes the direct path (no fallback).
+    let mut t = T::new(&[(8 * GIB, 64)]);
+    let r = (1u64 << REFILL_ORDER) - 1;
+    let p = t.a.alloc(0, Constraint::ANY).unwrap();
+    assert_eq!(p, PhysAddr(8 * GIB));
+    assert_eq!((hot(&t), t.free()), (r, 63));
+    // The parked pages are free, never allocated: bad frees change nothing.
+    let n = PhysAddr(p.0 + 4096);
+    assert_eq!(
+        t.a.page_state(n),
+        Ok(PageState::Free { block: n, order: 0 })
+    );
+    rejects(&mut t, Error::DoubleFree, |a| a.free(n, 0));
+    // They come out in address order, without touching the buddy lists.
+    // (Parked pages count as free blocks of order 0 in the statistics.)
+    let lists = t.a.stats().zone(Zone::Normal).free_blocks;
+    for i in 1..=r {
+        assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(PhysAddr(p.0 + i * 4096)));
+    }
+    let after = t.a.stats().zone(Zone::Normal).free_blocks;
+    assert_eq!((after[0], &after[1..]), (lists[0] - r, &lists[1..]));
+    assert_eq!(hot(&t), 0);
+    // A parked page can still be reserved.
+    let q = t.a.alloc(0, Constraint::ANY).unwrap();
+    let parked = PhysAddr(q.0 + 4096);
+    t.a.reserve_range(parked, 1).unwrap();
+    assert_eq!(hot(&t), r - 1);
+    assert_eq!(
+        t.a.page_state(parked),
+        Ok(PageState::Allocated { pages: 1 })
+    );
+}
+
+#[test]
+fn a_refill_takes_at_most_the_smallest_free_block() {
+    // 4 free pages in one block: the refill parks the other 3.
+    let mut t = T::new(&[(8 * GIB, 4)]);
+    t.a.alloc(0, Constraint::ANY).unwrap();
+    assert_eq!((hot(&t), t.free()), (3, 3));
+    // No refill while a single page is free, nor below a limit.
+    let mut t = T::new(&[(GIB, 3)]); // blocks of order 1 and 0
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(PhysAddr(GIB + 2 * 4096)));
+    assert_eq!(hot(&t), 0);
+    let mut t = T::new(&[(GIB, 64)]);
+    let p =
+        t.a.alloc(0, Constraint::Below(PhysAddr(GIB + (64 << 12))))
+            .unwrap();
+    assert_eq!(hot(&t), 0, "a limited request parked pages");
+    t.a.free(p, 0).unwrap();
+    assert_eq!(t.a.free_blocks().count(), 1);
+}
