@@ -107,6 +107,8 @@ pub fn replay<A: Frames>(a: &mut A, ops: &[Op], slots: &mut [usize], orders: &mu
 
 /// What a churned allocator can report after the churn rows.
 pub trait Churned {
+    /// Replays `trace` from the next sample on (the memory is kept).
+    fn retrace(&mut self, trace: Rc<Trace>);
     /// One sample of rows 5/6: `[ns per churn op, failed allocations]`.
     fn sample(&mut self) -> Vec<f64>;
     /// One sample of row 7 on the final state: `[ns per aligned alloc,
@@ -155,6 +157,13 @@ impl<C: Contender> ChurnState<C> {
 const ALIGNED_BATCH: usize = 16;
 
 impl<C: Contender> Churned for ChurnState<C> {
+    fn retrace(&mut self, trace: Rc<Trace>) {
+        self.a = None;
+        self.slots = vec![EMPTY; trace.slots];
+        self.orders = vec![0; trace.slots];
+        self.trace = trace;
+    }
+
     fn sample(&mut self) -> Vec<f64> {
         self.a = None;
         let mut a = C::make(&self.mem);
