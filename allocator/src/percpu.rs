@@ -106,10 +106,9 @@ impl<T, const N: usize> PerCpu<T, N> {
         let cpu = P::cpu_id();
         let r = self.slots.get(cpu).map(|slot| {
             slot.0.with_mut(|p| {
-                // SAFETY: interrupts are masked on `cpu`, so (CpuLocal's
-                // contract) nothing else runs as `cpu` in a masked section
-                // now, and only such code touches this slot; `f` does not
-                // re-enter this PerCpu, so this is the only reference.
+                // SAFETY: interrupts are masked on `cpu`, so by CpuLocal's contract only
+                // this masked section touches the slot, and `f` does not re-enter this
+                // PerCpu: this is the only reference.
                 f(cpu, unsafe { &mut *p })
             })
         });

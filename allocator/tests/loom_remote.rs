@@ -75,10 +75,11 @@ fn owner_collect(s: &Shared) -> Option<(u32, u32)> {
 fn remote_free_vs_owner() {
     loom::model(|| {
         let s = setup(3);
-        // SAFETY (all `unsafe` on `s.d` below): the main thread is the owner.
+        // SAFETY: the main thread is the owner (here and for every call on `s.d` below).
         let (a, b) = unsafe { (s.d.alloc_obj().unwrap(), s.d.alloc_obj().unwrap()) };
         let s2 = s.clone();
         let t = loom::thread::spawn(move || remote_free(&s2, b));
+        // SAFETY: the main thread is the owner.
         unsafe { s.d.free_local(a).unwrap() };
         // Live now: b until collected. The next allocation must not be b
         // unless b was collected.
@@ -132,7 +133,7 @@ fn concurrent_remote_double_free() {
 fn retire_vs_late_remote_free() {
     loom::model(|| {
         let s = setup(1);
-        // SAFETY (owner calls below): the main thread is the owner.
+        // SAFETY: the main thread is the owner (here and for the owner calls below).
         let a = unsafe { s.d.alloc_obj().unwrap() };
         let s2 = s.clone();
         let t = loom::thread::spawn(move || remote_free(&s2, a)); // a double free

@@ -683,10 +683,9 @@ impl PrimaryChannel {
         // memory before the engine fetches it (the port write below is also
         // a compiler barrier; this makes the CPU side explicit).
         fence(Ordering::SeqCst);
-        // SAFETY: `read_dma` validated the PRD table at `table` and the
-        // buffer it describes (below 4 GiB, aligned, within the lent
-        // memory), and both stay mutably borrowed by `read_dma` until this
-        // returns; every path out of here stops the engine first.
+        // SAFETY: `read_dma` validated the PRD table and its buffer (below 4 GiB,
+        // aligned, in the lent memory); both stay mutably borrowed until this
+        // returns, and every path out of here stops the engine first.
         unsafe { self.start_dma() };
         let outcome = self.wait_for_dma();
         self.stop_dma();

@@ -246,10 +246,9 @@ pub fn skip(reason: &str) -> ! {
 /// Abandons the faulted test's stack and runs the tests after it.
 fn resume_at(next_index: usize) -> ! {
     let stack = RESUME_STACK.load(Ordering::SeqCst) & !0xf;
-    // SAFETY: `stack` lies inside the kernel stack, at the frame of `run`,
-    // which never returns; everything below it belonged to the test that
-    // faulted and is dead. `resume_entry` takes its argument in rdi and never
-    // returns, so nothing depends on the abandoned frames.
+    // SAFETY: `stack` is the frame of `run` (which never returns) in the kernel
+    // stack; all below it was the faulted test's, now dead. `resume_entry`
+    // takes rdi and never returns: nothing depends on the abandoned frames.
     unsafe {
         core::arch::asm!(
             "mov rsp, {stack}",
