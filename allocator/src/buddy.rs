@@ -729,6 +729,23 @@ impl BuddyAllocator {
     fn free_merge(
         &mut self,
         s: usize,
+        idx: u32,
+        k: u32,
+        checked: bool,
+        same_chunk: u32,
+        bidx: u32,
+        be: u64,
+    ) {
+        self.merge_loop(s, idx, k, checked, same_chunk, bidx, be);
+    }
+
+    /// The body of [`free_merge`](Self::free_merge), inlined where a free
+    /// is already out of line.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn merge_loop(
+        &mut self,
+        s: usize,
         mut idx: u32,
         mut k: u32,
         mut checked: bool,
@@ -806,7 +823,11 @@ impl BuddyAllocator {
     /// (its merging and list code would crowd the registers there).
     #[inline(never)]
     fn free_block_out_of_line(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
-        self.free_block(s, idx, k, false, same_chunk);
+        // `free_block` with the merge loop inlined: one call, not two.
+        match self.free_buddy(s, idx, k, same_chunk) {
+            None => self.push(s, idx, k, false),
+            Some((bidx, be)) => self.merge_loop(s, idx, k, false, same_chunk, bidx, be),
+        }
     }
 
     /// A parked block of order `k` from zone `y`, if any. Its word is still
