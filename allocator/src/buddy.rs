@@ -1159,34 +1159,7 @@ impl BuddyAllocator {
         let o = j as usize;
         let b = sec.lmask[o].trailing_zeros() as usize % BUCKETS;
         let idx = sec.heads[o][b];
-        let e = sec.raw_read(idx);
-        // Only worth a look when the list offers an alternative.
-        if j + 1 < PAGEBLOCK_ORDER && free_next(e) != NIL && self.merge_likely(s, idx, j) {
-            let mut i = free_next(e);
-            let mut n = 0;
-            while i != NIL && n < 3 {
-                let ie = sec.raw_read(i);
-                if !self.merge_likely(s, i, j) {
-                    return (i, ie);
-                }
-                i = free_next(ie);
-                n += 1;
-            }
-        }
-        (idx, e)
-    }
-
-    /// Whether the buddy of the parent of block `idx` (order `k`) is free.
-    #[inline(always)]
-    fn merge_likely(&self, s: usize, idx: u32, k: u32) -> bool {
-        let sec = &self.secs[s];
-        let parent = (sec.base + idx as u64) & !((2u64 << k) - 1);
-        let pb = parent ^ (2u64 << k);
-        if pb < sec.base || pb + (2u64 << k) > sec.end() {
-            return false;
-        }
-        let e = sec.get((pb - sec.base) as u32);
-        e & 0x7f == (ST_FREE | (((k + 1) as u64) << 2))
+        (idx, sec.raw_read(idx))
     }
 
     /// In zone `y`, a free block of order >= `k` (orders in `m`) whose

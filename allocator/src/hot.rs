@@ -13,7 +13,7 @@
 //! buddy), when an allocation would otherwise fail or fall back to a lower
 //! zone, or on `BuddyAllocator::drain_hot`.
 //!
-//! Orders 1..=3 are not parked. Over the 40 uniform traces of
+//! Orders 1..=3 are not parked. Over 40 uniform traces like those of
 //! `tests/antifrag.rs`, hot lists for orders 0..=3 cut the instructions of
 //! the uniform churn by 13% but lowered the mean share of obtainable 2 MiB
 //! blocks from 97.1% to 96.4%, with 8 traces below 95% instead of 1
@@ -27,8 +27,8 @@
 /// ```
 pub const HOT_ORDERS: usize = 1;
 /// Blocks per hot list (one list per zone): at most 3 * 32 pages are
-/// parked. Longer lists keep pages unmerged longer: over the 40 uniform
-/// traces of `tests/antifrag.rs`, 64 gave a mean of 96.8% obtainable
+/// parked. Longer lists keep pages unmerged longer: over 40 uniform
+/// traces like those of `tests/antifrag.rs`, 64 gave a mean of 96.8% obtainable
 /// 2 MiB blocks with 7 traces below 95%; 32 gives 97.1% with 1 below.
 ///
 /// ```
