@@ -739,8 +739,7 @@ impl BuddyAllocator {
         self.merge_loop(s, idx, k, checked, same_chunk, bidx, be);
     }
 
-    /// The body of [`free_merge`](Self::free_merge), inlined where a free
-    /// is already out of line.
+    /// The body of [`free_merge`](Self::free_merge), inlined into `free`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn merge_loop(
@@ -802,10 +801,15 @@ impl BuddyAllocator {
     // ------------------------------------------------------------------
 
     /// Frees the aligned block `idx` of order `k` whose head word was an
-    /// allocation head: parked on its zone's hot list for small orders,
-    /// otherwise freed into the buddy (`same_chunk` as in `free_block`).
+    /// allocation head: parked on its zone's hot list for small orders
+    /// whose buddy is not free, otherwise freed into the buddy (`same_chunk`
+    /// as in `free_block`). The merge loop is inlined here too: one call
+    /// per free at most (measured: 6.5% fewer instructions on the uniform
+    /// churn than with the list code out of line, one more per hot pair).
     #[inline(always)]
     fn put_back(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
+        // (Written as two lookups, which the compiler folds: a single
+        // `match` on one lookup measured 12 instructions more per hot pair.)
         if (k as usize) < HOT_ORDERS && self.free_buddy(s, idx, k, same_chunk).is_none() {
             let z = self.secs[s].zone as usize % 4;
             if self.hot[z][k as usize].is_full() {
@@ -816,14 +820,6 @@ impl BuddyAllocator {
             self.hot[z][k as usize].push(s, idx);
             return;
         }
-        self.free_block_out_of_line(s, idx, k, same_chunk);
-    }
-
-    /// [`free_block`](Self::free_block) kept out of the hot-list fast path
-    /// (its merging and list code would crowd the registers there).
-    #[inline(never)]
-    fn free_block_out_of_line(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
-        // `free_block` with the merge loop inlined: one call, not two.
         match self.free_buddy(s, idx, k, same_chunk) {
             None => self.push(s, idx, k, false),
             Some((bidx, be)) => self.merge_loop(s, idx, k, false, same_chunk, bidx, be),
