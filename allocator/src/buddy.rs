@@ -1298,13 +1298,32 @@ impl BuddyAllocator {
     /// ```
     #[inline]
     pub fn alloc(&mut self, order: u32, c: Constraint) -> Result<PhysAddr, Error> {
-        if (order as usize) < HOT_ORDERS
-            && let Constraint::Zone(z) = c
-            && let Some((s, idx)) = self.hot[z as usize % 4][order as usize].pop()
-        {
-            return self.hand_out(s, idx, 1 << order);
+        if let Constraint::Zone(z) = c {
+            if (order as usize) < HOT_ORDERS
+                && let Some((s, idx)) = self.hot[z as usize % 4][order as usize].pop()
+            {
+                return self.hand_out(s, idx, 1 << order);
+            }
+            return self.alloc_in_zone(order, z);
         }
         self.alloc_from_lists(order, c)
+    }
+
+    /// [`alloc`](Self::alloc) past the hot list of zone `z`, when that
+    /// zone has a big enough block; otherwise [`alloc_from_lists`](Self::alloc_from_lists).
+    /// (A `Constraint` is passed through memory, a `Zone` in a register.)
+    #[inline(never)]
+    fn alloc_in_zone(&mut self, order: u32, z: Zone) -> Result<PhysAddr, Error> {
+        if order > MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
+        let y = z as usize % 4;
+        let m = self.zones[y].order_mask & (u32::MAX << order);
+        if m == 0 {
+            return self.alloc_from_lists(order, Constraint::Zone(z));
+        }
+        let (s, idx) = self.take_from(y, order, m);
+        self.hand_out(s, idx, 1 << order)
     }
 
     /// [`alloc`](Self::alloc) past the hot lists.
