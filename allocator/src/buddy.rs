@@ -632,22 +632,55 @@ impl BuddyAllocator {
             let b = sec.bucket(idx);
             sec.heads[o][b] = next;
             if next == NIL {
-                sec.lmask[o] &= !(1 << b);
-                if sec.lmask[o] == 0 {
-                    let z = &mut self.zones[sec.zone as usize % 4];
-                    z.sec_mask[o] &= !(1 << s);
-                    if z.sec_mask[o] == 0 {
-                        z.order_mask &= !(1 << order);
-                    }
-                }
+                self.bucket_emptied(s, order, b);
             }
         }
+        let sec = &mut self.secs[s];
         if next != NIL {
             let ne = sec.raw_read(next);
             sec.raw_write(next, with_prev(ne, prev));
         }
-        let sec = &mut self.secs[s];
         sec.nfree[o] -= 1;
+    }
+
+    /// Takes the first block off the lowest-addressed non-empty bucket of
+    /// order `j` in section `s` (best fit by order, then lowest address:
+    /// small blocks pack into the low pageblocks, and whole pageblocks are
+    /// split only when no smaller block is free). [`unlink`](Self::unlink)
+    /// for a list head, whose `prev` is known to be none. Its own word is
+    /// left as it is: the caller overwrites it.
+    #[inline(always)]
+    fn pop_first(&mut self, s: usize, j: u32) -> u32 {
+        let o = j as usize;
+        let sec = &mut self.secs[s];
+        let b = sec.lmask[o].trailing_zeros() as usize % BUCKETS;
+        let idx = sec.heads[o][b];
+        let next = free_next(sec.raw_read(idx));
+        if next != NIL {
+            sec.heads[o][b] = next;
+            let ne = sec.raw_read(next);
+            sec.raw_write(next, with_prev(ne, NIL));
+        } else {
+            self.bucket_emptied(s, j, b);
+        }
+        self.secs[s].nfree[o] -= 1;
+        idx
+    }
+
+    /// The last block of bucket `b` of order `order` in section `s` left:
+    /// clears the list bit, and the zone's bits if that was the last list.
+    #[inline(always)]
+    fn bucket_emptied(&mut self, s: usize, order: u32, b: usize) {
+        let o = order as usize;
+        let sec = &mut self.secs[s];
+        sec.lmask[o] &= !(1 << b);
+        if sec.lmask[o] == 0 {
+            let z = &mut self.zones[sec.zone as usize % 4];
+            z.sec_mask[o] &= !(1 << s);
+            if z.sec_mask[o] == 0 {
+                z.order_mask &= !(1 << order);
+            }
+        }
     }
 
     /// Splits free-list-removed block `idx` of order `j` down to order `k`,
@@ -1023,8 +1056,7 @@ impl BuddyAllocator {
     fn take_in(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
         let j = m.trailing_zeros();
         let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize;
-        let (idx, e) = self.pick(s, j);
-        self.unlink(s, idx, j, e);
+        let idx = self.pop_first(s, j);
         if j > k {
             self.split(s, idx, j, k);
         }
@@ -1143,19 +1175,6 @@ impl BuddyAllocator {
             return Some(self.take_from(y, k, m));
         }
         None
-    }
-
-    /// Picks a free block of order `j` in section `s`: the head of the
-    /// lowest-addressed non-empty bucket (best fit by order, then lowest
-    /// address: small blocks pack into the low pageblocks, and whole
-    /// pageblocks are split only when no smaller block is free).
-    #[inline(always)]
-    fn pick(&self, s: usize, j: u32) -> (u32, u64) {
-        let sec = &self.secs[s];
-        let o = j as usize;
-        let b = sec.lmask[o].trailing_zeros() as usize % BUCKETS;
-        let idx = sec.heads[o][b];
-        (idx, sec.raw_read(idx))
     }
 
     /// In zone `y`, a free block of order >= `k` (orders in `m`) whose
