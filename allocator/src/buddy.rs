@@ -247,6 +247,9 @@ struct Section {
     /// chunks). Blocks of order >= `chunk_shift` start at chunk starts, so
     /// their head words are read and written through this bit alone.
     chunk_head: [u64; CHUNK_WORDS],
+    /// Scratch word: list updates that have no neighbour to update write
+    /// here instead of branching on the (random) list length.
+    sink: u64,
 }
 
 impl Section {
@@ -269,6 +272,7 @@ impl Section {
         reg_pages: 0,
         chunk_init: [0; CHUNK_WORDS],
         chunk_head: [0; CHUNK_WORDS],
+        sink: 0,
     };
 
     #[inline(always)]
@@ -289,14 +293,10 @@ impl Section {
         let o = order as usize;
         let b = self.bucket(idx);
         let lm = self.lmask[o];
-        let next = if lm & (1 << b) != 0 {
-            let h = self.heads[o][b];
-            let he = self.raw_read(h);
-            self.raw_write(h, with_prev(he, idx));
-            h
-        } else {
-            NIL
-        };
+        let occupied = lm & (1 << b) != 0;
+        // The old head (if any) gets `idx` as its prev.
+        let next = core::hint::select_unpredictable(occupied, self.heads[o][b], NIL);
+        self.set_prev_of(next, idx);
         self.lmask[o] = lm | (1 << b);
         let word = free_word(order, NIL, next);
         if !checked {
@@ -309,6 +309,25 @@ impl Section {
         self.heads[o][b] = idx;
         self.nfree[o] += 1;
         lm == 0
+    }
+
+    /// Sets the prev link of free-list member `idx`, or writes the scratch
+    /// word for `NIL`: a select, not a branch, on whether a neighbour
+    /// exists (which is random in a churn: a branch on it mispredicted on
+    /// about a third of the list operations, measured with callgrind).
+    #[inline(always)]
+    fn set_prev_of(&mut self, idx: u32, prev: u32) {
+        debug_assert!(idx == NIL || idx < self.pages);
+        let sink: *mut u64 = &mut self.sink;
+        let p = core::hint::select_unpredictable(
+            idx != NIL,
+            self.meta.wrapping_add(idx as usize),
+            sink,
+        );
+        // SAFETY: `p` is either the word of free-list member `idx`
+        // (`idx < pages`, valid per add_section's contract, see raw_read)
+        // or this section's own scratch word.
+        unsafe { p.write(with_prev(p.read(), prev)) }
     }
 
     /// The bucket of a block at `idx`.
@@ -656,14 +675,15 @@ impl BuddyAllocator {
         let b = sec.lmask[o].trailing_zeros() as usize % BUCKETS;
         let idx = sec.heads[o][b];
         let next = free_next(sec.raw_read(idx));
-        if next != NIL {
-            sec.heads[o][b] = next;
-            let ne = sec.raw_read(next);
-            sec.raw_write(next, with_prev(ne, NIL));
-        } else {
-            self.bucket_emptied(s, j, b);
+        // Stale once the bucket is empty (its lmask bit says so).
+        sec.heads[o][b] = next;
+        sec.set_prev_of(next, NIL);
+        sec.nfree[o] -= 1;
+        // Clear the bucket's bit if it emptied, without a branch on it.
+        sec.lmask[o] &= !(u32::from(next == NIL) << b);
+        if sec.lmask[o] == 0 {
+            self.order_emptied(s, j);
         }
-        self.secs[s].nfree[o] -= 1;
         idx
     }
 
@@ -671,15 +691,22 @@ impl BuddyAllocator {
     /// clears the list bit, and the zone's bits if that was the last list.
     #[inline(always)]
     fn bucket_emptied(&mut self, s: usize, order: u32, b: usize) {
-        let o = order as usize;
         let sec = &mut self.secs[s];
-        sec.lmask[o] &= !(1 << b);
-        if sec.lmask[o] == 0 {
-            let z = &mut self.zones[sec.zone as usize % 4];
-            z.sec_mask[o] &= !(1 << s);
-            if z.sec_mask[o] == 0 {
-                z.order_mask &= !(1 << order);
-            }
+        sec.lmask[order as usize] &= !(1 << b);
+        if sec.lmask[order as usize] == 0 {
+            self.order_emptied(s, order);
+        }
+    }
+
+    /// Section `s` has no free block of `order` left: clears the zone's
+    /// bits for it.
+    #[inline(always)]
+    fn order_emptied(&mut self, s: usize, order: u32) {
+        let o = order as usize;
+        let z = &mut self.zones[self.secs[s].zone as usize % 4];
+        z.sec_mask[o] &= !(1 << s);
+        if z.sec_mask[o] == 0 {
+            z.order_mask &= !(1 << order);
         }
     }
 
