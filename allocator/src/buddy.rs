@@ -871,19 +871,26 @@ impl BuddyAllocator {
         // (Written as two lookups, which the compiler folds: a single
         // `match` on one lookup measured 12 instructions more per hot pair.)
         if (k as usize) < HOT_ORDERS && self.free_buddy(s, idx, k, same_chunk).is_none() {
-            let z = self.secs[s].zone as usize % 4;
-            if self.hot[z][k as usize].is_full() {
-                self.hot_spill(z, k as usize);
-            }
-            // The word was an allocation head: valid (see Section::raw_read).
-            self.secs[s].raw_write(idx, hot_word(k));
-            self.hot[z][k as usize].push(s, idx);
+            self.park(s, idx, k);
             return;
         }
         match self.free_buddy(s, idx, k, same_chunk) {
             None => self.push(s, idx, k, false),
             Some((bidx, be)) => self.merge_loop(s, idx, k, false, same_chunk, bidx, be),
         }
+    }
+
+    /// Parks block `idx` of order `k < HOT_ORDERS`, whose word is an
+    /// allocation head (so valid, see Section::raw_read), on its zone's hot
+    /// list, making room first if the list is full.
+    #[inline(always)]
+    fn park(&mut self, s: usize, idx: u32, k: u32) {
+        let z = self.secs[s].zone as usize % 4;
+        if self.hot[z][k as usize].is_full() {
+            self.hot_spill(z, k as usize);
+        }
+        self.secs[s].raw_write(idx, hot_word(k));
+        self.hot[z][k as usize].push(s, idx);
     }
 
     /// A parked block of order `k` from zone `y`, if any. Its word is still
@@ -1430,11 +1437,34 @@ impl BuddyAllocator {
             (sec.get_lazy(idx, c), 0)
         };
         if e != alloc_word(1 << order) {
-            return Err(self.free_error(s, idx, e, 1 << order));
+            return self.free_uncommon(s, idx, e, order);
         }
         self.on_free(s, idx, 1 << order);
         self.put_back(s, idx, order, same_chunk);
         Ok(())
+    }
+
+    /// [`free`](Self::free) of a page whose word is not a plain allocation
+    /// head of 2^`order` pages: an aligned single page, or an error.
+    #[cold]
+    #[inline(never)]
+    fn free_uncommon(&mut self, s: usize, idx: u32, e: u64, order: u32) -> Result<(), Error> {
+        if order == 0 && e == aligned_page_word() {
+            self.free_aligned_page(s, idx);
+            return Ok(());
+        }
+        Err(self.free_error(s, idx, e, 1 << order))
+    }
+
+    /// Frees a single page handed out for an alignment above one page: it is
+    /// parked whatever its buddy's state, so that the next such request
+    /// takes it back instead of splitting a block of the alignment's order
+    /// and merging it again on the next free (9 list operations each way
+    /// for 2 MiB). Like any parked page it is merged before an allocation
+    /// would fail or fall back, on overflow and on `drain_hot`.
+    fn free_aligned_page(&mut self, s: usize, idx: u32) {
+        self.on_free(s, idx, 1);
+        self.park(s, idx, 0);
     }
 
     /// Allocates exactly `count` contiguous pages, aligned to
@@ -1461,6 +1491,13 @@ impl BuddyAllocator {
     /// gives everything after the first `count` pages back: 1 page at 2 MiB
     /// alignment costs 1 page. Free it with [`free_pages`](Self::free_pages).
     ///
+    /// A single page at an alignment above 4 KiB is parked on the zone's
+    /// hot list when freed, even though its buddy is free, and the next
+    /// such request takes the newest parked page with the alignment (at
+    /// most [`HOT_CAP`] looks) before it splits a block: a repeated
+    /// alloc/free of such pages costs no split and no merge. Parked pages
+    /// are merged as usual ([`drain_hot`](Self::drain_hot)).
+    ///
     /// Errors: [`Error::ZeroCount`], [`Error::BadAlignment`],
     /// [`Error::TooLarge`] (count above 2^18 pages or align above 1 GiB),
     /// [`Error::OutOfMemory`].
@@ -1486,7 +1523,36 @@ impl BuddyAllocator {
         if align_order > MAX_ORDER {
             return Err(Error::TooLarge);
         }
+        if count == 1 && align_order > 0 {
+            return self.alloc_aligned_page(align_order, c);
+        }
         self.alloc_run(count as u64, align_order, c)
+    }
+
+    /// One page aligned to 2^`align_order` pages (> 1): a parked page of
+    /// the zone with that alignment if there is one (the newest; at most
+    /// [`HOT_CAP`] looks), else the first page of a block of that order,
+    /// the rest given back. Either way it is marked so that its free parks
+    /// it again (see `free_aligned_page`).
+    fn alloc_aligned_page(&mut self, align_order: u32, c: Constraint) -> Result<PhysAddr, Error> {
+        if let Constraint::Zone(z) = c {
+            let mask = (1u64 << align_order) - 1;
+            let secs = &self.secs;
+            if let Some((s, idx)) = self.hot[z as usize % 4][0]
+                .take_newest(|s, idx| (secs[s].base + idx as u64) & mask == 0)
+            {
+                // A hot word is valid (see Section::raw_read).
+                self.secs[s].raw_write(idx, aligned_page_word());
+                self.on_alloc(s, idx, 1)?;
+                return Ok(self.addr_of(s, idx));
+            }
+        }
+        let p = self.alloc_run(1, align_order, c)?;
+        if let Some((s, idx)) = self.locate(p) {
+            // Just written by alloc_run as an allocation head.
+            self.secs[s].raw_write(idx, aligned_page_word());
+        }
+        Ok(p)
     }
 
     fn alloc_run(
@@ -1577,11 +1643,23 @@ impl BuddyAllocator {
     }
 
     fn free_run(&mut self, addr: PhysAddr, count: u64) -> Result<(), Error> {
-        let (s, idx, _) = self.check_alloc_head(addr, count)?;
+        let (s, idx, e) = self.check_alloc_head(addr, count)?;
+        if e == aligned_page_word() {
+            self.free_aligned_page(s, idx);
+            return Ok(());
+        }
         self.on_free(s, idx, count);
         self.secs[s].raw_write(idx, ST_NONE);
         if count.is_power_of_two() && (self.secs[s].base + idx as u64) & (count - 1) == 0 {
-            self.put_back(s, idx, count.trailing_zeros(), 0);
+            // As in `free`: in an initialised chunk, buddies below the
+            // chunk order are read directly.
+            let sec = &self.secs[s];
+            let same_chunk = if sec.chunk_ready(sec.chunk_of(idx)) {
+                sec.chunk_shift
+            } else {
+                0
+            };
+            self.put_back(s, idx, count.trailing_zeros(), same_chunk);
         } else {
             self.release(s, idx, count);
         }

@@ -6,7 +6,10 @@
 //! merges at once, so parking never keeps a larger block from forming at
 //! the time of the free. A single-page request that finds neither a parked
 //! page nor a free single page breaks up a block of [`REFILL_ORDER`] and
-//! parks the rest of it (no page of it has a free buddy of order 0 then). A parked page is free (counted so in statistics,
+//! parks the rest of it (no page of it has a free buddy of order 0 then).
+//! A single page handed out for an alignment above 4 KiB is parked when
+//! freed whatever its buddy's state, for the next such request (which
+//! would otherwise split a block of the alignment's order again). A parked page is free (counted so in statistics,
 //! reported by `page_state` and `free_blocks`) but sits on no buddy list
 //! and is not merged when its buddy is freed later, until it leaves the
 //! hot list: when the list overflows (its older half is freed into the
@@ -137,6 +140,25 @@ impl HotList {
             }
         }
         self.len = kept as u32;
+    }
+
+    /// Takes the most recently parked block for which `fits` holds (at
+    /// most [`HOT_CAP`] looks); keeps the others' order.
+    pub(crate) fn take_newest(
+        &mut self,
+        mut fits: impl FnMut(usize, u32) -> bool,
+    ) -> Option<(usize, u32)> {
+        let len = self.len();
+        let i = (0..len).rev().find(|&i| {
+            let (s, idx) = self.get(i);
+            fits(s, idx)
+        })?;
+        let b = self.get(i);
+        if i + 1 < len {
+            self.ent.copy_within(i + 1..len, i);
+        }
+        self.len -= 1;
+        Some(b)
     }
 
     /// Blocks of section slot `s`.

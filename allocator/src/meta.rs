@@ -7,7 +7,8 @@
 //! - free head: `2..7` order, `7..35` prev index, `35..63` next index
 //!   (section-relative page indexes, [`NIL`] = none).
 //! - allocation head: `2..34` page count, `34` transient mark used by bulk
-//!   free, `35..64` reserved (zero).
+//!   free, `35` aligned (a single page from `alloc_aligned` with an
+//!   alignment above one page: parked on free), `36..64` reserved (zero).
 //! - hot head: `2..7` order, every other bit zero.
 //! - none: every other bit zero.
 
@@ -21,6 +22,7 @@ pub(crate) const ST_HOT: u64 = 3;
 pub(crate) const NIL: u32 = (1 << 28) - 1;
 const LINK_MASK: u64 = (1 << 28) - 1;
 const MARK_BIT: u64 = 1 << 34;
+const ALIGNED_BIT: u64 = 1 << 35;
 
 #[inline(always)]
 pub(crate) const fn state(e: u64) -> u64 {
@@ -60,6 +62,13 @@ pub(crate) const fn with_next(e: u64, next: u32) -> u64 {
 #[inline(always)]
 pub(crate) const fn alloc_word(count: u32) -> u64 {
     ST_ALLOC | ((count as u64) << 2)
+}
+
+/// The allocation head of a single page handed out for an alignment above
+/// one page.
+#[inline(always)]
+pub(crate) const fn aligned_page_word() -> u64 {
+    alloc_word(1) | ALIGNED_BIT
 }
 
 /// The word of a block of `order` parked on a hot list.

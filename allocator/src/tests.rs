@@ -1101,3 +1101,52 @@ fn a_refill_takes_at_most_the_smallest_free_block() {
     t.a.free(p, 0).unwrap();
     assert_eq!(t.a.free_blocks().count(), 1);
 }
+
+#[test]
+fn a_freed_aligned_page_is_parked_for_the_next_aligned_request() {
+    // 2 MiB but not 4 MiB aligned, so the first 2 MiB-aligned page is not
+    // 4 MiB aligned.
+    let mut t = T::new(&[(8 * GIB + (2 << 20), 2048)]);
+    let whole: Vec<FreeBlock> = t.a.free_blocks().collect();
+    let p = t.a.alloc_aligned(1, 2 << 20, Constraint::ANY).unwrap();
+    assert_eq!(p.0 % (2 << 20), 0);
+    assert_eq!(t.a.page_state(p), Ok(PageState::Allocated { pages: 1 }));
+    // Bad frees of the aligned page are still rejected as before.
+    rejects(&mut t, Error::WrongCount { allocated: 1 }, |a| {
+        a.free_pages(p, 2)
+    });
+    rejects(&mut t, Error::WrongCount { allocated: 1 }, |a| a.free(p, 1));
+    // Its buddy is free, yet the page is parked, not merged.
+    t.a.free_pages(p, 1).unwrap();
+    assert_eq!(hot(&t), 1);
+    assert_eq!(t.free(), 2048);
+    rejects(&mut t, Error::DoubleFree, |a| a.free_pages(p, 1));
+    // The next aligned request takes it back without splitting anything.
+    let lists = t.a.stats().zone(Zone::Normal).free_blocks;
+    assert_eq!(t.a.alloc_aligned(1, 2 << 20, Constraint::ANY), Ok(p));
+    assert_eq!(hot(&t), 0);
+    let after = t.a.stats().zone(Zone::Normal).free_blocks;
+    assert_eq!((after[0] + 1, &after[1..]), (lists[0], &lists[1..]));
+    // `free(p, 0)` parks it too; a request for a coarser alignment than
+    // the parked page has is served elsewhere.
+    t.a.free(p, 0).unwrap();
+    assert_eq!(hot(&t), 1);
+    let q = t.a.alloc_aligned(1, 4 << 20, Constraint::ANY).unwrap();
+    assert_eq!(q.0 % (4 << 20), 0);
+    assert_ne!(q, p);
+    assert_eq!(hot(&t), 1);
+    t.a.free_pages(q, 1).unwrap();
+    // Merged back like any parked page.
+    t.a.drain_hot();
+    assert_eq!(hot(&t), 0);
+    assert_eq!(t.a.free_blocks().collect::<Vec<_>>(), whole);
+}
+
+#[test]
+fn an_aligned_page_freed_in_bulk_merges() {
+    let mut t = T::new(&[(8 * GIB, 1024)]);
+    let p = t.a.alloc_aligned(1, 1 << 20, Constraint::ANY).unwrap();
+    t.a.free_bulk(&[p]).unwrap();
+    assert_eq!(hot(&t), 0);
+    assert_eq!(t.a.free_blocks().count(), 1);
+}
