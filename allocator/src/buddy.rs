@@ -871,7 +871,15 @@ impl BuddyAllocator {
         // (Written as two lookups, which the compiler folds: a single
         // `match` on one lookup measured 12 instructions more per hot pair.)
         if (k as usize) < HOT_ORDERS && self.free_buddy(s, idx, k, same_chunk).is_none() {
-            self.park(s, idx, k);
+            let z = self.secs[s].zone as usize % 4;
+            if self.hot[z][k as usize].is_full() {
+                // Its buddy is not free: no merge, a plain push. (Making
+                // room by freeing the list's older half instead handled
+                // every page twice when frees outnumber allocations.)
+                self.push(s, idx, k, false);
+            } else {
+                self.park(s, idx, k);
+            }
             return;
         }
         match self.free_buddy(s, idx, k, same_chunk) {
@@ -1461,7 +1469,7 @@ impl BuddyAllocator {
     /// takes it back instead of splitting a block of the alignment's order
     /// and merging it again on the next free (9 list operations each way
     /// for 2 MiB). Like any parked page it is merged before an allocation
-    /// would fail or fall back, on overflow and on `drain_hot`.
+    /// would fail or fall back, and on `drain_hot`.
     fn free_aligned_page(&mut self, s: usize, idx: u32) {
         self.on_free(s, idx, 1);
         self.park(s, idx, 0);

@@ -9,12 +9,15 @@
 //! parks the rest of it (no page of it has a free buddy of order 0 then).
 //! A single page handed out for an alignment above 4 KiB is parked when
 //! freed whatever its buddy's state, for the next such request (which
-//! would otherwise split a block of the alignment's order again). A parked page is free (counted so in statistics,
-//! reported by `page_state` and `free_blocks`) but sits on no buddy list
-//! and is not merged when its buddy is freed later, until it leaves the
-//! hot list: when the list overflows (its older half is freed into the
-//! buddy), when an allocation would otherwise fail or fall back to a lower
-//! zone, or on `BuddyAllocator::drain_hot`.
+//! would otherwise split a block of the alignment's order again).
+//!
+//! A parked page is free (counted so in statistics, reported by
+//! `page_state` and `free_blocks`) but sits on no buddy list and is not
+//! merged when its buddy is freed later, until it leaves the hot list:
+//! when an allocation would otherwise fail or fall back to a lower zone,
+//! on `BuddyAllocator::drain_hot`, or when an aligned page needs room in a
+//! full list (its older half is freed into the buddy). Any other page freed
+//! into a full list goes to the buddy lists.
 //!
 //! Orders 1..=3 are not parked. Over 40 uniform traces like those of
 //! `tests/antifrag.rs`, hot lists for orders 0..=3 cut the instructions of

@@ -990,7 +990,7 @@ fn reserve_range_and_removal_take_parked_pages() {
 }
 
 #[test]
-fn a_full_hot_list_frees_its_older_half() {
+fn a_full_hot_list_takes_no_more() {
     let mut t = T::new(&[(GIB, 256)]);
     let pages: Vec<PhysAddr> = (0..2 * HOT_CAP + 2)
         .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
@@ -1002,12 +1002,39 @@ fn a_full_hot_list_frees_its_older_half() {
         t.a.free(p, 0).unwrap();
     }
     assert_eq!(hot(&t), HOT_CAP as u64);
-    t.a.free(evens[HOT_CAP], 0).unwrap();
-    assert_eq!(hot(&t), (HOT_CAP / 2 + 1) as u64);
-    // The oldest went to the buddy lists, the newest are parked.
-    assert!(!t.a.free_blocks().any(|b| b.hot && b.addr == evens[0]));
-    assert!(t.a.free_blocks().any(|b| b.hot && b.addr == evens[HOT_CAP]));
+    // The list is full: the next page goes to the buddy lists.
+    let next = evens[HOT_CAP];
+    t.a.free(next, 0).unwrap();
+    assert_eq!(hot(&t), HOT_CAP as u64);
+    assert!(
+        t.a.free_blocks()
+            .any(|b| !b.hot && b.addr == next && b.order == 0)
+    );
+    assert!(t.a.free_blocks().any(|b| b.hot && b.addr == evens[0]));
     assert_eq!(t.free(), 256 - pages.len() as u64 + HOT_CAP as u64 + 1);
+    // The newest parked page is handed out first.
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(evens[HOT_CAP - 1]));
+}
+
+#[test]
+fn a_full_hot_list_makes_room_for_an_aligned_page() {
+    // No parked page below will be 2 MiB aligned.
+    let mut t = T::new(&[(8 * GIB + (1 << 20), 1024)]);
+    let pages: Vec<PhysAddr> = (0..2 * HOT_CAP)
+        .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
+        .collect();
+    t.a.drain_hot(); // what is left of the last refill
+    for p in pages.iter().filter(|p| p.0 & 4096 == 0) {
+        t.a.free(*p, 0).unwrap();
+    }
+    assert_eq!(hot(&t), HOT_CAP as u64);
+    // An aligned page is parked anyway: the older half goes to the buddy.
+    let a = t.a.alloc_aligned(1, 2 << 20, Constraint::ANY).unwrap();
+    assert_eq!(hot(&t), HOT_CAP as u64);
+    t.a.free_pages(a, 1).unwrap();
+    assert_eq!(hot(&t), (HOT_CAP / 2 + 1) as u64);
+    assert!(t.a.free_blocks().any(|b| b.hot && b.addr == a));
+    assert!(!t.a.free_blocks().any(|b| b.hot && b.addr == pages[0]));
 }
 
 #[test]
