@@ -1074,7 +1074,12 @@ impl BuddyAllocator {
     /// parks the others.
     #[inline(never)]
     fn take_refill(&mut self, y: usize, m: u32) -> (usize, u32) {
-        let r = m.trailing_zeros().min(REFILL_ORDER);
+        // Callers found the hot list empty; never park beyond its room.
+        let room = (HOT_CAP - self.hot[y % 4][0].len()) as u64;
+        let r = m
+            .trailing_zeros()
+            .min(REFILL_ORDER)
+            .min(floor_log2(room + 1));
         let (s, idx) = self.take_in(y, r, m);
         let sec = &mut self.secs[s];
         // A block of order < MIN_CHUNK_SHIFT lies in one chunk; its words
@@ -1084,7 +1089,6 @@ impl BuddyAllocator {
             sec.init_chunk(c);
         }
         let hot = &mut self.hot[y % 4][0];
-        debug_assert_eq!(hot.len(), 0);
         // Highest first: the stack hands them out in address order.
         for i in (1..1u32 << r).rev() {
             sec.raw_write(idx + i, hot_word(0));
