@@ -1408,7 +1408,20 @@ impl BuddyAllocator {
     /// poison check and zeroing, address.
     #[inline(always)]
     fn hand_out(&mut self, s: usize, idx: u32, pages: u64) -> Result<PhysAddr, Error> {
-        self.secs[s].raw_write(idx, alloc_word(pages as u32));
+        self.hand_out_as(s, idx, pages, alloc_word(pages as u32))
+    }
+
+    /// [`hand_out`](Self::hand_out) with head word `word` (an allocation
+    /// head of `pages` pages, possibly flagged).
+    #[inline(always)]
+    fn hand_out_as(
+        &mut self,
+        s: usize,
+        idx: u32,
+        pages: u64,
+        word: u64,
+    ) -> Result<PhysAddr, Error> {
+        self.secs[s].raw_write(idx, word);
         self.on_alloc(s, idx, pages)?;
         Ok(self.addr_of(s, idx))
     }
@@ -1553,18 +1566,11 @@ impl BuddyAllocator {
             if let Some((s, idx)) = self.hot[z as usize % 4][0]
                 .take_newest(|s, idx| (secs[s].base + idx as u64) & mask == 0)
             {
-                // A hot word is valid (see Section::raw_read).
-                self.secs[s].raw_write(idx, aligned_page_word());
-                self.on_alloc(s, idx, 1)?;
-                return Ok(self.addr_of(s, idx));
+                return self.hand_out_as(s, idx, 1, aligned_page_word());
             }
         }
-        let p = self.alloc_run(1, align_order, c)?;
-        if let Some((s, idx)) = self.locate(p) {
-            // Just written by alloc_run as an allocation head.
-            self.secs[s].raw_write(idx, aligned_page_word());
-        }
-        Ok(p)
+        let (s, idx) = self.take_run(1, align_order, c)?;
+        self.hand_out_as(s, idx, 1, aligned_page_word())
     }
 
     fn alloc_run(
@@ -1573,6 +1579,19 @@ impl BuddyAllocator {
         align_order: u32,
         c: Constraint,
     ) -> Result<PhysAddr, Error> {
+        let (s, idx) = self.take_run(count, align_order, c)?;
+        self.hand_out(s, idx, count)
+    }
+
+    /// The first page of a free run of `count` pages aligned to
+    /// 2^`align_order` pages, taken off the lists (the rest of its block
+    /// given back); its head word is valid and still the caller's to write.
+    fn take_run(
+        &mut self,
+        count: u64,
+        align_order: u32,
+        c: Constraint,
+    ) -> Result<(usize, u32), Error> {
         if count == 0 {
             return Err(Error::ZeroCount);
         }
@@ -1590,7 +1609,7 @@ impl BuddyAllocator {
         } else {
             self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
         }
-        self.hand_out(s, idx, count)
+        Ok((s, idx))
     }
 
     /// Frees an allocation of exactly `count` pages starting at `addr`

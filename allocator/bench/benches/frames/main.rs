@@ -372,16 +372,21 @@ fn main() {
         .unwrap_or(TRACES);
     for dist in [OrderDist::Uniform, OrderDist::Skewed] {
         eprintln!("[frames] row 10m: {traces} {dist:?} traces");
-        let first = Rc::new(churn_trace(PAGES, dist, CHURN_OPS, 1));
+        let seed = |t: u64| 0x5eed_1000 + t + (dist as u64) * 0x100;
+        let first = Rc::new(churn_trace(PAGES, dist, CHURN_OPS, seed(0)));
         let mut states: [Box<dyn Churned>; 3] = [
             ours::churn_state(PAGES, first.clone(), timer_ns).expect("ours churns"),
             Box::new(ChurnState::<Bsa>::new(PAGES, first.clone(), timer_ns)),
-            Box::new(ChurnState::<Bsys>::new(PAGES, first, timer_ns)),
+            Box::new(ChurnState::<Bsys>::new(PAGES, first.clone(), timer_ns)),
         ];
         let mut pct = vec![Vec::new(); 3];
         for t in 0..traces {
-            let seed = 0x5eed_1000 + t + (dist as u64) * 0x100;
-            let trace = Rc::new(churn_trace(PAGES, dist, CHURN_OPS, seed));
+            // The states were built on trace 0: generate only the others.
+            let trace = if t == 0 {
+                first.clone()
+            } else {
+                Rc::new(churn_trace(PAGES, dist, CHURN_OPS, seed(t)))
+            };
             for (st, p) in states.iter_mut().zip(pct.iter_mut()) {
                 st.retrace(trace.clone());
                 st.sample();
