@@ -250,6 +250,13 @@ struct Section {
     /// Scratch word: list updates that have no neighbour to update write
     /// here instead of branching on the (random) list length.
     sink: u64,
+    /// Registered, but its free blocks (the pieces of
+    /// [`Section::pieces`]) are not on its lists yet and no metadata word
+    /// of it has been written: registration touches no caller memory.
+    /// The zone masks already count the pieces, so the first allocation
+    /// that picks the section calls `BuddyAllocator::materialise`; the
+    /// `&self` views (free pages, statistics, free blocks) read the pieces.
+    pending: bool,
 }
 
 impl Section {
@@ -273,6 +280,7 @@ impl Section {
         chunk_init: [0; CHUNK_WORDS],
         chunk_head: [0; CHUNK_WORDS],
         sink: 0,
+        pending: false,
     };
 
     #[inline(always)]
@@ -282,7 +290,39 @@ impl Section {
 
     /// Free pages of the section, from the per-order counts (O(orders)).
     fn free_pages(&self) -> u64 {
+        if self.pending {
+            return self.pages as u64;
+        }
         (0..NR_ORDERS).map(|o| (self.nfree[o] as u64) << o).sum()
+    }
+
+    /// The section as the aligned blocks registration frees: (index,
+    /// order), ascending. No piece's buddy lies wholly in the section, so
+    /// none of them can merge.
+    fn pieces(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let mut p = 0u64;
+        core::iter::from_fn(move || {
+            let left = self.pages as u64 - p;
+            if left == 0 {
+                return None;
+            }
+            let o = piece_order(self.base + p, left);
+            let piece = (p as u32, o);
+            p += 1 << o;
+            Some(piece)
+        })
+    }
+
+    /// For a pending section: the piece that list `(o, b)` would hold after
+    /// the one at `after` (NIL: its first), or NIL. Registration pushes
+    /// the pieces in ascending order, each at the head of its list, so a
+    /// list holds its pieces in descending order.
+    fn pending_next(&self, o: usize, b: usize, after: u32) -> u32 {
+        self.pieces()
+            .filter(|&(idx, k)| k as usize == o && self.bucket(idx) == b && idx < after)
+            .map(|(idx, _)| idx)
+            .last()
+            .unwrap_or(NIL)
     }
 
     /// The list part of [`BuddyAllocator::push`]: puts free block `idx`
@@ -844,6 +884,35 @@ impl BuddyAllocator {
         }
     }
 
+    /// Does what registration deferred for pending section `s`: initialises
+    /// its partial edge chunks and puts its pieces on the free lists.
+    #[cold]
+    #[inline(never)]
+    fn materialise(&mut self, s: usize) {
+        let sec = &mut self.secs[s];
+        sec.pending = false;
+        let (lo, hi) = (sec.base, sec.end());
+        let last = sec.chunk_of(sec.pages - 1);
+        let mask = (1u64 << sec.chunk_shift) - 1;
+        if lo & mask != 0 {
+            sec.init_chunk(0);
+        }
+        if hi & mask != 0 {
+            sec.init_chunk(last);
+        }
+        self.give_back(s, 0, hi - lo);
+    }
+
+    /// Materialises every pending section (tests compare the views).
+    #[cfg(test)]
+    pub(crate) fn materialise_all(&mut self) {
+        for s in 0..MAX_SECTIONS {
+            if self.used & (1 << s) != 0 && self.secs[s].pending {
+                self.materialise(s);
+            }
+        }
+    }
+
     /// Puts the free range `[from, to)` of section `s` on the free lists
     /// without merging (its pieces' buddies are known not to be free).
     fn give_back(&mut self, s: usize, from: u64, to: u64) {
@@ -988,6 +1057,9 @@ impl BuddyAllocator {
     /// The free block containing page `idx`, if any: (head, order).
     fn find_free_block(&self, s: usize, idx: u32) -> Option<(u32, u32)> {
         let sec = &self.secs[s];
+        if sec.pending {
+            return sec.pieces().find(|&(h, o)| idx.wrapping_sub(h) < 1 << o);
+        }
         let pfn = sec.base + idx as u64;
         for k in 0..=MAX_ORDER {
             let h = pfn & !((1u64 << k) - 1);
@@ -1101,7 +1173,10 @@ impl BuddyAllocator {
     #[inline(always)]
     fn take_in(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
         let j = m.trailing_zeros();
-        let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize;
+        let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize % MAX_SECTIONS;
+        if self.secs[s].pending {
+            self.materialise(s);
+        }
         let idx = self.pop_first(s, j);
         if j > k {
             self.split(s, idx, j, k);
@@ -1237,6 +1312,10 @@ impl BuddyAllocator {
                 if sec.base + (1 << k) > lpfn {
                     continue;
                 }
+                if sec.pending {
+                    self.materialise(s);
+                }
+                let sec = &self.secs[s];
                 let whole = sec.end() <= lpfn;
                 let o = j as usize;
                 // Buckets in address order; at most LIMIT_SCAN blocks.
@@ -1734,6 +1813,9 @@ impl BuddyAllocator {
             p = h as u64 + (1u64 << o);
         }
         // Pass 2: carve.
+        if self.secs[s].pending {
+            self.materialise(s);
+        }
         let mut p = idx as u64;
         while p < end {
             let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
@@ -1959,20 +2041,16 @@ impl BuddyAllocator {
             sec.reg_meta = meta.as_ptr();
             sec.reg_meta_bytes = meta_bytes;
             sec.reg_pages = pages;
-            let last = sec.chunk_of(sec.pages - 1);
-            // Partial edge chunks are initialised eagerly.
-            let mask = (1u64 << sec.chunk_shift) - 1;
-            if lo & mask != 0 {
-                sec.init_chunk(0);
-            }
-            if hi & mask != 0 {
-                sec.init_chunk(last);
-            }
+            // Its pieces go on the lists when an allocation first picks
+            // the section (`materialise`); until then only the zone masks
+            // know them.
+            sec.pending = true;
+            let gained = sec.pieces().fold(0u32, |g, (_, o)| g | 1 << o);
             self.insert_sorted(s);
             let zs = &mut self.zones[z as usize];
             zs.managed_pages += hi - lo;
             zs.sections += 1;
-            self.give_back(s, 0, hi - lo);
+            self.zone_gained(s, gained);
             if self.opts.poison && !self.frame_base.is_null() {
                 self.fill(s, 0, hi - lo, POISON_BYTE);
             }
@@ -2182,6 +2260,10 @@ impl BuddyAllocator {
             while m != 0 {
                 let s = m.trailing_zeros() as usize;
                 m &= m - 1;
+                if self.secs[s].pending {
+                    self.fill(s, 0, self.secs[s].pages as u64, POISON_BYTE);
+                    continue;
+                }
                 for l in 0..NLISTS {
                     let (o, b) = list_order(l);
                     let mut idx = self.secs[s].list_first(o, b);
@@ -2316,7 +2398,11 @@ impl BuddyAllocator {
                 let s = m.trailing_zeros() as usize;
                 m &= m - 1;
                 let sec = &self.secs[s];
-                if sec.zone as usize == i {
+                if sec.zone as usize == i && sec.pending {
+                    for (_, o) in sec.pieces() {
+                        z.free_blocks[o as usize] += 1;
+                    }
+                } else if sec.zone as usize == i {
                     for (fb, &n) in z.free_blocks.iter_mut().zip(&sec.nfree) {
                         *fb += n as u64;
                     }
@@ -2383,7 +2469,12 @@ impl Iterator for FreeBlocks<'_> {
             if self.cur != NIL {
                 let sec = &self.a.secs[self.s];
                 let idx = self.cur;
-                self.cur = free_next(sec.raw_read(idx));
+                self.cur = if sec.pending {
+                    let (o, b) = list_order(self.list);
+                    sec.pending_next(o, b, idx)
+                } else {
+                    free_next(sec.raw_read(idx))
+                };
                 return Some(FreeBlock {
                     addr: PhysAddr((sec.base + idx as u64) << PAGE_SHIFT),
                     order: list_order(self.list).0 as u32,
@@ -2402,7 +2493,12 @@ impl Iterator for FreeBlocks<'_> {
                 self.list = 0;
             }
             let (o, b) = list_order(self.list);
-            self.cur = self.a.secs[self.s].list_first(o, b);
+            let sec = &self.a.secs[self.s];
+            self.cur = if sec.pending {
+                sec.pending_next(o, b, NIL)
+            } else {
+                sec.list_first(o, b)
+            };
         }
     }
 }

@@ -572,15 +572,50 @@ fn lazy_init_touches_only_a_few_words() {
         )
         .unwrap();
     }
+    let untouched = |m: &[u64]| m.iter().all(|&w| w == 0x5A5A_5A5A_5A5A_5A5A);
+    // Registration writes no word at all (the pieces are pending).
+    assert!(untouched(&meta[..]));
     let p = a.alloc(0, Constraint::ANY).unwrap();
     a.free(p, 0).unwrap();
     let _ = a; // not used again: its metadata may be read
     let touched = meta.iter().filter(|&&w| w != 0x5A5A_5A5A_5A5A_5A5A).count();
-    // 4 order-18 heads plus one 512-page chunk initialised for the split.
+    // The first allocation writes the 4 order-18 heads, then one 512-page
+    // chunk is initialised for the split.
     assert!(
         touched <= 4 + 512 + 64,
         "registration + one alloc touched {touched} words"
     );
+}
+
+/// A registered section's blocks stay pending until an allocation picks
+/// it; statistics, free blocks (in list order) and page states must read
+/// exactly as they do once the blocks are on the lists.
+#[test]
+#[cfg_attr(miri, ignore)] // 128 MiB of metadata
+fn pending_sections_read_as_their_lists_would() {
+    // Unaligned at both ends, and large enough (64 GiB) that two 1 GiB
+    // blocks share an address bucket; the second straddles 16 MiB.
+    let big = (1u64 << 24) + 12_345;
+    let mut t = T::new(&[(4 * GIB + 3 * 4096, big), (16 * MIB - 40 * 4096, 1000)]);
+    let probes: Vec<PhysAddr> = (0..200u64)
+        .map(|i| PhysAddr(4 * GIB + 3 * 4096 + i * i * i * 4096 * 2003 % (big * 4096)))
+        .chain((0..1000u64).map(|i| PhysAddr(16 * MIB - 40 * 4096 + i * 4096)))
+        .collect();
+    let states =
+        |a: &BuddyAllocator| -> Vec<_> { probes.iter().map(|&p| a.page_state(p)).collect() };
+    let (before, pstates) = (t.snap(), states(&t.a));
+    assert_eq!(before.0.free_pages(), big + 1000);
+    t.a.materialise_all();
+    assert_eq!(t.snap(), before);
+    assert_eq!(states(&t.a), pstates);
+    // And pending sections answer bad frees as materialised ones do.
+    let mut u = T::new(&[(4 * GIB, 64)]);
+    assert_eq!(
+        u.a.free(PhysAddr(4 * GIB + 4096), 0),
+        Err(Error::DoubleFree)
+    );
+    assert_eq!(u.a.free_pages(PhysAddr(4 * GIB), 3), Err(Error::DoubleFree));
+    assert_eq!(u.snap().1.len(), 1);
 }
 
 #[test]
