@@ -386,6 +386,12 @@ impl Section {
         }
     }
 
+    /// Whether page `idx` starts a block of 2^`k` pages.
+    #[inline(always)]
+    fn starts_aligned(&self, idx: u32, k: u32) -> bool {
+        (self.base + idx as u64) & ((1 << k) - 1) == 0
+    }
+
     #[inline(always)]
     fn chunk_of(&self, idx: u32) -> usize {
         (((self.base + idx as u64) >> self.chunk_shift) - self.cbase) as usize
@@ -966,6 +972,13 @@ impl BuddyAllocator {
         if self.hot[z][k as usize].is_full() {
             self.hot_spill(z, k as usize);
         }
+        self.park_in_room(s, idx, k);
+    }
+
+    /// [`park`](Self::park) into a list known not to be full.
+    #[inline(always)]
+    fn park_in_room(&mut self, s: usize, idx: u32, k: u32) {
+        let z = self.secs[s].zone as usize % 4;
         self.secs[s].raw_write(idx, hot_word(k));
         self.hot[z][k as usize].push(s, idx);
     }
@@ -1614,6 +1627,7 @@ impl BuddyAllocator {
     /// assert_eq!(a.stats().free_pages(), 2047);
     /// a.free_pages(p, 1).unwrap();
     /// ```
+    #[inline]
     pub fn alloc_aligned(
         &mut self,
         count: usize,
@@ -1628,6 +1642,17 @@ impl BuddyAllocator {
             return Err(Error::TooLarge);
         }
         if count == 1 && align_order > 0 {
+            // A repeated alloc/free of such pages finds its page newest on
+            // the hot list: taken here, inline, where the checks above fold
+            // for constant arguments; the full scan is out of line.
+            if let Constraint::Zone(z) = c {
+                let secs = &self.secs;
+                if let Some((s, idx)) = self.hot[z as usize % 4][0]
+                    .pop_if(|s, idx| secs[s].starts_aligned(idx, align_order))
+                {
+                    return self.hand_out_as(s, idx, 1, aligned_page_word());
+                }
+            }
             return self.alloc_aligned_page(align_order, c);
         }
         self.alloc_run(count as u64, align_order, c)
@@ -1638,12 +1663,12 @@ impl BuddyAllocator {
     /// [`HOT_CAP`] looks), else the first page of a block of that order,
     /// the rest given back. Either way it is marked so that its free parks
     /// it again (see `free_aligned_page`).
+    #[inline(never)]
     fn alloc_aligned_page(&mut self, align_order: u32, c: Constraint) -> Result<PhysAddr, Error> {
         if let Constraint::Zone(z) = c {
-            let mask = (1u64 << align_order) - 1;
             let secs = &self.secs;
             if let Some((s, idx)) = self.hot[z as usize % 4][0]
-                .take_newest(|s, idx| (secs[s].base + idx as u64) & mask == 0)
+                .take_newest(|s, idx| secs[s].starts_aligned(idx, align_order))
             {
                 return self.hand_out_as(s, idx, 1, aligned_page_word());
             }
@@ -1707,6 +1732,7 @@ impl BuddyAllocator {
     /// assert_eq!(a.free_pages(PhysAddr(p.0 + 4096), 1), Err(Error::InteriorPage));
     /// a.free_pages(p, 3).unwrap();
     /// ```
+    #[inline]
     pub fn free_pages(&mut self, addr: PhysAddr, count: usize) -> Result<(), Error> {
         if count == 0 {
             return Err(Error::ZeroCount);
@@ -1714,7 +1740,26 @@ impl BuddyAllocator {
         if !addr.is_page_aligned() {
             return Err(Error::Misaligned);
         }
-        self.free_run(addr, count as u64)
+        let Some((s, idx)) = self.locate(addr) else {
+            return Err(Error::NotInSection);
+        };
+        let sec = &self.secs[s];
+        if !sec.chunk_ready(sec.chunk_of(idx)) {
+            return self.free_lazy(s, idx, count as u64);
+        }
+        // An aligned single page (its word is exactly a valid head of one
+        // page) that `free_aligned_page` would only park: parked here. This
+        // path makes no call, so it saves no registers.
+        let e = sec.raw_read(idx);
+        if count == 1
+            && e == aligned_page_word()
+            && !self.poisoning
+            && !self.hot[sec.zone as usize % 4][0].is_full()
+        {
+            self.park_in_room(s, idx, 0);
+            return Ok(());
+        }
+        self.free_run(s, idx, e, count as u64)
     }
 
     /// Checks that `addr` starts an allocation of `count` pages.
@@ -1724,8 +1769,16 @@ impl BuddyAllocator {
             return Err(Error::NotInSection);
         };
         let e = self.secs[s].get(idx);
+        self.check_head(s, idx, e, count)?;
+        Ok((s, idx, e))
+    }
+
+    /// Checks that page `idx`, whose word is `e`, starts an allocation of
+    /// `count` pages.
+    #[inline(always)]
+    fn check_head(&self, s: usize, idx: u32, e: u64, count: u64) -> Result<(), Error> {
         if state(e) == ST_ALLOC && alloc_count(e) as u64 == count {
-            return Ok((s, idx, e));
+            return Ok(());
         }
         Err(self.free_error(s, idx, e, count))
     }
@@ -1752,8 +1805,22 @@ impl BuddyAllocator {
         }
     }
 
-    fn free_run(&mut self, addr: PhysAddr, count: u64) -> Result<(), Error> {
-        let (s, idx, e) = self.check_alloc_head(addr, count)?;
+    /// [`free_run`](Self::free_run) for a page in a chunk not fully
+    /// initialised, whose word needs the lazy read. (A separate function:
+    /// `free_pages` then makes only tail calls and saves no registers.)
+    #[cold]
+    #[inline(never)]
+    fn free_lazy(&mut self, s: usize, idx: u32, count: u64) -> Result<(), Error> {
+        let e = self.secs[s].get(idx);
+        self.free_run(s, idx, e, count)
+    }
+
+    /// The rest of [`free_pages`](Self::free_pages) for page `idx`, whose
+    /// word is `e`: the checks, and every free its fast path leaves (an
+    /// aligned page too, when frames are poisoned or its list is full).
+    #[inline(never)]
+    fn free_run(&mut self, s: usize, idx: u32, e: u64, count: u64) -> Result<(), Error> {
+        self.check_head(s, idx, e, count)?;
         if e == aligned_page_word() {
             self.free_aligned_page(s, idx);
             return Ok(());
@@ -1865,7 +1932,7 @@ impl BuddyAllocator {
                 Err(e) => {
                     for &f in &out[..i] {
                         // Just allocated by us: cannot fail.
-                        let _ = self.free_run(f, 1);
+                        let _ = self.free_pages(f, 1);
                     }
                     return Err(e);
                 }

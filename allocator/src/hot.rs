@@ -145,6 +145,19 @@ impl HotList {
         self.len = kept as u32;
     }
 
+    /// Takes the most recently parked block if `fits` holds for it (one
+    /// look: the common case of [`take_newest`](Self::take_newest)).
+    #[inline(always)]
+    pub(crate) fn pop_if(&mut self, fits: impl FnOnce(usize, u32) -> bool) -> Option<(usize, u32)> {
+        let i = self.len().checked_sub(1)?;
+        let (s, idx) = self.get(i);
+        if !fits(s, idx) {
+            return None;
+        }
+        self.len -= 1;
+        Some((s, idx))
+    }
+
     /// Takes the most recently parked block for which `fits` holds (at
     /// most [`HOT_CAP`] looks); keeps the others' order.
     pub(crate) fn take_newest(

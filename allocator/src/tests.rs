@@ -1212,3 +1212,38 @@ fn an_aligned_page_freed_in_bulk_merges() {
     assert_eq!(hot(&t), 0);
     assert_eq!(t.a.free_blocks().count(), 1);
 }
+
+#[test]
+fn an_aligned_request_looks_past_a_newer_unaligned_parked_page() {
+    let mut t = T::new(&[(8 * GIB, 1024)]);
+    let p = t.a.alloc_aligned(1, MIB as usize, Constraint::ANY).unwrap();
+    let q = t.a.alloc(0, Constraint::ANY).unwrap();
+    assert_eq!(q.0, p.0 + 4096);
+    t.a.free_pages(p, 1).unwrap();
+    t.a.free(q, 0).unwrap(); // its buddy is parked: parked too, newest
+    assert_eq!(hot(&t), 2);
+    assert_eq!(t.a.alloc_aligned(1, MIB as usize, Constraint::ANY), Ok(p));
+    assert_eq!(hot(&t), 1);
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(q));
+}
+
+#[test]
+fn a_freed_aligned_page_is_poisoned() {
+    let mut ram = Ram::new(8 * GIB, 8);
+    let mut t = T::new(&[(8 * GIB, 8)]);
+    // SAFETY: `ram` maps phys [8 GiB, 8 GiB + 32 KiB) and outlives the allocator's use.
+    unsafe {
+        t.a.set_frame_options(
+            ram.offset(),
+            FrameOptions {
+                poison: true,
+                zero_on_alloc: false,
+            },
+        )
+    };
+    let p = t.a.alloc_aligned(1, 8192, Constraint::ANY).unwrap();
+    ram.poke(p.0 + 100, 7);
+    t.a.free_pages(p, 1).unwrap();
+    assert_eq!((hot(&t), ram.byte(p.0 + 100)), (1, POISON_BYTE));
+    assert_eq!(t.a.alloc_aligned(1, 8192, Constraint::ANY), Ok(p));
+}
