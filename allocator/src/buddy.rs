@@ -16,6 +16,13 @@ const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 /// Sections entirely below the limit are used without any scan.
 pub const LIMIT_SCAN: usize = 64;
 
+/// Metadata words (4 KiB) that each allocation taken off the free lists
+/// initialises until its section is fully initialised: registration
+/// writes nothing, and a 1 GiB section is done after 512 such
+/// allocations, from then on the free path tests one flag instead of
+/// per-chunk state.
+const INIT_STEP_WORDS: u32 = 512;
+
 /// Address buckets per order: each section's free blocks of one order are
 /// kept in this many lists by address, and allocation takes from the
 /// lowest non-empty one (approximately address-ordered best fit, which
@@ -257,6 +264,16 @@ struct Section {
     /// that picks the section calls `BuddyAllocator::materialise`; the
     /// `&self` views (free pages, statistics, free blocks) read the pieces.
     pending: bool,
+    /// Every chunk is initialised: every word is valid, and the free path
+    /// reads the caller's word and every buddy directly (one predictable
+    /// test instead of per-chunk ones, which mispredict in a churn of
+    /// mixed orders: blocks of order >= `chunk_shift` leave their chunks
+    /// uninitialised). Reached by [`Section::init_step`].
+    ready: bool,
+    /// Incremental initialisation has reached this page index: each
+    /// allocation taken off the lists initialises up to
+    /// [`INIT_STEP_WORDS`] more words, skipping initialised chunks.
+    init_next: u32,
 }
 
 impl Section {
@@ -281,6 +298,8 @@ impl Section {
         chunk_head: [0; CHUNK_WORDS],
         sink: 0,
         pending: false,
+        ready: false,
+        init_next: 0,
     };
 
     #[inline(always)]
@@ -501,6 +520,65 @@ impl Section {
         }
         self.init_chunk(c);
         self.raw_write(idx, v);
+    }
+
+    /// The word of page `idx`, which may lie anywhere (a caller's address),
+    /// and the order below which its buddies' words may be read directly
+    /// (see `free_buddy`): all orders once the section is ready, orders
+    /// below the chunk order in an initialised chunk, else none.
+    #[inline(always)]
+    fn read_own(&self, idx: u32) -> (u64, u32) {
+        if self.ready {
+            return (self.raw_read(idx), u32::MAX);
+        }
+        let c = self.chunk_of(idx);
+        if self.chunk_ready(c) {
+            (self.raw_read(idx), self.chunk_shift)
+        } else {
+            (self.get_lazy(idx, c), 0)
+        }
+    }
+
+    /// One step of incremental initialisation: "none" into up to
+    /// [`INIT_STEP_WORDS`] more words of uninitialised chunks (keeping a
+    /// valid chunk-head word), marking each chunk initialised once all of
+    /// it is; sets `ready` at the end of the section. Logically a no-op:
+    /// an uninitialised chunk reads as "none" except its head word.
+    #[cold]
+    #[inline(never)]
+    fn init_step(&mut self) {
+        let mut budget = INIT_STEP_WORDS;
+        while budget > 0 {
+            let p = self.init_next;
+            if p >= self.pages {
+                self.ready = true;
+                return;
+            }
+            let c = self.chunk_of(p);
+            let start =
+                (((self.cbase + c as u64) << self.chunk_shift).max(self.base) - self.base) as u32;
+            let end = ((((self.cbase + c as u64 + 1) << self.chunk_shift) - self.base) as u32)
+                .min(self.pages);
+            if self.chunk_ready(c) {
+                self.init_next = end;
+                continue;
+            }
+            let to = end.min(p + budget);
+            let bit = 1u64 << (c % 64);
+            let keep_head =
+                p == start && self.is_chunk_start(p) && self.chunk_head[c / 64] & bit != 0;
+            let from = p + u32::from(keep_head);
+            // SAFETY: [from, to) lies within [0, pages), valid per add_section.
+            unsafe {
+                core::ptr::write_bytes(self.meta.add(from as usize), 0, (to - from) as usize)
+            };
+            budget -= to - p;
+            self.init_next = to;
+            if to == end {
+                self.chunk_init[c / 64] |= bit;
+                self.chunk_head[c / 64] |= bit;
+            }
+        }
     }
 
     /// Writes "none" into every word of chunk `c` except a valid head word.
@@ -1194,6 +1272,9 @@ impl BuddyAllocator {
         if j > k {
             self.split(s, idx, j, k);
         }
+        if !self.secs[s].ready {
+            self.secs[s].init_step();
+        }
         (s, idx)
     }
 
@@ -1543,16 +1624,9 @@ impl BuddyAllocator {
         let Some((s, idx)) = self.locate(addr) else {
             return Err(Error::NotInSection);
         };
-        let sec = &self.secs[s];
-        let c = sec.chunk_of(idx);
         // One word read establishes the page state: exactly an unmarked
-        // allocation head of 2^order pages, or an error. In an initialised
-        // chunk, buddies below the chunk order are in the same chunk.
-        let (e, same_chunk) = if sec.chunk_ready(c) {
-            (sec.raw_read(idx), sec.chunk_shift)
-        } else {
-            (sec.get_lazy(idx, c), 0)
-        };
+        // allocation head of 2^order pages, or an error.
+        let (e, same_chunk) = self.secs[s].read_own(idx);
         if e != alloc_word(1 << order) {
             return self.free_uncommon(s, idx, e, order);
         }
@@ -1828,14 +1902,7 @@ impl BuddyAllocator {
         self.on_free(s, idx, count);
         self.secs[s].raw_write(idx, ST_NONE);
         if count.is_power_of_two() && (self.secs[s].base + idx as u64) & (count - 1) == 0 {
-            // As in `free`: in an initialised chunk, buddies below the
-            // chunk order are read directly.
-            let sec = &self.secs[s];
-            let same_chunk = if sec.chunk_ready(sec.chunk_of(idx)) {
-                sec.chunk_shift
-            } else {
-                0
-            };
+            let (_, same_chunk) = self.secs[s].read_own(idx);
             self.put_back(s, idx, count.trailing_zeros(), same_chunk);
         } else {
             self.release(s, idx, count);
