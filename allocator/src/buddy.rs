@@ -2144,7 +2144,7 @@ impl BuddyAllocator {
                 n += 1;
             }
         }
-        if (self.used.count_zeros() as usize) < n {
+        if self.nsec as usize + n > MAX_SECTIONS {
             return Err(Error::TooManySections);
         }
         for &(lo, hi, z) in &cuts[..n] {

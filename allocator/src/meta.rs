@@ -107,7 +107,15 @@ pub(crate) const MIN_CHUNK_SHIFT: u32 = 6;
 /// Smallest chunk shift for which a section `[base, base + pages)` (in
 /// frame numbers) has at most [`MAX_CHUNKS`] chunks.
 pub(crate) const fn chunk_shift_for(base: u64, pages: u64) -> u32 {
-    let mut s = MIN_CHUNK_SHIFT;
+    // Below ceil(log2(pages)) - log2(MAX_CHUNKS) even an aligned section
+    // has too many chunks: start there (an unaligned base may need one more
+    // step) instead of counting up from MIN_CHUNK_SHIFT at registration.
+    let fit = (64 - (pages - 1).leading_zeros()).saturating_sub(MAX_CHUNKS.trailing_zeros());
+    let mut s = if fit > MIN_CHUNK_SHIFT {
+        fit
+    } else {
+        MIN_CHUNK_SHIFT
+    };
     loop {
         let n = ((base + pages - 1) >> s) - (base >> s) + 1;
         if n <= MAX_CHUNKS {
@@ -120,6 +128,33 @@ pub(crate) const fn chunk_shift_for(base: u64, pages: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_shift_is_the_smallest_that_fits() {
+        let count_up = |base: u64, pages: u64| {
+            (MIN_CHUNK_SHIFT..64)
+                .find(|&s| ((base + pages - 1) >> s) - (base >> s) < MAX_CHUNKS)
+                .unwrap()
+        };
+        for pages in [
+            1,
+            2,
+            2047,
+            2048,
+            2049,
+            1 << 17,
+            (1 << 20) + 1,
+            (1 << 28) - 1,
+        ] {
+            for base in [0, 1, 63, 64 * 2047, 1 << 20, (1 << 20) + 5] {
+                assert_eq!(
+                    chunk_shift_for(base, pages),
+                    count_up(base, pages),
+                    "{base} {pages}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn free_word_roundtrip() {
