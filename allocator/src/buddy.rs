@@ -357,7 +357,16 @@ impl Section {
         let next = core::hint::select_unpredictable(occupied, self.heads[o][b], NIL);
         self.set_prev_of(next, idx);
         self.lmask[o] = lm | (1 << b);
-        let word = free_word(order, NIL, next);
+        self.write_head(idx, order, free_word(order, NIL, next), checked);
+        self.heads[o][b] = idx;
+        self.nfree[o] += 1;
+        lm == 0
+    }
+
+    /// Writes `word` as the head word of block `idx` of `order`. `checked`:
+    /// the word may lie in an uninitialised chunk (see `BuddyAllocator::push`).
+    #[inline(always)]
+    fn write_head(&mut self, idx: u32, order: u32, word: u64, checked: bool) {
         if !checked {
             self.raw_write(idx, word);
         } else if order >= self.chunk_shift {
@@ -365,9 +374,6 @@ impl Section {
         } else {
             self.set(idx, word);
         }
-        self.heads[o][b] = idx;
-        self.nfree[o] += 1;
-        lm == 0
     }
 
     /// Sets the prev link of free-list member `idx`, or writes the scratch
@@ -880,7 +886,8 @@ impl BuddyAllocator {
     }
 
     /// The buddy of block `idx` of order `k` if it is a free block of the
-    /// same order: (index, word).
+    /// same order that merges: on a free list, or parked with an order
+    /// above 0 (a parked single page does not merge): (index, word).
     #[inline(always)]
     fn free_buddy(&self, s: usize, idx: u32, k: u32, same_chunk: u32) -> Option<(u32, u64)> {
         if k >= MAX_ORDER {
@@ -900,7 +907,10 @@ impl BuddyAllocator {
         } else {
             sec.get(bidx)
         };
-        if be & 0x7f != (ST_FREE | ((k as u64) << 2)) {
+        let head = be & 0x7f;
+        let listed = head == (ST_FREE | ((k as u64) << 2));
+        let parked = (head == (ST_HOT | ((k as u64) << 2))) & (k != 0);
+        if !(listed | parked) {
             return None;
         }
         Some((bidx, be))
@@ -920,10 +930,12 @@ impl BuddyAllocator {
         bidx: u32,
         be: u64,
     ) {
-        self.merge_loop(s, idx, k, checked, same_chunk, bidx, be);
+        self.merge_loop(s, idx, k, checked, same_chunk, bidx, be, false);
     }
 
     /// The body of [`free_merge`](Self::free_merge), inlined into `free`.
+    /// The merged block goes to a hot list if `park` (see
+    /// [`place`](Self::place)), else to the free lists.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn merge_loop(
@@ -935,9 +947,14 @@ impl BuddyAllocator {
         same_chunk: u32,
         mut bidx: u32,
         mut be: u64,
+        park: bool,
     ) {
         loop {
-            self.unlink(s, bidx, k, be);
+            if state(be) == ST_HOT {
+                self.hot_take_slot(self.secs[s].zone as usize % 4, k, hot_slot(be));
+            } else {
+                self.unlink(s, bidx, k, be);
+            }
             // The upper half's head (the absorbed buddy's, or our own stale
             // word) is no longer a head; the lower one is rewritten later.
             // A write of "none" is harmless even in an uninitialised chunk.
@@ -952,7 +969,11 @@ impl BuddyAllocator {
                 None => break,
             }
         }
-        self.push(s, idx, k, checked);
+        if park {
+            self.place(s, idx, k, checked);
+        } else {
+            self.push(s, idx, k, checked);
+        }
     }
 
     /// Frees `[idx, idx + count)` as a sequence of aligned blocks. The word
@@ -1021,23 +1042,48 @@ impl BuddyAllocator {
     /// churn than with the list code out of line, one more per hot pair).
     #[inline(always)]
     fn put_back(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
-        // (Written as two lookups, which the compiler folds: a single
-        // `match` on one lookup measured 12 instructions more per hot pair.)
-        if (k as usize) < HOT_ORDERS && self.free_buddy(s, idx, k, same_chunk).is_none() {
-            let z = self.secs[s].zone as usize % 4;
-            if self.hot[z][k as usize].is_full() {
-                // Its buddy is not free: no merge, a plain push. (Making
-                // room by freeing the list's older half instead handled
-                // every page twice when frees outnumber allocations.)
-                self.push(s, idx, k, false);
-            } else {
-                self.park(s, idx, k);
-            }
-            return;
-        }
         match self.free_buddy(s, idx, k, same_chunk) {
-            None => self.push(s, idx, k, false),
-            Some((bidx, be)) => self.merge_loop(s, idx, k, false, same_chunk, bidx, be),
+            None => self.place(s, idx, k, false),
+            Some((bidx, be)) => self.merge_loop(s, idx, k, false, same_chunk, bidx, be, true),
+        }
+    }
+
+    /// Puts free block `idx` of order `k`, whose buddy does not merge with
+    /// it, on its zone's hot list for that order if there is room, else on
+    /// the free lists (making room by freeing the list's older half
+    /// instead handled every block twice when frees outnumber
+    /// allocations). Every order below [`HOT_ORDERS`] takes the same path,
+    /// so a churn of mixed orders takes no branch on the order.
+    #[inline(always)]
+    fn place(&mut self, s: usize, idx: u32, k: u32, checked: bool) {
+        let z = self.secs[s].zone as usize % 4;
+        if (k as usize) < HOT_ORDERS && !self.hot[z][k as usize].is_full() {
+            let h = &mut self.hot[z][k as usize];
+            let word = hot_word(k, h.len());
+            h.push(s, idx);
+            self.secs[s].write_head(idx, k, word, checked);
+        } else {
+            self.push(s, idx, k, checked);
+        }
+    }
+
+    /// Takes the parked block in `slot` of hot list `(z, k)` off it (it
+    /// merges with its buddy); the block moved into the slot gets its new
+    /// slot in its word.
+    #[inline(always)]
+    fn hot_take_slot(&mut self, z: usize, k: u32, slot: usize) {
+        if let Some((ms, midx)) = self.hot[z % 4][k as usize % HOT_ORDERS].swap_remove(slot) {
+            // A hot head written when it was parked: valid.
+            self.secs[ms].raw_write(midx, hot_word(k, slot));
+        }
+    }
+
+    /// Rewrites the slot in the words of every block of hot list `(z, o)`
+    /// after the list was compacted.
+    fn hot_reindex(&mut self, z: usize, o: usize) {
+        for i in 0..self.hot[z][o].len() {
+            let (s, idx) = self.hot[z][o].get(i);
+            self.secs[s].raw_write(idx, hot_word(o as u32, i));
         }
     }
 
@@ -1057,8 +1103,9 @@ impl BuddyAllocator {
     #[inline(always)]
     fn park_in_room(&mut self, s: usize, idx: u32, k: u32) {
         let z = self.secs[s].zone as usize % 4;
-        self.secs[s].raw_write(idx, hot_word(k));
-        self.hot[z][k as usize].push(s, idx);
+        let h = &mut self.hot[z][k as usize];
+        self.secs[s].raw_write(idx, hot_word(k, h.len()));
+        h.push(s, idx);
     }
 
     /// A parked block of order `k` from zone `y`, if any. Its word is still
@@ -1082,12 +1129,17 @@ impl BuddyAllocator {
     /// Frees the `n` oldest blocks of hot list `(z, o)` into the buddy,
     /// merging them with free buddies.
     fn hot_free_oldest(&mut self, z: usize, o: usize, n: usize) {
+        // Off the list first: freeing one may merge it with a parked block
+        // of a higher order, which takes that block off its list. (Only
+        // single pages are freed in part; their slots are never used.)
+        debug_assert!(o == 0 || n == self.hot[z][o].len());
+        let list = self.hot[z][o];
+        self.hot[z][o].drop_oldest(n);
         for i in 0..n {
-            let (s, idx) = self.hot[z][o].get(i);
+            let (s, idx) = list.get(i);
             // A hot word is neither a free nor an allocation head, and valid.
             self.free_block(s, idx, o as u32, false, 0);
         }
-        self.hot[z][o].drop_oldest(n);
     }
 
     /// Frees every parked block of zones `0..=top` into the buddy. Returns
@@ -1138,11 +1190,15 @@ impl BuddyAllocator {
             .sum()
     }
 
-    /// Takes the parked block `idx` of order `o` off its hot list (for
-    /// `reserve_range`). Its word is left as it is.
-    fn hot_remove(&mut self, s: usize, idx: u32, o: u32) {
+    /// Takes the parked block `idx` of order `o`, word `e`, off its hot
+    /// list (for `reserve_range`). Its word is left as it is.
+    fn hot_remove(&mut self, s: usize, idx: u32, o: u32, e: u64) {
         let z = self.secs[s].zone as usize % 4;
-        self.hot[z][o as usize].forget(|hs, hidx| hs == s && hidx == idx);
+        if o == 0 {
+            self.hot[z][0].forget(|hs, hidx| hs == s && hidx == idx);
+        } else {
+            self.hot_take_slot(z, o, hot_slot(e));
+        }
     }
 
     /// The free block containing page `idx`, if any: (head, order).
@@ -1214,15 +1270,26 @@ impl BuddyAllocator {
                 return Some(b);
             }
             let m = self.zones[y].order_mask & (u32::MAX << k);
-            if m != 0 {
+            if m != 0 || self.parked_orders(y, k) != 0 {
                 return Some(self.take_from(y, k, m));
             }
         }
         self.take_slow(k, c)
     }
 
-    /// Takes a block of order `k` from zone `y` (orders `m` >= `k`
-    /// non-empty), whose hot list for order `k` is empty.
+    /// Orders `k..HOT_ORDERS` whose hot list in zone `y` is not empty.
+    #[inline(always)]
+    fn parked_orders(&self, y: usize, k: u32) -> u32 {
+        let mut m = 0;
+        for (o, h) in self.hot[y % 4].iter().enumerate().skip(k as usize) {
+            m |= u32::from(h.len() != 0) << o;
+        }
+        m
+    }
+
+    /// Takes a block of order `k` from zone `y` (listed orders `m` >= `k`;
+    /// this or a parked block of a higher order exists), whose hot list for
+    /// order `k` is empty.
     #[inline(always)]
     fn take_from(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
         if k == 0 && m & 1 == 0 {
@@ -1239,7 +1306,7 @@ impl BuddyAllocator {
     fn take_refill(&mut self, y: usize, m: u32) -> (usize, u32) {
         // Callers found the hot list empty; never park beyond its room.
         let room = (HOT_CAP - self.hot[y % 4][0].len()) as u64;
-        let r = m
+        let r = (m | self.parked_orders(y, 1))
             .trailing_zeros()
             .min(REFILL_ORDER)
             .min(floor_log2(room + 1));
@@ -1254,21 +1321,27 @@ impl BuddyAllocator {
         let hot = &mut self.hot[y % 4][0];
         // Highest first: the stack hands them out in address order.
         for i in (1..1u32 << r).rev() {
-            sec.raw_write(idx + i, hot_word(0));
+            sec.raw_write(idx + i, hot_word(0, hot.len()));
             hot.push(s, idx + i);
         }
         (s, idx)
     }
 
-    /// Takes a block of order >= `k` (orders `m`, non-empty) from zone `y`.
+    /// Takes a block of order >= `k` from zone `y`: the smallest there is,
+    /// listed (orders `m`) or parked (a parked one where both exist).
     #[inline(always)]
     fn take_in(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
-        let j = m.trailing_zeros();
-        let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize % MAX_SECTIONS;
-        if self.secs[s].pending {
-            self.materialise(s);
-        }
-        let idx = self.pop_first(s, j);
+        let parked = self.parked_orders(y, k);
+        let j = (m | parked).trailing_zeros() % 32;
+        let hot = if parked & (1 << j) != 0 {
+            self.hot_pop(y, j)
+        } else {
+            None
+        };
+        let (s, idx) = match hot {
+            Some(b) => b,
+            None => self.take_listed(y, j),
+        };
         if j > k {
             self.split(s, idx, j, k);
         }
@@ -1276,6 +1349,16 @@ impl BuddyAllocator {
             self.secs[s].init_step();
         }
         (s, idx)
+    }
+
+    /// Takes the first block of listed order `j` in zone `y`.
+    #[inline(always)]
+    fn take_listed(&mut self, y: usize, j: u32) -> (usize, u32) {
+        let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize % MAX_SECTIONS;
+        if self.secs[s].pending {
+            self.materialise(s);
+        }
+        (s, self.pop_first(s, j))
     }
 
     #[inline(never)]
@@ -1375,7 +1458,7 @@ impl BuddyAllocator {
                 return Some(b);
             }
             let m = self.zones[y].order_mask & (u32::MAX << k);
-            if m == 0 {
+            if m == 0 && self.parked_orders(y, k) == 0 {
                 continue;
             }
             if y == top
@@ -1557,7 +1640,7 @@ impl BuddyAllocator {
         }
         let y = z as usize % 4;
         let m = self.zones[y].order_mask & (u32::MAX << order);
-        if m == 0 {
+        if m == 0 && self.parked_orders(y, order) == 0 {
             return self.alloc_from_lists(order, Constraint::Zone(z));
         }
         let (s, idx) = self.take_from(y, order, m);
@@ -1955,7 +2038,7 @@ impl BuddyAllocator {
             let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
             let e = self.secs[s].get(h);
             if state(e) == ST_HOT {
-                self.hot_remove(s, h, o);
+                self.hot_remove(s, h, o, e);
             } else {
                 self.unlink(s, h, o, e);
             }
@@ -2254,8 +2337,13 @@ impl BuddyAllocator {
             meta_bytes: self.secs[s0].reg_meta_bytes,
             pages: self.secs[s0].reg_pages,
         };
-        for h in self.hot.as_flattened_mut() {
-            h.forget(|s, _| pieces & (1 << s) != 0);
+        for z in 0..4 {
+            for o in 0..HOT_ORDERS {
+                self.hot[z][o].forget(|s, _| pieces & (1 << s) != 0);
+                if o > 0 {
+                    self.hot_reindex(z, o);
+                }
+            }
         }
         let mut m = pieces;
         while m != 0 {

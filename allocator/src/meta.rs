@@ -3,13 +3,15 @@
 //! Word layout (bits):
 //! - `0..2` state: `0` none (interior of a block, or never touched),
 //!   `1` free block head, `2` allocation head, `3` hot block head (free,
-//!   parked on a hot list, not merged).
+//!   parked on a hot list).
 //! - free head: `2..7` order, `7..35` prev index, `35..63` next index
 //!   (section-relative page indexes, [`NIL`] = none).
 //! - allocation head: `2..34` page count, `34` transient mark used by bulk
 //!   free, `35` aligned (a single page from `alloc_aligned` with an
 //!   alignment above one page: parked on free), `36..64` reserved (zero).
-//! - hot head: `2..7` order, every other bit zero.
+//! - hot head: `2..7` order, `7..13` slot in its hot list (a block of
+//!   order >= 1 is taken out of that slot when its buddy merges with it),
+//!   every other bit zero.
 //! - none: every other bit zero.
 
 pub(crate) const ST_MASK: u64 = 3;
@@ -71,10 +73,16 @@ pub(crate) const fn aligned_page_word() -> u64 {
     alloc_word(1) | ALIGNED_BIT
 }
 
-/// The word of a block of `order` parked on a hot list.
+/// The word of a block of `order` parked in `slot` of its hot list.
 #[inline(always)]
-pub(crate) const fn hot_word(order: u32) -> u64 {
-    ST_HOT | ((order as u64) << 2)
+pub(crate) const fn hot_word(order: u32, slot: usize) -> u64 {
+    ST_HOT | ((order as u64) << 2) | ((slot as u64) << 7)
+}
+
+/// The hot-list slot of a hot head.
+#[inline(always)]
+pub(crate) const fn hot_slot(e: u64) -> usize {
+    ((e >> 7) & 0x3f) as usize
 }
 
 #[inline(always)]

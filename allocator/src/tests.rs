@@ -973,8 +973,66 @@ fn freeing_next_to_a_free_buddy_merges_instead_of_parking() {
     let p = t.a.alloc(0, Constraint::ANY).unwrap();
     t.a.drain_hot(); // the refill's other pages
     t.a.free(p, 0).unwrap();
-    assert_eq!(hot(&t), 0);
-    assert_eq!(t.a.free_blocks().count(), 1);
+    // Merged all the way up: one block of the whole section (parked on
+    // the order-6 hot list: merged blocks are parked like any other).
+    let blocks: Vec<FreeBlock> = t.a.free_blocks().collect();
+    assert_eq!(
+        (blocks.len(), blocks[0].order, blocks[0].addr),
+        (1, 6, PhysAddr(GIB))
+    );
+    assert_eq!(hot(&t), 64);
+}
+
+#[test]
+fn parked_blocks_above_order_0_merge_with_their_buddy() {
+    let mut t = T::new(&[(4 * GIB, 64)]);
+    let x = PhysAddr(4 * GIB);
+    let y = PhysAddr(4 * GIB + 4 * 4096);
+    t.a.reserve_range(x, 4).unwrap();
+    t.a.reserve_range(y, 4).unwrap();
+    // x's buddy y is in use: x is parked, and taken back first.
+    t.a.free(x, 2).unwrap();
+    assert_eq!(hot(&t), 4);
+    assert_eq!(
+        t.a.page_state(x),
+        Ok(PageState::Free { block: x, order: 2 })
+    );
+    assert_eq!(t.a.alloc(2, Constraint::ANY), Ok(x));
+    t.a.free(x, 2).unwrap();
+    // Freeing y merges it with the parked x (and on up to the section).
+    t.a.free(y, 2).unwrap();
+    let blocks: Vec<FreeBlock> = t.a.free_blocks().collect();
+    assert_eq!((blocks.len(), blocks[0].addr, blocks[0].order), (1, x, 6));
+}
+
+/// Taking a parked block out of its hot list moves another into its slot;
+/// removing a section compacts the lists. Either way the slots in the
+/// words must follow, or a later merge takes the wrong block off.
+#[test]
+fn parked_block_slots_follow_their_moves() {
+    // A: 3 pages from an odd frame, so its order-1 piece has no buddy.
+    let (a0, b0) = (4 * GIB + 4096, 8 * GIB);
+    let mut t = T::new(&[(a0, 3), (b0, 64)]);
+    let page = |i: u64| PhysAddr(b0 + i * 4096);
+    t.a.reserve_range(PhysAddr(a0 + 4096), 2).unwrap();
+    t.a.free_pages(PhysAddr(a0 + 4096), 2).unwrap(); // parked: slot 0
+    for i in [0, 2, 16, 18] {
+        t.a.reserve_range(page(i), 2).unwrap();
+    }
+    t.a.free(page(0), 1).unwrap(); // slot 1 (buddy page(2) in use)
+    t.a.free(page(16), 1).unwrap(); // slot 2 (buddy page(18) in use)
+    assert_eq!(hot(&t), 6);
+    t.a.remove_section(PhysAddr(a0)).unwrap();
+    assert_eq!(hot(&t), 4);
+    // Merges with page(0), which moved to slot 0 when A's block left.
+    t.a.free(page(2), 1).unwrap();
+    t.a.free(page(18), 1).unwrap();
+    let blocks: Vec<FreeBlock> = t.a.free_blocks().collect();
+    assert_eq!(
+        (blocks.len(), blocks[0].addr, blocks[0].order),
+        (1, page(0), 6)
+    );
+    assert_eq!(t.free(), 64);
 }
 
 #[test]

@@ -610,14 +610,16 @@ impl Harness {
             }
         }
         // No two free buddies of the same order in the same piece, unless
-        // one of them is parked on a hot list (merged when it leaves it).
+        // one of them is a single page parked on a hot list (merged when it
+        // leaves it): parked blocks of higher orders merge like listed ones.
+        let parked_page = |a: u64, o: u32| o == 0 && hot.contains(&(a, o));
         for &(a, o) in &free_set {
-            if o >= MAX_ORDER || hot.contains(&(a, o)) {
+            if o >= MAX_ORDER || parked_page(a, o) {
                 continue;
             }
             let b = a ^ (4096 << o);
             if free_set.contains(&(b, o))
-                && !hot.contains(&(b, o))
+                && !parked_page(b, o)
                 && self.piece_of(a) == self.piece_of(b)
             {
                 panic!("free buddies {a:#x} and {b:#x} of order {o} not merged");
