@@ -16,10 +16,10 @@ const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 /// Sections entirely below the limit are used without any scan.
 pub const LIMIT_SCAN: usize = 64;
 
-/// Metadata words (4 KiB) that each allocation taken off the free lists
-/// initialises until its section is fully initialised: registration
-/// writes nothing, and a 1 GiB section is done after 512 such
-/// allocations, from then on the free path tests one flag instead of
+/// Metadata words (4 KiB) that each allocation taken off the free lists,
+/// and each free, initialises until its section is fully initialised:
+/// registration writes nothing, and a 1 GiB section is done after 512
+/// such operations, from then on the free path tests one flag instead of
 /// per-chunk state.
 const INIT_STEP_WORDS: u32 = 512;
 
@@ -907,10 +907,11 @@ impl BuddyAllocator {
         } else {
             sec.get(bidx)
         };
+        // A free (01) or hot (11) head of order k: clearing bit 1 leaves
+        // 01 for both, 00 for allocation (10) and none (00) heads. But not
+        // a hot single page, which is the bare hot state.
         let head = be & 0x7f;
-        let listed = head == (ST_FREE | ((k as u64) << 2));
-        let parked = (head == (ST_HOT | ((k as u64) << 2))) & (k != 0);
-        if !(listed | parked) {
+        if (head & !ST_ALLOC) != (ST_FREE | ((k as u64) << 2)) || head == ST_HOT {
             return None;
         }
         Some((bidx, be))
@@ -1715,6 +1716,12 @@ impl BuddyAllocator {
         }
         self.on_free(s, idx, 1 << order);
         self.put_back(s, idx, order, same_chunk);
+        // Frees, too, advance the section's initialisation: a workload of
+        // parked pages alone takes nothing off the lists, and the free path
+        // is shorter once the section is ready.
+        if !self.secs[s].ready {
+            self.secs[s].init_step();
+        }
         Ok(())
     }
 
