@@ -13,6 +13,8 @@ const GIB: u64 = 1 << 30;
 struct T {
     a: Box<BuddyAllocator>,
     metas: Vec<Vec<u64>>,
+    /// Frame memory for poisoning tests (dropped after `a`).
+    ram: Option<Ram>,
 }
 
 impl T {
@@ -20,6 +22,7 @@ impl T {
         let mut t = T {
             a: Box::new(BuddyAllocator::new()),
             metas: Vec::new(),
+            ram: None,
         };
         for &(s, p) in sections {
             t.add(s, p).unwrap();
@@ -40,6 +43,22 @@ impl T {
             self.metas.push(m);
         }
         r
+    }
+    /// Makes `ram` the frames' memory (kept here, so it outlives the
+    /// allocator's use of it) and turns poisoning on, zeroing too if `zero`.
+    fn poison(&mut self, ram: Ram, zero: bool) {
+        let ram = self.ram.insert(ram);
+        let opts = FrameOptions {
+            poison: true,
+            zero_on_alloc: zero,
+        };
+        // SAFETY: `ram` maps its physical range and lives in `self`, which
+        // drops it after the allocator.
+        unsafe { self.a.set_frame_options(ram.offset(), opts) };
+    }
+    /// The memory given to [`poison`](Self::poison).
+    fn ram(&mut self) -> &mut Ram {
+        self.ram.as_mut().expect("poison() first")
     }
     fn snap(&self) -> (Stats, Vec<FreeBlock>) {
         (self.a.stats(), self.a.free_blocks().collect())
@@ -555,14 +574,17 @@ fn hot_add_and_remove() {
     assert_eq!(t.free(), 64);
 }
 
-#[test]
-#[cfg_attr(miri, ignore)] // scans 8 MiB of metadata: slow under Miri
-fn lazy_init_touches_only_a_few_words() {
-    let pages = 1u64 << 20; // 4 GiB
-    let mut meta = vec![0x5A5A_5A5A_5A5A_5A5Au64; pages as usize];
-    let mut a = BuddyAllocator::new();
-    // SAFETY: `meta` outlives `a`; we only read it after `a` is dropped... and
-    // here, between calls, for the test, while `a` does not run.
+/// What metadata the allocator never wrote still holds.
+const GARBAGE: u64 = 0x5A5A_5A5A_5A5A_5A5A;
+
+/// Registers `pages` pages at 4 GiB over metadata full of [`GARBAGE`],
+/// runs `f` on the allocator, drops it, and returns the metadata to look
+/// at.
+fn on_garbage_metadata(pages: u64, f: impl FnOnce(&mut BuddyAllocator)) -> Vec<u64> {
+    let mut meta = vec![GARBAGE; pages as usize];
+    let mut a = Box::new(BuddyAllocator::new());
+    // SAFETY: `meta` outlives `a`, which is dropped before `meta` is
+    // returned, and nothing else touches `meta` meanwhile.
     unsafe {
         a.add_section(
             PhysAddr(4 * GIB),
@@ -572,13 +594,23 @@ fn lazy_init_touches_only_a_few_words() {
         )
         .unwrap();
     }
-    let untouched = |m: &[u64]| m.iter().all(|&w| w == 0x5A5A_5A5A_5A5A_5A5A);
+    f(&mut a);
+    drop(a);
+    meta
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // scans 8 MiB of metadata: slow under Miri
+fn lazy_init_touches_only_a_few_words() {
+    let pages = 1u64 << 20; // 4 GiB
     // Registration writes no word at all (the pieces are pending).
-    assert!(untouched(&meta[..]));
-    let p = a.alloc(0, Constraint::ANY).unwrap();
-    a.free(p, 0).unwrap();
-    let _ = a; // not used again: its metadata may be read
-    let touched = meta.iter().filter(|&&w| w != 0x5A5A_5A5A_5A5A_5A5A).count();
+    let meta = on_garbage_metadata(pages, |_| {});
+    assert!(meta.iter().all(|&w| w == GARBAGE));
+    let meta = on_garbage_metadata(pages, |a| {
+        let p = a.alloc(0, Constraint::ANY).unwrap();
+        a.free(p, 0).unwrap();
+    });
+    let touched = meta.iter().filter(|&&w| w != GARBAGE).count();
     // The first allocation writes the 4 order-18 heads and initialises one
     // 512-page chunk for the split; it and the free each take a step of
     // incremental initialisation (512 words).
@@ -625,31 +657,20 @@ fn pending_sections_read_as_their_lists_would() {
 #[test]
 #[cfg_attr(miri, ignore)] // 512 KiB of metadata
 fn incremental_init_covers_the_section() {
-    const GARBAGE: u64 = 0x5A5A_5A5A_5A5A_5A5A;
     let pages = 1u64 << 16;
-    let mut meta = vec![GARBAGE; pages as usize];
-    let mut a = BuddyAllocator::new();
-    // SAFETY: `meta` outlives `a` and is read only once `a` is done.
-    unsafe {
-        a.add_section(
-            PhysAddr(4 * GIB),
-            pages,
-            NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
-            metadata_bytes(pages),
-        )
-        .unwrap();
-    }
-    // Order 1 has no hot list: every request is taken off the lists.
-    let live: Vec<PhysAddr> = (0..pages / 512 + 1)
-        .map(|_| a.alloc(1, Constraint::ANY).unwrap())
-        .collect();
-    for &p in &live {
-        a.free(p, 1).unwrap();
-        assert_eq!(a.free(p, 1), Err(Error::DoubleFree));
-    }
-    assert_eq!(a.stats().free_pages(), pages);
-    assert_eq!(a.free_blocks().count(), 1);
-    let _ = a; // not used again: its metadata may be read
+    let meta = on_garbage_metadata(pages, |a| {
+        // Nothing is freed yet, so every request is taken off the lists,
+        // and each one (then each free) takes a step.
+        let live: Vec<PhysAddr> = (0..pages / 512 + 1)
+            .map(|_| a.alloc(1, Constraint::ANY).unwrap())
+            .collect();
+        for &p in &live {
+            a.free(p, 1).unwrap();
+            assert_eq!(a.free(p, 1), Err(Error::DoubleFree));
+        }
+        assert_eq!(a.stats().free_pages(), pages);
+        assert_eq!(a.free_blocks().count(), 1);
+    });
     let left = meta.iter().filter(|&&w| w == GARBAGE).count();
     assert_eq!(left, 0, "{left} words never initialised");
 }
@@ -712,23 +733,14 @@ impl Ram {
 
 #[test]
 fn poison_detects_use_after_free() {
-    let mut ram = Ram::new(GIB, 8);
+    let ram = Ram::new(GIB, 8);
     let mut t = T::new(&[(GIB, 8)]);
-    // SAFETY: `ram` maps phys [GIB, GIB + 32 KiB) and outlives the allocator's use.
-    unsafe {
-        t.a.set_frame_options(
-            ram.offset(),
-            FrameOptions {
-                poison: true,
-                zero_on_alloc: false,
-            },
-        )
-    };
-    assert_eq!(ram.byte(GIB + 5 * 4096 + 17), POISON_BYTE); // poisoned when enabled
+    t.poison(ram, false);
+    assert_eq!(t.ram().byte(GIB + 5 * 4096 + 17), POISON_BYTE); // poisoned when enabled
     let p = t.a.alloc(0, Constraint::ANY).unwrap();
     t.a.free(p, 0).unwrap();
     // Use after free.
-    ram.poke(p.0 + 123, 0x42);
+    t.ram().poke(p.0 + 123, 0x42);
     let mut seen = None;
     for _ in 0..8 {
         match t.a.alloc(0, Constraint::ANY) {
@@ -750,7 +762,7 @@ fn poison_detects_use_after_free() {
     );
     assert!(std::format!("{}", seen.unwrap()).contains("corrupted"));
     // Re-poisoned and free again.
-    assert_eq!(ram.byte(p.0 + 123), POISON_BYTE);
+    assert_eq!(t.ram().byte(p.0 + 123), POISON_BYTE);
     assert!(matches!(t.a.page_state(p), Ok(PageState::Free { .. })));
     t.a.clear_frame_options();
     assert_eq!(t.a.frame_options(), FrameOptions::default());
@@ -758,31 +770,22 @@ fn poison_detects_use_after_free() {
 
 #[test]
 fn zero_on_alloc_and_poison_on_add() {
-    let mut ram = Ram::new(GIB, 16);
+    let ram = Ram::new(GIB, 16);
     let mut t = T::new(&[(GIB, 8)]);
-    // SAFETY: `ram` maps phys [GIB, GIB + 64 KiB) and outlives the allocator's use.
-    unsafe {
-        t.a.set_frame_options(
-            ram.offset(),
-            FrameOptions {
-                poison: true,
-                zero_on_alloc: true,
-            },
-        )
-    };
+    t.poison(ram, true);
     t.add(GIB + 8 * 4096, 8).unwrap(); // hot-added while poisoning: poisoned now
-    assert_eq!(ram.byte(GIB + 12 * 4096), POISON_BYTE);
+    assert_eq!(t.ram().byte(GIB + 12 * 4096), POISON_BYTE);
     let p = t.a.alloc_pages(3, Constraint::ANY).unwrap();
     for i in 0..3 * 4096 {
-        assert_eq!(ram.byte(p.0 + i), 0);
+        assert_eq!(t.ram().byte(p.0 + i), 0);
     }
     t.a.free_pages(p, 3).unwrap();
-    assert_eq!(ram.byte(p.0 + 4096 * 2 + 4095), POISON_BYTE);
+    assert_eq!(t.ram().byte(p.0 + 4096 * 2 + 4095), POISON_BYTE);
     let mut f = [PhysAddr(0); 4];
     t.a.alloc_bulk(Constraint::ANY, &mut f).unwrap();
-    ram.poke(f[0].0, 9); // live frame: no complaint
+    t.ram().poke(f[0].0, 9); // live frame: no complaint
     t.a.free_bulk(&f).unwrap();
-    assert_eq!(ram.byte(f[0].0), POISON_BYTE);
+    assert_eq!(t.ram().byte(f[0].0), POISON_BYTE);
 }
 
 #[test]
@@ -1168,29 +1171,20 @@ fn a_full_hot_list_makes_room_for_an_aligned_page() {
 
 #[test]
 fn parked_pages_are_poisoned_and_checked() {
-    let mut ram = Ram::new(GIB, 8);
+    let ram = Ram::new(GIB, 8);
     let mut t = T::new(&[(GIB, 8)]);
     let p = t.a.alloc(0, Constraint::ANY).unwrap();
     let q = t.a.alloc(0, Constraint::ANY).unwrap();
     t.a.drain_hot(); // the refill's other pages
     t.a.free(q, 0).unwrap();
     assert_eq!(hot(&t), 1);
-    // SAFETY: `ram` maps phys [GIB, GIB + 32 KiB) and outlives the allocator's use.
-    unsafe {
-        t.a.set_frame_options(
-            ram.offset(),
-            FrameOptions {
-                poison: true,
-                zero_on_alloc: false,
-            },
-        )
-    };
+    t.poison(ram, false);
     assert_eq!(
-        ram.byte(q.0 + 100),
+        t.ram().byte(q.0 + 100),
         POISON_BYTE,
         "parked page poisoned when enabled"
     );
-    ram.poke(q.0 + 100, 7);
+    t.ram().poke(q.0 + 100, 7);
     assert_eq!(
         t.a.alloc(0, Constraint::ANY),
         Err(Error::Corrupted {
@@ -1323,21 +1317,12 @@ fn an_aligned_request_looks_past_a_newer_unaligned_parked_page() {
 
 #[test]
 fn a_freed_aligned_page_is_poisoned() {
-    let mut ram = Ram::new(8 * GIB, 8);
+    let ram = Ram::new(8 * GIB, 8);
     let mut t = T::new(&[(8 * GIB, 8)]);
-    // SAFETY: `ram` maps phys [8 GiB, 8 GiB + 32 KiB) and outlives the allocator's use.
-    unsafe {
-        t.a.set_frame_options(
-            ram.offset(),
-            FrameOptions {
-                poison: true,
-                zero_on_alloc: false,
-            },
-        )
-    };
+    t.poison(ram, false);
     let p = t.a.alloc_aligned(1, 8192, Constraint::ANY).unwrap();
-    ram.poke(p.0 + 100, 7);
+    t.ram().poke(p.0 + 100, 7);
     t.a.free_pages(p, 1).unwrap();
-    assert_eq!((hot(&t), ram.byte(p.0 + 100)), (1, POISON_BYTE));
+    assert_eq!((hot(&t), t.ram().byte(p.0 + 100)), (1, POISON_BYTE));
     assert_eq!(t.a.alloc_aligned(1, 8192, Constraint::ANY), Ok(p));
 }
