@@ -17,7 +17,7 @@ const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 pub const LIMIT_SCAN: usize = 64;
 
 /// Metadata words (4 KiB) that each allocation taken off the free lists,
-/// and each free, initialises until its section is fully initialised:
+/// and each `free`, initialises until its section is fully initialised:
 /// registration writes nothing, and a 1 GiB section is done after 512
 /// such operations, from then on the free path tests one flag instead of
 /// per-chunk state.
@@ -271,7 +271,7 @@ struct Section {
     /// uninitialised). Reached by [`Section::init_step`].
     ready: bool,
     /// Incremental initialisation has reached this page index: each
-    /// allocation taken off the lists initialises up to
+    /// allocation taken off the lists, and each `free`, initialises up to
     /// [`INIT_STEP_WORDS`] more words, skipping initialised chunks.
     init_next: u32,
 }
