@@ -1073,7 +1073,7 @@ impl BuddyAllocator {
     /// slot in its word.
     #[inline(always)]
     fn hot_take_slot(&mut self, z: usize, k: u32, slot: usize) {
-        if let Some((ms, midx)) = self.hot[z % 4][k as usize % HOT_ORDERS].swap_remove(slot) {
+        if let Some((ms, midx)) = self.hot[z % 4][k as usize].swap_remove(slot) {
             // A hot head written when it was parked: valid.
             self.secs[ms].raw_write(midx, hot_word(k, slot));
         }
