@@ -1908,13 +1908,9 @@ impl BuddyAllocator {
             return Err(Error::NotInSection);
         };
         let sec = &self.secs[s];
-        if !sec.chunk_ready(sec.chunk_of(idx)) {
-            return self.free_lazy(s, idx, count as u64);
-        }
+        let (e, same_chunk) = sec.read_own(idx);
         // An aligned single page (its word is exactly a valid head of one
-        // page) that `free_aligned_page` would only park: parked here. This
-        // path makes no call, so it saves no registers.
-        let e = sec.raw_read(idx);
+        // page) that `free_aligned_page` would only park: parked here.
         if count == 1
             && e == aligned_page_word()
             && !self.poisoning
@@ -1923,7 +1919,7 @@ impl BuddyAllocator {
             self.park_in_room(s, idx, 0);
             return Ok(());
         }
-        self.free_run(s, idx, e, count as u64)
+        self.free_run(s, idx, e, same_chunk, count as u64)
     }
 
     /// Checks that `addr` starts an allocation of `count` pages.
@@ -1969,21 +1965,19 @@ impl BuddyAllocator {
         }
     }
 
-    /// [`free_run`](Self::free_run) for a page in a chunk not fully
-    /// initialised, whose word needs the lazy read. (A separate function:
-    /// `free_pages` then makes only tail calls and saves no registers.)
-    #[cold]
-    #[inline(never)]
-    fn free_lazy(&mut self, s: usize, idx: u32, count: u64) -> Result<(), Error> {
-        let e = self.secs[s].get(idx);
-        self.free_run(s, idx, e, count)
-    }
-
     /// The rest of [`free_pages`](Self::free_pages) for page `idx`, whose
-    /// word is `e`: the checks, and every free its fast path leaves (an
-    /// aligned page too, when frames are poisoned or its list is full).
+    /// word is `e` (`same_chunk` as [`Section::read_own`] gave it): the
+    /// checks, and every free its fast path leaves (an aligned page too,
+    /// when frames are poisoned or its list is full).
     #[inline(never)]
-    fn free_run(&mut self, s: usize, idx: u32, e: u64, count: u64) -> Result<(), Error> {
+    fn free_run(
+        &mut self,
+        s: usize,
+        idx: u32,
+        e: u64,
+        same_chunk: u32,
+        count: u64,
+    ) -> Result<(), Error> {
         self.check_head(s, idx, e, count)?;
         if e == aligned_page_word() {
             self.free_aligned_page(s, idx);
@@ -1992,7 +1986,6 @@ impl BuddyAllocator {
         self.on_free(s, idx, count);
         self.secs[s].raw_write(idx, ST_NONE);
         if count.is_power_of_two() && (self.secs[s].base + idx as u64) & (count - 1) == 0 {
-            let (_, same_chunk) = self.secs[s].read_own(idx);
             self.put_back(s, idx, count.trailing_zeros(), same_chunk);
         } else {
             self.release(s, idx, count);
