@@ -23,6 +23,8 @@
 //!                    of address bucket) instead of the smallest order
 //!   --park-low       park a freed block only if it lies at or below the
 //!                    lowest listed block of its order (bucket granularity)
+//!   --hot-groups G   take the newest parked block of the lowest of G
+//!                    address groups (a power of two) instead of the newest
 //!   --traces U S     uniform and skewed traces              [100 40]
 //! ```
 
@@ -57,6 +59,8 @@ struct Policy {
     refill: u32,
     cross: Option<usize>,
     park_low: bool,
+    /// log2 of the address groups a hot list pops from (0: one group).
+    hot_group_bits: u32,
 }
 
 struct Model {
@@ -105,7 +109,7 @@ impl Model {
             return None;
         }
         let mut j = m.trailing_zeros() as usize;
-        let a = match self.hot.get_mut(j).and_then(Vec::pop) {
+        let a = match self.hot_pop(j) {
             Some(a) => a,
             None => {
                 j = self.listed_order(k, j);
@@ -122,9 +126,7 @@ impl Model {
     }
 
     fn alloc_once(&mut self, k: usize) -> Option<u64> {
-        if k < self.p.hot_orders
-            && let Some(a) = self.hot[k].pop()
-        {
+        if let Some(a) = self.hot_pop(k) {
             return Some(a);
         }
         if k == 0 && self.p.hot_orders > 0 && self.listed[0].is_empty() {
@@ -143,6 +145,18 @@ impl Model {
             return Some(a);
         }
         self.take(k)
+    }
+
+    /// The newest parked block of order `k` (of the lowest address group).
+    fn hot_pop(&mut self, k: usize) -> Option<u64> {
+        if k >= self.p.hot_orders {
+            return None;
+        }
+        let shift = PAGES.ilog2() - self.p.hot_group_bits;
+        let h = &mut self.hot[k];
+        let low = h.iter().map(|&a| a >> shift).min()?;
+        let i = h.iter().rposition(|&a| a >> shift == low)?;
+        Some(h.remove(i))
     }
 
     fn alloc(&mut self, k: usize) -> Option<u64> {
@@ -232,6 +246,7 @@ fn main() {
         refill: 4,
         cross: None,
         park_low: false,
+        hot_group_bits: 0,
     };
     let (mut uniform, mut skewed) = (100, 40);
     let mut args = std::env::args().skip(1);
@@ -246,6 +261,7 @@ fn main() {
             "--refill" => p.refill = num(args.next(), &a).min(8) as u32,
             "--cross" => p.cross = Some(num(args.next(), &a) as usize),
             "--park-low" => p.park_low = true,
+            "--hot-groups" => p.hot_group_bits = num(args.next(), &a).clamp(1, 1 << 10).ilog2(),
             "--traces" => (uniform, skewed) = (num(args.next(), &a), num(args.next(), &a)),
             _ => panic!("unknown option {a} (see the comment at the top of policy_model.rs)"),
         }
