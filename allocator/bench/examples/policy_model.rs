@@ -3,21 +3,23 @@
 //! after the churn, per placement policy, in seconds instead of a rebuild.
 //!
 //! It models choice, not speed: exact per-order free sets (lowest address
-//! first; the allocator's 32 address buckets gave the same mean, 97.24%
-//! against 97.22%), eager merging, and the hot lists of `src/hot.rs`
-//! (per-order stacks, newest first, blocks of order >= 1 merge while
-//! parked, single pages refilled from a block of up to `REFILL_ORDER`,
-//! everything merged back before an allocation fails). With the default
-//! options it gives 96.32% (uniform) and 93.82% (skewed) where
+//! first; a scratch variant with the allocator's 32 address buckets gave
+//! the same mean without hot lists, 97.24% against 97.22%), eager
+//! merging, and the hot lists of `src/hot.rs` (per-order stacks, newest
+//! first, blocks of order >= 1 merge while parked, single pages refilled
+//! from a block of up to `REFILL_ORDER`, everything merged back before an
+//! allocation fails). The traces come from `tests/common/churn_trace.rs`,
+//! as for the test. With the default options it gives 96.32% (uniform)
+//! and 93.82% (skewed) where
 //! `tests/antifrag.rs` measures 96.24% and 93.81% on the allocator.
 //!
 //! ```text
 //! cargo run --release -p allocator-bench --example policy_model -- [options]
 //!   --hot-orders N   orders with hot lists (0: none, which is plain
 //!                    address-ordered best fit, buddy_system_allocator's
-//!                    policy)                                [10]
-//!   --hot-cap N      blocks per hot list                    [32]
-//!   --refill N       refill order for single pages          [4]
+//!                    policy)                                [HOT_ORDERS]
+//!   --hot-cap N      blocks per hot list                    [HOT_CAP]
+//!   --refill N       refill order for single pages          [REFILL_ORDER]
 //!   --cross K        requests of order <= K take the lowest-addressed
 //!                    block of any order below 9 (smallest order on a tie
 //!                    of address bucket) instead of the smallest order
@@ -30,27 +32,16 @@
 
 use std::collections::BTreeSet;
 
-const PAGES: u64 = 1 << 18;
-const NR_ORDERS: usize = 19;
-const PAGEBLOCK_ORDER: usize = 9;
+#[path = "../../tests/common/churn_trace.rs"]
+mod churn_trace;
+
+use churn_trace::{Churned, PAGES, PickOrder, churn};
+
+use allocator::{HOT_CAP, HOT_ORDERS, NR_ORDERS, REFILL_ORDER};
+
+const PAGEBLOCK_ORDER: usize = allocator::PAGEBLOCK_ORDER as usize;
 /// Address bucket shift of the allocator for a 1 GiB section (32 buckets).
 const BUCKET_SHIFT: u32 = 13;
-const STEPS: usize = 400_000;
-
-/// The generator of `tests/antifrag.rs` (xorshift64*), so both see the
-/// same traces.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Policy {
@@ -205,45 +196,36 @@ impl Model {
     }
 }
 
-/// One trace of `tests/antifrag.rs`: % of 2 MiB blocks obtainable.
-fn churn(p: Policy, seed: u64, pick: fn(&mut Rng) -> usize) -> f64 {
-    let mut m = Model::new(p);
-    let mut rng = Rng(seed);
-    let mut live: Vec<(u64, usize)> = Vec::new();
-    let mut live_pages = 0u64;
-    for _ in 0..STEPS {
-        if live_pages < PAGES / 2 {
-            let o = pick(&mut rng);
-            let a = m.alloc(o).expect("half of memory is free");
-            live.push((a, o));
-            live_pages += 1 << o;
-        } else {
-            let i = rng.below(live.len() as u64) as usize;
-            let (a, o) = live.swap_remove(i);
-            m.free(a, o, true);
-            live_pages -= 1 << o;
-        }
+impl Churned for Model {
+    type Block = u64;
+    fn alloc(&mut self, order: u32) -> u64 {
+        Model::alloc(self, order as usize).expect("half of memory is free")
     }
+    fn free(&mut self, block: u64, order: u32) {
+        Model::free(self, block, order as usize, true);
+    }
+}
+
+/// One trace of `tests/antifrag.rs`: % of 2 MiB blocks obtainable.
+fn percentage(p: Policy, i: u64, pick: PickOrder) -> f64 {
+    let mut m = Model::new(p);
+    let live_pages = churn(&mut m, i, pick);
     let free = (PAGES - live_pages) as f64;
     let got = std::iter::from_fn(|| m.alloc(PAGEBLOCK_ORDER)).count();
     got as f64 * 100.0 / (free / 512.0)
 }
 
-fn report(what: &str, p: Policy, traces: u64, pick: fn(&mut Rng) -> usize) {
-    let pct: Vec<f64> = (1..=traces)
-        .map(|i| churn(p, i.wrapping_mul(0x9E37_79B9_7F4A_7C15), pick))
-        .collect();
-    let mean = pct.iter().sum::<f64>() / pct.len() as f64;
-    let min = pct.iter().copied().fold(f64::INFINITY, f64::min);
-    let below = pct.iter().filter(|&&x| x < 95.0).count();
+fn report(what: &str, p: Policy, traces: u64, pick: PickOrder) {
+    let pct: Vec<f64> = (1..=traces).map(|i| percentage(p, i, pick)).collect();
+    let (mean, min, below) = churn_trace::summary(&pct);
     println!("{what}: {traces} traces, mean {mean:.2}%, min {min:.1}%, {below} below 95%");
 }
 
 fn main() {
     let mut p = Policy {
-        hot_orders: 10,
-        hot_cap: 32,
-        refill: 4,
+        hot_orders: HOT_ORDERS,
+        hot_cap: HOT_CAP,
+        refill: REFILL_ORDER,
         cross: None,
         park_low: false,
         hot_group_bits: 0,
@@ -266,9 +248,6 @@ fn main() {
             _ => panic!("unknown option {a} (see the comment at the top of policy_model.rs)"),
         }
     }
-    report("uniform orders 0..=9", p, uniform, |r| r.below(10) as usize);
-    report("skewed orders (P ~ 2^-k)", p, skewed, |r| {
-        let x = r.below(1 << 10);
-        (x.leading_zeros() - 54).min(9) as usize
-    });
+    report("uniform orders 0..=9", p, uniform, churn_trace::uniform);
+    report("skewed orders (P ~ 2^-k)", p, skewed, churn_trace::skewed);
 }
