@@ -7,9 +7,11 @@
 //! - A miss refills `batch` frames, an overflow beyond `high` drains
 //!   `batch` frames, each under one acquisition of the buddy lock.
 //! - A frame freed on another CPU goes to that CPU's cache.
-//! - [`PageCaches::drain_all`] empties every CPU's cache (through
-//!   [`CpuLocal::run_on`]); it runs before a section is removed and before
-//!   an allocation reports out of memory.
+//! - [`PageCaches::drain_all`] empties every CPU's cache (the current
+//!   CPU's directly, the others through [`CpuLocal::run_on`]); it runs
+//!   before a section is removed and before an allocation reports out of
+//!   memory. With interrupts masked, where `run_on` refuses, only the
+//!   current CPU's cache can be emptied.
 //! - Frees are checked in release builds: every block handed out by a
 //!   cache carries a per-page tag ("allocated, order k"), so a second free
 //!   (`DoubleFree`), a wrong order (`WrongCount`) or a page owned by the
@@ -372,8 +374,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// Allocates a block of 2^`order` pages (any zone, Normal first).
     /// Orders `0..=3` come from the current CPU's cache (refilled in a
-    /// batch when empty); if the buddy is out of memory, every other CPU's
-    /// cache is drained before [`Error::OutOfMemory`] is returned.
+    /// batch when empty); if the buddy is out of memory, every CPU's cache
+    /// is drained ([`drain_all`](Self::drain_all)) and the buddy asked
+    /// again before [`Error::OutOfMemory`] is returned. Called with
+    /// interrupts masked, only the current CPU's cache can be drained.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -661,8 +665,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         }
     }
 
-    /// Empties CPU `cpu`'s cache into the buddy, running on that CPU
-    /// through [`CpuLocal::run_on`]. `false` if the platform could not.
+    /// Empties CPU `cpu`'s cache into the buddy: directly if it is the
+    /// current CPU, else running on that CPU through [`CpuLocal::run_on`].
+    /// `false` if the platform could not.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -677,7 +682,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// Empties every CPU's cache; `true` if all of them could be drained.
-    /// Must not be called with interrupts masked.
+    /// Called with interrupts masked, it can only empty the current CPU's
+    /// (`run_on` refuses the others) and returns `false` if there are others.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);

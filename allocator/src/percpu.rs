@@ -147,12 +147,26 @@ impl<T, const N: usize> PerCpu<T, N> {
         }
     }
 
-    /// Runs `f` on CPU `cpu`'s value as that CPU (via [`CpuLocal::run_on`]).
-    /// `None` if `cpu >= N` or the platform could not run it. Must not be
-    /// called inside a masked section of this crate.
+    /// Runs `f` on CPU `cpu`'s value as that CPU: directly if `cpu` is the
+    /// current CPU (which works with interrupts masked, where `run_on` may
+    /// refuse), else via [`CpuLocal::run_on`]. `None` if `cpu >= N` or the
+    /// platform could not run it. Must not be called inside a masked
+    /// section of this crate.
     pub(crate) fn on<P: CpuLocal, R>(&self, cpu: usize, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let slot = self.slots.get(cpu)?;
         let mut f = Some(f);
+        // `local` holds the CPU id fixed while it decides: no migration
+        // between the test and the call.
+        let here = self.local::<P, _>(|me, v| match f.take() {
+            Some(g) if me == cpu => Some(g(v)),
+            g => {
+                f = g;
+                None
+            }
+        });
+        if let Some(Some(r)) = here {
+            return Some(r);
+        }
         let mut out = None;
         let ran = P::run_on(cpu, &mut || {
             if let Some(f) = f.take() {

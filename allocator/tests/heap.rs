@@ -430,6 +430,43 @@ fn pages_freed_on_another_cpu_go_to_its_cache() {
     assert_eq!(f.stats().cached_pages(), 0);
 }
 
+/// Out of memory with interrupts masked (`as_cpu`): the current CPU's own
+/// cache is drained before the request fails, other CPUs' caches cannot be
+/// (`run_on` refuses); unmasked, every cache is drained.
+#[test]
+fn out_of_memory_while_masked_drains_own_cache() {
+    use allocator::{BuddyAllocator, Error, PhysAddr};
+    use host::TestCaches;
+    let c = Box::new(TestCaches::new(BuddyAllocator::new()));
+    c.add_section_static(PhysAddr(1 << 32), 64, vec![0u64; 128].leak())
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(p) = c.alloc(0) {
+        got.push(p);
+    }
+    assert_eq!(got.len(), 64);
+    assert_eq!(c.stats().cached_pages(), 0);
+    // Two pages that are not buddies, one cached on each of two CPUs.
+    got.sort();
+    let (pa, pb) = (got.remove(0), got.remove(1));
+    assert_ne!(pa.0 ^ 4096, pb.0);
+    let (a, b) = ((my_cpu() + 1) % host::CPUS, (my_cpu() + 2) % host::CPUS);
+    as_cpu(a, || c.free(pa, 0)).unwrap();
+    as_cpu(b, || c.free(pb, 0)).unwrap();
+    assert_eq!(c.stats().cached_pages(), 2);
+    assert_eq!(as_cpu(a, || c.alloc(1)), Err(Error::OutOfMemory));
+    assert_eq!(c.stats().cached_pages(), 1, "a's cache kept its page");
+    assert_eq!(c.buddy().stats().free_pages(), 1);
+    assert_eq!(c.alloc(1), Err(Error::OutOfMemory));
+    assert_eq!(c.stats().cached_pages(), 0, "b's cache kept its page");
+    assert_eq!(c.buddy().stats().free_pages(), 2);
+    for p in got {
+        c.free(p, 0).unwrap();
+    }
+    assert!(c.drain_all());
+    assert_eq!(c.buddy().stats().free_pages(), 64);
+}
+
 /// Registration writes no tag, and tags past the valid prefix are never
 /// read: the metadata starts full of words that would each read as "handed
 /// out by a cache, order 0" (the tag for exactly that is 1).

@@ -115,17 +115,25 @@ impl PModel {
                     );
                 }
                 Err(Error::OutOfMemory) => {
-                    // Genuine: after the drain, the buddy has no such block.
-                    let st = self.c.stats();
-                    assert_eq!(st.cached_pages(), 0, "OOM with pages still cached");
-                    assert_eq!(
-                        st.buddy
-                            .zones
-                            .iter()
-                            .map(|z| z.free_pages_at_least(order))
-                            .sum::<u64>(),
-                        0
-                    );
+                    // `as_cpu` runs the request with "interrupts masked",
+                    // where only this CPU's own cache can be drained: it is
+                    // empty, and the buddy has no such block.
+                    let before = self.snapshot();
+                    assert!(self.c.drain_cpu(cpu));
+                    assert_eq!(self.snapshot(), before, "OOM with pages cached on {cpu}");
+                    self.assert_no_block(order);
+                    // Unmasked, every CPU's cache is drained before OOM.
+                    match self.c.alloc(order) {
+                        Ok(a) => {
+                            assert!(before.1 > 0, "OOM masked, but a block was free");
+                            self.live.insert(a.0, order);
+                        }
+                        Err(Error::OutOfMemory) => {
+                            assert_eq!(self.c.stats().cached_pages(), 0, "OOM with pages cached");
+                            self.assert_no_block(order);
+                        }
+                        Err(e) => panic!("alloc: {e:?}"),
+                    }
                 }
                 Err(e) => panic!("alloc: {e:?}"),
             },
@@ -193,6 +201,13 @@ impl PModel {
             }
         }
         self.check();
+    }
+
+    /// The buddy has no free block of `order` or more.
+    fn assert_no_block(&self, order: u32) {
+        let st = self.c.buddy().stats();
+        let n: u64 = st.zones.iter().map(|z| z.free_pages_at_least(order)).sum();
+        assert_eq!(n, 0, "OOM with a free block of order {order} or more");
     }
 
     fn check(&self) {
