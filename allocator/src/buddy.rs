@@ -616,6 +616,8 @@ struct ZoneState {
     managed_pages: u64,
     reserve: u64,
     sections: u32,
+    /// The zone a request for this zone starts in (see `start_zone`).
+    start: Zone,
 }
 
 impl ZoneState {
@@ -625,6 +627,7 @@ impl ZoneState {
         managed_pages: 0,
         reserve: 0,
         sections: 0,
+        start: Zone::Dma,
     };
 }
 
@@ -1265,17 +1268,50 @@ impl BuddyAllocator {
     /// the old free word: the caller overwrites it. `None`: out of memory.
     #[inline(always)]
     fn take(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
-        if let Constraint::Zone(z) = c {
-            let y = z as usize;
-            if let Some(b) = self.hot_pop(y, k) {
-                return Some(b);
+        let c = match c {
+            Constraint::Zone(z) => {
+                let z = self.start_zone(z);
+                let y = z as usize;
+                if let Some(b) = self.hot_pop(y, k) {
+                    return Some(b);
+                }
+                let m = self.zones[y].order_mask & (u32::MAX << k);
+                if m != 0 || self.parked_orders(y, k) != 0 {
+                    return Some(self.take_from(y, k, m));
+                }
+                Constraint::Zone(z)
             }
-            let m = self.zones[y].order_mask & (u32::MAX << k);
-            if m != 0 || self.parked_orders(y, k) != 0 {
-                return Some(self.take_from(y, k, m));
-            }
-        }
+            c => c,
+        };
         self.take_slow(k, c)
+    }
+
+    /// The zone a request for zone `z` (and below) starts in: `z`, or, if
+    /// `z` has no memory at all (a machine without memory above 4 GiB has
+    /// an empty Normal zone), the highest lower zone with memory, where it
+    /// would fall back anyway. Starting there, the request takes that
+    /// zone's hot path instead of the fallback's checks on every call.
+    #[inline(always)]
+    fn start_zone(&self, z: Zone) -> Zone {
+        self.zones[z as usize % 4].start
+    }
+
+    /// Recomputes [`start_zone`](Self::start_zone) after the zones' sections
+    /// or reserves changed. Never past a zone that keeps a reserve: that is
+    /// the fallback's check to make.
+    fn update_start_zones(&mut self) {
+        let z = &mut self.zones;
+        z[0].start = Zone::Dma;
+        z[1].start = if z[1].sections == 0 && z[0].reserve == 0 {
+            Zone::Dma
+        } else {
+            Zone::Dma32
+        };
+        z[2].start = if z[2].sections == 0 && z[1].reserve == 0 {
+            z[1].start
+        } else {
+            Zone::Normal
+        };
     }
 
     /// Orders `k..HOT_ORDERS` whose hot list in zone `y` is not empty.
@@ -1621,18 +1657,24 @@ impl BuddyAllocator {
     #[inline]
     pub fn alloc(&mut self, order: u32, c: Constraint) -> Result<PhysAddr, Error> {
         if let Constraint::Zone(z) = c {
+            // The zone requests for `z` start in: `z` unless it has no
+            // memory (see `start_zone`). One load more than indexing by
+            // `z` itself (about 0.2 ns a pair); without it, a machine with
+            // no memory above 4 GiB paid 2.5 ns more for every pair.
+            let y = self.start_zone(z);
             if (order as usize) < HOT_ORDERS
-                && let Some((s, idx)) = self.hot[z as usize % 4][order as usize].pop()
+                && let Some((s, idx)) = self.hot[y as usize % 4][order as usize].pop()
             {
                 return self.hand_out(s, idx, 1 << order);
             }
-            return self.alloc_in_zone(order, z);
+            return self.alloc_in_zone(order, y);
         }
         self.alloc_from_lists(order, c)
     }
 
-    /// [`alloc`](Self::alloc) past the hot list of zone `z`, when that
-    /// zone has a big enough block; otherwise [`alloc_from_lists`](Self::alloc_from_lists).
+    /// [`alloc`](Self::alloc) past the hot list of zone `z` (where the
+    /// request starts), when that zone has a big enough block; otherwise
+    /// [`alloc_from_lists`](Self::alloc_from_lists).
     /// (A `Constraint` is passed through memory, a `Zone` in a register.)
     #[inline(never)]
     fn alloc_in_zone(&mut self, order: u32, z: Zone) -> Result<PhysAddr, Error> {
@@ -1830,6 +1872,7 @@ impl BuddyAllocator {
     #[inline(never)]
     fn alloc_aligned_page(&mut self, align_order: u32, c: Constraint) -> Result<PhysAddr, Error> {
         if let Constraint::Zone(z) = c {
+            let z = self.start_zone(z);
             let secs = &self.secs;
             if let Some((s, idx)) = self.hot[z as usize % 4][0]
                 .take_newest(|s, idx| secs[s].starts_aligned(idx, align_order))
@@ -2267,6 +2310,7 @@ impl BuddyAllocator {
             let zs = &mut self.zones[z as usize];
             zs.managed_pages += hi - lo;
             zs.sections += 1;
+            self.update_start_zones();
             self.zone_gained(s, gained);
             if self.opts.poison && !self.frame_base.is_null() {
                 self.fill(s, 0, hi - lo, POISON_BYTE);
@@ -2362,6 +2406,7 @@ impl BuddyAllocator {
             }
             zs.managed_pages -= pages;
             zs.sections -= 1;
+            self.update_start_zones();
             self.remove_sorted(s);
             self.secs[s] = Section::EMPTY;
             self.used &= !(1 << s);
@@ -2432,6 +2477,7 @@ impl BuddyAllocator {
     /// ```
     pub fn set_reserve(&mut self, zone: Zone, pages: u64) {
         self.zones[zone as usize].reserve = pages;
+        self.update_start_zones();
     }
 
     /// The reserve set by [`set_reserve`](Self::set_reserve) (0 by default).

@@ -505,6 +505,40 @@ fn zone_constraints_and_fallback() {
     );
 }
 
+/// Without Normal memory, unconstrained requests start in DMA32 (its hot
+/// list, not the fallback); once a Normal section is added they start in
+/// Normal again, and after it is removed in DMA32; a DMA32 reserve still
+/// holds for them; with neither Normal nor DMA32 memory they go to DMA.
+#[test]
+fn requests_start_in_the_highest_zone_with_memory() {
+    let mut t = T::new(&[(GIB, 64)]);
+    let p = t.a.alloc(0, Constraint::ANY).unwrap();
+    let q = t.a.alloc(0, Constraint::ANY).unwrap();
+    t.a.free(p, 0).unwrap();
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(p), "not the parked page");
+    assert_eq!(t.a.alloc(2, Constraint::ANY).map(Zone::of), Ok(Zone::Dma32));
+    t.add(8 * GIB, 16).unwrap();
+    t.a.free(p, 0).unwrap();
+    for _ in 0..16 {
+        assert!(t.a.alloc(0, Constraint::ANY).unwrap().0 >= 8 * GIB);
+    }
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(p));
+    for i in 0..16 {
+        t.a.free(PhysAddr(8 * GIB + i * 4096), 0).unwrap();
+    }
+    assert_eq!(t.a.remove_section(PhysAddr(8 * GIB)).unwrap().pages, 16);
+    t.a.free(p, 0).unwrap();
+    assert_eq!(t.a.alloc(0, Constraint::ANY), Ok(p));
+    // The reserve is the fallback's to check: 64 - 2 - 4 pages are in use.
+    t.a.set_reserve(Zone::Dma32, 58);
+    rejects(&mut t, Error::OutOfMemory, |a| a.alloc(0, Constraint::ANY));
+    t.a.set_reserve(Zone::Dma32, 0);
+    assert_eq!(t.a.alloc(0, Constraint::ANY).map(Zone::of), Ok(Zone::Dma32));
+    let mut d = T::new(&[(8 * MIB, 16)]);
+    assert_eq!(d.a.alloc(0, Constraint::ANY).map(Zone::of), Ok(Zone::Dma));
+    let _ = q;
+}
+
 #[test]
 fn dma32_reserve_is_kept_from_normal_requests() {
     let mut t = T::new(&[(GIB, 16), (8 * GIB, 4)]);

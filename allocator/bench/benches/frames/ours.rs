@@ -18,6 +18,9 @@ use crate::trace::{PAGE, Trace};
 
 /// Fake physical start of the Normal-zone section.
 const NORMAL_BASE: u64 = 4 * GIB as u64;
+/// Fake physical start of the section of row 2l: all of it DMA32, as on a
+/// machine without memory above 4 GiB (QEMU's default).
+const LOW_BASE: u64 = GIB as u64;
 /// Fake physical start of the DMA32 section of row 8.
 const DMA32_BASE: u64 = 256 << 20;
 /// Pages of that DMA32 section (64 MiB).
@@ -76,9 +79,10 @@ fn add(a: &mut BuddyAllocator, base: u64, pages: u64, meta: &Meta) {
     };
 }
 
-pub struct Ours(Box<BuddyAllocator>);
+/// Our allocator over one section of `pages` pages at physical `BASE`.
+pub struct Ours<const BASE: u64 = NORMAL_BASE>(Box<BuddyAllocator>);
 
-impl Contender for Ours {
+impl<const BASE: u64> Contender for Ours<BASE> {
     type Mem = (Meta, u64);
 
     fn mem(pages: usize) -> Self::Mem {
@@ -87,7 +91,7 @@ impl Contender for Ours {
 
     fn make(mem: &Self::Mem) -> Self {
         let mut a = Box::new(BuddyAllocator::new());
-        add(&mut a, NORMAL_BASE, mem.1, &mem.0);
+        add(&mut a, BASE, mem.1, &mem.0);
         Self(a)
     }
 }
@@ -98,7 +102,7 @@ fn failed(what: &str, e: allocator::Error) -> ! {
     panic!("our allocator: {what} failed: {e}")
 }
 
-impl Frames for Ours {
+impl<const BASE: u64> Frames for Ours<BASE> {
     #[inline]
     fn alloc(&mut self, order: u32) -> Option<usize> {
         self.0
@@ -136,6 +140,11 @@ impl Frames for Ours {
 
 pub fn pair_sampler(pages: usize) -> Option<Sampler<'static>> {
     Some(pair::<Ours>(pages))
+}
+
+/// Rows 1-2 with all memory below 4 GiB (row 2l).
+pub fn pair_sampler_low(pages: usize) -> Option<Sampler<'static>> {
+    Some(pair::<Ours<LOW_BASE>>(pages))
 }
 
 pub fn bulk_sampler(pages: usize, perm: Rc<Vec<u32>>) -> Option<Sampler<'static>> {
