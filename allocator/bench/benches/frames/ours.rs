@@ -138,13 +138,16 @@ impl<const BASE: u64> Frames for Ours<BASE> {
     }
 }
 
+/// Rows 1, 2 and 2l: `[fresh pair, warm pair, warm pair with all memory
+/// below 4 GiB]` (the peers, without zones, sample only the first two).
 pub fn pair_sampler(pages: usize) -> Option<Sampler<'static>> {
-    Some(pair::<Ours>(pages))
-}
-
-/// Rows 1-2 with all memory below 4 GiB (row 2l).
-pub fn pair_sampler_low(pages: usize) -> Option<Sampler<'static>> {
-    Some(pair::<Ours<LOW_BASE>>(pages))
+    let mut normal = pair::<Ours>(pages);
+    let mut low = pair::<Ours<LOW_BASE>>(pages);
+    Some(Box::new(move || {
+        let mut v = normal();
+        v.push(low()[1]);
+        v
+    }))
 }
 
 pub fn bulk_sampler(pages: usize, perm: Rc<Vec<u32>>) -> Option<Sampler<'static>> {
