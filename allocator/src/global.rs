@@ -5,11 +5,13 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::buddy::BuddyAllocator;
+use crate::buddy::PageState;
+use crate::desc_pool::heap_metadata_bytes;
 use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 use crate::percpu::CpuLocal;
 use crate::slab::{Fault, FaultKind, SIZE_CLASSES, Slab, size_class};
-use crate::types::{Constraint, Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
+use crate::tags::{TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, is_heap_tag, tag_alloc, tag_heap};
+use crate::types::{Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
 /// How a request that is too big for the slab is served.
 #[derive(Copy, Clone, PartialEq, Eq)]
@@ -32,6 +34,24 @@ fn cached_order(size: usize, align: usize) -> Option<u32> {
     None
 }
 
+/// The tag of a block of cached order `o` handed out to the heap.
+#[inline(always)]
+const fn cached_tag(o: u32) -> u64 {
+    tag_alloc(o as usize) | TAG_HEAP_OWNED
+}
+
+/// The tag of a run of `pages` pages at `align` bytes served by the buddy:
+/// its layout's key, so a free with another layout does not match.
+const fn run_tag(pages: usize, align: usize) -> u64 {
+    tag_heap(pages as u64 | ((align.trailing_zeros() as u64) << 20))
+}
+
+/// The tag of a page given to a small request of class `k` (on a CPU
+/// without a slot, or with no slab descriptor left).
+const fn small_page_tag(k: usize) -> u64 {
+    tag_heap((1 << 40) | k as u64)
+}
+
 fn plan(size: usize, align: usize) -> Option<Plan> {
     if let Some(o) = cached_order(size, align) {
         return Some(Plan::Cached(o));
@@ -45,13 +65,14 @@ fn plan(size: usize, align: usize) -> Option<Plan> {
 }
 
 /// Statistics of a [`Heap`]. Pages add up: `frames.free_pages()` + slab
-/// pages + descriptor pages + pages of large allocations = managed pages.
+/// pages + pages of page-sized allocations = managed pages (slab
+/// descriptors live in registration metadata, outside the managed pages).
 ///
 /// ```
 /// # allocator::host_cpu_local!(Cpu, 2);
 /// let h = allocator::Heap::<Cpu, 2>::new();
 /// let st = h.stats();
-/// assert_eq!((st.slab_pages, st.descriptor_pages, st.faults), (0, 0, 0));
+/// assert_eq!((st.slab_pages, st.descriptors, st.faults), (0, 0, 0));
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct HeapStats {
@@ -59,8 +80,12 @@ pub struct HeapStats {
     pub frames: CacheStats,
     /// Pages currently making up slabs (all CPUs).
     pub slab_pages: u64,
-    /// Pages holding slab descriptors (kept for reuse, never freed).
-    pub descriptor_pages: u64,
+    /// Slab descriptors taken from registration metadata (in use, or
+    /// kept by a CPU for its next slab).
+    pub descriptors: u64,
+    /// Slab descriptors registered ([`PAGES_PER_DESCRIPTOR`](crate::PAGES_PER_DESCRIPTOR)
+    /// managed pages each).
+    pub descriptor_capacity: u64,
     /// Bad frees detected so far.
     pub faults: u64,
 }
@@ -71,7 +96,17 @@ pub struct HeapStats {
 /// to 1 GiB, `realloc` in place within a size class or page run, null on
 /// out of memory (after draining every CPU's caches), never a panic.
 /// Bad frees are detected in release builds, reported to the fault handler
-/// and ignored ([`Fault`]).
+/// and ignored ([`Fault`]): a pointer the heap did not hand out, a second
+/// free, and a layout other than the allocation's (another size class,
+/// page count or alignment; layouts that the heap serves identically, such
+/// as 20 and 24 bytes, count as the same).
+///
+/// Every page the heap hands out carries an ownership tag in the per-page
+/// metadata saying how it was handed out, and slab bookkeeping lives in
+/// registration metadata too: nothing the heap relies on is ever stored in
+/// memory a user was given. The page layer stays reachable
+/// ([`frames`](Self::frames)) for page tables and DMA buffers, and refuses
+/// to free anything of the heap's.
 ///
 /// `N` is the number of CPUs ([`CpuLocal::cpu_id`] `< N`; other ids get
 /// uncached service). Memory is added at run time: physical sections, and
@@ -104,13 +139,6 @@ pub struct Heap<P: CpuLocal, const N: usize> {
     offset: AtomicU64,
 }
 
-#[cold]
-fn page_fault(ptr: *mut u8, e: Error) -> Fault {
-    Fault {
-        kind: FaultKind::Page(e),
-        addr: ptr as usize,
-    }
-}
 
 impl<P: CpuLocal, const N: usize> Default for Heap<P, N> {
     fn default() -> Self {
@@ -139,7 +167,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// ```
     pub const fn with_config(cfg: PcpConfig) -> Self {
         Heap {
-            frames: PageCaches::with_config(BuddyAllocator::new(), cfg),
+            frames: PageCaches::for_heap(cfg),
             slab: Slab::new(),
             offset: AtomicU64::new(0),
         }
@@ -172,16 +200,18 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         self.offset.load(Ordering::Relaxed)
     }
 
-    /// Adds the `pages` pages at physical `start`; the first
-    /// ceil(16 * pages / 4112) of them become the metadata of the rest.
+    /// Adds the `pages` pages at physical `start`; the first of them become
+    /// the metadata of the rest ([`heap_metadata_bytes`](crate::heap_metadata_bytes):
+    /// 16 bytes a page, and a slab descriptor for every
+    /// [`PAGES_PER_DESCRIPTOR`](crate::PAGES_PER_DESCRIPTOR) pages).
     ///
     /// Errors: [`Error::SectionTooSmall`] and those of
     /// [`PageCaches::add_section`].
     ///
     /// # Safety
     /// `[start, start + pages * 4096)` is RAM mapped read-write at
-    /// `start + phys_offset`, given to this heap for good (until removed
-    /// through [`frames`](Self::frames)), and used by nothing else.
+    /// `start + phys_offset`, given to this heap for good, and used by
+    /// nothing else.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -191,47 +221,50 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// // SAFETY: leaked, so ours for good.
     /// unsafe { h.add_memory(allocator::PhysAddr(start), 64).unwrap() };
     /// assert_eq!(h.stats().frames.free_pages(), 63); // one page of metadata
+    /// assert!(h.stats().descriptor_capacity >= 63 / 8); // slab descriptors, in the same page
     /// ```
     pub unsafe fn add_memory(&self, start: PhysAddr, pages: u64) -> Result<(), Error> {
         if !start.is_page_aligned() {
             return Err(Error::Misaligned);
         }
-        let m = pages.saturating_mul(16).div_ceil(PAGE_SIZE + 16);
-        if pages == 0 || m >= pages {
-            return Err(Error::SectionTooSmall);
-        }
+        let m = metadata_pages(pages).ok_or(Error::SectionTooSmall)?;
         let meta = start.0.wrapping_add(self.phys_offset()) as *mut u8;
         let Some(meta) = NonNull::new(meta) else {
             return Err(Error::Misaligned);
         };
-        let first = PhysAddr(start.0 + m * PAGE_SIZE);
+        // No wrap: `start` is page aligned and `pages` fit after it, or
+        // the section registration below refuses the range.
+        let first = PhysAddr(start.0.wrapping_add(m * PAGE_SIZE));
         // SAFETY: the caller gives us the whole range, mapped at the
-        // offset; its first m pages hold >= 16 bytes per remaining page.
-        unsafe {
-            self.frames
-                .add_section(first, pages - m, meta, (m * PAGE_SIZE) as usize)
-        }
+        // offset; its first m pages hold the metadata of the rest.
+        unsafe { self.add_section(first, pages - m, meta, (m * PAGE_SIZE) as usize) }
     }
 
-    /// Adds memory with separately provided metadata
-    /// ([`PageCaches::add_section`]).
+    /// Adds memory with separately provided metadata of
+    /// [`heap_metadata_bytes`](crate::heap_metadata_bytes)`(pages)` bytes:
+    /// the page caches' ([`PageCaches::add_section`]), then slab
+    /// descriptors.
+    ///
+    /// Errors: [`Error::MetadataTooSmall`], and those of
+    /// [`PageCaches::add_section`].
     ///
     /// # Safety
-    /// As for [`PageCaches::add_section`]; the pages are also mapped at
-    /// `phys + phys_offset` and used by nothing else.
+    /// As for [`PageCaches::add_section`] (for all `meta_bytes` bytes); the
+    /// pages are also RAM mapped read-write at `phys + phys_offset`, given
+    /// to this heap for good, and used by nothing else.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
-    /// use allocator::{Heap, PhysAddr, cache_metadata_bytes};
+    /// use allocator::{Heap, PhysAddr, heap_metadata_bytes};
     /// use core::ptr::NonNull;
     /// let h = Heap::<Cpu, 2>::new();
     /// let ram = Box::leak(vec![0u8; 9 * 4096].into_boxed_slice());
     /// let start = (ram.as_ptr() as u64).next_multiple_of(4096);
-    /// let meta = Box::leak(vec![0u64; 16].into_boxed_slice());
+    /// let meta = Box::leak(vec![0u8; allocator::heap_metadata_bytes(8)].into_boxed_slice());
     /// // SAFETY: both leaked, used only by `h`.
     /// unsafe {
     ///     h.add_section(PhysAddr(start), 8, NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
-    ///                   cache_metadata_bytes(8)).unwrap();
+    ///                   heap_metadata_bytes(8)).unwrap();
     /// }
     /// assert_eq!(h.stats().frames.free_pages(), 8);
     /// ```
@@ -242,13 +275,31 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         meta: NonNull<u8>,
         meta_bytes: usize,
     ) -> Result<(), Error> {
-        let _ = cache_metadata_bytes;
-        // SAFETY: forwarded.
-        unsafe { self.frames.add_section(start, pages, meta, meta_bytes) }
+        let need = heap_metadata_bytes(pages);
+        if meta_bytes < need {
+            return Err(Error::MetadataTooSmall);
+        }
+        let cache = cache_metadata_bytes(pages);
+        // SAFETY: forwarded; the first `cache` of `meta_bytes` bytes.
+        unsafe { self.frames.add_section(start, pages, meta, cache)? };
+        // SAFETY: the rest of the caller's metadata, ours for good (memory
+        // of a heap is never removed).
+        let pooled = unsafe {
+            self.slab
+                .descs
+                .add(meta.as_ptr().add(cache), meta_bytes - cache)
+        };
+        // A full pool only means fewer slabs: small requests then get pages.
+        let _ = pooled;
+        Ok(())
     }
 
-    /// The page layer (per-CPU caches over the buddy). Pages allocated from
-    /// it are mapped at `phys + phys_offset` like the heap's.
+    /// The page layer (per-CPU caches over the buddy), for frames that are
+    /// not heap objects: page tables, DMA buffers. Pages allocated from it
+    /// are mapped at `phys + phys_offset` like the heap's. It refuses to
+    /// free anything the heap owns ([`Error::OwnedByHeap`],
+    /// [`Error::OwnedBySlab`]), to register memory by name only, and to
+    /// remove memory.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -309,14 +360,15 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         let align = layout.align();
         let off = self.phys_offset();
         if let Some(k) = size_class(size, align) {
-            match self.slab.alloc(&self.frames, off, k) {
-                Some(p) if !p.is_null() => return p,
-                Some(_) => return self.alloc_small_oom(k, size, align, off),
-                // No CPU slot: a page of its own (found again by `free_page`).
-                None => {}
-            }
-        } else if let Some(o) = cached_order(size, align)
-            && let Ok(p) = self.frames.alloc(o)
+            return match self.slab.alloc(&self.frames, off, k) {
+                Some(p) if !p.is_null() => p,
+                Some(_) => self.alloc_small_oom(k, off),
+                // No CPU slot: a page of its own.
+                None => self.alloc_small_page(k, off),
+            };
+        }
+        if let Some(o) = cached_order(size, align)
+            && let Ok(p) = self.frames.alloc_as(o as usize, cached_tag(o))
         {
             // The common page-sized request, straight to the page cache
             // (`alloc_large` retries after reclaiming when this fails).
@@ -325,14 +377,25 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         self.alloc_large(size, align, off)
     }
 
-    /// A small allocation that found no memory: reclaim, retry once.
+    /// A small allocation that found no memory or no slab descriptor:
+    /// reclaim, retry once, then a page of its own.
     #[cold]
     #[inline(never)]
-    fn alloc_small_oom(&self, k: usize, size: usize, align: usize, off: u64) -> *mut u8 {
+    fn alloc_small_oom(&self, k: usize, off: u64) -> *mut u8 {
         self.reclaim();
         match self.slab.alloc(&self.frames, off, k) {
-            Some(p) => p,
-            None => self.alloc_large(size, align, off),
+            Some(p) if !p.is_null() => p,
+            _ => self.alloc_small_page(k, off),
+        }
+    }
+
+    /// A whole page for a small request of class `k`, tagged with it.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_page(&self, k: usize, off: u64) -> *mut u8 {
+        match self.frames.alloc_run_as(1, PAGE_SIZE as usize, small_page_tag(k)) {
+            Ok(p) => p.0.wrapping_add(off) as *mut u8,
+            Err(_) => core::ptr::null_mut(),
         }
     }
 
@@ -342,12 +405,10 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             return core::ptr::null_mut();
         };
         let once = || match plan {
-            Plan::Cached(order) => self.frames.alloc(order),
+            Plan::Cached(order) => self.frames.alloc_as(order as usize, cached_tag(order)),
             Plan::Buddy(pages, align) => {
                 self.frames
-                    .buddy()
-                    .lock()
-                    .alloc_aligned(pages, align, Constraint::ANY)
+                    .alloc_run_as(pages, align, run_tag(pages, align))
             }
         };
         let r = match once() {
@@ -428,54 +489,83 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         if let Some(k) = size_class(size, align) {
             return match self.slab.free(&self.frames, off, ptr, k) {
                 Ok(()) => Ok(()),
-                Err(kind) => self.small_free_fault(ptr, off, kind),
+                Err(kind) => self.small_free_fault(ptr, off, k, kind),
             };
         }
+        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
         if let Some(o) = cached_order(size, align) {
-            let phys = PhysAddr((ptr as u64).wrapping_sub(off));
-            return match self.frames.free(phys, o) {
+            return match self.frames.free_as(phys, o as usize, cached_tag(o)) {
                 Ok(()) => Ok(()),
-                Err(e) => Err(page_fault(ptr, e)),
+                Err(e) => Err(self.page_fault(ptr, phys, e)),
             };
         }
-        self.free_large(ptr, size, align, off)
+        self.free_large(ptr, phys, size, align)
     }
 
-    /// A small free the slab refused: a page given out while this CPU had
-    /// no slot, or a fault.
+    /// A small free the slab refused: a page of its own (given while this
+    /// CPU had no slot, or no descriptor was left), or a fault.
     #[cold]
     #[inline(never)]
-    fn small_free_fault(&self, ptr: *mut u8, off: u64, kind: FaultKind) -> Result<(), Fault> {
-        let fault = |kind| Fault {
-            kind,
-            addr: ptr as usize,
-        };
-        if kind == FaultKind::NotAllocated && self.is_slotless_page(ptr, off) {
-            return self
-                .frames
-                .free(PhysAddr((ptr as u64).wrapping_sub(off)), 0)
-                .map_err(|_| fault(FaultKind::NotAllocated));
+    fn small_free_fault(&self, ptr: *mut u8, off: u64, k: usize, kind: FaultKind) -> Result<(), Fault> {
+        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+        if kind != FaultKind::NotAllocated {
+            return Err(Fault { kind, addr: ptr as usize });
         }
-        Err(fault(kind))
+        if !phys.is_page_aligned() {
+            return Err(self.page_fault(ptr, phys, Error::Misaligned));
+        }
+        let tag = small_page_tag(k);
+        self.frames
+            .free_run_as(phys, 1, tag, |g| g.free_pages(phys, 1))
+            .map_err(|e| self.page_fault(ptr, phys, e))
     }
 
-    /// The page-sized part of `try_dealloc`.
+    /// The page-sized part of `try_dealloc`, beyond the cached orders.
     #[inline(never)]
-    fn free_large(&self, ptr: *mut u8, size: usize, align: usize, off: u64) -> Result<(), Fault> {
-        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+    fn free_large(&self, ptr: *mut u8, phys: PhysAddr, size: usize, align: usize) -> Result<(), Fault> {
         let r = match plan(size, align) {
-            Some(Plan::Cached(order)) => self.frames.free(phys, order),
-            Some(Plan::Buddy(pages, _)) => self.frames.buddy().lock().free_pages(phys, pages),
+            Some(Plan::Cached(order)) => self.frames.free_as(phys, order as usize, cached_tag(order)),
+            Some(Plan::Buddy(pages, align)) => {
+                self.frames
+                    .free_run_as(phys, pages as u64, run_tag(pages, align), |g| {
+                        g.free_pages(phys, pages)
+                    })
+            }
             None => Err(Error::TooLarge),
         };
-        r.map_err(|e| page_fault(ptr, e))
+        r.map_err(|e| self.page_fault(ptr, phys, e))
     }
 
-    /// A page-aligned address whose page is untagged (allocated straight
-    /// from the buddy): what a small allocation gets on a CPU without a slot.
-    fn is_slotless_page(&self, ptr: *mut u8, off: u64) -> bool {
-        let phys = (ptr as u64).wrapping_sub(off);
-        phys.is_multiple_of(PAGE_SIZE) && self.frames.tags.value(phys) == Some(0)
+    /// What a refused free of `ptr` (at `phys`; the page layer said `e`)
+    /// was, told by the page's ownership tag: memory of the heap's freed
+    /// with another layout, a second free, or something the heap never
+    /// handed out.
+    #[cold]
+    #[inline(never)]
+    fn page_fault(&self, ptr: *mut u8, phys: PhysAddr, e: Error) -> Fault {
+        let tag = if phys.is_page_aligned() {
+            self.frames.tags.value(phys.0)
+        } else {
+            None
+        };
+        let kind = match tag {
+            Some(t) if matches!(t & TAG_KIND, TAG_CACHED | TAG_CLAIMED) => FaultKind::DoubleFree,
+            Some(t) if is_heap_tag(t) => FaultKind::WrongLayout,
+            Some(_) if self.is_free_page(phys) => FaultKind::DoubleFree,
+            Some(_) => FaultKind::NotAllocated,
+            None if e == Error::TooLarge => FaultKind::WrongLayout,
+            None => FaultKind::NotAllocated,
+        };
+        Fault {
+            kind,
+            addr: ptr as usize,
+        }
+    }
+
+    /// Whether the page at `phys` is free in the buddy.
+    fn is_free_page(&self, phys: PhysAddr) -> bool {
+        self.frames
+            .with_buddy(|b| matches!(b.page_state(phys), Ok(PageState::Free { .. })))
     }
 
     /// Heap statistics (exact when nobody allocates meanwhile).
@@ -489,14 +579,15 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// let p = h.allocate(core::alloc::Layout::new::<u32>());
     /// let st = h.stats();
     /// assert_eq!(st.slab_pages, 1);
-    /// assert_eq!(st.frames.free_pages() + st.slab_pages + st.descriptor_pages, 63);
+    /// assert_eq!(st.frames.free_pages() + st.slab_pages, 63);
     /// ```
     pub fn stats(&self) -> HeapStats {
-        let (slab_pages, descriptor_pages) = self.slab.pages();
+        let (descriptors, descriptor_capacity) = self.slab.descs.counts();
         HeapStats {
             frames: self.frames.stats(),
-            slab_pages,
-            descriptor_pages,
+            slab_pages: self.slab.pages(),
+            descriptors,
+            descriptor_capacity,
             faults: self.slab.faults.count(),
         }
     }
@@ -523,42 +614,87 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         self.slab.is_free(&self.frames, self.phys_offset(), ptr, k)
     }
 
-    /// In-place `realloc`; `None` if a move is needed.
-    fn realloc_in_place(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> Option<*mut u8> {
+    /// Checks that `ptr` is a live allocation made with a layout of
+    /// `size` bytes at `align` (or one the heap serves identically),
+    /// reading only the heap's own metadata.
+    fn check_live(&self, ptr: *mut u8, size: usize, align: usize) -> Result<(), Fault> {
+        let off = self.phys_offset();
+        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+        let expect = if let Some(k) = size_class(size, align) {
+            match self.slab.is_free(&self.frames, off, ptr, k) {
+                Some(false) => return Ok(()),
+                Some(true) => {
+                    return Err(Fault {
+                        kind: FaultKind::DoubleFree,
+                        addr: ptr as usize,
+                    });
+                }
+                None => small_page_tag(k),
+            }
+        } else {
+            match plan(size, align) {
+                Some(Plan::Cached(o)) => cached_tag(o),
+                Some(Plan::Buddy(pages, align)) => run_tag(pages, align),
+                None => return Err(self.page_fault(ptr, phys, Error::TooLarge)),
+            }
+        };
+        let found = match phys.is_page_aligned() {
+            true => self.frames.tags.value(phys.0),
+            false => None,
+        };
+        if found == Some(expect) {
+            return Ok(());
+        }
+        Err(self.page_fault(ptr, phys, Error::NotInSection))
+    }
+
+    /// In-place `realloc` of a checked allocation: `Ok(None)` if a move is
+    /// needed.
+    fn realloc_in_place(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<Option<*mut u8>, Fault> {
         let (old, new, align) = (layout.size().max(1), new_size.max(1), layout.align());
+        self.check_live(ptr, old, align)?;
         if let Some(k) = size_class(old, align) {
-            return (size_class(new, align) == Some(k)).then_some(ptr);
+            return Ok((size_class(new, align) == Some(k)).then_some(ptr));
         }
         if size_class(new, align).is_some() {
-            return None;
+            return Ok(None);
         }
-        let (po, pn) = (plan(old, align)?, plan(new, align)?);
+        let (Some(po), Some(pn)) = (plan(old, align), plan(new, align)) else {
+            return Ok(None);
+        };
         if po == pn {
-            return Some(ptr);
+            return Ok(Some(ptr));
         }
-        let (Plan::Buddy(op, _), Plan::Buddy(np, _)) = (po, pn) else {
-            return None;
+        let (Plan::Buddy(op, oa), Plan::Buddy(np, na)) = (po, pn) else {
+            return Ok(None);
         };
         let phys = PhysAddr((ptr as u64).wrapping_sub(self.phys_offset()));
-        let mut g = self.frames.buddy().lock();
-        if g.frame_options() != crate::FrameOptions::default() {
-            return None; // freeing would poison or zero the contents
+        let old_run = (op, run_tag(op, oa));
+        match self.frames.resize_run_as(phys, old_run, (np, run_tag(np, na))) {
+            Ok(true) => Ok(Some(ptr)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(self.page_fault(ptr, phys, e)),
         }
-        if let Err(e) = g.free_pages(phys, op) {
-            drop(g);
-            self.report(Fault {
-                kind: FaultKind::Page(e),
-                addr: ptr as usize,
-            });
-            return Some(core::ptr::null_mut());
-        }
-        if g.reserve_range(phys, np).is_ok() {
-            return Some(ptr);
-        }
-        // Just freed under the same lock: taking it back cannot fail.
-        let _ = g.reserve_range(phys, op);
-        None
     }
+}
+
+/// The heap's metadata pages at the start of a range of `pages` pages:
+/// the fewest that describe all the rest, `None` if nothing would be left.
+fn metadata_pages(pages: u64) -> Option<u64> {
+    let bytes = |managed: u64| heap_metadata_bytes(managed) as u64;
+    // A first estimate from the metadata per page, then up to the fewest
+    // pages that fit (the descriptor rounding adds at most a page or two).
+    let per_page = bytes(PAGE_SIZE).div_ceil(PAGE_SIZE).max(1);
+    let mut m = pages.checked_mul(per_page)?.div_ceil(PAGE_SIZE + per_page);
+    while m < pages && bytes(pages - m) > m.checked_mul(PAGE_SIZE)? {
+        m += 1;
+    }
+    (m > 0 && m < pages).then_some(m)
 }
 
 // SAFETY: every path returns either null or a block of at least
@@ -579,16 +715,25 @@ unsafe impl<P: CpuLocal, const N: usize> GlobalAlloc for Heap<P, N> {
         }
     }
 
+    /// Resizes in place where the size class or page run allows, else
+    /// moves. A `ptr` that is not a live allocation with `layout` is
+    /// reported as a fault and null returned, before anything is read.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if let Some(p) = self.realloc_in_place(ptr, layout, new_size) {
-            return p;
+        match self.realloc_in_place(ptr, layout, new_size) {
+            Ok(Some(p)) => return p,
+            Ok(None) => {}
+            Err(f) => {
+                self.report(f);
+                return core::ptr::null_mut();
+            }
         }
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return core::ptr::null_mut();
         };
         let new = self.allocate(new_layout);
         if !new.is_null() {
-            // SAFETY: both blocks are live, distinct, and at least this long.
+            // SAFETY: both blocks are live (the old one checked above),
+            // distinct, and at least this long.
             unsafe {
                 core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
                 self.dealloc(ptr, layout);

@@ -16,7 +16,9 @@
 //! - Exact page counts, alignment beyond the size, fixed ranges, bulk
 //!   single frames, hot-add and removal of sections.
 //! - Every bad call returns a specific [`Error`] and changes nothing, in
-//!   release builds too.
+//!   release builds too. Each layer owns what it hands out: a per-page
+//!   tag says whether a block belongs to a per-CPU cache, the slab or the
+//!   heap, and no other layer can free it.
 //! - Optional poisoning and zeroing of frames ([`FrameOptions`]).
 //! - [`Stats`] like Linux's buddyinfo, with a `Display` table.
 //! - [`LockedAllocator`]: an interrupt-masking spin lock ([`InterruptControl`]).
@@ -48,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod buddy;
+mod desc_pool;
 mod global;
 #[doc(hidden)]
 pub mod host;
@@ -55,6 +58,7 @@ mod hot;
 mod locked;
 mod meta;
 mod pcp;
+mod pcp_buddy;
 mod pcp_list;
 mod percpu;
 mod remote;
@@ -72,6 +76,7 @@ pub use buddy::{
     BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, LIMIT_SCAN,
     POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
 };
+pub use desc_pool::{PAGES_PER_DESCRIPTOR, heap_metadata_bytes};
 pub use global::{Heap, HeapStats};
 pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
 pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};

@@ -13,25 +13,31 @@
 //!   memory. With interrupts masked, where `run_on` refuses, only the
 //!   current CPU's cache can be emptied.
 //! - Frees are checked in release builds: every block handed out by a
-//!   cache carries a per-page tag ("allocated, order k"), so a second free
-//!   (`DoubleFree`), a wrong order (`WrongCount`) or a page owned by the
-//!   slab (`InteriorPage`) is rejected; untagged addresses go to the buddy,
-//!   which checks them. Two frees of the same block racing on two CPUs are
-//!   not detected (that would need an atomic read-modify-write per free).
+//!   cache carries a per-page tag ("allocated, order k", and to whom), so a
+//!   second free (`DoubleFree`), a wrong order (`WrongCount`) or a page
+//!   owned by a layer above (`OwnedBySlab`, `OwnedByHeap`) is rejected;
+//!   untagged addresses go to the buddy, which checks them. A free claims
+//!   the tag with one compare-exchange, so two frees of one block racing on
+//!   two CPUs never both succeed.
+//! - The buddy's own operations (constraints, exact counts, alignment,
+//!   fixed ranges, bulk) are offered here too, checked against the same
+//!   tags (`pcp_buddy.rs`): nothing a cache, the slab or the heap owns can
+//!   be freed around them.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::buddy::{BuddyAllocator, RemovedSection};
+use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::locked::LockedAllocator;
 use crate::pcp_list::{PCP_CAPACITY, PCP_ORDERS, PcpLists};
 use crate::percpu::{CpuInit, CpuLocal, PerCpu, Slot};
 use crate::stats::Stats;
 use crate::sync::UnsafeCell;
 use crate::tags::{
-    TAG_CACHED, TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB, Tags, tag_alloc, tag_order,
+    TAG_ALLOC, TAG_CACHED, TAG_CLAIMED, TAG_HEAP, TAG_HEAP_OWNED, TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB,
+    Tags, tag_alloc, tag_order,
 };
-use crate::types::{Constraint, Error, PAGE_SHIFT, PAGE_SIZE, PhysAddr, Zone};
+use crate::types::{Constraint, Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr, Zone};
 
 /// High-water marks and batch sizes of the per-CPU lists, per order.
 ///
@@ -191,11 +197,15 @@ struct Held([AtomicU64; 3]);
 /// assert_eq!(FRAMES.stats().cached_pages(), 0);
 /// ```
 pub struct PageCaches<P: CpuLocal, const N: usize> {
-    buddy: LockedAllocator<P>,
+    pub(crate) buddy: LockedAllocator<P>,
     cpus: PerCpu<PcpLists, N>,
     held: [Held; N],
     pub(crate) tags: Tags,
     cfg: PcpConfig,
+    /// A [`Heap`](crate::Heap) sits on top: it writes the frames, and
+    /// its sections hold slab bookkeeping, so memory cannot be registered
+    /// by name only, nor removed.
+    heap_owned: bool,
 }
 
 /// `Zone::of(addr) as usize`, branch-free (two compares, no jumps).
@@ -204,6 +214,25 @@ fn zone_index(addr: u64) -> usize {
     const _: () = assert!(Zone::Dma as usize == 0 && Zone::Dma32 as usize == 1);
     const _: () = assert!(Zone::Normal as usize == 2);
     (addr >= crate::types::DMA_END) as usize + (addr >= crate::types::DMA32_END) as usize
+}
+
+/// Why a free presenting tag `expected` is refused where the page's tag
+/// is `actual`.
+#[cold]
+pub(crate) fn tag_error(actual: u64, expected: u64) -> Error {
+    match actual & TAG_KIND {
+        TAG_CACHED | TAG_CLAIMED => Error::DoubleFree,
+        TAG_SLAB | TAG_INTERNAL => Error::OwnedBySlab,
+        TAG_HEAP => Error::OwnedByHeap,
+        TAG_ALLOC if actual & TAG_HEAP_OWNED != 0 && expected & TAG_HEAP_OWNED == 0 => {
+            Error::OwnedByHeap
+        }
+        TAG_ALLOC if actual & TAG_HEAP_OWNED == expected & TAG_HEAP_OWNED => Error::WrongCount {
+            allocated: 1 << tag_order(actual),
+        },
+        // Not handed out to the one presenting `expected`.
+        _ => Error::NotInSection,
+    }
 }
 
 impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
@@ -235,7 +264,15 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             held: [const { Held([const { AtomicU64::new(0) }; 3]) }; N],
             tags: Tags::new(),
             cfg: cfg.validated(),
+            heap_owned: false,
         }
+    }
+
+    /// Caches for a [`Heap`](crate::Heap) (see `heap_owned`).
+    pub(crate) const fn for_heap(cfg: PcpConfig) -> Self {
+        let mut c = Self::with_config(BuddyAllocator::new(), cfg);
+        c.heap_owned = true;
+        c
     }
 
     /// The configuration in use.
@@ -261,20 +298,6 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         self.cfg = cfg.validated();
     }
 
-    /// The buddy allocator behind the caches, for operations the caches do
-    /// not offer (constrained, multi-page and fixed-range allocations).
-    /// Blocks from [`alloc`](Self::alloc) must be freed with
-    /// [`free`](Self::free), not through the buddy directly.
-    ///
-    /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// assert_eq!(c.buddy().stats().free_pages(), 0);
-    /// ```
-    pub fn buddy(&self) -> &LockedAllocator<P> {
-        &self.buddy
-    }
-
     /// Registers memory like [`BuddyAllocator::add_section`], but `meta`
     /// must hold [`cache_metadata_bytes`]`(pages)` bytes: the buddy's words
     /// followed by one tag per page (zeroed here, so registration writes
@@ -285,6 +308,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     ///
     /// # Safety
     /// As for [`BuddyAllocator::add_section`], for all `meta_bytes` bytes.
+    /// If these caches belong to a [`Heap`](crate::Heap), the pages are
+    /// also RAM mapped read-write at `phys + phys_offset`, used by nothing
+    /// else, for good (the heap writes them).
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -331,7 +357,11 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// Safe [`add_section`](Self::add_section) for metadata that lives
-    /// forever: `meta` needs `2 * pages` words.
+    /// forever: `meta` needs `2 * pages` words. The pages are only named:
+    /// nothing here reads or writes them. So this is refused with
+    /// [`Error::FramesNotMapped`] when something would: frame options are
+    /// on ([`set_frame_options`](Self::set_frame_options)), or these
+    /// caches belong to a [`Heap`](crate::Heap).
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -345,15 +375,20 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         pages: u64,
         meta: &'static mut [u64],
     ) -> Result<(), Error> {
+        if self.heap_owned || self.with_buddy(|b| b.frame_options() != FrameOptions::default()) {
+            return Err(Error::FramesNotMapped);
+        }
         let bytes = core::mem::size_of_val(meta);
         let ptr = NonNull::from(meta).cast::<u8>();
         // SAFETY: an exclusive 'static borrow, consumed here: nothing else
-        // can use the memory again; 8-aligned, `bytes` long.
+        // can use the memory again; 8-aligned, `bytes` long. The frames
+        // are never touched (checked above), so naming them is enough.
         unsafe { self.add_section(start, pages, ptr, bytes) }
     }
 
     /// Drains every CPU's cache, then removes the registration made at
-    /// `start` ([`BuddyAllocator::remove_section`]).
+    /// `start` ([`BuddyAllocator::remove_section`]). Memory of a
+    /// [`Heap`](crate::Heap) cannot be removed ([`Error::NotRemovable`]).
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -365,6 +400,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// assert_eq!(r.pages, 8);
     /// ```
     pub fn remove_section(&self, start: PhysAddr) -> Result<RemovedSection, Error> {
+        if self.heap_owned {
+            return Err(Error::NotRemovable);
+        }
         self.drain_all();
         let mut g = self.buddy.lock();
         let r = g.remove_section(start)?;
@@ -391,24 +429,31 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub fn alloc(&self, order: u32) -> Result<PhysAddr, Error> {
         let o = order as usize;
         if o >= PCP_ORDERS {
-            return self.buddy_alloc(order);
+            return self.buddy_alloc(order, Constraint::ANY, TAG_NONE);
         }
+        self.alloc_as(o, tag_alloc(o))
+    }
+
+    /// [`alloc`](Self::alloc) of a cached order `o`, handing the block out
+    /// with tag `tag` (which its free must present again).
+    #[inline(always)]
+    pub(crate) fn alloc_as(&self, o: usize, tag: u64) -> Result<PhysAddr, Error> {
         // SAFETY: every branch of the closure calls `P::restore(saved)`
         // exactly once, after its last use of `l`.
         unsafe {
             self.cpus.local_ending::<P, _>(
                 |saved, cpu, l| match l.pop(o) {
                     Some(f) => {
-                        self.hand_out(cpu, f, o);
+                        self.hand_out(cpu, f, o, tag);
                         P::restore(saved);
                         Ok(PhysAddr(f))
                     }
                     None => {
                         P::restore(saved);
-                        self.alloc_refill(order)
+                        self.alloc_refill(o, tag)
                     }
                 },
-                || self.buddy_alloc(order),
+                || self.buddy_alloc(o as u32, Constraint::ANY, tag),
             )
         }
     }
@@ -417,38 +462,77 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// refill it (a new masked section: the CPU may have changed), or go
     /// to the buddy if this order is not cached.
     #[inline(never)]
-    fn alloc_refill(&self, order: u32) -> Result<PhysAddr, Error> {
-        let o = order as usize;
+    fn alloc_refill(&self, o: usize, tag: u64) -> Result<PhysAddr, Error> {
         if self.cfg.high[o] != 0 {
             let r = self.cpus.local::<P, _>(|cpu, l| {
-                let f = l.alloc(o, self.cfg.batch[o] as usize, |out| {
-                    self.refill(cpu, order, out)
-                })?;
-                self.hand_out(cpu, f, o);
+                let f = l.alloc(o, self.cfg.batch[o] as usize, |out| self.refill(cpu, o, out))?;
+                self.hand_out(cpu, f, o, tag);
                 Some(PhysAddr(f))
             });
             if let Some(Some(f)) = r {
                 return Ok(f);
             }
         }
-        self.buddy_alloc(order)
+        self.buddy_alloc(o as u32, Constraint::ANY, tag)
     }
 
-    /// The buddy, then (on out of memory) the buddy again after draining
-    /// every CPU's cache.
+    /// A block straight from the buddy, tagged `tag` (nothing for
+    /// [`TAG_NONE`]); on out of memory, again after draining every cache.
     #[cold]
-    fn buddy_alloc(&self, order: u32) -> Result<PhysAddr, Error> {
-        match self.buddy.lock().alloc(order, Constraint::ANY) {
+    pub(crate) fn buddy_alloc(&self, order: u32, c: Constraint, tag: u64) -> Result<PhysAddr, Error> {
+        self.buddy_retry(|g| {
+            let a = g.alloc(order, c)?;
+            self.tag_new(g, a, 1 << order.min(MAX_ORDER), tag)?;
+            Ok(a)
+        })
+    }
+
+    /// Runs `op` under the buddy lock; if it runs out of memory, drains
+    /// every CPU's cache and runs it once more.
+    pub(crate) fn buddy_retry<R>(
+        &self,
+        mut op: impl FnMut(&mut BuddyAllocator) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        match op(&mut self.buddy.lock()) {
             Err(Error::OutOfMemory) => {}
             r => return r,
         }
         self.drain_all();
-        self.buddy.lock().alloc(order, Constraint::ANY)
+        op(&mut self.buddy.lock())
     }
 
-    /// Fills `out` with up to `out.len()` blocks under one lock acquisition.
+    /// Tags the head of `count` pages at `a`, just allocated under the
+    /// buddy lock `g`. A page outside every tag region cannot carry an
+    /// owner: plain blocks go out untagged, owned ones are given back.
+    pub(crate) fn tag_new(
+        &self,
+        g: &mut BuddyAllocator,
+        a: PhysAddr,
+        count: u64,
+        tag: u64,
+    ) -> Result<(), Error> {
+        if tag == TAG_NONE {
+            return Ok(());
+        }
+        match self.tags.prepare(a.0) {
+            Some(t) => t.store(tag, Ordering::Release),
+            None if tag & (TAG_KIND | TAG_HEAP_OWNED) == TAG_ALLOC => {}
+            None => {
+                // Just allocated under this lock: giving it back cannot fail.
+                let _ = g.free_pages(a, count as usize);
+                return Err(Error::OutOfMemory);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with up to `out.len()` blocks of order `o` under one
+    /// lock acquisition, each tagged as cached while the lock is held
+    /// (blocks whose pages have no tag are given back: a cache holds only
+    /// blocks whose frees it can check).
     #[inline(never)]
-    fn refill(&self, cpu: usize, order: u32, out: &mut [u64]) -> usize {
+    fn refill(&self, cpu: usize, o: usize, out: &mut [u64]) -> usize {
+        let order = o as u32;
         let mut g = self.buddy.lock();
         let mut n = 0;
         if order == 0 {
@@ -468,27 +552,38 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
                 }
             }
         }
-        drop(g);
-        for &f in &out[..n] {
-            if let Some(t) = self.tags.prepare(f) {
-                t.store(TAG_CACHED, Ordering::Relaxed);
+        let mut kept = 0;
+        for i in 0..n {
+            let f = out[i];
+            match self.tags.prepare(f) {
+                Some(t) => {
+                    t.store(TAG_CACHED, Ordering::Relaxed);
+                    out[kept] = f;
+                    kept += 1;
+                }
+                // Just allocated under this lock: giving it back cannot fail.
+                None => {
+                    let _ = g.free(PhysAddr(f), order);
+                }
             }
+        }
+        drop(g);
+        for &f in &out[..kept] {
             self.add_held(cpu, f, 1 << order);
         }
-        n
+        kept
     }
 
     /// Frees `frames` (all of `order`, all held by `cpu`'s cache) to the
-    /// buddy under one lock acquisition.
+    /// buddy under one lock acquisition, their tags cleared under it.
     #[inline(never)]
     fn drain_to_buddy(&self, cpu: usize, order: u32, frames: &[u64]) {
+        let mut g = self.buddy.lock();
         for &f in frames {
             if let Some(t) = self.tags.get(f) {
                 t.store(TAG_NONE, Ordering::Relaxed);
             }
-            self.add_held(cpu, f, -(1i64 << order));
         }
-        let mut g = self.buddy.lock();
         if order == 0 {
             // SAFETY: PhysAddr is repr(transparent) over u64.
             let f = unsafe {
@@ -501,24 +596,21 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
                 let _ = g.free(PhysAddr(f), order);
             }
         }
+        drop(g);
+        for &f in frames {
+            self.add_held(cpu, f, -(1i64 << order));
+        }
     }
 
     /// Bookkeeping for block `f` of order `o` leaving `cpu`'s cache for
-    /// its user: tagged "handed out", no longer counted as held.
+    /// its user: tagged `tag`, no longer counted as held. A plain store:
+    /// the block is this CPU's alone while it is popped.
     #[inline(always)]
-    fn hand_out(&self, cpu: usize, f: u64, o: usize) {
+    fn hand_out(&self, cpu: usize, f: u64, o: usize, tag: u64) {
         if let Some(t) = self.tags.get(f) {
-            t.store(tag_alloc(o), Ordering::Relaxed);
+            t.store(tag, Ordering::Relaxed);
         }
         self.add_held(cpu, f, -(1i64 << o));
-    }
-
-    /// Bookkeeping for block `f` of order `o` (tag `tag`) coming back into
-    /// `cpu`'s cache from its user.
-    #[inline(always)]
-    fn take_back(&self, cpu: usize, tag: &AtomicU64, f: u64, o: usize) {
-        tag.store(TAG_CACHED, Ordering::Relaxed);
-        self.add_held(cpu, f, 1 << o);
     }
 
     /// The owner's counter update: a plain load and store (only `cpu`
@@ -536,10 +628,14 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// into the current CPU's cache (draining a batch to the buddy beyond
     /// `high`); anything else goes to the buddy, which checks it.
     ///
+    /// The block is claimed with one compare-exchange on its tag, so two
+    /// frees of the same block racing on two CPUs never both succeed.
+    ///
     /// Errors: [`Error::TooLarge`], [`Error::Misaligned`],
-    /// [`Error::DoubleFree`] (already in a cache), [`Error::WrongCount`]
-    /// (handed out with another order), [`Error::InteriorPage`] (a slab
-    /// page), and the buddy's errors.
+    /// [`Error::DoubleFree`] (already free, in a cache or the buddy),
+    /// [`Error::WrongCount`] (handed out with another order),
+    /// [`Error::OwnedBySlab`], [`Error::OwnedByHeap`] (memory of a
+    /// [`Heap`](crate::Heap) on top), and the buddy's errors.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 2);
@@ -553,96 +649,146 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     #[inline]
     pub fn free(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
         let o = order as usize;
-        if o >= PCP_ORDERS || addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
-            return self.free_uncached(addr, order);
+        if o >= PCP_ORDERS {
+            if order > MAX_ORDER {
+                return Err(Error::TooLarge);
+            }
+            if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
+                return Err(Error::Misaligned);
+            }
+            let count = 1u64 << order;
+            return self.free_run_as(addr, count, TAG_NONE, |g| g.free(addr, order));
         }
-        let Some(tag) = self.tags.get(addr.0) else {
-            return self.free_uncached(addr, order);
+        self.free_as(addr, o, tag_alloc(o))
+    }
+
+    /// [`free`](Self::free) of a block of cached order `o` handed out with
+    /// tag `tag`.
+    #[inline(always)]
+    pub(crate) fn free_as(&self, addr: PhysAddr, o: usize, tag: u64) -> Result<(), Error> {
+        if addr.0 & ((PAGE_SIZE << o) - 1) != 0 {
+            return Err(Error::Misaligned);
+        }
+        let Some(t) = self.tags.get(addr.0) else {
+            return self.free_untagged(addr, o, tag);
         };
-        let t = tag.load(Ordering::Acquire);
-        if t != tag_alloc(o) {
-            return self.free_not_cached(addr, order, t);
+        if let Err(actual) =
+            t.compare_exchange(tag, TAG_CACHED, Ordering::Acquire, Ordering::Relaxed)
+        {
+            return self.free_mismatch(addr, o, actual, tag);
         }
+        // Claimed: the block is this free's alone now.
         // SAFETY: every branch of the closure calls `P::restore(saved)`
         // exactly once, after its last use of `l`.
         unsafe {
             self.cpus.local_ending::<P, _>(
                 |saved, cpu, l| {
                     if l.push(o, addr.0, self.cfg.high[o] as usize) {
-                        self.take_back(cpu, tag, addr.0, o);
+                        self.add_held(cpu, addr.0, 1 << o);
                         P::restore(saved);
                         Ok(())
                     } else {
                         P::restore(saved);
-                        self.free_overflow(addr, order)
+                        self.free_overflow(addr, o)
                     }
                 },
-                || self.free_to_buddy(addr, order),
+                || self.release_claimed(addr, o),
             )
         }
     }
 
-    /// [`free`](Self::free) of an order that is never cached, a misaligned
-    /// address or one without a tag: the buddy's business (it checks).
+    /// A cached-order free whose page has no tag yet: a block of the
+    /// buddy's (or nobody's), checked there.
     #[cold]
     #[inline(never)]
-    fn free_uncached(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
-        if (order as usize) < PCP_ORDERS && addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
-            return Err(Error::Misaligned);
+    fn free_untagged(&self, addr: PhysAddr, o: usize, tag: u64) -> Result<(), Error> {
+        if tag != tag_alloc(o) {
+            return Err(Error::NotInSection);
         }
-        self.buddy.lock().free(addr, order)
+        self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32))
     }
 
-    /// [`free`](Self::free) of a block whose tag `t` is not "handed out
-    /// by a cache with this order": the buddy's, or an error.
+    /// A cached-order free whose tag is `actual`, not the `expected` one.
     #[cold]
     #[inline(never)]
-    fn free_not_cached(&self, addr: PhysAddr, order: u32, t: u64) -> Result<(), Error> {
-        match t & TAG_KIND {
-            TAG_NONE => self.buddy.lock().free(addr, order),
-            TAG_CACHED => Err(Error::DoubleFree),
-            TAG_SLAB | TAG_INTERNAL => Err(Error::InteriorPage),
-            _ => Err(Error::WrongCount {
-                allocated: 1 << tag_order(t),
-            }),
+    fn free_mismatch(&self, addr: PhysAddr, o: usize, actual: u64, expected: u64) -> Result<(), Error> {
+        if actual == TAG_NONE && expected == tag_alloc(o) {
+            return self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32));
         }
+        Err(tag_error(actual, expected))
     }
 
     /// [`free`](Self::free) when the current CPU's list is at `high` (or
     /// the order is not cached): push after draining a batch, in a new
-    /// masked section, or give the block to the buddy.
+    /// masked section, or give the (claimed) block to the buddy.
     #[inline(never)]
-    fn free_overflow(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
-        let o = order as usize;
+    fn free_overflow(&self, addr: PhysAddr, o: usize) -> Result<(), Error> {
         let cached = self.cpus.local::<P, _>(|cpu, l| {
             if self.cfg.high[o] == 0 {
                 return false;
             }
-            // Tagged when `free` checked it; without a tag, the buddy's.
-            let Some(tag) = self.tags.get(addr.0) else {
-                return false;
-            };
-            self.take_back(cpu, tag, addr.0, o);
+            self.add_held(cpu, addr.0, 1 << o);
             let (high, batch) = (self.cfg.high[o] as usize, self.cfg.batch[o] as usize);
             l.free(o, addr.0, high, batch, |fr| {
-                self.drain_to_buddy(cpu, order, fr)
+                self.drain_to_buddy(cpu, o as u32, fr)
             });
             true
         });
         if cached == Some(true) {
             return Ok(());
         }
-        self.free_to_buddy(addr, order)
+        self.release_claimed(addr, o)
     }
 
-    /// Gives a block handed out by a cache (tagged so) to the buddy.
+    /// Gives a block whose tag this free claimed (now [`TAG_CACHED`]) to
+    /// the buddy.
     #[cold]
     #[inline(never)]
-    fn free_to_buddy(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
-        if let Some(tag) = self.tags.get(addr.0) {
-            tag.store(TAG_NONE, Ordering::Relaxed);
+    fn release_claimed(&self, addr: PhysAddr, o: usize) -> Result<(), Error> {
+        let mut g = self.buddy.lock();
+        if let Some(t) = self.tags.get(addr.0) {
+            t.store(TAG_NONE, Ordering::Relaxed);
         }
-        self.buddy.lock().free(addr, order)
+        g.free(addr, o as u32)
+    }
+
+    /// Frees the allocation of `count` pages at `addr` to the buddy with
+    /// `release`, if its head's tag is `expected`, or it is a block handed
+    /// out by [`alloc`](Self::alloc) and `count` is its size. The tag is
+    /// claimed and cleared under the buddy lock, and put back if the buddy
+    /// refuses.
+    pub(crate) fn free_run_as(
+        &self,
+        addr: PhysAddr,
+        count: u64,
+        expected: u64,
+        release: impl FnOnce(&mut BuddyAllocator) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut g = self.buddy.lock();
+        let tag = self.tags.get(addr.0);
+        let actual = tag.map_or(TAG_NONE, |t| t.load(Ordering::Acquire));
+        let ours = actual == expected
+            || (expected == TAG_NONE
+                && actual & (TAG_KIND | TAG_HEAP_OWNED) == TAG_ALLOC
+                && 1u64 << tag_order(actual) == count);
+        if !ours {
+            return Err(tag_error(actual, expected));
+        }
+        let Some(t) = tag.filter(|_| actual != TAG_NONE) else {
+            return release(&mut g);
+        };
+        if t
+            .compare_exchange(actual, TAG_NONE, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // A free through the cache claimed it first.
+            return Err(Error::DoubleFree);
+        }
+        let r = release(&mut g);
+        if r.is_err() {
+            t.store(actual, Ordering::Release);
+        }
+        r
     }
 
     /// Empties the current CPU's cache into the buddy.
@@ -653,7 +799,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// c.free(c.alloc(0).unwrap(), 0).unwrap();
     /// c.drain_local();
-    /// assert_eq!(c.buddy().stats().free_pages(), 64);
+    /// assert_eq!(c.stats().buddy.free_pages(), 64);
     /// ```
     pub fn drain_local(&self) {
         self.cpus.local::<P, _>(|cpu, l| self.drain_lists(cpu, l));

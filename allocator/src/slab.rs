@@ -17,10 +17,12 @@
 //! A slab is one buddy block of order 0..=3 (from the per-CPU page cache),
 //! the smallest order that holds at least 8 objects with at most 1/16 of
 //! it wasted ([`slab_order`]). Its descriptor (free and remote-free
-//! bitmaps, owner, counts) lives outside the slab in descriptor pages, and
-//! every page of the slab is tagged with the descriptor's address in the
-//! allocator's per-page tag table — nothing is ever looked up from object
-//! memory, so user data cannot forge or corrupt it.
+//! bitmaps, owner, counts) lives outside the slab, in registration
+//! metadata that is never handed out (`desc_pool.rs`), and every page of
+//! the slab is tagged with the descriptor's address in the allocator's
+//! per-page tag table — nothing is ever looked up from memory a user was
+//! given, so no user write, not even through a stale pointer, can forge or
+//! corrupt it.
 //!
 //! # Per-CPU ownership
 //! Each slab belongs to the CPU that created it. That CPU's current slab
@@ -53,7 +55,8 @@ use crate::remote::{
     BitFault, MAX_OBJS, SlabDesc, geom_nobj, geom_owner, geom_size, next_incoming, push_incoming,
     take_incoming,
 };
-use crate::tags::{TAG_KIND, TAG_NONE, TAG_SLAB, tag_alloc};
+use crate::desc_pool::DescPool;
+use crate::tags::{TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB};
 use crate::types::{PAGE_SIZE, PhysAddr};
 
 /// The object sizes, smallest first (see the module documentation).
@@ -302,9 +305,8 @@ impl CpuInit for CpuSlab {
 struct Shared {
     /// Descriptors with remote frees for this CPU to collect.
     incoming: AtomicPtr<SlabDesc>,
-    /// Pages in this CPU's slabs, and in its descriptor pages (owner-written).
+    /// Pages in this CPU's slabs (owner-written).
     slab_pages: AtomicU64,
-    desc_pages: AtomicU64,
 }
 
 /// The slab layer: per-CPU slab state over a [`PageCaches`].
@@ -314,11 +316,13 @@ pub(crate) struct Slab<P: CpuLocal, const N: usize> {
     /// Bad frees; the slab itself reports remote double frees it finds
     /// while collecting.
     pub(crate) faults: FaultSink,
+    /// Where descriptors come from.
+    pub(crate) descs: DescPool,
     _p: core::marker::PhantomData<fn() -> P>,
 }
 
-/// Descriptors per descriptor page.
-const DESCS_PER_PAGE: usize = PAGE_SIZE as usize / core::mem::size_of::<SlabDesc>();
+/// Descriptors a CPU takes from the pool at a time.
+const DESC_BATCH: usize = 8;
 
 impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(crate) const fn new() -> Self {
@@ -328,22 +332,20 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                 Shared {
                     incoming: AtomicPtr::new(core::ptr::null_mut()),
                     slab_pages: AtomicU64::new(0),
-                    desc_pages: AtomicU64::new(0),
                 }
             }; N],
             faults: FaultSink::new(),
+            descs: DescPool::new(),
             _p: core::marker::PhantomData,
         }
     }
 
-    /// (pages in slabs, pages in descriptor pages), all CPUs.
-    pub(crate) fn pages(&self) -> (u64, u64) {
-        self.shared.iter().fold((0, 0), |(s, d), x| {
-            (
-                s + x.slab_pages.load(Ordering::Relaxed),
-                d + x.desc_pages.load(Ordering::Relaxed),
-            )
-        })
+    /// Pages in slabs, all CPUs.
+    pub(crate) fn pages(&self) -> u64 {
+        self.shared
+            .iter()
+            .map(|x| x.slab_pages.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn bump(c: &AtomicU64, by: i64) {
@@ -443,12 +445,13 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         cs: &mut CpuSlab,
         k: usize,
     ) -> *mut SlabDesc {
-        if cs.spare.is_null() && !self.grow_descs(frames, off, cpu, cs) {
+        if cs.spare.is_null() && !self.grow_descs(cs) {
             return core::ptr::null_mut();
         }
         let size = SIZE_CLASSES[k];
         let order = slab_order(size);
-        let Ok(phys) = frames.alloc(order) else {
+        // Tagged as the slab's own until the slab tags replace it.
+        let Ok(phys) = frames.alloc_as(order as usize, TAG_INTERNAL) else {
             return core::ptr::null_mut();
         };
         let d = cs.spare;
@@ -479,36 +482,19 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         d
     }
 
-    /// Carves a new descriptor page into this CPU's spare list.
+    /// Takes a few descriptors from the pool onto this CPU's spare list;
+    /// `false` if the pool is used up.
     #[cold]
-    fn grow_descs(
-        &self,
-        frames: &PageCaches<P, N>,
-        off: u64,
-        cpu: usize,
-        cs: &mut CpuSlab,
-    ) -> bool {
-        let Ok(phys) = frames.alloc(0) else {
-            return false;
-        };
-        // Not a block anyone may free: mark it as the allocator's own.
-        if let Some(tag) = frames.tags.prepare(phys.0) {
-            tag.store(crate::tags::TAG_INTERNAL, Ordering::Release);
+    fn grow_descs(&self, cs: &mut CpuSlab) -> bool {
+        for _ in 0..DESC_BATCH {
+            let Some(d) = self.descs.take() else {
+                break;
+            };
+            // SAFETY: a fresh descriptor, ours alone (DescPool::take).
+            unsafe { (*d).own().next = cs.spare };
+            cs.spare = d;
         }
-        let page = phys.0.wrapping_add(off) as *mut SlabDesc;
-        for i in 0..DESCS_PER_PAGE {
-            // SAFETY: the page is ours (just allocated, mapped at phys +
-            // off per Heap's contract), 4096-aligned, and holds
-            // DESCS_PER_PAGE descriptors.
-            unsafe {
-                let d = page.add(i);
-                d.write(SlabDesc::blank());
-                (*d).own().next = cs.spare;
-                cs.spare = d;
-            }
-        }
-        Self::bump(&self.shared[cpu].desc_pages, 1);
-        true
+        !cs.spare.is_null()
     }
 
     /// Removes `d` from its class's partial list.
@@ -605,11 +591,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         let pages = 1u64 << order;
         for i in 0..pages {
             if let Some(tag) = frames.tags.get(phys + i * PAGE_SIZE) {
-                let t = if i == 0 {
-                    tag_alloc(order as usize)
-                } else {
-                    TAG_NONE
-                };
+                let t = if i == 0 { TAG_INTERNAL } else { TAG_NONE };
                 tag.store(t, Ordering::Relaxed);
             }
         }
@@ -625,8 +607,8 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         // SAFETY: the caller's contract.
         unsafe { Self::unlist(cs, d) };
         cs.classes[k].nempty -= 1;
-        // Tagged as a cached-allocated block of this order just above.
-        let _ = frames.free(PhysAddr(phys), order);
+        // Tagged as the slab's own block of this order just above.
+        let _ = frames.free_as(PhysAddr(phys), order as usize, TAG_INTERNAL);
         Self::bump(&self.shared[cpu].slab_pages, -(pages as i64));
         // SAFETY: the descriptor is unused now and owned by this CPU.
         unsafe { dr.own().next = cs.spare };

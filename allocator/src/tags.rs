@@ -11,9 +11,17 @@
 //! A tag says who owns a page beyond the buddy's view:
 //! - [`TAG_NONE`]: the buddy's business (free there, or allocated directly);
 //! - [`tag_alloc`]`(k)`: head of an order-`k` block handed out by a per-CPU cache;
+//! - [`tag_alloc`]`(k) | `[`TAG_HEAP_OWNED`]: the same, handed out to the heap;
 //! - [`TAG_CACHED`]: head of a block sitting in some CPU's cache;
 //! - `desc | TAG_SLAB`: every page of a slab, pointing at its descriptor;
-//! - `TAG_INTERNAL`: a descriptor page (never freed).
+//! - [`TAG_INTERNAL`]: head of a block the slab is creating or retiring;
+//! - [`tag_heap`]`(key)`: head of a heap allocation served by the buddy,
+//!   `key` naming the layout it was allocated with.
+//!
+//! A tag moves between [`TAG_NONE`] and any other value only under the
+//! buddy lock, together with the buddy's own change, and a free claims a
+//! tag with one compare-exchange: so two frees of one block, on any CPUs
+//! and through any layer, never both succeed.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -23,9 +31,18 @@ pub(crate) const TAG_NONE: u64 = 0;
 pub(crate) const TAG_KIND: u64 = 7;
 pub(crate) const TAG_ALLOC: u64 = 1;
 pub(crate) const TAG_CACHED: u64 = 2;
-/// A page the allocator keeps for itself (slab descriptors): never freed.
+/// A block the slab holds outside any slab (being created or retired):
+/// nobody else may free it.
 pub(crate) const TAG_INTERNAL: u64 = 3;
 pub(crate) const TAG_SLAB: u64 = 4;
+/// A heap allocation served by the buddy; the bits above the kind hold
+/// the heap's key for its layout.
+pub(crate) const TAG_HEAP: u64 = 5;
+/// A block a bulk free is freeing under the buddy lock.
+pub(crate) const TAG_CLAIMED: u64 = 6;
+/// Owner bit of a [`TAG_ALLOC`] tag: handed out to the heap, not to a
+/// caller of `PageCaches::alloc`.
+pub(crate) const TAG_HEAP_OWNED: u64 = 1 << 7;
 
 #[inline(always)]
 pub(crate) const fn tag_alloc(order: usize) -> u64 {
@@ -35,6 +52,21 @@ pub(crate) const fn tag_alloc(order: usize) -> u64 {
 #[inline(always)]
 pub(crate) const fn tag_order(t: u64) -> usize {
     (t >> 3) as usize & 0xf
+}
+
+#[inline(always)]
+pub(crate) const fn tag_heap(key: u64) -> u64 {
+    TAG_HEAP | (key << 3)
+}
+
+/// Whether tag `t` marks memory of the heap (its page-granular
+/// allocations, or its slabs).
+pub(crate) const fn is_heap_tag(t: u64) -> bool {
+    let kind = t & TAG_KIND;
+    kind == TAG_HEAP
+        || kind == TAG_SLAB
+        || kind == TAG_INTERNAL
+        || (kind == TAG_ALLOC && t & TAG_HEAP_OWNED != 0)
 }
 
 /// Most registrations the tag table tracks at once.

@@ -283,6 +283,20 @@ pub enum Error {
     SectionInUse,
     /// No section was registered starting at this address.
     NoSuchSection,
+    /// The page belongs to the slab (a slab's memory): only the heap that
+    /// owns the slab frees it, object by object.
+    OwnedBySlab,
+    /// The block is an allocation of the [`Heap`](crate::Heap): free it
+    /// through the heap, with the layout it was allocated with.
+    OwnedByHeap,
+    /// A registration by name only (`add_section_static`) was refused
+    /// because this allocator writes the frames it manages (frame options,
+    /// or a heap on top): register such memory with the `unsafe`
+    /// `add_section`, which promises that it is mapped and writable.
+    FramesNotMapped,
+    /// Memory given to a [`Heap`](crate::Heap) stays for good: its
+    /// metadata holds slab bookkeeping that any slab may be using.
+    NotRemovable,
     /// Frame poisoning found a byte changed while the frame was free. The
     /// frame has been re-poisoned and left free; the request was not served.
     Corrupted {
@@ -322,6 +336,14 @@ impl fmt::Display for Error {
             Error::TooManySections => f.write_str("too many sections"),
             Error::SectionInUse => f.write_str("section still has allocated pages"),
             Error::NoSuchSection => f.write_str("no section starts at this address"),
+            Error::OwnedBySlab => f.write_str("page belongs to the slab, not to this caller"),
+            Error::OwnedByHeap => {
+                f.write_str("block is a heap allocation: free it through the heap")
+            }
+            Error::FramesNotMapped => f.write_str(
+                "frames this allocator writes must be registered with the unsafe add_section",
+            ),
+            Error::NotRemovable => f.write_str("memory given to a heap cannot be removed"),
             Error::Corrupted {
                 frame,
                 offset,

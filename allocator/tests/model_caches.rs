@@ -100,7 +100,7 @@ impl PModel {
         (
             st.free_pages(),
             st.cached_pages(),
-            self.c.buddy().lock().free_blocks().collect(),
+            self.c.with_buddy(|b| b.free_blocks().collect()),
         )
     }
 
@@ -205,7 +205,7 @@ impl PModel {
 
     /// The buddy has no free block of `order` or more.
     fn assert_no_block(&self, order: u32) {
-        let st = self.c.buddy().stats();
+        let st = self.c.stats().buddy;
         let n: u64 = st.zones.iter().map(|z| z.free_pages_at_least(order)).sum();
         assert_eq!(n, 0, "OOM with a free block of order {order} or more");
     }
@@ -220,13 +220,14 @@ impl PModel {
             managed,
             "pages do not add up: {st:?}"
         );
-        let g = self.c.buddy().lock();
-        for (&a, &o) in &self.live {
-            assert_eq!(
-                g.page_state(PhysAddr(a)),
-                Ok(PageState::Allocated { pages: 1 << o })
-            );
-        }
+        self.c.with_buddy(|g| {
+            for (&a, &o) in &self.live {
+                assert_eq!(
+                    g.page_state(PhysAddr(a)),
+                    Ok(PageState::Allocated { pages: 1 << o })
+                );
+            }
+        });
         let mut prev_end = 0;
         for (&a, &o) in &self.live {
             assert!(a >= prev_end, "live blocks overlap at {a:#x}");
@@ -368,7 +369,7 @@ proptest! {
         prop_assert!(h.drain());
         let st = h.stats();
         prop_assert_eq!(st.slab_pages, 0);
-        prop_assert_eq!(st.frames.buddy.free_pages() + st.descriptor_pages, st.frames.buddy.managed_pages());
+        prop_assert_eq!(st.frames.buddy.free_pages(), st.frames.buddy.managed_pages());
         let _: &TestHeap = &h;
     }
 }

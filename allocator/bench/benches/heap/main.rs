@@ -440,9 +440,9 @@ fn main() {
     );
     let st = ours.stats();
     println!(
-        "\nours after the run: {} slab pages, {} descriptor pages, {} cached pages, {} faults",
+        "\nours after the run: {} slab pages, {} slab descriptors, {} cached pages, {} faults",
         st.slab_pages,
-        st.descriptor_pages,
+        st.descriptors,
         st.frames.cached_pages(),
         st.faults
     );
