@@ -108,7 +108,8 @@ impl DescPool {
         }
         let r = &self.regions[slot];
         // SAFETY: `pad < bytes`, so the aligned start is inside the memory.
-        r.base.store(unsafe { mem.add(pad) }.cast(), Ordering::Relaxed);
+        r.base
+            .store(unsafe { mem.add(pad) }.cast(), Ordering::Relaxed);
         r.next.store(0, Ordering::Relaxed);
         r.len.store(count, Ordering::Release);
         self.capacity.fetch_add(count as u64, Ordering::Relaxed);

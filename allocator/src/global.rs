@@ -10,7 +10,9 @@ use crate::desc_pool::heap_metadata_bytes;
 use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 use crate::percpu::CpuLocal;
 use crate::slab::{Fault, FaultKind, SIZE_CLASSES, Slab, size_class};
-use crate::tags::{TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, is_heap_tag, tag_alloc, tag_heap};
+use crate::tags::{
+    TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, is_heap_tag, tag_alloc, tag_heap,
+};
 use crate::types::{Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
 /// How a request that is too big for the slab is served.
@@ -139,7 +141,6 @@ pub struct Heap<P: CpuLocal, const N: usize> {
     offset: AtomicU64,
 }
 
-
 impl<P: CpuLocal, const N: usize> Default for Heap<P, N> {
     fn default() -> Self {
         Self::new()
@@ -227,7 +228,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         if !start.is_page_aligned() {
             return Err(Error::Misaligned);
         }
-        let m = metadata_pages(pages).ok_or(Error::SectionTooSmall)?;
+        let m = metadata_pages(pages)?;
         let meta = start.0.wrapping_add(self.phys_offset()) as *mut u8;
         let Some(meta) = NonNull::new(meta) else {
             return Err(Error::Misaligned);
@@ -393,7 +394,10 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     #[cold]
     #[inline(never)]
     fn alloc_small_page(&self, k: usize, off: u64) -> *mut u8 {
-        match self.frames.alloc_run_as(1, PAGE_SIZE as usize, small_page_tag(k)) {
+        match self
+            .frames
+            .alloc_run_as(1, PAGE_SIZE as usize, small_page_tag(k))
+        {
             Ok(p) => p.0.wrapping_add(off) as *mut u8,
             Err(_) => core::ptr::null_mut(),
         }
@@ -506,10 +510,19 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// CPU had no slot, or no descriptor was left), or a fault.
     #[cold]
     #[inline(never)]
-    fn small_free_fault(&self, ptr: *mut u8, off: u64, k: usize, kind: FaultKind) -> Result<(), Fault> {
+    fn small_free_fault(
+        &self,
+        ptr: *mut u8,
+        off: u64,
+        k: usize,
+        kind: FaultKind,
+    ) -> Result<(), Fault> {
         let phys = PhysAddr((ptr as u64).wrapping_sub(off));
         if kind != FaultKind::NotAllocated {
-            return Err(Fault { kind, addr: ptr as usize });
+            return Err(Fault {
+                kind,
+                addr: ptr as usize,
+            });
         }
         if !phys.is_page_aligned() {
             return Err(self.page_fault(ptr, phys, Error::Misaligned));
@@ -522,9 +535,17 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
 
     /// The page-sized part of `try_dealloc`, beyond the cached orders.
     #[inline(never)]
-    fn free_large(&self, ptr: *mut u8, phys: PhysAddr, size: usize, align: usize) -> Result<(), Fault> {
+    fn free_large(
+        &self,
+        ptr: *mut u8,
+        phys: PhysAddr,
+        size: usize,
+        align: usize,
+    ) -> Result<(), Fault> {
         let r = match plan(size, align) {
-            Some(Plan::Cached(order)) => self.frames.free_as(phys, order as usize, cached_tag(order)),
+            Some(Plan::Cached(order)) => {
+                self.frames.free_as(phys, order as usize, cached_tag(order))
+            }
             Some(Plan::Buddy(pages, align)) => {
                 self.frames
                     .free_run_as(phys, pages as u64, run_tag(pages, align), |g| {
@@ -675,7 +696,10 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         };
         let phys = PhysAddr((ptr as u64).wrapping_sub(self.phys_offset()));
         let old_run = (op, run_tag(op, oa));
-        match self.frames.resize_run_as(phys, old_run, (np, run_tag(np, na))) {
+        match self
+            .frames
+            .resize_run_as(phys, old_run, (np, run_tag(np, na)))
+        {
             Ok(true) => Ok(Some(ptr)),
             Ok(false) => Ok(None),
             Err(e) => Err(self.page_fault(ptr, phys, e)),
@@ -684,17 +708,23 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
 }
 
 /// The heap's metadata pages at the start of a range of `pages` pages:
-/// the fewest that describe all the rest, `None` if nothing would be left.
-fn metadata_pages(pages: u64) -> Option<u64> {
+/// the fewest that describe all the rest.
+fn metadata_pages(pages: u64) -> Result<u64, Error> {
+    if pages > crate::types::MAX_PHYS_ADDR >> crate::types::PAGE_SHIFT {
+        return Err(Error::SectionTooLarge);
+    }
     let bytes = |managed: u64| heap_metadata_bytes(managed) as u64;
-    // A first estimate from the metadata per page, then up to the fewest
-    // pages that fit (the descriptor rounding adds at most a page or two).
-    let per_page = bytes(PAGE_SIZE).div_ceil(PAGE_SIZE).max(1);
-    let mut m = pages.checked_mul(per_page)?.div_ceil(PAGE_SIZE + per_page);
-    while m < pages && bytes(pages - m) > m.checked_mul(PAGE_SIZE)? {
+    // From a lower bound (whole bytes per page, rounding down) up to the
+    // fewest pages that fit: the rounding adds a page or two at most.
+    let per_page = bytes(PAGE_SIZE) / PAGE_SIZE;
+    let mut m = pages * per_page / (PAGE_SIZE + per_page);
+    while m < pages && bytes(pages - m) > m * PAGE_SIZE {
         m += 1;
     }
-    (m > 0 && m < pages).then_some(m)
+    if m == 0 || m >= pages {
+        return Err(Error::SectionTooSmall);
+    }
+    Ok(m)
 }
 
 // SAFETY: every path returns either null or a block of at least
@@ -747,7 +777,23 @@ const _: () = assert!(SIZE_CLASSES.len() == crate::slab::NR_CLASSES);
 
 #[cfg(test)]
 mod tests {
-    use super::cached_order;
+    use super::{cached_order, metadata_pages};
+    use crate::{Error, PAGE_SIZE, heap_metadata_bytes};
+
+    /// The metadata carved from a range is the fewest pages that describe
+    /// the rest, and impossible ranges are refused.
+    #[test]
+    fn metadata_pages_are_the_fewest_that_fit() {
+        let fits = |pages: u64, m: u64| heap_metadata_bytes(pages - m) as u64 <= m * PAGE_SIZE;
+        for pages in (2..3000).chain([1 << 18, (1 << 20) + 7, 1 << 30]) {
+            match metadata_pages(pages) {
+                Ok(m) => assert!(fits(pages, m) && !fits(pages, m - 1), "{pages} pages: {m}"),
+                Err(e) => assert_eq!((pages, e), (pages, Error::SectionTooSmall)),
+            }
+        }
+        assert_eq!(metadata_pages(1), Err(Error::SectionTooSmall));
+        assert_eq!(metadata_pages(u64::MAX), Err(Error::SectionTooLarge));
+    }
 
     /// The branch-light order computation agrees with its definition: 1,
     /// 2, 4 or 8 whole pages, alignment at most the block.

@@ -34,8 +34,8 @@ use crate::percpu::{CpuInit, CpuLocal, PerCpu, Slot};
 use crate::stats::Stats;
 use crate::sync::UnsafeCell;
 use crate::tags::{
-    TAG_ALLOC, TAG_CACHED, TAG_CLAIMED, TAG_HEAP, TAG_HEAP_OWNED, TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB,
-    Tags, tag_alloc, tag_order,
+    TAG_ALLOC, TAG_CACHED, TAG_CLAIMED, TAG_HEAP, TAG_HEAP_OWNED, TAG_INTERNAL, TAG_KIND, TAG_NONE,
+    TAG_SLAB, Tags, tag_alloc, tag_order,
 };
 use crate::types::{Constraint, Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr, Zone};
 
@@ -465,7 +465,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     fn alloc_refill(&self, o: usize, tag: u64) -> Result<PhysAddr, Error> {
         if self.cfg.high[o] != 0 {
             let r = self.cpus.local::<P, _>(|cpu, l| {
-                let f = l.alloc(o, self.cfg.batch[o] as usize, |out| self.refill(cpu, o, out))?;
+                let f = l.alloc(o, self.cfg.batch[o] as usize, |out| {
+                    self.refill(cpu, o, out)
+                })?;
                 self.hand_out(cpu, f, o, tag);
                 Some(PhysAddr(f))
             });
@@ -479,7 +481,12 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// A block straight from the buddy, tagged `tag` (nothing for
     /// [`TAG_NONE`]); on out of memory, again after draining every cache.
     #[cold]
-    pub(crate) fn buddy_alloc(&self, order: u32, c: Constraint, tag: u64) -> Result<PhysAddr, Error> {
+    pub(crate) fn buddy_alloc(
+        &self,
+        order: u32,
+        c: Constraint,
+        tag: u64,
+    ) -> Result<PhysAddr, Error> {
         self.buddy_retry(|g| {
             let a = g.alloc(order, c)?;
             self.tag_new(g, a, 1 << order.min(MAX_ORDER), tag)?;
@@ -711,7 +718,13 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// A cached-order free whose tag is `actual`, not the `expected` one.
     #[cold]
     #[inline(never)]
-    fn free_mismatch(&self, addr: PhysAddr, o: usize, actual: u64, expected: u64) -> Result<(), Error> {
+    fn free_mismatch(
+        &self,
+        addr: PhysAddr,
+        o: usize,
+        actual: u64,
+        expected: u64,
+    ) -> Result<(), Error> {
         if actual == TAG_NONE && expected == tag_alloc(o) {
             return self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32));
         }
@@ -777,8 +790,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         let Some(t) = tag.filter(|_| actual != TAG_NONE) else {
             return release(&mut g);
         };
-        if t
-            .compare_exchange(actual, TAG_NONE, Ordering::Acquire, Ordering::Relaxed)
+        if t.compare_exchange(actual, TAG_NONE, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             // A free through the cache claimed it first.

@@ -63,7 +63,12 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// assert_eq!(p.0 % (64 << 10), 0);
     /// c.free_pages(p, 1).unwrap();
     /// ```
-    pub fn alloc_aligned(&self, count: usize, align: usize, c: Constraint) -> Result<PhysAddr, Error> {
+    pub fn alloc_aligned(
+        &self,
+        count: usize,
+        align: usize,
+        c: Constraint,
+    ) -> Result<PhysAddr, Error> {
         self.buddy_retry(|g| g.alloc_aligned(count, align, c))
     }
 
@@ -260,7 +265,12 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// `count` pages at `align` for the heap, tagged `tag` under the lock.
-    pub(crate) fn alloc_run_as(&self, count: usize, align: usize, tag: u64) -> Result<PhysAddr, Error> {
+    pub(crate) fn alloc_run_as(
+        &self,
+        count: usize,
+        align: usize,
+        tag: u64,
+    ) -> Result<PhysAddr, Error> {
         self.buddy_retry(|g| {
             let a = g.alloc_aligned(count, align, Constraint::ANY)?;
             self.tag_new(g, a, count as u64, tag)?;

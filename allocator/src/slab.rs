@@ -49,13 +49,13 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use crate::desc_pool::DescPool;
 use crate::pcp::PageCaches;
 use crate::percpu::{CpuInit, CpuLocal, PerCpu};
 use crate::remote::{
     BitFault, MAX_OBJS, SlabDesc, geom_nobj, geom_owner, geom_size, next_incoming, push_incoming,
     take_incoming,
 };
-use crate::desc_pool::DescPool;
 use crate::tags::{TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB};
 use crate::types::{PAGE_SIZE, PhysAddr};
 

@@ -316,10 +316,7 @@ fn out_of_memory_returns_null_and_drains_other_cpus() {
     let st = h.stats();
     assert_eq!(st.frames.free_pages(), 0);
     assert_eq!(st.slab_pages, 0, "other CPU {other} kept slabs");
-    assert_eq!(
-        got.len() as u64,
-        st.frames.buddy.managed_pages()
-    );
+    assert_eq!(got.len() as u64, st.frames.buddy.managed_pages());
     // Small and huge requests fail cleanly.
     assert!(h.allocate(lay(8, 8)).is_null());
     assert!(h.allocate(lay(1 << 40, 8)).is_null());
@@ -691,10 +688,7 @@ fn hammer(threads: usize, ops: usize) {
     assert!(h.drain());
     let st = h.stats();
     assert_eq!(st.slab_pages, 0);
-    assert_eq!(
-        st.frames.free_pages(),
-        st.frames.buddy.managed_pages()
-    );
+    assert_eq!(st.frames.free_pages(), st.frames.buddy.managed_pages());
 }
 
 #[test]

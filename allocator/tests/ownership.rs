@@ -24,13 +24,21 @@ fn lay(size: usize, align: usize) -> Layout {
 fn snapshot(h: &TestHeap) -> (u64, u64, u64, Vec<allocator::FreeBlock>) {
     let st = h.stats();
     let blocks = h.frames().with_buddy(|b| b.free_blocks().collect());
-    (st.frames.free_pages(), st.frames.cached_pages(), st.slab_pages, blocks)
+    (
+        st.frames.free_pages(),
+        st.frames.cached_pages(),
+        st.slab_pages,
+        blocks,
+    )
 }
 
 /// Allocates `n` blocks of `l` and asserts that none overlaps another.
 fn distinct(h: &TestHeap, l: Layout, n: usize) -> Vec<*mut u8> {
     let v: Vec<_> = (0..n).map(|_| h.allocate(l)).collect();
-    let mut spans: Vec<_> = v.iter().map(|&p| (p as usize, p as usize + l.size())).collect();
+    let mut spans: Vec<_> = v
+        .iter()
+        .map(|&p| (p as usize, p as usize + l.size()))
+        .collect();
     spans.sort();
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "blocks overlap: {:#x?}", w);
@@ -80,7 +88,11 @@ fn every_wrong_layout_is_refused_and_changes_nothing() {
             let before = snapshot(&h);
             // SAFETY: refused before anything is touched (what is tested).
             let e = unsafe { h.try_dealloc(p, lay(fs, fa)) }.unwrap_err();
-            assert_eq!(e.kind, FaultKind::WrongLayout, "alloc {s}/{a} freed as {fs}/{fa}");
+            assert_eq!(
+                e.kind,
+                FaultKind::WrongLayout,
+                "alloc {s}/{a} freed as {fs}/{fa}"
+            );
             assert_eq!(snapshot(&h), before, "alloc {s}/{a} freed as {fs}/{fa}");
             // realloc with the wrong layout: refused, the block untouched.
             // SAFETY: as above.
@@ -95,7 +107,10 @@ fn every_wrong_layout_is_refused_and_changes_nothing() {
         }
     }
     assert!(h.drain());
-    assert_eq!(h.stats().frames.free_pages(), h.stats().frames.buddy.managed_pages());
+    assert_eq!(
+        h.stats().frames.free_pages(),
+        h.stats().frames.buddy.managed_pages()
+    );
 }
 
 #[test]
@@ -118,7 +133,11 @@ fn a_page_the_heap_never_handed_out_is_refused() {
     // A page-table frame: taken from the page layer, not the heap.
     let frame = h.frames().alloc(0).unwrap();
     let run = h.frames().alloc_pages(3, Constraint::ANY).unwrap();
-    for (addr, l) in [(frame, lay(8, 8)), (frame, lay(4096, 4096)), (run, lay(12288, 4096))] {
+    for (addr, l) in [
+        (frame, lay(8, 8)),
+        (frame, lay(4096, 4096)),
+        (run, lay(12288, 4096)),
+    ] {
         // SAFETY: refused.
         let e = unsafe { h.try_dealloc(addr.0 as *mut u8, l) }.unwrap_err();
         assert_eq!(e.kind, FaultKind::NotAllocated, "{addr} as {l:?}");
@@ -138,7 +157,10 @@ fn the_page_layer_refuses_the_heaps_memory() {
     let before = snapshot(&h);
     assert_eq!(f.free(slab_page, 0), Err(Error::OwnedBySlab));
     assert_eq!(f.free_pages(slab_page, 1), Err(Error::OwnedBySlab));
-    assert_eq!(f.free_bulk(&[slab_page]).unwrap_err().error, Error::OwnedBySlab);
+    assert_eq!(
+        f.free_bulk(&[slab_page]).unwrap_err().error,
+        Error::OwnedBySlab
+    );
     assert_eq!(f.free(page, 0), Err(Error::OwnedByHeap));
     assert_eq!(f.free_pages(page, 1), Err(Error::OwnedByHeap));
     assert_eq!(f.free_bulk(&[page]).unwrap_err().error, Error::OwnedByHeap);
@@ -172,17 +194,27 @@ fn a_cached_page_cannot_be_freed_around_the_cache() {
 fn memory_cannot_be_registered_by_name_under_a_heap() {
     let (h, _ram) = heap(256);
     let before = snapshot(&h);
-    let r = h.frames().add_section_static(PhysAddr(1 << 40), 16, vec![0u64; 32].leak());
+    let r = h
+        .frames()
+        .add_section_static(PhysAddr(1 << 40), 16, vec![0u64; 32].leak());
     assert_eq!(r, Err(Error::FramesNotMapped));
-    let start = h.frames().with_buddy(|b| b.sections().next().unwrap().start);
-    assert_eq!(h.frames().remove_section(start).unwrap_err(), Error::NotRemovable);
+    let start = h
+        .frames()
+        .with_buddy(|b| b.sections().next().unwrap().start);
+    assert_eq!(
+        h.frames().remove_section(start).unwrap_err(),
+        Error::NotRemovable
+    );
     assert_eq!(snapshot(&h), before);
 }
 
 #[test]
 fn poisoning_refuses_memory_named_only() {
     let c = TestCaches::new(BuddyAllocator::new());
-    let opts = allocator::FrameOptions { poison: true, zero_on_alloc: false };
+    let opts = allocator::FrameOptions {
+        poison: true,
+        zero_on_alloc: false,
+    };
     // SAFETY: nothing registered, and only mapped memory is below.
     unsafe { c.set_frame_options(std::ptr::null_mut(), opts) };
     let r = c.add_section_static(PhysAddr(1 << 40), 16, vec![0u64; 32].leak());
@@ -220,7 +252,10 @@ fn a_stale_pointer_cannot_forge_slab_bookkeeping() {
     }
     assert!(h.drain());
     assert_eq!(h.stats().slab_pages, 0);
-    assert_eq!(h.stats().frames.free_pages(), h.stats().frames.buddy.managed_pages());
+    assert_eq!(
+        h.stats().frames.free_pages(),
+        h.stats().frames.buddy.managed_pages()
+    );
 }
 
 /// Two CPUs freeing the same block at the same moment: one wins.
@@ -239,7 +274,11 @@ fn racing_frees_of_one_block_succeed_once() {
                 let (c, wins, start) = (c.clone(), wins.clone(), start.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    let r = if i == 0 { c.free(p, 0) } else { c.free_pages(p, 1) };
+                    let r = if i == 0 {
+                        c.free(p, 0)
+                    } else {
+                        c.free_pages(p, 1)
+                    };
                     if r.is_ok() {
                         wins.fetch_add(1, Ordering::Relaxed);
                     }

@@ -114,10 +114,7 @@ impl FrameRun {
 /// One block of `2^order` frames, aligned to its size. Unconstrained
 /// requests of orders 0..=3 come from this CPU's cache without a lock.
 pub fn alloc_order(order: u32, constraint: Constraint) -> Result<PhysAddr, Error> {
-    match constraint {
-        Constraint::ANY => MEMORY.frames().alloc(order),
-        constrained => MEMORY.frames().buddy().lock().alloc(order, constrained),
-    }
+    MEMORY.frames().alloc_in(order, constraint)
 }
 
 /// Gives back a block from [`alloc_order`].
@@ -127,47 +124,33 @@ pub fn free_order(start: PhysAddr, order: u32) -> Result<(), Error> {
 
 /// Exactly `pages` contiguous frames (not rounded to a power of two).
 pub fn alloc_run(pages: usize, constraint: Constraint) -> Result<FrameRun, Error> {
-    let start = MEMORY
-        .frames()
-        .buddy()
-        .lock()
-        .alloc_pages(pages, constraint)?;
+    let start = MEMORY.frames().alloc_pages(pages, constraint)?;
     Ok(FrameRun { start, pages })
 }
 
 /// Gives a run back.
 pub fn free_run(run: FrameRun) -> Result<(), Error> {
-    MEMORY
-        .frames()
-        .buddy()
-        .lock()
-        .free_pages(run.start, run.pages)
+    MEMORY.frames().free_pages(run.start, run.pages)
 }
 
 /// Fills `out` with single frames under one lock acquisition; returns how
 /// many it got (fewer only when memory runs out).
 pub fn alloc_bulk(constraint: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
-    MEMORY.frames().buddy().lock().alloc_bulk(constraint, out)
+    MEMORY.frames().alloc_bulk(constraint, out)
 }
 
 /// Frees single frames under one lock acquisition; all or nothing.
 pub fn free_bulk(frames: &[PhysAddr]) -> Result<(), allocator::BulkError> {
-    MEMORY.frames().buddy().lock().free_bulk(frames)
+    MEMORY.frames().free_bulk(frames)
 }
 
 /// Statistics of the buddy allocator, exact and fully merged: the per-CPU
 /// caches and empty slabs are drained into it first, and its hot lists
-/// merged. Slab descriptor pages stay in use.
+/// merged.
 pub fn stats() -> Stats {
     MEMORY.drain();
-    let mut buddy = MEMORY.frames().buddy().lock();
-    buddy.drain_hot();
-    buddy.stats()
-}
-
-/// Pages holding slab descriptors: kept by the heap for reuse, never freed.
-pub fn slab_descriptor_pages() -> u64 {
-    MEMORY.stats().descriptor_pages
+    MEMORY.frames().drain();
+    MEMORY.frames().stats().buddy
 }
 
 /// The `x86_64` crate's frame traits over the kernel-wide allocator; used by
@@ -231,7 +214,7 @@ pub fn print_report() {
         let z = stats.zone(zone);
         // Metadata describing this zone's pages (carved from the start of
         // each range, so it may physically sit in a lower zone).
-        let meta = z.managed_pages * allocator::cache_metadata_bytes(1) as u64;
+        let meta = allocator::heap_metadata_bytes(z.managed_pages) as u64;
         kprintln!(
             "  {:<6} {:>10} {:>10} {:>10}  {}  {}",
             zone.name(),
