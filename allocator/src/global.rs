@@ -498,7 +498,10 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         }
         let phys = PhysAddr((ptr as u64).wrapping_sub(off));
         if let Some(o) = cached_order(size, align) {
-            return match self.frames.free_as(phys, o as usize, cached_tag(o)) {
+            return match self
+                .frames
+                .free_as::<false>(phys, o as usize, cached_tag(o))
+            {
                 Ok(()) => Ok(()),
                 Err(e) => Err(self.page_fault(ptr, phys, e)),
             };
@@ -544,7 +547,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     ) -> Result<(), Fault> {
         let r = match plan(size, align) {
             Some(Plan::Cached(order)) => {
-                self.frames.free_as(phys, order as usize, cached_tag(order))
+                self.frames
+                    .free_as::<false>(phys, order as usize, cached_tag(order))
             }
             Some(Plan::Buddy(pages, align)) => {
                 self.frames

@@ -18,7 +18,8 @@
 //!   owned by a layer above (`OwnedBySlab`, `OwnedByHeap`) is rejected;
 //!   untagged addresses go to the buddy, which checks them. A free claims
 //!   the tag with one compare-exchange, so two frees of one block racing on
-//!   two CPUs never both succeed.
+//!   two CPUs never both succeed (the heap's own page frees, whose contract
+//!   rules such a race out, use plain loads and stores).
 //! - The buddy's own operations (constraints, exact counts, alignment,
 //!   fixed ranges, bulk) are offered here too, checked against the same
 //!   tags (`pcp_buddy.rs`): nothing a cache, the slab or the heap owns can
@@ -666,23 +667,39 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             let count = 1u64 << order;
             return self.free_run_as(addr, count, TAG_NONE, |g| g.free(addr, order));
         }
-        self.free_as(addr, o, tag_alloc(o))
+        self.free_as::<true>(addr, o, tag_alloc(o))
     }
 
     /// [`free`](Self::free) of a block of cached order `o` handed out with
-    /// tag `tag`.
+    /// tag `tag`. `ATOMIC` claims the tag with a compare-exchange, which
+    /// safe callers need (nothing stops two of them freeing one block at
+    /// once); the heap's frees, whose contract rules that out, check and
+    /// store it with plain accesses.
     #[inline(always)]
-    pub(crate) fn free_as(&self, addr: PhysAddr, o: usize, tag: u64) -> Result<(), Error> {
+    pub(crate) fn free_as<const ATOMIC: bool>(
+        &self,
+        addr: PhysAddr,
+        o: usize,
+        tag: u64,
+    ) -> Result<(), Error> {
         if addr.0 & ((PAGE_SIZE << o) - 1) != 0 {
             return Err(Error::Misaligned);
         }
         let Some(t) = self.tags.get(addr.0) else {
             return self.free_untagged(addr, o, tag);
         };
-        if let Err(actual) =
-            t.compare_exchange(tag, TAG_CACHED, Ordering::Acquire, Ordering::Relaxed)
-        {
-            return self.free_mismatch(addr, o, actual, tag);
+        if ATOMIC {
+            if let Err(actual) =
+                t.compare_exchange(tag, TAG_CACHED, Ordering::Acquire, Ordering::Relaxed)
+            {
+                return self.free_mismatch(addr, o, actual, tag);
+            }
+        } else {
+            let actual = t.load(Ordering::Acquire);
+            if actual != tag {
+                return self.free_mismatch(addr, o, actual, tag);
+            }
+            t.store(TAG_CACHED, Ordering::Relaxed);
         }
         // Claimed: the block is this free's alone now.
         // SAFETY: every branch of the closure calls `P::restore(saved)`

@@ -608,7 +608,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         unsafe { Self::unlist(cs, d) };
         cs.classes[k].nempty -= 1;
         // Tagged as the slab's own block of this order just above.
-        let _ = frames.free_as(PhysAddr(phys), order as usize, TAG_INTERNAL);
+        let _ = frames.free_as::<false>(PhysAddr(phys), order as usize, TAG_INTERNAL);
         Self::bump(&self.shared[cpu].slab_pages, -(pages as i64));
         // SAFETY: the descriptor is unused now and owned by this CPU.
         unsafe { dr.own().next = cs.spare };

@@ -1,0 +1,66 @@
+//! The hot pairs alone, for counting instructions: one warm-up pass, then
+//! `N` alloc+free pairs of one kind, nothing else.
+//!
+//! ```text
+//! cargo build --release -p allocator-bench --example hot_pairs
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/hot_pairs KIND [N]
+//! ```
+//!
+//! KIND: `page` (a 4 KiB `Heap` allocation, through the per-CPU page
+//! cache), `small` (a 64-byte `Heap` allocation, from the slab), `pcp`
+//! (`PageCaches::alloc(0)` and `free`), `buddy` (`BuddyAllocator::alloc(0)`
+//! and `free`). Compare the totals of two builds: the difference divided
+//! by `N` is the cost per pair.
+
+use std::alloc::Layout;
+use std::hint::black_box;
+
+use allocator::{BuddyAllocator, Constraint, Heap, PageCaches, PhysAddr};
+
+allocator::host_cpu_local!(Cpu, 4);
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_else(|| "page".into());
+    let n: usize = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
+    match kind.as_str() {
+        "page" | "small" => {
+            let layout = if kind == "page" {
+                Layout::from_size_align(4096, 4096).unwrap()
+            } else {
+                Layout::from_size_align(64, 8).unwrap()
+            };
+            let heap: &'static Heap<Cpu, 4> = Box::leak(Box::new(Heap::new()));
+            let ram = Box::leak(vec![0u8; 4097 * 4096].into_boxed_slice());
+            let start = (ram.as_ptr() as u64).next_multiple_of(4096);
+            // SAFETY: leaked host memory, used only by the heap.
+            unsafe { heap.add_memory(PhysAddr(start), 4096).unwrap() };
+            for _ in 0..n + 1 {
+                let p = heap.allocate(black_box(layout));
+                // SAFETY: just allocated with `layout`, freed once.
+                unsafe { heap.try_dealloc(black_box(p), layout).unwrap() };
+            }
+        }
+        "pcp" => {
+            let c: &'static PageCaches<Cpu, 4> =
+                Box::leak(Box::new(PageCaches::new(BuddyAllocator::new())));
+            c.add_section_static(PhysAddr(1 << 32), 4096, vec![0u64; 8192].leak())
+                .unwrap();
+            for _ in 0..n + 1 {
+                let p = c.alloc(black_box(0)).unwrap();
+                c.free(black_box(p), 0).unwrap();
+            }
+        }
+        "buddy" => {
+            let mut b = BuddyAllocator::new();
+            b.add_section_static(PhysAddr(1 << 32), 4096, vec![0u64; 4096].leak())
+                .unwrap();
+            for _ in 0..n + 1 {
+                let p = b.alloc(black_box(0), Constraint::ANY).unwrap();
+                b.free(black_box(p), 0).unwrap();
+            }
+        }
+        other => panic!("unknown kind {other}: page, small, pcp or buddy"),
+    }
+}
