@@ -708,3 +708,42 @@ fn hammer_threads_8() {
 fn hammer_threads_heavy() {
     hammer(8, 400_000);
 }
+
+/// When the slab descriptors reserved at registration run out, small
+/// requests get pages of their own: still served, still checked.
+#[test]
+fn small_requests_get_pages_when_descriptors_run_out() {
+    let (h, _ram) = heap(512);
+    let cap = h.stats().descriptor_capacity;
+    assert!(cap >= 512 / allocator::PAGES_PER_DESCRIPTOR);
+    let mut live = Live::default();
+    let mut got = Vec::new();
+    // Every class on every CPU: more slabs than there are descriptors.
+    'fill: for cpu in 0..host::CPUS {
+        for (k, &size) in SIZE_CLASSES.iter().enumerate() {
+            let l = lay(size, 8);
+            let p = as_cpu(cpu, || h.allocate(l));
+            if p.is_null() {
+                break 'fill;
+            }
+            live.add(p, size);
+            got.push((cpu, p, l, k));
+        }
+    }
+    let st = h.stats();
+    assert_eq!(st.descriptors, cap, "the descriptors ran out");
+    assert!(got.len() > cap as usize, "small requests went on with pages");
+    for &(cpu, p, l, k) in &got {
+        // A wrong layout is refused whatever served the object.
+        let other = lay(SIZE_CLASSES[(k + 1) % SIZE_CLASSES.len()], 8);
+        // SAFETY: refused before anything is touched.
+        let e = unsafe { h.try_dealloc(p, other) }.unwrap_err();
+        assert_eq!(e.kind, FaultKind::WrongLayout);
+        // SAFETY: live, with its layout, once.
+        as_cpu(cpu, || unsafe { h.try_dealloc(p, l) }).unwrap();
+    }
+    assert!(h.drain());
+    let st = h.stats();
+    assert_eq!(st.slab_pages, 0);
+    assert_eq!(st.frames.free_pages(), st.frames.buddy.managed_pages());
+}
