@@ -38,13 +38,20 @@ const fn list_order(l: usize) -> (usize, usize) {
 }
 
 /// Bytes of metadata a section of `pages` pages needs: exactly
-/// [`META_BYTES_PER_PAGE`] (8) per page, nothing more.
+/// [`META_BYTES_PER_PAGE`] (8) per page, nothing more; `usize::MAX` if
+/// that does not fit in a `usize` (no buffer is that large).
 ///
 /// ```
 /// assert_eq!(allocator::metadata_bytes(1 << 20), 8 << 20); // 4 GiB -> 8 MiB
+/// assert_eq!(allocator::metadata_bytes(u64::MAX), usize::MAX);
 /// ```
 pub const fn metadata_bytes(pages: u64) -> usize {
-    (pages as usize).saturating_mul(META_BYTES_PER_PAGE)
+    // Compared as u64 first: on a 32-bit target `pages as usize` would
+    // drop the high bits and understate the need.
+    if pages > (usize::MAX / META_BYTES_PER_PAGE) as u64 {
+        return usize::MAX;
+    }
+    pages as usize * META_BYTES_PER_PAGE
 }
 
 /// A section split so that its first pages hold the metadata for the rest.
@@ -70,13 +77,17 @@ pub struct Carved {
 }
 
 /// Splits `[start, start + pages)` into a metadata prefix and the pages it
-/// describes. Fails with [`Error::SectionTooSmall`] if nothing would be left
-/// to manage, [`Error::ZeroCount`] for zero pages, [`Error::Misaligned`] for an
-/// unaligned start.
+/// describes, one section's worth. Fails with [`Error::ZeroCount`] for zero
+/// pages, [`Error::Misaligned`] for an unaligned start,
+/// [`Error::SectionWraps`] if the range wraps or ends above
+/// [`MAX_PHYS_ADDR`], [`Error::SectionTooSmall`] if nothing would be left
+/// to manage, [`Error::SectionTooLarge`] if more than
+/// [`MAX_SECTION_PAGES`] would be (the same limits `add_section` applies).
 ///
 /// ```
 /// use allocator::{carve_metadata, Error, PhysAddr};
 /// assert_eq!(carve_metadata(PhysAddr(0), 1), Err(Error::SectionTooSmall));
+/// assert_eq!(carve_metadata(PhysAddr(1 << 52), 1), Err(Error::SectionWraps));
 /// ```
 pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error> {
     if pages == 0 {
@@ -85,11 +96,26 @@ pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error
     if !start.is_page_aligned() {
         return Err(Error::Misaligned);
     }
+    // The range must lie below MAX_PHYS_ADDR, so `pages` < 2^40: the
+    // products below cannot overflow, nor can `start + m * PAGE_SIZE`.
+    let fits = match pages.checked_mul(PAGE_SIZE) {
+        Some(bytes) => match start.0.checked_add(bytes) {
+            Some(end) => end <= MAX_PHYS_ADDR,
+            None => false,
+        },
+        None => false,
+    };
+    if !fits {
+        return Err(Error::SectionWraps);
+    }
     // Smallest m with m * 4096 >= 8 * (pages - m).
     let per = PAGE_SIZE + META_BYTES_PER_PAGE as u64;
     let m = (pages * META_BYTES_PER_PAGE as u64).div_ceil(per);
     if m >= pages {
         return Err(Error::SectionTooSmall);
+    }
+    if pages - m > MAX_SECTION_PAGES {
+        return Err(Error::SectionTooLarge);
     }
     Ok(Carved {
         meta_start: start,
@@ -160,7 +186,8 @@ pub struct FreeBlock {
 }
 
 impl FreeBlock {
-    /// Number of pages in the block.
+    /// Number of pages in the block (`u64::MAX` for an order of 64 or
+    /// more, which only a hand-made `FreeBlock` can have).
     ///
     /// ```
     /// # use allocator::{FreeBlock, PhysAddr, Zone};
@@ -168,7 +195,12 @@ impl FreeBlock {
     /// assert_eq!(b.pages(), 512);
     /// ```
     pub const fn pages(&self) -> u64 {
-        1 << self.order
+        // The fields are public: an order of 64 or more (never one the
+        // allocator yields) saturates instead of overflowing the shift.
+        match 1u64.checked_shl(self.order) {
+            Some(n) => n,
+            None => u64::MAX,
+        }
     }
 }
 
@@ -1932,8 +1964,9 @@ impl BuddyAllocator {
     /// `count = 2^order`).
     ///
     /// Errors: [`Error::ZeroCount`], [`Error::Misaligned`] (not page
-    /// aligned), [`Error::NotInSection`], [`Error::DoubleFree`],
-    /// [`Error::InteriorPage`], [`Error::WrongCount`].
+    /// aligned), [`Error::NotInSection`], [`Error::TooLarge`] (a count
+    /// above 2^[`MAX_ORDER`] pages, which no allocation has),
+    /// [`Error::DoubleFree`], [`Error::InteriorPage`], [`Error::WrongCount`].
     ///
     /// ```
     /// # let mut a = allocator::doc_allocator!(64);
@@ -1994,6 +2027,9 @@ impl BuddyAllocator {
     #[cold]
     #[inline(never)]
     fn free_error(&self, s: usize, idx: u32, e: u64, count: u64) -> Error {
+        if count > 1 << MAX_ORDER {
+            return Error::TooLarge;
+        }
         match state(e) {
             ST_ALLOC if alloc_count(e) as u64 != count => Error::WrongCount {
                 allocated: alloc_count(e) as u64,
@@ -2025,6 +2061,10 @@ impl BuddyAllocator {
         count: u64,
     ) -> Result<(), Error> {
         self.check_head(s, idx, e, count)?;
+        // `count` is now the allocation's size, at most 2^MAX_ORDER pages
+        // (every way of making an allocation checks that): its order
+        // indexes the per-order lists.
+        debug_assert!(count <= 1 << MAX_ORDER);
         if e == aligned_page_word() {
             self.free_aligned_page(s, idx);
             return Ok(());
@@ -2044,9 +2084,11 @@ impl BuddyAllocator {
     /// [`free_pages`](Self::free_pages)`(start, count)`. Frame contents are
     /// not touched (no poison check, no zeroing).
     ///
-    /// Errors: [`Error::ZeroCount`], [`Error::Misaligned`],
-    /// [`Error::NotInSection`], [`Error::RangeCrossesSection`],
-    /// [`Error::RangeInUse`] (nothing reserved then).
+    /// Errors: [`Error::ZeroCount`], [`Error::TooLarge`] (more than
+    /// 2^[`MAX_ORDER`] pages: no allocation is larger, so no free could
+    /// give it back), [`Error::Misaligned`], [`Error::NotInSection`],
+    /// [`Error::RangeCrossesSection`], [`Error::RangeInUse`] (nothing
+    /// reserved then).
     ///
     /// ```
     /// # let mut a = allocator::doc_allocator!(64);
@@ -2061,12 +2103,18 @@ impl BuddyAllocator {
         if count == 0 {
             return Err(Error::ZeroCount);
         }
+        // The limit every allocation has: the free path relies on it (a
+        // run's order indexes the per-order lists).
+        if count as u64 > 1 << MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
         if !start.is_page_aligned() {
             return Err(Error::Misaligned);
         }
         let (s, idx) = self.locate(start).ok_or(Error::NotInSection)?;
+        // Both terms are below 2^32: no overflow.
         let end = idx as u64 + count as u64;
-        if count as u64 > self.secs[s].pages as u64 || end > self.secs[s].pages as u64 {
+        if end > self.secs[s].pages as u64 {
             return Err(Error::RangeCrossesSection);
         }
         // Pass 1: everything free?

@@ -182,6 +182,41 @@ fn carve_metadata_fits() {
     assert_eq!(carve_metadata(PhysAddr(0), 0), Err(Error::ZeroCount));
 }
 
+/// Ranges that wrap, end above `MAX_PHYS_ADDR`, or hold more than one
+/// section's pages are refused with the error `add_section` would give,
+/// never carved into nonsense (an overflowing `pages * 8`, a wrapped
+/// start).
+#[test]
+fn carve_metadata_refuses_impossible_ranges() {
+    let top = !4095u64;
+    for (start, pages) in [
+        (0, u64::MAX),                   // pages * 8 overflows
+        (0, 1 << 61),                    // pages * 8 wraps to 0
+        (top, 100),                      // start + m * 4096 wraps
+        (top, 2),                        // ends above 2^64
+        (MAX_PHYS_ADDR - 10 * 4096, 11), // ends above 2^52
+        (MAX_PHYS_ADDR, 2),              // starts at 2^52
+        (0, (MAX_PHYS_ADDR >> 12) + 1),  // just over 2^52 bytes
+    ] {
+        assert_eq!(
+            carve_metadata(PhysAddr(start), pages),
+            Err(Error::SectionWraps),
+            "{start:#x} + {pages} pages"
+        );
+    }
+    // Just below the limit: fine, and exactly the range given.
+    let c = carve_metadata(PhysAddr(MAX_PHYS_ADDR - 10 * 4096), 10).unwrap();
+    assert_eq!(c.start.0 + c.pages * 4096, MAX_PHYS_ADDR);
+    // More managed pages than a section holds.
+    let big = MAX_SECTION_PAGES + MAX_SECTION_PAGES / 512 + 2;
+    assert_eq!(
+        carve_metadata(PhysAddr(0), big),
+        Err(Error::SectionTooLarge)
+    );
+    let c = carve_metadata(PhysAddr(0), big - 2).unwrap();
+    assert!(c.pages <= MAX_SECTION_PAGES);
+}
+
 #[test]
 fn alloc_every_order_aligned_and_free() {
     let mut t = T::new(&[(GIB + 4096, 3000)]);
@@ -389,7 +424,7 @@ fn reserve_range_and_errors() {
     rejects(&mut t, Error::RangeCrossesSection, |a| {
         a.reserve_range(PhysAddr(GIB + 90 * 4096), 20)
     });
-    rejects(&mut t, Error::RangeCrossesSection, |a| {
+    rejects(&mut t, Error::TooLarge, |a| {
         a.reserve_range(PhysAddr(GIB + 4096), usize::MAX)
     });
     // Crossing the 16 MiB zone split.

@@ -94,7 +94,9 @@ impl fmt::Display for PhysAddr {
 pub struct Pfn(pub u64);
 
 impl Pfn {
-    /// The physical address of the first byte of this frame.
+    /// The physical address of the first byte of this frame. A frame
+    /// number of 2^52 or more (above [`MAX_PHYS_ADDR`], no frame) has no
+    /// such address: its top 12 bits are shifted out.
     ///
     /// ```
     /// assert_eq!(allocator::Pfn(1).addr().0, 4096);
