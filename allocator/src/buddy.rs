@@ -2257,7 +2257,8 @@ impl BuddyAllocator {
     /// it (or the allocator is dropped) is used by nothing but this
     /// allocator: no reads, no writes, no references, no other section.
     /// Its previous contents do not matter. If frame options are active,
-    /// the new pages must also be mapped as `set_frame_options` requires.
+    /// the new pages must also be mapped as `set_frame_options` requires
+    /// (they are poisoned now if poisoning is on).
     ///
     /// ```
     /// use allocator::{BuddyAllocator, PhysAddr, metadata_bytes, Zone};
@@ -2374,6 +2375,15 @@ impl BuddyAllocator {
     /// forever (a `static` buffer, or leaked memory): the `'static mut`
     /// borrow proves the exclusivity that `add_section` asks for.
     ///
+    /// A safe call never makes the allocator write frame memory, which
+    /// it only names by address: while frame options that write frames
+    /// are active (poisoning or zeroing, see
+    /// [`set_frame_options`](Self::set_frame_options)) it fails with
+    /// [`Error::FramesNotMapped`]; register such memory with the unsafe
+    /// `add_section`, whose contract covers the mapping.
+    ///
+    /// Errors: [`Error::FramesNotMapped`], and those of `add_section`.
+    ///
     /// ```
     /// let mut a = allocator::BuddyAllocator::new();
     /// a.add_section_static(allocator::PhysAddr(0x10_0000), 32, vec![0u64; 32].leak()).unwrap();
@@ -2385,6 +2395,9 @@ impl BuddyAllocator {
         pages: u64,
         meta: &'static mut [u64],
     ) -> Result<(), Error> {
+        if self.writes_frames() {
+            return Err(Error::FramesNotMapped);
+        }
         let bytes = core::mem::size_of_val(meta);
         let ptr = NonNull::from(meta).cast::<u8>();
         // SAFETY: `meta` is an exclusive borrow for 'static, consumed here,
@@ -2541,33 +2554,48 @@ impl BuddyAllocator {
     }
 
     /// Turns on frame poisoning and/or zeroing. If poisoning is being
-    /// switched on, every currently free frame is poisoned now.
+    /// switched on, every currently free frame is poisoned now. While
+    /// either is on (with a non-null `phys_offset`),
+    /// [`add_section_static`](Self::add_section_static) is refused.
     ///
     /// # Safety
     /// `phys_offset` is the virtual address at which physical address 0 is
-    /// mapped (page aligned): for every managed page at physical `p`,
-    /// `phys_offset + p` must be valid for reads and writes of 4096 bytes
-    /// for as long as the options stay on, and the contents of free frames
-    /// must be accessed by nobody else (freed frames are written to).
+    /// mapped, page aligned. For as long as the options stay on, every
+    /// page of every section registered with this allocator, those
+    /// registered before this call (safely or not) as well as those
+    /// registered after it, must be mapped at `phys_offset + p` (its
+    /// physical address `p`): valid for reads and writes of 4096 bytes,
+    /// and, while the page is free, accessed by nobody but the allocator
+    /// (free frames are written to and read back).
     ///
     /// ```
-    /// use allocator::{BuddyAllocator, Constraint, FrameOptions, PhysAddr, metadata_bytes};
+    /// use allocator::{BuddyAllocator, Constraint, Error, FrameOptions, PhysAddr, metadata_bytes};
     /// use core::ptr::NonNull;
-    /// let mut ram = vec![0u64; 16 * 512];          // 16 pages of "physical" memory
-    /// let mut meta = vec![0u64; 16];
-    /// let mut a = BuddyAllocator::new();
+    ///
+    /// /// One page of host memory standing for a physical frame.
+    /// #[derive(Clone)]
+    /// #[repr(C, align(4096))]
+    /// struct Frame([u8; 4096]);
+    ///
+    /// // 16 frames of "physical" memory and their metadata, leaked: they
+    /// // outlive the allocator, and nothing else ever uses them.
+    /// let ram: &'static mut [Frame] = vec![Frame([0; 4096]); 16].leak();
+    /// let meta: &'static mut [u64] = vec![0u64; 16].leak();
     /// let phys = PhysAddr(0x20_0000);
-    /// // SAFETY: the buffers outlive `a` and are only used through it;
-    /// // `ram` stands for physical [phys, phys + 64 KiB), and the offset
-    /// // maps phys to its first byte.
+    /// let mut a = BuddyAllocator::new();
+    /// // SAFETY: `ram` is page aligned, so is the offset, which maps
+    /// // physical [phys, phys + 64 KiB) onto `ram`, the only section ever
+    /// // registered; `ram` and `meta` are used by nothing but `a`.
     /// unsafe {
-    ///     a.add_section(phys, 16, NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
-    ///                   metadata_bytes(16)).unwrap();
     ///     let off = ram.as_mut_ptr().cast::<u8>().wrapping_sub(phys.0 as usize);
     ///     a.set_frame_options(off, FrameOptions { poison: true, zero_on_alloc: true });
+    ///     a.add_section(phys, 16, NonNull::from(meta).cast(), metadata_bytes(16)).unwrap();
     /// }
     /// let p = a.alloc(0, Constraint::ANY).unwrap();
     /// a.free(p, 0).unwrap();
+    /// // Memory named by address alone is not written: refused.
+    /// let more = a.add_section_static(PhysAddr(0x40_0000), 8, vec![0u64; 8].leak());
+    /// assert_eq!(more, Err(Error::FramesNotMapped));
     /// ```
     pub unsafe fn set_frame_options(&mut self, phys_offset: *mut u8, opts: FrameOptions) {
         let was_poisoning = self.opts.poison && !self.frame_base.is_null();
@@ -2601,6 +2629,12 @@ impl BuddyAllocator {
                 }
             }
         }
+    }
+
+    /// Whether frame memory is written: poisoning or zeroing is on, with
+    /// a mapping set (`on_alloc` and `on_free` write nothing without one).
+    fn writes_frames(&self) -> bool {
+        !self.frame_base.is_null() && (self.opts.poison || self.opts.zero_on_alloc)
     }
 
     /// Turns poisoning and zeroing off (frame memory is no longer touched).

@@ -857,6 +857,45 @@ fn zero_on_alloc_and_poison_on_add() {
     assert_eq!(t.ram().byte(f[0].0), POISON_BYTE);
 }
 
+/// A safe registration never makes the allocator write frame memory: the
+/// range is only named by address, nothing promises it is mapped. With
+/// poisoning on, `add_section_static` poisoned the whole range; with
+/// zeroing on, its pages would be zeroed when allocated. Either way it is
+/// refused now, and nothing is written or registered.
+#[test]
+fn safe_registration_is_refused_while_frames_are_written() {
+    for zero_only in [false, true] {
+        // Frames backed by `ram`, so that a wrongful write lands there.
+        let ram = Ram::new(GIB, 16);
+        let mut t = T::new(&[(GIB, 8)]);
+        t.poison(ram, false);
+        if zero_only {
+            let opts = FrameOptions {
+                poison: false,
+                zero_on_alloc: true,
+            };
+            let off = t.ram().offset();
+            // SAFETY: as in `T::poison`: `ram` maps the range and outlives
+            // the allocator.
+            unsafe { t.a.set_frame_options(off, opts) };
+        }
+        let named = GIB + 8 * 4096;
+        let marker = t.ram().byte(named);
+        rejects(&mut t, Error::FramesNotMapped, |a| {
+            a.add_section_static(PhysAddr(named), 8, vec![0u64; 8].leak())
+        });
+        for i in 0..8 * 4096 {
+            assert_eq!(t.ram().byte(named + i), marker, "byte {i} written");
+        }
+        assert_eq!(t.a.sections().count(), 1);
+        // Without options that write frames, it is fine again.
+        t.a.clear_frame_options();
+        t.a.add_section_static(PhysAddr(named), 8, vec![0u64; 8].leak())
+            .unwrap();
+        assert_eq!(t.free(), 16);
+    }
+}
+
 #[test]
 fn stats_and_display() {
     let mut t = T::new(&[(8 * MIB, 16), (GIB, 1024), (8 * GIB, 512)]);

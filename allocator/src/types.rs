@@ -285,6 +285,12 @@ pub enum Error {
     SectionInUse,
     /// No section was registered starting at this address.
     NoSuchSection,
+    /// Frame options that write frame memory (poisoning or zeroing) are
+    /// active, and a safe registration cannot promise that the new pages
+    /// are mapped where the allocator would write them: registering memory
+    /// whose frames the allocator writes needs the unsafe
+    /// [`add_section`](crate::BuddyAllocator::add_section).
+    FramesNotMapped,
     /// Frame poisoning found a byte changed while the frame was free. The
     /// frame has been re-poisoned and left free; the request was not served.
     Corrupted {
@@ -324,6 +330,9 @@ impl fmt::Display for Error {
             Error::TooManySections => f.write_str("too many sections"),
             Error::SectionInUse => f.write_str("section still has allocated pages"),
             Error::NoSuchSection => f.write_str("no section starts at this address"),
+            Error::FramesNotMapped => f.write_str(
+                "frames would be written (poisoning or zeroing): register with add_section",
+            ),
             Error::Corrupted {
                 frame,
                 offset,
