@@ -1677,7 +1677,11 @@ impl BuddyAllocator {
     ///
     /// Errors: [`Error::TooLarge`] for `order > MAX_ORDER`,
     /// [`Error::OutOfMemory`] if no zone allowed by `c` has such a block
-    /// (lower zones keep their [`reserve`](Self::set_reserve)).
+    /// (lower zones keep their [`reserve`](Self::set_reserve)). An error
+    /// leaves every allocation and the free page count unchanged; out of
+    /// memory may merge parked free blocks first, which changes how free
+    /// memory is split (per-order counts) but not how much is free (see
+    /// [`Error::OutOfMemory`]). The same holds for every allocating call.
     ///
     /// ```
     /// # let mut a = allocator::doc_allocator!(4096);

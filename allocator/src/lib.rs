@@ -15,8 +15,13 @@
 //!   fail, or on [`BuddyAllocator::drain_hot`].
 //! - Exact page counts, alignment beyond the size, fixed ranges, bulk
 //!   single frames, hot-add and removal of sections.
-//! - Every bad call returns a specific [`Error`] and changes nothing, in
-//!   release builds too.
+//! - Every bad call returns a specific [`Error`], in release builds too,
+//!   and leaves every allocation and the free page count of every zone
+//!   unchanged. Every error but two changes nothing at all:
+//!   [`Error::OutOfMemory`] may first have merged parked free blocks (see
+//!   the hot lists below), which changes how free memory is split into
+//!   blocks (per-order counts, [`BuddyAllocator::free_blocks`]) but not
+//!   how much of it is free; [`Error::Corrupted`] re-poisons the frame.
 //! - Optional poisoning and zeroing of frames ([`FrameOptions`]).
 //! - [`Stats`] like Linux's buddyinfo, with a `Display` table.
 //! - [`LockedAllocator`]: an interrupt-masking spin lock ([`InterruptControl`]).

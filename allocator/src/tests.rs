@@ -1078,6 +1078,50 @@ fn freed_page_with_busy_buddy_is_parked_and_reused_first() {
     assert_eq!((hot(&t), t.a.free_blocks().count()), (0, 1));
 }
 
+/// What an out-of-memory error guarantees: every allocation and the free
+/// page count unchanged. It may merge parked blocks first (pages parked
+/// next to parked buddies), so the per-order split of free memory is the
+/// one thing that changes.
+#[test]
+fn out_of_memory_keeps_every_allocation_and_the_free_page_count() {
+    let mut t = T::new(&[(GIB, 64)]);
+    let pages: Vec<PhysAddr> = (0..64)
+        .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
+        .collect();
+    // Free pages 4i and 4i + 1: each pair parked unmerged, its order-1
+    // buddy (4i + 2, 4i + 3) in use.
+    let mut sorted = pages.clone();
+    sorted.sort();
+    let (freed, kept): (Vec<_>, Vec<_>) = (0..64).partition(|i| i % 4 < 2);
+    let (freed, kept): (Vec<PhysAddr>, Vec<PhysAddr>) = (
+        freed.iter().map(|&i| sorted[i]).collect(),
+        kept.iter().map(|&i| sorted[i]).collect(),
+    );
+    for &p in &freed {
+        t.a.free(p, 0).unwrap();
+    }
+    let before = t.a.stats();
+    assert_eq!((hot(&t), before.free_blocks(0)), (32, 32));
+    // No 4 free pages in a row: out of memory, after merging the pairs.
+    assert_eq!(t.a.alloc(2, Constraint::ANY), Err(Error::OutOfMemory));
+    let after = t.a.stats();
+    assert_eq!(after.free_pages(), before.free_pages());
+    for z in Zone::ALL {
+        assert_eq!(after.zone(z).free_pages, before.zone(z).free_pages);
+    }
+    for &p in &kept {
+        assert_eq!(t.a.page_state(p), Ok(PageState::Allocated { pages: 1 }));
+    }
+    // The split is what changed: 16 merged pairs instead of 32 pages.
+    assert_eq!((after.free_blocks(0), after.free_blocks(1)), (0, 16));
+    assert_eq!(hot(&t), 0);
+    for &p in &kept {
+        t.a.free(p, 0).unwrap();
+    }
+    t.a.drain_hot();
+    assert_eq!(t.a.free_blocks().count(), 1);
+}
+
 #[test]
 fn freeing_next_to_a_free_buddy_merges_instead_of_parking() {
     let mut t = T::new(&[(GIB, 64)]);

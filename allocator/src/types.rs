@@ -231,8 +231,10 @@ impl Constraint {
     pub const ANY: Constraint = Constraint::Zone(Zone::Normal);
 }
 
-/// Everything that can go wrong. Every error leaves the allocator exactly
-/// as it was before the call (except [`Error::Corrupted`], see there).
+/// Everything that can go wrong. Every error leaves every allocation and
+/// every zone's free page count as they were before the call; every error
+/// except [`Error::OutOfMemory`] and [`Error::Corrupted`] (see there)
+/// leaves the allocator exactly as it was.
 ///
 /// ```
 /// use allocator::{BuddyAllocator, Error, PhysAddr};
@@ -242,6 +244,14 @@ impl Constraint {
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Error {
     /// No free block satisfies the request (out of memory in the allowed zones).
+    ///
+    /// Before failing, the allocation may have merged blocks parked on hot
+    /// lists with their free buddies (that is how it looks for memory):
+    /// then statistics show fewer, bigger free blocks (per-order counts,
+    /// `hot_pages`) and `free_blocks` and `page_state` report them so, but
+    /// the same pages are free and every allocation is untouched. Where
+    /// merging cannot help (no section with parked blocks has enough free
+    /// pages for the request), nothing changes at all.
     OutOfMemory,
     /// A count of pages (or frames) was zero.
     ZeroCount,
