@@ -11,9 +11,22 @@ use crate::types::*;
 pub const POISON_BYTE: u8 = 0xAA;
 const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 
-/// How many free blocks of one order an allocation below an arbitrary
-/// physical limit examines in the one section that straddles the limit.
-/// Sections entirely below the limit are used without any scan.
+/// How many free blocks of one order the first pass of an allocation
+/// below an arbitrary physical limit ([`Constraint::Below`]) examines in
+/// the one section that straddles the limit (sections entirely below it
+/// are used without any scan). If the first pass finds no block below the
+/// limit, a second pass examines every free block of that section that
+/// could lie below it before the request fails, so the bound never makes
+/// a request fail: it bounds the cost of a request that succeeds, and
+/// decides which block it gets (one of a higher order found within the
+/// bound is taken before one of a lower order beyond it).
+///
+/// ```
+/// # let mut a = allocator::doc_allocator!(64);  // 16 MiB .. 16 MiB + 256 KiB
+/// use allocator::{Constraint, PhysAddr};
+/// let p = a.alloc(0, Constraint::Below(PhysAddr((16 << 20) + 4096))).unwrap();
+/// assert_eq!(p, PhysAddr(16 << 20));              // the one page below the limit
+/// ```
 pub const LIMIT_SCAN: usize = 64;
 
 /// Metadata words (4 KiB) that each allocation taken off the free lists,
@@ -1545,8 +1558,31 @@ impl BuddyAllocator {
     }
 
     /// In zone `y`, a free block of order >= `k` (orders in `m`) whose
-    /// lowest 2^k pages end at or below frame `lpfn`; unlinked.
-    fn find_below(&mut self, y: usize, k: u32, mut m: u32, lpfn: u64) -> Option<(usize, u32, u32)> {
+    /// lowest 2^k pages end at or below frame `lpfn`; unlinked. A first
+    /// pass looks at no more than [`LIMIT_SCAN`] blocks per order and
+    /// section; only if that misses and was cut short, a second pass looks
+    /// at every block that could fit, so the answer is exact and the
+    /// extra cost falls on requests that would otherwise fail.
+    fn find_below(&mut self, y: usize, k: u32, m: u32, lpfn: u64) -> Option<(usize, u32, u32)> {
+        match self.scan_below(y, k, m, lpfn, LIMIT_SCAN) {
+            Ok(b) => Some(b),
+            Err(true) => self.scan_below(y, k, m, lpfn, usize::MAX).ok(),
+            Err(false) => None,
+        }
+    }
+
+    /// [`find_below`](Self::find_below) looking at no more than `bound`
+    /// blocks per order and section. `Err(cut)`: none found; `cut`: some
+    /// blocks that could fit were not looked at.
+    fn scan_below(
+        &mut self,
+        y: usize,
+        k: u32,
+        mut m: u32,
+        lpfn: u64,
+        bound: usize,
+    ) -> Result<(usize, u32, u32), bool> {
+        let mut cut = false;
         while m != 0 {
             let j = m.trailing_zeros();
             m &= m - 1;
@@ -1564,18 +1600,27 @@ impl BuddyAllocator {
                 let sec = &self.secs[s];
                 let whole = sec.end() <= lpfn;
                 let o = j as usize;
-                // Buckets in address order; at most LIMIT_SCAN blocks.
+                // Buckets in address order (bucket `b` holds the blocks at
+                // indexes `b << bshift ..`), at most `bound` blocks.
                 let mut bm = sec.lmask[o];
                 let mut n = 0;
-                while bm != 0 && n < LIMIT_SCAN {
+                while bm != 0 {
                     let b = bm.trailing_zeros() as usize % BUCKETS;
                     bm &= bm - 1;
+                    if sec.base + ((b as u64) << sec.bshift) + (1 << k) > lpfn {
+                        // This bucket and all later ones lie too high.
+                        break;
+                    }
                     let mut idx = sec.heads[o][b];
-                    while idx != NIL && n < LIMIT_SCAN {
+                    while idx != NIL {
+                        if n == bound {
+                            cut = true;
+                            break;
+                        }
                         let e = sec.raw_read(idx);
                         if whole || sec.base + idx as u64 + (1 << k) <= lpfn {
                             self.unlink(s, idx, j, e);
-                            return Some((s, idx, j));
+                            return Ok((s, idx, j));
                         }
                         idx = free_next(e);
                         n += 1;
@@ -1583,7 +1628,7 @@ impl BuddyAllocator {
                 }
             }
         }
-        None
+        Err(cut)
     }
 
     // ------------------------------------------------------------------

@@ -574,6 +574,30 @@ fn requests_start_in_the_highest_zone_with_memory() {
     let _ = q;
 }
 
+/// A limit inside a section: the one free page below it is found even
+/// when more than `LIMIT_SCAN` free blocks of its order come first in its
+/// list (the bounded scan used to give up there: out of memory).
+#[test]
+fn a_limit_finds_the_page_below_it_behind_many_above() {
+    // 8192 pages: buckets of 256 pages, so pages 0..=200 share a list.
+    let mut t = T::new(&[(GIB, 8192)]);
+    // Reserving the odd pages 1..=201 frees the even ones 0..=200 as
+    // single pages, pushed in ascending order: page 0 ends up last.
+    for i in 0..=100 {
+        t.a.reserve_range(PhysAddr(GIB + (2 * i + 1) * 4096), 1)
+            .unwrap();
+    }
+    const { assert!(100 > LIMIT_SCAN) };
+    let below = Constraint::Below(PhysAddr(GIB + 4096));
+    assert_eq!(t.a.alloc(0, below), Ok(PhysAddr(GIB)));
+    // Now nothing is left below the limit.
+    rejects(&mut t, Error::OutOfMemory, |a| a.alloc(0, below));
+    // A limit not on a page boundary counts whole pages below it.
+    t.a.free(PhysAddr(GIB), 0).unwrap();
+    let mid = Constraint::Below(PhysAddr(GIB + 4096 + 100));
+    assert_eq!(t.a.alloc(0, mid), Ok(PhysAddr(GIB)));
+}
+
 #[test]
 fn dma32_reserve_is_kept_from_normal_requests() {
     let mut t = T::new(&[(GIB, 16), (8 * GIB, 4)]);

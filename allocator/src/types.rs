@@ -223,6 +223,14 @@ pub enum Constraint {
     /// The highest zone the caller accepts; lower zones are fallbacks.
     Zone(Zone),
     /// Every page of the allocation must lie below this physical address.
+    /// Exact: a request fails only if no free block it could use lies
+    /// below the limit (after merging parked blocks). The zone of the limit
+    /// is tried first, then the lower zones as for [`Constraint::Zone`];
+    /// a limit at a zone's end costs what that zone does, and within a
+    /// zone, sections entirely below the limit are used at once while the
+    /// one straddling it is searched ([`LIMIT_SCAN`](crate::LIMIT_SCAN)
+    /// blocks per order at first, every block that could fit before
+    /// failing). A limit below 4096 leaves no page: out of memory.
     Below(PhysAddr),
 }
 
