@@ -750,6 +750,27 @@ const fn ceil_log2(x: u64) -> u32 {
     }
 }
 
+/// The highest zone a request under `c` may use, and the frame below
+/// which it must stay in that zone (`None`: all of it); `None` if no
+/// page lies below a limit.
+fn zone_bounds(c: Constraint) -> Option<(usize, Option<u64>)> {
+    Some(match c {
+        Constraint::Zone(z) => (z as usize, None),
+        Constraint::Below(a) => {
+            if a.0 < PAGE_SIZE {
+                return None;
+            }
+            let z = Zone::of(PhysAddr(a.0 - 1));
+            let lim = if a.0 >= z.end().0 {
+                None
+            } else {
+                Some(a.0 >> PAGE_SHIFT)
+            };
+            (z as usize, lim)
+        }
+    })
+}
+
 /// Largest order of an aligned block starting at frame `pfn` that fits in
 /// `remaining` pages.
 #[inline(always)]
@@ -1445,21 +1466,7 @@ impl BuddyAllocator {
 
     #[inline(never)]
     fn take_slow(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
-        let (top, limit) = match c {
-            Constraint::Zone(z) => (z as usize, None),
-            Constraint::Below(a) => {
-                if a.0 < PAGE_SIZE {
-                    return None;
-                }
-                let z = Zone::of(PhysAddr(a.0 - 1));
-                let lim = if a.0 >= z.end().0 {
-                    None
-                } else {
-                    Some(a.0 >> PAGE_SHIFT)
-                };
-                (z as usize, lim)
-            }
-        };
+        let (top, limit) = zone_bounds(c)?;
         // Parked blocks of the top zone are merged before a lower zone is
         // tried, and all of them before giving up: a hot list never makes
         // a request fall back or fail where the merged state would not.
@@ -1876,6 +1883,8 @@ impl BuddyAllocator {
 
     /// Allocates exactly `count` contiguous pages, aligned to
     /// 2^ceil(log2(count)) pages; the rest of that block stays free.
+    /// Where it finds them is said at [`alloc_aligned`](Self::alloc_aligned)
+    /// (this is `alloc_aligned(count, 4096, c)`).
     ///
     /// Errors: [`Error::ZeroCount`], [`Error::TooLarge`] (more than 2^18
     /// pages), [`Error::OutOfMemory`].
@@ -1894,9 +1903,19 @@ impl BuddyAllocator {
 
     /// Allocates exactly `count` pages starting at a multiple of `align`
     /// bytes (a power of two; values up to 4096 mean page alignment). Takes
-    /// one free block of order max(ceil(log2(count)), log2(align/4096)) and
-    /// gives everything after the first `count` pages back: 1 page at 2 MiB
-    /// alignment costs 1 page. Free it with [`free_pages`](Self::free_pages).
+    /// one free block of order k = max(ceil(log2(count)), log2(align/4096))
+    /// and gives everything after the first `count` pages back: 1 page at
+    /// 2 MiB alignment costs 1 page. Free it with [`free_pages`](Self::free_pages).
+    ///
+    /// Where the pages come from, exactly: the start is always a multiple
+    /// of 2^k pages. The request succeeds if a free block of order k (or
+    /// above) lies where `c` allows, or else if, in a section where `c`
+    /// allows, the first `count` pages of the last 2^k-aligned window are
+    /// free, a window that the section's end cuts short so that no such
+    /// block can exist there (an aligned page near the end of a section,
+    /// say). A run of `count` free pages made of smaller blocks anywhere
+    /// else (between allocated pages) is not looked for: take such a run
+    /// at a known address with [`reserve_range`](Self::reserve_range).
     ///
     /// A single page at an alignment above 4 KiB is parked on the zone's
     /// hot list when freed, even though its buddy is free, and the next
@@ -1995,7 +2014,9 @@ impl BuddyAllocator {
         }
         let k = ceil_log2(count).max(align_order);
         let Some((s, idx)) = self.take(k, c) else {
-            return Err(Error::OutOfMemory);
+            return self
+                .take_section_tail(count, k, c)
+                .ok_or(Error::OutOfMemory);
         };
         if count.is_power_of_two() {
             // The tail is the upper halves of a split down to the count's
@@ -2005,6 +2026,45 @@ impl BuddyAllocator {
             self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
         }
         Ok((s, idx))
+    }
+
+    /// The miss path of [`take_run`](Self::take_run): no free block of
+    /// order `k` is allowed by `c`, but a run of `count` pages at 2^`k`
+    /// alignment may still be free where no such block can exist: at the
+    /// start of the last 2^`k`-aligned window of a section, which the
+    /// section's end cuts short. Looks there in every section of the
+    /// zones the request may use (the zone's reserve and the limit as for
+    /// any request), and takes the first such run that is free like
+    /// `reserve_range`. O(sections); the head word is valid.
+    #[cold]
+    #[inline(never)]
+    fn take_section_tail(&mut self, count: u64, k: u32, c: Constraint) -> Option<(usize, u32)> {
+        let (top, limit) = zone_bounds(c)?;
+        for y in (0..=top).rev() {
+            let zs = &self.zones[y];
+            if y < top && zs.reserve != 0 && self.zone_free(y) < zs.reserve.saturating_add(count) {
+                continue;
+            }
+            let mut m = self.used;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let sec = &self.secs[s];
+                let window = sec.end() & !((1u64 << k) - 1);
+                if sec.zone as usize != y || window < sec.base || window + count > sec.end() {
+                    continue;
+                }
+                if y == top && limit.is_some_and(|l| window + count > l) {
+                    continue;
+                }
+                let idx = (window - sec.base) as u32;
+                if self.range_is_free(s, idx, count) {
+                    self.carve(s, idx, count);
+                    return Some((s, idx));
+                }
+            }
+        }
+        None
     }
 
     /// Frees an allocation of exactly `count` pages starting at `addr`
@@ -2166,19 +2226,42 @@ impl BuddyAllocator {
         if end > self.secs[s].pages as u64 {
             return Err(Error::RangeCrossesSection);
         }
-        // Pass 1: everything free?
+        if !self.range_is_free(s, idx, count as u64) {
+            return Err(Error::RangeInUse);
+        }
+        self.carve(s, idx, count as u64);
+        Ok(())
+    }
+
+    /// Whether every page of `[idx, idx + count)` (inside section `s`) is
+    /// free, parked or not.
+    fn range_is_free(&self, s: usize, idx: u32, count: u64) -> bool {
+        let end = idx as u64 + count;
         let mut p = idx as u64;
         while p < end {
-            let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
+            let Some((h, o)) = self.find_free_block(s, p as u32) else {
+                return false;
+            };
             p = h as u64 + (1u64 << o);
         }
-        // Pass 2: carve.
+        true
+    }
+
+    /// Makes the free range `[idx, idx + count)` of section `s` (see
+    /// [`range_is_free`](Self::range_is_free)) an allocation of `count`
+    /// pages: takes the free blocks it overlaps off their lists and gives
+    /// back their parts outside it. The head word is valid afterwards.
+    fn carve(&mut self, s: usize, idx: u32, count: u64) {
         if self.secs[s].pending {
             self.materialise(s);
         }
+        let end = idx as u64 + count;
         let mut p = idx as u64;
         while p < end {
-            let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
+            let Some((h, o)) = self.find_free_block(s, p as u32) else {
+                debug_assert!(false, "carve of a range that is not free");
+                return;
+            };
             let e = self.secs[s].get(h);
             if state(e) == ST_HOT {
                 self.hot_remove(s, h, o, e);
@@ -2193,7 +2276,6 @@ impl BuddyAllocator {
             p = bend;
         }
         self.secs[s].set(idx, alloc_word(count as u32));
-        Ok(())
     }
 
     /// Allocates up to `out.len()` single frames under `c` in one call and
