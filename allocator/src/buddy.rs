@@ -11,9 +11,22 @@ use crate::types::*;
 pub const POISON_BYTE: u8 = 0xAA;
 const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 
-/// How many free blocks of one order an allocation below an arbitrary
-/// physical limit examines in the one section that straddles the limit.
-/// Sections entirely below the limit are used without any scan.
+/// How many free blocks of one order the first pass of an allocation
+/// below an arbitrary physical limit ([`Constraint::Below`]) examines in
+/// the one section that straddles the limit (sections entirely below it
+/// are used without any scan). If the first pass finds no block below the
+/// limit, a second pass examines every free block of that section that
+/// could lie below it before the request fails, so the bound never makes
+/// a request fail: it bounds the cost of a request that succeeds, and
+/// decides which block it gets (one of a higher order found within the
+/// bound is taken before one of a lower order beyond it).
+///
+/// ```
+/// # let mut a = allocator::doc_allocator!(64);  // 16 MiB .. 16 MiB + 256 KiB
+/// use allocator::{Constraint, PhysAddr};
+/// let p = a.alloc(0, Constraint::Below(PhysAddr((16 << 20) + 4096))).unwrap();
+/// assert_eq!(p, PhysAddr(16 << 20));              // the one page below the limit
+/// ```
 pub const LIMIT_SCAN: usize = 64;
 
 /// Metadata words (4 KiB) that each allocation taken off the free lists,
@@ -38,13 +51,20 @@ const fn list_order(l: usize) -> (usize, usize) {
 }
 
 /// Bytes of metadata a section of `pages` pages needs: exactly
-/// [`META_BYTES_PER_PAGE`] (8) per page, nothing more.
+/// [`META_BYTES_PER_PAGE`] (8) per page, nothing more; `usize::MAX` if
+/// that does not fit in a `usize` (no buffer is that large).
 ///
 /// ```
 /// assert_eq!(allocator::metadata_bytes(1 << 20), 8 << 20); // 4 GiB -> 8 MiB
+/// assert_eq!(allocator::metadata_bytes(u64::MAX), usize::MAX);
 /// ```
 pub const fn metadata_bytes(pages: u64) -> usize {
-    (pages as usize).saturating_mul(META_BYTES_PER_PAGE)
+    // Compared as u64 first: on a 32-bit target `pages as usize` would
+    // drop the high bits and understate the need.
+    if pages > (usize::MAX / META_BYTES_PER_PAGE) as u64 {
+        return usize::MAX;
+    }
+    pages as usize * META_BYTES_PER_PAGE
 }
 
 /// A section split so that its first pages hold the metadata for the rest.
@@ -70,13 +90,17 @@ pub struct Carved {
 }
 
 /// Splits `[start, start + pages)` into a metadata prefix and the pages it
-/// describes. Fails with [`Error::SectionTooSmall`] if nothing would be left
-/// to manage, [`Error::ZeroCount`] for zero pages, [`Error::Misaligned`] for an
-/// unaligned start.
+/// describes, one section's worth. Fails with [`Error::ZeroCount`] for zero
+/// pages, [`Error::Misaligned`] for an unaligned start,
+/// [`Error::SectionWraps`] if the range wraps or ends above
+/// [`MAX_PHYS_ADDR`], [`Error::SectionTooSmall`] if nothing would be left
+/// to manage, [`Error::SectionTooLarge`] if more than
+/// [`MAX_SECTION_PAGES`] would be (the same limits `add_section` applies).
 ///
 /// ```
 /// use allocator::{carve_metadata, Error, PhysAddr};
 /// assert_eq!(carve_metadata(PhysAddr(0), 1), Err(Error::SectionTooSmall));
+/// assert_eq!(carve_metadata(PhysAddr(1 << 52), 1), Err(Error::SectionWraps));
 /// ```
 pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error> {
     if pages == 0 {
@@ -85,11 +109,26 @@ pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error
     if !start.is_page_aligned() {
         return Err(Error::Misaligned);
     }
+    // The range must lie below MAX_PHYS_ADDR, so `pages` < 2^40: the
+    // products below cannot overflow, nor can `start + m * PAGE_SIZE`.
+    let fits = match pages.checked_mul(PAGE_SIZE) {
+        Some(bytes) => match start.0.checked_add(bytes) {
+            Some(end) => end <= MAX_PHYS_ADDR,
+            None => false,
+        },
+        None => false,
+    };
+    if !fits {
+        return Err(Error::SectionWraps);
+    }
     // Smallest m with m * 4096 >= 8 * (pages - m).
     let per = PAGE_SIZE + META_BYTES_PER_PAGE as u64;
     let m = (pages * META_BYTES_PER_PAGE as u64).div_ceil(per);
     if m >= pages {
         return Err(Error::SectionTooSmall);
+    }
+    if pages - m > MAX_SECTION_PAGES {
+        return Err(Error::SectionTooLarge);
     }
     Ok(Carved {
         meta_start: start,
@@ -160,7 +199,8 @@ pub struct FreeBlock {
 }
 
 impl FreeBlock {
-    /// Number of pages in the block.
+    /// Number of pages in the block (`u64::MAX` for an order of 64 or
+    /// more, which only a hand-made `FreeBlock` can have).
     ///
     /// ```
     /// # use allocator::{FreeBlock, PhysAddr, Zone};
@@ -168,7 +208,12 @@ impl FreeBlock {
     /// assert_eq!(b.pages(), 512);
     /// ```
     pub const fn pages(&self) -> u64 {
-        1 << self.order
+        // The fields are public: an order of 64 or more (never one the
+        // allocator yields) saturates instead of overflowing the shift.
+        match 1u64.checked_shl(self.order) {
+            Some(n) => n,
+            None => u64::MAX,
+        }
     }
 }
 
@@ -703,6 +748,27 @@ const fn ceil_log2(x: u64) -> u32 {
     } else {
         64 - (x - 1).leading_zeros()
     }
+}
+
+/// The highest zone a request under `c` may use, and the frame below
+/// which it must stay in that zone (`None`: all of it); `None` if no
+/// page lies below a limit.
+fn zone_bounds(c: Constraint) -> Option<(usize, Option<u64>)> {
+    Some(match c {
+        Constraint::Zone(z) => (z as usize, None),
+        Constraint::Below(a) => {
+            if a.0 < PAGE_SIZE {
+                return None;
+            }
+            let z = Zone::of(PhysAddr(a.0 - 1));
+            let lim = if a.0 >= z.end().0 {
+                None
+            } else {
+                Some(a.0 >> PAGE_SHIFT)
+            };
+            (z as usize, lim)
+        }
+    })
 }
 
 /// Largest order of an aligned block starting at frame `pfn` that fits in
@@ -1400,21 +1466,7 @@ impl BuddyAllocator {
 
     #[inline(never)]
     fn take_slow(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
-        let (top, limit) = match c {
-            Constraint::Zone(z) => (z as usize, None),
-            Constraint::Below(a) => {
-                if a.0 < PAGE_SIZE {
-                    return None;
-                }
-                let z = Zone::of(PhysAddr(a.0 - 1));
-                let lim = if a.0 >= z.end().0 {
-                    None
-                } else {
-                    Some(a.0 >> PAGE_SHIFT)
-                };
-                (z as usize, lim)
-            }
-        };
+        let (top, limit) = zone_bounds(c)?;
         // Parked blocks of the top zone are merged before a lower zone is
         // tried, and all of them before giving up: a hot list never makes
         // a request fall back or fail where the merged state would not.
@@ -1513,8 +1565,31 @@ impl BuddyAllocator {
     }
 
     /// In zone `y`, a free block of order >= `k` (orders in `m`) whose
-    /// lowest 2^k pages end at or below frame `lpfn`; unlinked.
-    fn find_below(&mut self, y: usize, k: u32, mut m: u32, lpfn: u64) -> Option<(usize, u32, u32)> {
+    /// lowest 2^k pages end at or below frame `lpfn`; unlinked. A first
+    /// pass looks at no more than [`LIMIT_SCAN`] blocks per order and
+    /// section; only if that misses and was cut short, a second pass looks
+    /// at every block that could fit, so the answer is exact and the
+    /// extra cost falls on requests that would otherwise fail.
+    fn find_below(&mut self, y: usize, k: u32, m: u32, lpfn: u64) -> Option<(usize, u32, u32)> {
+        match self.scan_below(y, k, m, lpfn, LIMIT_SCAN) {
+            Ok(b) => Some(b),
+            Err(true) => self.scan_below(y, k, m, lpfn, usize::MAX).ok(),
+            Err(false) => None,
+        }
+    }
+
+    /// [`find_below`](Self::find_below) looking at no more than `bound`
+    /// blocks per order and section. `Err(cut)`: none found; `cut`: some
+    /// blocks that could fit were not looked at.
+    fn scan_below(
+        &mut self,
+        y: usize,
+        k: u32,
+        mut m: u32,
+        lpfn: u64,
+        bound: usize,
+    ) -> Result<(usize, u32, u32), bool> {
+        let mut cut = false;
         while m != 0 {
             let j = m.trailing_zeros();
             m &= m - 1;
@@ -1532,18 +1607,27 @@ impl BuddyAllocator {
                 let sec = &self.secs[s];
                 let whole = sec.end() <= lpfn;
                 let o = j as usize;
-                // Buckets in address order; at most LIMIT_SCAN blocks.
+                // Buckets in address order (bucket `b` holds the blocks at
+                // indexes `b << bshift ..`), at most `bound` blocks.
                 let mut bm = sec.lmask[o];
                 let mut n = 0;
-                while bm != 0 && n < LIMIT_SCAN {
+                while bm != 0 {
                     let b = bm.trailing_zeros() as usize % BUCKETS;
                     bm &= bm - 1;
+                    if sec.base + ((b as u64) << sec.bshift) + (1 << k) > lpfn {
+                        // This bucket and all later ones lie too high.
+                        break;
+                    }
                     let mut idx = sec.heads[o][b];
-                    while idx != NIL && n < LIMIT_SCAN {
+                    while idx != NIL {
+                        if n == bound {
+                            cut = true;
+                            break;
+                        }
                         let e = sec.raw_read(idx);
                         if whole || sec.base + idx as u64 + (1 << k) <= lpfn {
                             self.unlink(s, idx, j, e);
-                            return Some((s, idx, j));
+                            return Ok((s, idx, j));
                         }
                         idx = free_next(e);
                         n += 1;
@@ -1551,7 +1635,7 @@ impl BuddyAllocator {
                 }
             }
         }
-        None
+        Err(cut)
     }
 
     // ------------------------------------------------------------------
@@ -1645,7 +1729,11 @@ impl BuddyAllocator {
     ///
     /// Errors: [`Error::TooLarge`] for `order > MAX_ORDER`,
     /// [`Error::OutOfMemory`] if no zone allowed by `c` has such a block
-    /// (lower zones keep their [`reserve`](Self::set_reserve)).
+    /// (lower zones keep their [`reserve`](Self::set_reserve)). An error
+    /// leaves every allocation and the free page count unchanged; out of
+    /// memory may merge parked free blocks first, which changes how free
+    /// memory is split (per-order counts) but not how much is free (see
+    /// [`Error::OutOfMemory`]). The same holds for every allocating call.
     ///
     /// ```
     /// # let mut a = allocator::doc_allocator!(4096);
@@ -1795,6 +1883,8 @@ impl BuddyAllocator {
 
     /// Allocates exactly `count` contiguous pages, aligned to
     /// 2^ceil(log2(count)) pages; the rest of that block stays free.
+    /// Where it finds them is said at [`alloc_aligned`](Self::alloc_aligned)
+    /// (this is `alloc_aligned(count, 4096, c)`).
     ///
     /// Errors: [`Error::ZeroCount`], [`Error::TooLarge`] (more than 2^18
     /// pages), [`Error::OutOfMemory`].
@@ -1813,9 +1903,19 @@ impl BuddyAllocator {
 
     /// Allocates exactly `count` pages starting at a multiple of `align`
     /// bytes (a power of two; values up to 4096 mean page alignment). Takes
-    /// one free block of order max(ceil(log2(count)), log2(align/4096)) and
-    /// gives everything after the first `count` pages back: 1 page at 2 MiB
-    /// alignment costs 1 page. Free it with [`free_pages`](Self::free_pages).
+    /// one free block of order k = max(ceil(log2(count)), log2(align/4096))
+    /// and gives everything after the first `count` pages back: 1 page at
+    /// 2 MiB alignment costs 1 page. Free it with [`free_pages`](Self::free_pages).
+    ///
+    /// Where the pages come from, exactly: the start is always a multiple
+    /// of 2^k pages. The request succeeds if a free block of order k (or
+    /// above) lies where `c` allows, or else if, in a section where `c`
+    /// allows, the first `count` pages of the last 2^k-aligned window are
+    /// free, a window that the section's end cuts short so that no such
+    /// block can exist there (an aligned page near the end of a section,
+    /// say). A run of `count` free pages made of smaller blocks anywhere
+    /// else (between allocated pages) is not looked for: take such a run
+    /// at a known address with [`reserve_range`](Self::reserve_range).
     ///
     /// A single page at an alignment above 4 KiB is parked on the zone's
     /// hot list when freed, even though its buddy is free, and the next
@@ -1914,7 +2014,9 @@ impl BuddyAllocator {
         }
         let k = ceil_log2(count).max(align_order);
         let Some((s, idx)) = self.take(k, c) else {
-            return Err(Error::OutOfMemory);
+            return self
+                .take_section_tail(count, k, c)
+                .ok_or(Error::OutOfMemory);
         };
         if count.is_power_of_two() {
             // The tail is the upper halves of a split down to the count's
@@ -1926,14 +2028,54 @@ impl BuddyAllocator {
         Ok((s, idx))
     }
 
+    /// The miss path of [`take_run`](Self::take_run): no free block of
+    /// order `k` is allowed by `c`, but a run of `count` pages at 2^`k`
+    /// alignment may still be free where no such block can exist: at the
+    /// start of the last 2^`k`-aligned window of a section, which the
+    /// section's end cuts short. Looks there in every section of the
+    /// zones the request may use (the zone's reserve and the limit as for
+    /// any request), and takes the first such run that is free like
+    /// `reserve_range`. O(sections); the head word is valid.
+    #[cold]
+    #[inline(never)]
+    fn take_section_tail(&mut self, count: u64, k: u32, c: Constraint) -> Option<(usize, u32)> {
+        let (top, limit) = zone_bounds(c)?;
+        for y in (0..=top).rev() {
+            let zs = &self.zones[y];
+            if y < top && zs.reserve != 0 && self.zone_free(y) < zs.reserve.saturating_add(count) {
+                continue;
+            }
+            let mut m = self.used;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let sec = &self.secs[s];
+                let window = sec.end() & !((1u64 << k) - 1);
+                if sec.zone as usize != y || window < sec.base || window + count > sec.end() {
+                    continue;
+                }
+                if y == top && limit.is_some_and(|l| window + count > l) {
+                    continue;
+                }
+                let idx = (window - sec.base) as u32;
+                if self.range_is_free(s, idx, count) {
+                    self.carve(s, idx, count);
+                    return Some((s, idx));
+                }
+            }
+        }
+        None
+    }
+
     /// Frees an allocation of exactly `count` pages starting at `addr`
     /// (from [`alloc_pages`](Self::alloc_pages), [`alloc_aligned`](Self::alloc_aligned),
     /// [`reserve_range`](Self::reserve_range), or [`alloc`](Self::alloc) with
     /// `count = 2^order`).
     ///
     /// Errors: [`Error::ZeroCount`], [`Error::Misaligned`] (not page
-    /// aligned), [`Error::NotInSection`], [`Error::DoubleFree`],
-    /// [`Error::InteriorPage`], [`Error::WrongCount`].
+    /// aligned), [`Error::NotInSection`], [`Error::TooLarge`] (a count
+    /// above 2^[`MAX_ORDER`] pages, which no allocation has),
+    /// [`Error::DoubleFree`], [`Error::InteriorPage`], [`Error::WrongCount`].
     ///
     /// ```
     /// # let mut a = allocator::doc_allocator!(64);
@@ -1994,6 +2136,9 @@ impl BuddyAllocator {
     #[cold]
     #[inline(never)]
     fn free_error(&self, s: usize, idx: u32, e: u64, count: u64) -> Error {
+        if count > 1 << MAX_ORDER {
+            return Error::TooLarge;
+        }
         match state(e) {
             ST_ALLOC if alloc_count(e) as u64 != count => Error::WrongCount {
                 allocated: alloc_count(e) as u64,
@@ -2025,6 +2170,10 @@ impl BuddyAllocator {
         count: u64,
     ) -> Result<(), Error> {
         self.check_head(s, idx, e, count)?;
+        // `count` is now the allocation's size, at most 2^MAX_ORDER pages
+        // (every way of making an allocation checks that): its order
+        // indexes the per-order lists.
+        debug_assert!(count <= 1 << MAX_ORDER);
         if e == aligned_page_word() {
             self.free_aligned_page(s, idx);
             return Ok(());
@@ -2044,9 +2193,11 @@ impl BuddyAllocator {
     /// [`free_pages`](Self::free_pages)`(start, count)`. Frame contents are
     /// not touched (no poison check, no zeroing).
     ///
-    /// Errors: [`Error::ZeroCount`], [`Error::Misaligned`],
-    /// [`Error::NotInSection`], [`Error::RangeCrossesSection`],
-    /// [`Error::RangeInUse`] (nothing reserved then).
+    /// Errors: [`Error::ZeroCount`], [`Error::TooLarge`] (more than
+    /// 2^[`MAX_ORDER`] pages: no allocation is larger, so no free could
+    /// give it back), [`Error::Misaligned`], [`Error::NotInSection`],
+    /// [`Error::RangeCrossesSection`], [`Error::RangeInUse`] (nothing
+    /// reserved then).
     ///
     /// ```
     /// # let mut a = allocator::doc_allocator!(64);
@@ -2061,27 +2212,56 @@ impl BuddyAllocator {
         if count == 0 {
             return Err(Error::ZeroCount);
         }
+        // The limit every allocation has: the free path relies on it (a
+        // run's order indexes the per-order lists).
+        if count as u64 > 1 << MAX_ORDER {
+            return Err(Error::TooLarge);
+        }
         if !start.is_page_aligned() {
             return Err(Error::Misaligned);
         }
         let (s, idx) = self.locate(start).ok_or(Error::NotInSection)?;
+        // Both terms are below 2^32: no overflow.
         let end = idx as u64 + count as u64;
-        if count as u64 > self.secs[s].pages as u64 || end > self.secs[s].pages as u64 {
+        if end > self.secs[s].pages as u64 {
             return Err(Error::RangeCrossesSection);
         }
-        // Pass 1: everything free?
+        if !self.range_is_free(s, idx, count as u64) {
+            return Err(Error::RangeInUse);
+        }
+        self.carve(s, idx, count as u64);
+        Ok(())
+    }
+
+    /// Whether every page of `[idx, idx + count)` (inside section `s`) is
+    /// free, parked or not.
+    fn range_is_free(&self, s: usize, idx: u32, count: u64) -> bool {
+        let end = idx as u64 + count;
         let mut p = idx as u64;
         while p < end {
-            let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
+            let Some((h, o)) = self.find_free_block(s, p as u32) else {
+                return false;
+            };
             p = h as u64 + (1u64 << o);
         }
-        // Pass 2: carve.
+        true
+    }
+
+    /// Makes the free range `[idx, idx + count)` of section `s` (see
+    /// [`range_is_free`](Self::range_is_free)) an allocation of `count`
+    /// pages: takes the free blocks it overlaps off their lists and gives
+    /// back their parts outside it. The head word is valid afterwards.
+    fn carve(&mut self, s: usize, idx: u32, count: u64) {
         if self.secs[s].pending {
             self.materialise(s);
         }
+        let end = idx as u64 + count;
         let mut p = idx as u64;
         while p < end {
-            let (h, o) = self.find_free_block(s, p as u32).ok_or(Error::RangeInUse)?;
+            let Some((h, o)) = self.find_free_block(s, p as u32) else {
+                debug_assert!(false, "carve of a range that is not free");
+                return;
+            };
             let e = self.secs[s].get(h);
             if state(e) == ST_HOT {
                 self.hot_remove(s, h, o, e);
@@ -2096,7 +2276,6 @@ impl BuddyAllocator {
             p = bend;
         }
         self.secs[s].set(idx, alloc_word(count as u32));
-        Ok(())
     }
 
     /// Allocates up to `out.len()` single frames under `c` in one call and
@@ -2209,7 +2388,8 @@ impl BuddyAllocator {
     /// it (or the allocator is dropped) is used by nothing but this
     /// allocator: no reads, no writes, no references, no other section.
     /// Its previous contents do not matter. If frame options are active,
-    /// the new pages must also be mapped as `set_frame_options` requires.
+    /// the new pages must also be mapped as `set_frame_options` requires
+    /// (they are poisoned now if poisoning is on).
     ///
     /// ```
     /// use allocator::{BuddyAllocator, PhysAddr, metadata_bytes, Zone};
@@ -2326,6 +2506,15 @@ impl BuddyAllocator {
     /// forever (a `static` buffer, or leaked memory): the `'static mut`
     /// borrow proves the exclusivity that `add_section` asks for.
     ///
+    /// A safe call never makes the allocator write frame memory, which
+    /// it only names by address: while frame options that write frames
+    /// are active (poisoning or zeroing, see
+    /// [`set_frame_options`](Self::set_frame_options)) it fails with
+    /// [`Error::FramesNotMapped`]; register such memory with the unsafe
+    /// `add_section`, whose contract covers the mapping.
+    ///
+    /// Errors: [`Error::FramesNotMapped`], and those of `add_section`.
+    ///
     /// ```
     /// let mut a = allocator::BuddyAllocator::new();
     /// a.add_section_static(allocator::PhysAddr(0x10_0000), 32, vec![0u64; 32].leak()).unwrap();
@@ -2337,6 +2526,9 @@ impl BuddyAllocator {
         pages: u64,
         meta: &'static mut [u64],
     ) -> Result<(), Error> {
+        if self.writes_frames() {
+            return Err(Error::FramesNotMapped);
+        }
         let bytes = core::mem::size_of_val(meta);
         let ptr = NonNull::from(meta).cast::<u8>();
         // SAFETY: `meta` is an exclusive borrow for 'static, consumed here,
@@ -2493,33 +2685,48 @@ impl BuddyAllocator {
     }
 
     /// Turns on frame poisoning and/or zeroing. If poisoning is being
-    /// switched on, every currently free frame is poisoned now.
+    /// switched on, every currently free frame is poisoned now. While
+    /// either is on (with a non-null `phys_offset`),
+    /// [`add_section_static`](Self::add_section_static) is refused.
     ///
     /// # Safety
     /// `phys_offset` is the virtual address at which physical address 0 is
-    /// mapped (page aligned): for every managed page at physical `p`,
-    /// `phys_offset + p` must be valid for reads and writes of 4096 bytes
-    /// for as long as the options stay on, and the contents of free frames
-    /// must be accessed by nobody else (freed frames are written to).
+    /// mapped, page aligned. For as long as the options stay on, every
+    /// page of every section registered with this allocator, those
+    /// registered before this call (safely or not) as well as those
+    /// registered after it, must be mapped at `phys_offset + p` (its
+    /// physical address `p`): valid for reads and writes of 4096 bytes,
+    /// and, while the page is free, accessed by nobody but the allocator
+    /// (free frames are written to and read back).
     ///
     /// ```
-    /// use allocator::{BuddyAllocator, Constraint, FrameOptions, PhysAddr, metadata_bytes};
+    /// use allocator::{BuddyAllocator, Constraint, Error, FrameOptions, PhysAddr, metadata_bytes};
     /// use core::ptr::NonNull;
-    /// let mut ram = vec![0u64; 16 * 512];          // 16 pages of "physical" memory
-    /// let mut meta = vec![0u64; 16];
-    /// let mut a = BuddyAllocator::new();
+    ///
+    /// /// One page of host memory standing for a physical frame.
+    /// #[derive(Clone)]
+    /// #[repr(C, align(4096))]
+    /// struct Frame([u8; 4096]);
+    ///
+    /// // 16 frames of "physical" memory and their metadata, leaked: they
+    /// // outlive the allocator, and nothing else ever uses them.
+    /// let ram: &'static mut [Frame] = vec![Frame([0; 4096]); 16].leak();
+    /// let meta: &'static mut [u64] = vec![0u64; 16].leak();
     /// let phys = PhysAddr(0x20_0000);
-    /// // SAFETY: the buffers outlive `a` and are only used through it;
-    /// // `ram` stands for physical [phys, phys + 64 KiB), and the offset
-    /// // maps phys to its first byte.
+    /// let mut a = BuddyAllocator::new();
+    /// // SAFETY: `ram` is page aligned, so is the offset, which maps
+    /// // physical [phys, phys + 64 KiB) onto `ram`, the only section ever
+    /// // registered; `ram` and `meta` are used by nothing but `a`.
     /// unsafe {
-    ///     a.add_section(phys, 16, NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
-    ///                   metadata_bytes(16)).unwrap();
     ///     let off = ram.as_mut_ptr().cast::<u8>().wrapping_sub(phys.0 as usize);
     ///     a.set_frame_options(off, FrameOptions { poison: true, zero_on_alloc: true });
+    ///     a.add_section(phys, 16, NonNull::from(meta).cast(), metadata_bytes(16)).unwrap();
     /// }
     /// let p = a.alloc(0, Constraint::ANY).unwrap();
     /// a.free(p, 0).unwrap();
+    /// // Memory named by address alone is not written: refused.
+    /// let more = a.add_section_static(PhysAddr(0x40_0000), 8, vec![0u64; 8].leak());
+    /// assert_eq!(more, Err(Error::FramesNotMapped));
     /// ```
     pub unsafe fn set_frame_options(&mut self, phys_offset: *mut u8, opts: FrameOptions) {
         let was_poisoning = self.opts.poison && !self.frame_base.is_null();
@@ -2553,6 +2760,12 @@ impl BuddyAllocator {
                 }
             }
         }
+    }
+
+    /// Whether frame memory is written: poisoning or zeroing is on, with
+    /// a mapping set (`on_alloc` and `on_free` write nothing without one).
+    fn writes_frames(&self) -> bool {
+        !self.frame_base.is_null() && (self.opts.poison || self.opts.zero_on_alloc)
     }
 
     /// Turns poisoning and zeroing off (frame memory is no longer touched).

@@ -15,10 +15,16 @@
 //!   fail, or on [`BuddyAllocator::drain_hot`].
 //! - Exact page counts, alignment beyond the size, fixed ranges, bulk
 //!   single frames, hot-add and removal of sections.
-//! - Every bad call returns a specific [`Error`] and changes nothing, in
-//!   release builds too. Each layer owns what it hands out: a per-page
-//!   tag says whether a block belongs to a per-CPU cache, the slab or the
-//!   heap, and no other layer can free it.
+//! - Every bad call returns a specific [`Error`], in release builds too,
+//!   and leaves every allocation and the free page count of every zone
+//!   unchanged. Every error but two changes nothing at all:
+//!   [`Error::OutOfMemory`] may first have merged parked free blocks (see
+//!   the hot lists below), which changes how free memory is split into
+//!   blocks (per-order counts, [`BuddyAllocator::free_blocks`]) but not
+//!   how much of it is free; [`Error::Corrupted`] re-poisons the frame.
+//! - Each layer owns what it hands out: a per-page tag says whether a
+//!   block belongs to a per-CPU cache, the slab or the heap, and no other
+//!   layer can free it.
 //! - Optional poisoning and zeroing of frames ([`FrameOptions`]).
 //! - [`Stats`] like Linux's buddyinfo, with a `Display` table.
 //! - [`LockedAllocator`]: an interrupt-masking spin lock ([`InterruptControl`]).

@@ -40,14 +40,15 @@ impl ZoneStats {
         sections: 0,
     };
 
-    /// Pages in use (managed minus free).
+    /// Pages in use (managed minus free; 0 if a hand-made value has more
+    /// free than managed pages).
     ///
     /// ```
     /// let st = allocator::BuddyAllocator::new().stats();
     /// assert_eq!(st.zone(allocator::Zone::Dma).used_pages(), 0);
     /// ```
     pub fn used_pages(&self) -> u64 {
-        self.managed_pages - self.free_pages
+        self.managed_pages.saturating_sub(self.free_pages)
     }
 
     /// Order of the largest free block, if any page is free.
@@ -63,7 +64,8 @@ impl ZoneStats {
             .map(|o| o as u32)
     }
 
-    /// Free pages held in blocks of at least `order`.
+    /// Free pages held in blocks of at least `order` (0 above the largest
+    /// order; saturates at `u64::MAX` for hand-made values).
     ///
     /// ```
     /// let st = allocator::BuddyAllocator::new().stats();
@@ -71,8 +73,8 @@ impl ZoneStats {
     /// ```
     pub fn free_pages_at_least(&self, order: u32) -> u64 {
         (order as usize..NR_ORDERS)
-            .map(|o| self.free_blocks[o] << o)
-            .sum()
+            .map(|o| self.free_blocks[o].saturating_mul(1 << o))
+            .fold(0, u64::saturating_add)
     }
 
     /// Fragmentation index for `order`, in per mille: the share of free
@@ -85,11 +87,7 @@ impl ZoneStats {
     /// assert_eq!(st.zone(allocator::Zone::Dma).fragmentation_permille(9), 0);
     /// ```
     pub fn fragmentation_permille(&self, order: u32) -> u32 {
-        if self.free_pages == 0 {
-            return 0;
-        }
-        let unusable = self.free_pages - self.free_pages_at_least(order);
-        (unusable * 1000 / self.free_pages) as u32
+        permille_unusable(self.free_pages, self.free_pages_at_least(order))
     }
 }
 
@@ -123,7 +121,10 @@ impl Stats {
     /// assert_eq!(allocator::BuddyAllocator::new().stats().free_pages(), 0);
     /// ```
     pub fn free_pages(&self) -> u64 {
-        self.zones.iter().map(|z| z.free_pages).sum()
+        self.zones
+            .iter()
+            .map(|z| z.free_pages)
+            .fold(0, u64::saturating_add)
     }
 
     /// Managed pages in all zones.
@@ -132,7 +133,10 @@ impl Stats {
     /// assert_eq!(allocator::BuddyAllocator::new().stats().managed_pages(), 0);
     /// ```
     pub fn managed_pages(&self) -> u64 {
-        self.zones.iter().map(|z| z.managed_pages).sum()
+        self.zones
+            .iter()
+            .map(|z| z.managed_pages)
+            .fold(0, u64::saturating_add)
     }
 
     /// Pages in use in all zones.
@@ -141,19 +145,22 @@ impl Stats {
     /// assert_eq!(allocator::BuddyAllocator::new().stats().used_pages(), 0);
     /// ```
     pub fn used_pages(&self) -> u64 {
-        self.managed_pages() - self.free_pages()
+        self.managed_pages().saturating_sub(self.free_pages())
     }
 
-    /// Free blocks of `order` in all zones.
+    /// Free blocks of `order` in all zones; 0 for an order above
+    /// [`MAX_ORDER`](crate::MAX_ORDER) (there are none).
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().stats().free_blocks(0), 0);
+    /// let st = allocator::BuddyAllocator::new().stats();
+    /// assert_eq!(st.free_blocks(0), 0);
+    /// assert_eq!(st.free_blocks(u32::MAX), 0);
     /// ```
     pub fn free_blocks(&self, order: u32) -> u64 {
         self.zones
             .iter()
-            .map(|z| z.free_blocks[order as usize])
-            .sum()
+            .map(|z| z.free_blocks.get(order as usize).copied().unwrap_or(0))
+            .fold(0, u64::saturating_add)
     }
 
     /// Largest free order in any zone.
@@ -175,17 +182,24 @@ impl Stats {
     /// assert_eq!(allocator::BuddyAllocator::new().stats().fragmentation_permille(9), 0);
     /// ```
     pub fn fragmentation_permille(&self, order: u32) -> u32 {
-        let free = self.free_pages();
-        if free == 0 {
-            return 0;
-        }
-        let usable: u64 = self
+        let usable = self
             .zones
             .iter()
             .map(|z| z.free_pages_at_least(order))
-            .sum();
-        ((free - usable) * 1000 / free) as u32
+            .fold(0, u64::saturating_add);
+        permille_unusable(self.free_pages(), usable)
     }
+}
+
+/// Per mille of `free` pages not in `usable`: 0 when nothing is free, at
+/// most 1000 (hand-made statistics may claim more usable than free pages,
+/// or counts near `u64::MAX`).
+fn permille_unusable(free: u64, usable: u64) -> u32 {
+    if free == 0 {
+        return 0;
+    }
+    let unusable = free.saturating_sub(usable) as u128;
+    (unusable * 1000 / free as u128) as u32
 }
 
 impl fmt::Display for Stats {
@@ -228,7 +242,10 @@ impl fmt::Display for Stats {
             "total",
             self.managed_pages(),
             self.free_pages(),
-            self.zones.iter().map(|z| z.hot_pages).sum::<u64>(),
+            self.zones
+                .iter()
+                .map(|z| z.hot_pages)
+                .fold(0, u64::saturating_add),
             match self.largest_free_order() {
                 Some(o) => o as i64,
                 None => -1,

@@ -182,6 +182,41 @@ fn carve_metadata_fits() {
     assert_eq!(carve_metadata(PhysAddr(0), 0), Err(Error::ZeroCount));
 }
 
+/// Ranges that wrap, end above `MAX_PHYS_ADDR`, or hold more than one
+/// section's pages are refused with the error `add_section` would give,
+/// never carved into nonsense (an overflowing `pages * 8`, a wrapped
+/// start).
+#[test]
+fn carve_metadata_refuses_impossible_ranges() {
+    let top = !4095u64;
+    for (start, pages) in [
+        (0, u64::MAX),                   // pages * 8 overflows
+        (0, 1 << 61),                    // pages * 8 wraps to 0
+        (top, 100),                      // start + m * 4096 wraps
+        (top, 2),                        // ends above 2^64
+        (MAX_PHYS_ADDR - 10 * 4096, 11), // ends above 2^52
+        (MAX_PHYS_ADDR, 2),              // starts at 2^52
+        (0, (MAX_PHYS_ADDR >> 12) + 1),  // just over 2^52 bytes
+    ] {
+        assert_eq!(
+            carve_metadata(PhysAddr(start), pages),
+            Err(Error::SectionWraps),
+            "{start:#x} + {pages} pages"
+        );
+    }
+    // Just below the limit: fine, and exactly the range given.
+    let c = carve_metadata(PhysAddr(MAX_PHYS_ADDR - 10 * 4096), 10).unwrap();
+    assert_eq!(c.start.0 + c.pages * 4096, MAX_PHYS_ADDR);
+    // More managed pages than a section holds.
+    let big = MAX_SECTION_PAGES + MAX_SECTION_PAGES / 512 + 2;
+    assert_eq!(
+        carve_metadata(PhysAddr(0), big),
+        Err(Error::SectionTooLarge)
+    );
+    let c = carve_metadata(PhysAddr(0), big - 2).unwrap();
+    assert!(c.pages <= MAX_SECTION_PAGES);
+}
+
 #[test]
 fn alloc_every_order_aligned_and_free() {
     let mut t = T::new(&[(GIB + 4096, 3000)]);
@@ -360,6 +395,62 @@ fn aligned_allocation_costs_only_its_pages() {
     assert!(t.a.alloc_aligned(2, 8192, Constraint::ANY).is_ok());
 }
 
+/// An aligned run near the end of a section, where no block of the
+/// request's order fits: found now (it used to be out of memory with the
+/// pages free). A run between allocated pages is not looked for, as the
+/// docs say.
+#[test]
+fn aligned_runs_are_found_where_the_section_end_cuts_the_block() {
+    // 24 pages: blocks of 16 and 8. Page 16 is 64 KiB aligned.
+    let mut t = T::new(&[(GIB, 24)]);
+    let a64k = 64 << 10;
+    assert_eq!(
+        t.a.alloc_aligned(1, a64k, Constraint::ANY),
+        Ok(PhysAddr(GIB))
+    );
+    let p = t.a.alloc_aligned(1, a64k, Constraint::ANY);
+    assert_eq!(p, Ok(PhysAddr(GIB + 16 * 4096)));
+    assert_eq!(t.free(), 22);
+    t.a.free_pages(p.unwrap(), 1).unwrap();
+
+    // 21 pages: after the 16-page block, [16, 21) is free, 8-aligned,
+    // but only as blocks of 4 and 1.
+    let mut t = T::new(&[(GIB, 21)]);
+    let b = t.a.alloc(4, Constraint::ANY).unwrap();
+    let r = t.a.alloc_pages(5, Constraint::ANY);
+    assert_eq!(r, Ok(PhysAddr(GIB + 16 * 4096)));
+    assert_eq!(
+        t.a.page_state(r.unwrap()),
+        Ok(PageState::Allocated { pages: 5 })
+    );
+    assert_eq!(t.free(), 0);
+    t.a.free_pages(r.unwrap(), 5).unwrap();
+    // The limit and the rest of the window are respected.
+    rejects(&mut t, Error::OutOfMemory, |a| {
+        a.alloc_pages(5, Constraint::Below(PhysAddr(GIB + 20 * 4096)))
+    });
+    rejects(&mut t, Error::OutOfMemory, |a| {
+        a.alloc_pages(6, Constraint::ANY)
+    });
+    t.a.reserve_range(PhysAddr(GIB + 20 * 4096), 1).unwrap();
+    rejects(&mut t, Error::OutOfMemory, |a| {
+        a.alloc_pages(5, Constraint::ANY)
+    });
+    t.a.free(b, 4).unwrap();
+
+    // Not at a section end: with [0, 8) and [13, 16) in use, [8, 13) is
+    // free and 8-page aligned, but made of blocks of 4 and 1 between
+    // allocated pages. Not looked for: out of memory, as documented; it
+    // can be taken at its address.
+    let mut t = T::new(&[(GIB, 16)]);
+    t.a.reserve_range(PhysAddr(GIB), 8).unwrap();
+    t.a.reserve_range(PhysAddr(GIB + 13 * 4096), 3).unwrap();
+    rejects(&mut t, Error::OutOfMemory, |a| {
+        a.alloc_pages(5, Constraint::ANY)
+    });
+    t.a.reserve_range(PhysAddr(GIB + 8 * 4096), 5).unwrap();
+}
+
 #[test]
 fn reserve_range_and_errors() {
     let mut t = T::new(&[(GIB + 4096, 100), (16 * MIB - 4 * 4096, 8)]);
@@ -389,7 +480,7 @@ fn reserve_range_and_errors() {
     rejects(&mut t, Error::RangeCrossesSection, |a| {
         a.reserve_range(PhysAddr(GIB + 90 * 4096), 20)
     });
-    rejects(&mut t, Error::RangeCrossesSection, |a| {
+    rejects(&mut t, Error::TooLarge, |a| {
         a.reserve_range(PhysAddr(GIB + 4096), usize::MAX)
     });
     // Crossing the 16 MiB zone split.
@@ -537,6 +628,30 @@ fn requests_start_in_the_highest_zone_with_memory() {
     let mut d = T::new(&[(8 * MIB, 16)]);
     assert_eq!(d.a.alloc(0, Constraint::ANY).map(Zone::of), Ok(Zone::Dma));
     let _ = q;
+}
+
+/// A limit inside a section: the one free page below it is found even
+/// when more than `LIMIT_SCAN` free blocks of its order come first in its
+/// list (the bounded scan used to give up there: out of memory).
+#[test]
+fn a_limit_finds_the_page_below_it_behind_many_above() {
+    // 8192 pages: buckets of 256 pages, so pages 0..=200 share a list.
+    let mut t = T::new(&[(GIB, 8192)]);
+    // Reserving the odd pages 1..=201 frees the even ones 0..=200 as
+    // single pages, pushed in ascending order: page 0 ends up last.
+    for i in 0..=100 {
+        t.a.reserve_range(PhysAddr(GIB + (2 * i + 1) * 4096), 1)
+            .unwrap();
+    }
+    const { assert!(100 > LIMIT_SCAN) };
+    let below = Constraint::Below(PhysAddr(GIB + 4096));
+    assert_eq!(t.a.alloc(0, below), Ok(PhysAddr(GIB)));
+    // Now nothing is left below the limit.
+    rejects(&mut t, Error::OutOfMemory, |a| a.alloc(0, below));
+    // A limit not on a page boundary counts whole pages below it.
+    t.a.free(PhysAddr(GIB), 0).unwrap();
+    let mid = Constraint::Below(PhysAddr(GIB + 4096 + 100));
+    assert_eq!(t.a.alloc(0, mid), Ok(PhysAddr(GIB)));
 }
 
 #[test]
@@ -822,6 +937,46 @@ fn zero_on_alloc_and_poison_on_add() {
     assert_eq!(t.ram().byte(f[0].0), POISON_BYTE);
 }
 
+/// A safe registration never makes the allocator write frame memory: the
+/// range is only named by address, nothing promises it is mapped. With
+/// poisoning on, `add_section_static` poisoned the whole range; with
+/// zeroing on, its pages would be zeroed when allocated. Either way it is
+/// refused now, and nothing is written or registered.
+#[test]
+fn safe_registration_is_refused_while_frames_are_written() {
+    for zero_only in [false, true] {
+        // Frames backed by `ram`, so that a wrongful write lands there.
+        let ram = Ram::new(GIB, 16);
+        let mut t = T::new(&[(GIB, 8)]);
+        t.poison(ram, false);
+        if zero_only {
+            let opts = FrameOptions {
+                poison: false,
+                zero_on_alloc: true,
+            };
+            let off = t.ram().offset();
+            // SAFETY: as in `T::poison`: `ram` maps the range and outlives
+            // the allocator.
+            unsafe { t.a.set_frame_options(off, opts) };
+        }
+        let named = GIB + 8 * 4096;
+        let marker = t.ram().byte(named);
+        rejects(&mut t, Error::FramesNotMapped, |a| {
+            a.add_section_static(PhysAddr(named), 8, vec![0u64; 8].leak())
+        });
+        // Poisoning fills whole frames: a sample of bytes shows a write.
+        for i in (0..8 * 4096).step_by(61) {
+            assert_eq!(t.ram().byte(named + i), marker, "byte {i} written");
+        }
+        assert_eq!(t.a.sections().count(), 1);
+        // Without options that write frames, it is fine again.
+        t.a.clear_frame_options();
+        t.a.add_section_static(PhysAddr(named), 8, vec![0u64; 8].leak())
+            .unwrap();
+        assert_eq!(t.free(), 16);
+    }
+}
+
 #[test]
 fn stats_and_display() {
     let mut t = T::new(&[(8 * MIB, 16), (GIB, 1024), (8 * GIB, 512)]);
@@ -1002,6 +1157,50 @@ fn freed_page_with_busy_buddy_is_parked_and_reused_first() {
     assert_eq!(hot(&t), 2);
     t.a.drain_hot();
     assert_eq!((hot(&t), t.a.free_blocks().count()), (0, 1));
+}
+
+/// What an out-of-memory error guarantees: every allocation and the free
+/// page count unchanged. It may merge parked blocks first (pages parked
+/// next to parked buddies), so the per-order split of free memory is the
+/// one thing that changes.
+#[test]
+fn out_of_memory_keeps_every_allocation_and_the_free_page_count() {
+    let mut t = T::new(&[(GIB, 64)]);
+    let pages: Vec<PhysAddr> = (0..64)
+        .map(|_| t.a.alloc(0, Constraint::ANY).unwrap())
+        .collect();
+    // Free pages 4i and 4i + 1: each pair parked unmerged, its order-1
+    // buddy (4i + 2, 4i + 3) in use.
+    let mut sorted = pages.clone();
+    sorted.sort();
+    let (freed, kept): (Vec<_>, Vec<_>) = (0..64).partition(|i| i % 4 < 2);
+    let (freed, kept): (Vec<PhysAddr>, Vec<PhysAddr>) = (
+        freed.iter().map(|&i| sorted[i]).collect(),
+        kept.iter().map(|&i| sorted[i]).collect(),
+    );
+    for &p in &freed {
+        t.a.free(p, 0).unwrap();
+    }
+    let before = t.a.stats();
+    assert_eq!((hot(&t), before.free_blocks(0)), (32, 32));
+    // No 4 free pages in a row: out of memory, after merging the pairs.
+    assert_eq!(t.a.alloc(2, Constraint::ANY), Err(Error::OutOfMemory));
+    let after = t.a.stats();
+    assert_eq!(after.free_pages(), before.free_pages());
+    for z in Zone::ALL {
+        assert_eq!(after.zone(z).free_pages, before.zone(z).free_pages);
+    }
+    for &p in &kept {
+        assert_eq!(t.a.page_state(p), Ok(PageState::Allocated { pages: 1 }));
+    }
+    // The split is what changed: 16 merged pairs instead of 32 pages.
+    assert_eq!((after.free_blocks(0), after.free_blocks(1)), (0, 16));
+    assert_eq!(hot(&t), 0);
+    for &p in &kept {
+        t.a.free(p, 0).unwrap();
+    }
+    t.a.drain_hot();
+    assert_eq!(t.a.free_blocks().count(), 1);
 }
 
 #[test]

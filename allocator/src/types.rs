@@ -94,7 +94,9 @@ impl fmt::Display for PhysAddr {
 pub struct Pfn(pub u64);
 
 impl Pfn {
-    /// The physical address of the first byte of this frame.
+    /// The physical address of the first byte of this frame. A frame
+    /// number of 2^52 or more (above [`MAX_PHYS_ADDR`], no frame) has no
+    /// such address: its top 12 bits are shifted out.
     ///
     /// ```
     /// assert_eq!(allocator::Pfn(1).addr().0, 4096);
@@ -221,6 +223,14 @@ pub enum Constraint {
     /// The highest zone the caller accepts; lower zones are fallbacks.
     Zone(Zone),
     /// Every page of the allocation must lie below this physical address.
+    /// Exact: a request fails only if no free block it could use lies
+    /// below the limit (after merging parked blocks). The zone of the limit
+    /// is tried first, then the lower zones as for [`Constraint::Zone`];
+    /// a limit at a zone's end costs what that zone does, and within a
+    /// zone, sections entirely below the limit are used at once while the
+    /// one straddling it is searched ([`LIMIT_SCAN`](crate::LIMIT_SCAN)
+    /// blocks per order at first, every block that could fit before
+    /// failing). A limit below 4096 leaves no page: out of memory.
     Below(PhysAddr),
 }
 
@@ -229,8 +239,10 @@ impl Constraint {
     pub const ANY: Constraint = Constraint::Zone(Zone::Normal);
 }
 
-/// Everything that can go wrong. Every error leaves the allocator exactly
-/// as it was before the call (except [`Error::Corrupted`], see there).
+/// Everything that can go wrong. Every error leaves every allocation and
+/// every zone's free page count as they were before the call; every error
+/// except [`Error::OutOfMemory`] and [`Error::Corrupted`] (see there)
+/// leaves the allocator exactly as it was.
 ///
 /// ```
 /// use allocator::{BuddyAllocator, Error, PhysAddr};
@@ -240,6 +252,14 @@ impl Constraint {
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Error {
     /// No free block satisfies the request (out of memory in the allowed zones).
+    ///
+    /// Before failing, the allocation may have merged blocks parked on hot
+    /// lists with their free buddies (that is how it looks for memory):
+    /// then statistics show fewer, bigger free blocks (per-order counts,
+    /// `hot_pages`) and `free_blocks` and `page_state` report them so, but
+    /// the same pages are free and every allocation is untouched. Where
+    /// merging cannot help (no section with parked blocks has enough free
+    /// pages for the request), nothing changes at all.
     OutOfMemory,
     /// A count of pages (or frames) was zero.
     ZeroCount,
@@ -290,9 +310,10 @@ pub enum Error {
     /// through the heap, with the layout it was allocated with.
     OwnedByHeap,
     /// A registration by name only (`add_section_static`) was refused
-    /// because this allocator writes the frames it manages (frame options,
-    /// or a heap on top): register such memory with the `unsafe`
-    /// `add_section`, which promises that it is mapped and writable.
+    /// because the allocator writes the frames it manages (poisoning or
+    /// zeroing is on, or a [`Heap`](crate::Heap) sits on top): register
+    /// such memory with the `unsafe` `add_section`, which promises that it
+    /// is mapped and writable.
     FramesNotMapped,
     /// Memory given to a [`Heap`](crate::Heap) stays for good: its
     /// metadata holds slab bookkeeping that any slab may be using.

@@ -317,3 +317,362 @@ fn every_bad_call_is_rejected_and_changes_nothing() {
     assert_eq!(a.stats().free_pages(), 1000);
     drop(other);
 }
+
+/// A reservation of more pages than the largest block used to be
+/// accepted; freeing it then indexed the per-order lists out of bounds (a
+/// panic, with the range already written off). Reservations are limited
+/// like every other allocation, and no count makes `free_pages` index
+/// out of bounds.
+#[test]
+fn reservations_are_limited_to_the_largest_order() {
+    let pages = 1u64 << (MAX_ORDER + 1);
+    let start = PhysAddr(1 << 40);
+    let mut a = Box::new(BuddyAllocator::new());
+    a.add_section_static(start, pages, vec![0u64; pages as usize].leak())
+        .unwrap();
+    let before = (a.stats(), a.free_blocks().collect::<Vec<_>>());
+    for count in [pages as usize, (1 << MAX_ORDER) + 1, usize::MAX] {
+        assert_eq!(
+            a.reserve_range(start, count),
+            Err(Error::TooLarge),
+            "{count}"
+        );
+        let at = PhysAddr(start.0 + 4096);
+        assert_eq!(a.reserve_range(at, count), Err(Error::TooLarge), "{count}");
+    }
+    assert_eq!((a.stats(), a.free_blocks().collect::<Vec<_>>()), before);
+    // The largest reservation there can be, and frees of every bad size.
+    a.reserve_range(start, 1 << MAX_ORDER).unwrap();
+    let held = (a.stats(), a.free_blocks().collect::<Vec<_>>());
+    for count in [
+        (1 << MAX_ORDER) + 1,
+        pages as usize,
+        u32::MAX as usize + 1,
+        usize::MAX,
+    ] {
+        assert_eq!(a.free_pages(start, count), Err(Error::TooLarge), "{count}");
+    }
+    assert_eq!((a.stats(), a.free_blocks().collect::<Vec<_>>()), held);
+    a.free_pages(start, 1 << MAX_ORDER).unwrap();
+    assert_eq!(a.stats().free_pages(), pages);
+}
+
+/// Statistics take any order: above the largest there are no free blocks
+/// (this indexed out of bounds), and hand-made values (the fields are
+/// public) never overflow.
+#[test]
+fn statistics_take_any_order_and_any_values() {
+    let a = allocator::doc_allocator!(64);
+    let st = a.stats();
+    for order in [MAX_ORDER + 1, 32, 64, u32::MAX] {
+        assert_eq!(st.free_blocks(order), 0, "{order}");
+        assert_eq!(st.zone(Zone::Dma32).free_pages_at_least(order), 0);
+        assert_eq!(st.fragmentation_permille(order), 1000);
+    }
+    let mut odd = st;
+    for z in &mut odd.zones {
+        z.managed_pages = 1;
+        z.free_pages = u64::MAX;
+        z.hot_pages = u64::MAX;
+        z.free_blocks = [u64::MAX; NR_ORDERS];
+    }
+    assert_eq!(odd.free_pages(), u64::MAX);
+    assert_eq!(odd.used_pages(), 0);
+    assert_eq!(odd.zone(Zone::Dma).used_pages(), 0);
+    assert_eq!(odd.free_blocks(0), u64::MAX);
+    for order in [0, 9, MAX_ORDER, u32::MAX] {
+        assert!(odd.fragmentation_permille(order) <= 1000);
+        assert!(odd.zone(Zone::Normal).fragmentation_permille(order) <= 1000);
+    }
+    assert!(!format!("{odd}").is_empty());
+    let b = FreeBlock {
+        addr: PhysAddr(0),
+        order: u32::MAX,
+        zone: Zone::Dma,
+        hot: false,
+    };
+    assert_eq!(b.pages(), u64::MAX);
+}
+
+// ----------------------------------------------------------------------
+// Extreme arguments to every safe function
+// ----------------------------------------------------------------------
+
+use proptest::prelude::*;
+
+/// Two sections (Normal at 8 GiB + 1 page, DMA32 at 1 GiB), allocations of
+/// every kind, freed blocks and parked ones. Returns it and live
+/// addresses to aim at.
+fn populated() -> (Box<BuddyAllocator>, Vec<PhysAddr>) {
+    let mut a = Box::new(BuddyAllocator::new());
+    a.add_section_static(PhysAddr(8 * GIB + 4096), 300, vec![0u64; 300].leak())
+        .unwrap();
+    a.add_section_static(PhysAddr(GIB), 200, vec![0u64; 200].leak())
+        .unwrap();
+    let mut live = vec![
+        a.alloc(3, Constraint::ANY).unwrap(),
+        a.alloc_pages(5, Constraint::Zone(Zone::Dma32)).unwrap(),
+        a.alloc_aligned(1, 64 << 10, Constraint::ANY).unwrap(),
+    ];
+    a.reserve_range(PhysAddr(GIB + 150 * 4096), 9).unwrap();
+    live.push(PhysAddr(GIB + 150 * 4096));
+    let mut f = [PhysAddr(0); 12];
+    a.alloc_bulk(Constraint::ANY, &mut f).unwrap();
+    // Every other one freed: parked next to busy buddies.
+    for p in f.iter().step_by(2) {
+        a.free(*p, 0).unwrap();
+    }
+    live.extend(f.iter().skip(1).step_by(2));
+    assert!(a.stats().zones.iter().any(|z| z.hot_pages != 0));
+    (a, live)
+}
+
+/// Values at the ends of the range of a `u64`, and around the allocator's
+/// own limits.
+fn edge_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(4095),
+        Just(4096),
+        Just((1 << MAX_ORDER) + 1),
+        Just(u32::MAX as u64),
+        Just(u32::MAX as u64 + 1),
+        Just(MAX_SECTION_PAGES),
+        Just(MAX_SECTION_PAGES + 1),
+        Just(MAX_PHYS_ADDR - 4096),
+        Just(MAX_PHYS_ADDR),
+        Just(1 << 63),
+        Just(u64::MAX - 4095),
+        Just(!4095u64),
+        Just(u64::MAX),
+        any::<u64>(),
+    ]
+}
+
+/// An address that lies in no section (the sections are near 1 and 8 GiB).
+fn bad_addr() -> impl Strategy<Value = u64> {
+    edge_u64().prop_filter("outside the sections", |&a| !(GIB..9 * GIB).contains(&a))
+}
+
+/// A count no allocation has: zero, or above 2^MAX_ORDER pages.
+fn bad_count() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        edge_u64().prop_map(|c| c.max((1 << MAX_ORDER) + 1) as usize),
+    ]
+}
+
+/// An order above the largest.
+fn bad_order() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(MAX_ORDER + 1),
+        Just(31),
+        Just(32),
+        Just(63),
+        Just(64),
+        Just(u32::MAX),
+        MAX_ORDER + 1..
+    ]
+}
+
+/// An alignment that is not a power of two, or one above 1 GiB.
+fn bad_align() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        Just(3),
+        Just(12288),
+        Just(usize::MAX),
+        Just(1 << 31),
+        Just(1 << 63),
+        any::<usize>().prop_filter("not a valid alignment", |&a| !a.is_power_of_two()
+            || a > 1 << 30),
+    ]
+}
+
+fn any_constraint() -> impl Strategy<Value = Constraint> {
+    prop_oneof![
+        (0usize..3).prop_map(|z| Constraint::Zone(Zone::ALL[z])),
+        edge_u64().prop_map(|a| Constraint::Below(PhysAddr(a))),
+    ]
+}
+
+/// A limit below which no page fits.
+fn below_a_page() -> impl Strategy<Value = Constraint> {
+    prop_oneof![Just(0u64), Just(1), Just(4095)].prop_map(|a| Constraint::Below(PhysAddr(a)))
+}
+
+/// A call that must fail, with what makes it bad.
+#[derive(Clone, Debug)]
+enum BadCall {
+    Alloc(u32, Constraint),
+    AllocBelowAPage(u32, Constraint),
+    Free(u64, u32),
+    FreeOutside(u64, u32),
+    AllocPages(usize, Constraint),
+    AllocAligned(usize, usize, Constraint),
+    AllocAlignedCount(usize, Constraint),
+    FreePages(u64, usize),
+    FreeLivePages(usize, usize),
+    Reserve(u64, usize),
+    ReserveCount(usize, usize),
+    AllocBulk(Constraint, usize),
+    FreeBulk(usize, u64),
+    PageState(u64),
+    Remove(u64),
+    AddStatic(u64, u64, usize),
+}
+
+fn bad_call() -> impl Strategy<Value = BadCall> {
+    prop_oneof![
+        (bad_order(), any_constraint()).prop_map(|(o, c)| BadCall::Alloc(o, c)),
+        (0..=MAX_ORDER, below_a_page()).prop_map(|(o, c)| BadCall::AllocBelowAPage(o, c)),
+        (edge_u64(), bad_order()).prop_map(|(a, o)| BadCall::Free(a, o)),
+        (bad_addr(), 0..=MAX_ORDER).prop_map(|(a, o)| BadCall::FreeOutside(a, o)),
+        (bad_count(), any_constraint()).prop_map(|(n, c)| BadCall::AllocPages(n, c)),
+        (any::<usize>(), bad_align(), any_constraint())
+            .prop_map(|(n, al, c)| BadCall::AllocAligned(n, al, c)),
+        (bad_count(), any_constraint()).prop_map(|(n, c)| BadCall::AllocAlignedCount(n, c)),
+        (bad_addr(), any::<usize>()).prop_map(|(a, n)| BadCall::FreePages(a, n)),
+        (any::<usize>(), bad_count()).prop_map(|(i, n)| BadCall::FreeLivePages(i, n)),
+        (bad_addr(), any::<usize>()).prop_map(|(a, n)| BadCall::Reserve(a, n)),
+        (0usize..500, bad_count()).prop_map(|(i, n)| BadCall::ReserveCount(i, n)),
+        (below_a_page(), 1usize..4).prop_map(|(c, n)| BadCall::AllocBulk(c, n)),
+        (any::<usize>(), bad_addr()).prop_map(|(i, a)| BadCall::FreeBulk(i, a)),
+        bad_addr().prop_map(BadCall::PageState),
+        edge_u64().prop_map(BadCall::Remove),
+        // Zero pages, or more than the metadata (0 to 2 words) covers.
+        (
+            edge_u64(),
+            edge_u64().prop_filter("bad size", |&p| p == 0 || p > 2),
+            0usize..3
+        )
+            .prop_map(|(s, p, m)| BadCall::AddStatic(s, p, m)),
+    ]
+}
+
+/// Runs `call`; returns its error, or `None` for a call that succeeded.
+fn run(a: &mut BuddyAllocator, live: &[PhysAddr], call: &BadCall) -> Option<Error> {
+    let pick = |i: usize| live[i % live.len()];
+    let r = match *call {
+        BadCall::Alloc(o, c) | BadCall::AllocBelowAPage(o, c) => a.alloc(o, c).map(drop),
+        BadCall::Free(addr, o) | BadCall::FreeOutside(addr, o) => a.free(PhysAddr(addr), o),
+        BadCall::AllocPages(n, c) => a.alloc_pages(n, c).map(drop),
+        BadCall::AllocAligned(n, al, c) => a.alloc_aligned(n, al, c).map(drop),
+        BadCall::AllocAlignedCount(n, c) => a.alloc_aligned(n, 4096, c).map(drop),
+        BadCall::FreePages(addr, n) => a.free_pages(PhysAddr(addr), n),
+        BadCall::FreeLivePages(i, n) => a.free_pages(pick(i), n),
+        BadCall::Reserve(addr, n) => a.reserve_range(PhysAddr(addr), n),
+        BadCall::ReserveCount(i, n) => {
+            // Any page of either section, free or not.
+            let s: Vec<SectionInfo> = a.sections().collect();
+            let sec = s[i % s.len()];
+            let p = PhysAddr(sec.start.0 + (i as u64 % sec.pages) * 4096);
+            a.reserve_range(p, n)
+        }
+        BadCall::AllocBulk(c, n) => a.alloc_bulk(c, &mut vec![PhysAddr(0); n]).map(drop),
+        BadCall::FreeBulk(i, addr) => a.free_bulk(&[pick(i), PhysAddr(addr)]).map_err(|e| e.error),
+        BadCall::PageState(addr) => a.page_state(PhysAddr(addr)).map(drop),
+        BadCall::Remove(addr) => a.remove_section(PhysAddr(addr)).map(drop),
+        BadCall::AddStatic(start, pages, words) => {
+            a.add_section_static(PhysAddr(start), pages, vec![0u64; words].leak())
+        }
+    };
+    r.err()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Extreme values for every parameter of every safe mutating call:
+    /// no panic (in debug builds no arithmetic overflow either), an error,
+    /// and nothing changed. An out-of-memory error may merge parked blocks
+    /// (see `Error`), so there only the free page count and every
+    /// allocation are compared.
+    #[test]
+    fn extreme_arguments_are_rejected_and_change_nothing(
+        calls in proptest::collection::vec(bad_call(), 1..6),
+    ) {
+        let (mut a, live) = populated();
+        for call in &calls {
+            let before = snapshot(&a);
+            let err = run(&mut a, &live, call);
+            prop_assert!(err.is_some(), "{call:?} succeeded");
+            let after = snapshot(&a);
+            if err == Some(Error::OutOfMemory) {
+                prop_assert_eq!(after.stats.free_pages(), before.stats.free_pages(), "{:?}", call);
+                prop_assert_eq!(&after.sections, &before.sections, "{:?}", call);
+                for (x, y) in before.pages.iter().zip(&after.pages) {
+                    if !matches!(x, Ok(PageState::Free { .. })) {
+                        prop_assert_eq!(x, y, "{:?}", call);
+                    }
+                }
+            } else {
+                prop_assert_eq!(after, before, "{:?} -> {:?}", call, err);
+            }
+        }
+    }
+
+    /// The pure functions and queries take any value without a panic and
+    /// with a consistent answer.
+    #[test]
+    fn queries_take_any_value(x in edge_u64(), n in edge_u64(), order in any::<u32>()) {
+        let (a, _) = populated();
+        let st = a.stats();
+        prop_assert!(st.free_blocks(order) <= st.free_pages());
+        prop_assert!(st.fragmentation_permille(order) <= 1000);
+        for z in &st.zones {
+            prop_assert!(z.free_pages_at_least(order) <= z.free_pages);
+            prop_assert!(z.fragmentation_permille(order) <= 1000);
+        }
+        let _ = a.page_state(PhysAddr(x));
+        prop_assert_eq!(PhysAddr(x).pfn(), Pfn(x >> 12));
+        prop_assert_eq!(PhysAddr::new(x).is_page_aligned(), x % 4096 == 0);
+        prop_assert_eq!(Pfn(x).addr().pfn().0, x & ((1 << 52) - 1));
+        let z = Zone::of(PhysAddr(x));
+        prop_assert!(z.start().0 <= x && (x < z.end().0 || z == Zone::Normal));
+        let m = metadata_bytes(n);
+        prop_assert!(m as u64 == n.saturating_mul(8) || m == usize::MAX);
+        if let Ok(c) = carve_metadata(PhysAddr(x), n) {
+            prop_assert_eq!(c.meta_start.0, x);
+            prop_assert_eq!(c.start.0, x + c.meta_pages * 4096);
+            prop_assert_eq!(c.meta_pages + c.pages, n);
+            prop_assert!(c.start.0 + c.pages * 4096 <= MAX_PHYS_ADDR);
+            prop_assert!(c.pages <= MAX_SECTION_PAGES);
+        }
+        let b = FreeBlock { addr: PhysAddr(x), order, zone: z, hot: false };
+        prop_assert!(b.pages() >= 1);
+    }
+
+    /// `set_reserve` with any value: requests that fall back, and those
+    /// that do not, never overflow on it.
+    #[test]
+    fn any_reserve_is_safe(pages in edge_u64(), zone in 0usize..3, order in 0..=MAX_ORDER, c in any_constraint()) {
+        let (mut a, _) = populated();
+        a.set_reserve(Zone::ALL[zone], pages);
+        prop_assert_eq!(a.reserve(Zone::ALL[zone]), pages);
+        let free = a.stats().free_pages();
+        match a.alloc(order, c) {
+            Ok(p) => {
+                a.free(p, order).unwrap();
+                prop_assert_eq!(a.stats().free_pages(), free);
+            }
+            Err(e) => prop_assert_eq!(e, Error::OutOfMemory),
+        }
+        a.set_reserve(Zone::ALL[zone], 0);
+    }
+}
+
+/// The locked wrapper forwards the same checks.
+#[test]
+fn locked_allocator_rejects_extreme_arguments() {
+    let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
+    assert_eq!(l.alloc(u32::MAX, Constraint::ANY), Err(Error::TooLarge));
+    assert_eq!(
+        l.alloc(0, Constraint::Below(PhysAddr(0))),
+        Err(Error::OutOfMemory)
+    );
+    assert_eq!(l.free(PhysAddr(!4095u64), u32::MAX), Err(Error::TooLarge));
+    assert_eq!(l.free(PhysAddr(!4095u64), 0), Err(Error::NotInSection));
+    assert_eq!(l.stats().free_blocks(u32::MAX), 0);
+}

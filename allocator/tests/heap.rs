@@ -732,7 +732,10 @@ fn small_requests_get_pages_when_descriptors_run_out() {
     }
     let st = h.stats();
     assert_eq!(st.descriptors, cap, "the descriptors ran out");
-    assert!(got.len() > cap as usize, "small requests went on with pages");
+    assert!(
+        got.len() > cap as usize,
+        "small requests went on with pages"
+    );
     for &(cpu, p, l, k) in &got {
         // A wrong layout is refused whatever served the object.
         let other = lay(SIZE_CLASSES[(k + 1) % SIZE_CLASSES.len()], 8);
