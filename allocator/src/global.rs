@@ -369,7 +369,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             };
         }
         if let Some(o) = cached_order(size, align)
-            && let Ok(p) = self.frames.alloc_as(o as usize, cached_tag(o))
+            && let Ok(p) = self.frames.alloc_as::<TAG_HEAP_OWNED>(o as usize)
         {
             // The common page-sized request, straight to the page cache
             // (`alloc_large` retries after reclaiming when this fails).
@@ -409,7 +409,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             return core::ptr::null_mut();
         };
         let once = || match plan {
-            Plan::Cached(order) => self.frames.alloc_as(order as usize, cached_tag(order)),
+            Plan::Cached(order) => self.frames.alloc_as::<TAG_HEAP_OWNED>(order as usize),
             Plan::Buddy(pages, align) => {
                 self.frames
                     .alloc_run_as(pages, align, run_tag(pages, align))
@@ -500,7 +500,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         if let Some(o) = cached_order(size, align) {
             return match self
                 .frames
-                .free_as::<false>(phys, o as usize, cached_tag(o))
+                .free_as::<false, TAG_HEAP_OWNED>(phys, o as usize)
             {
                 Ok(()) => Ok(()),
                 Err(e) => Err(self.page_fault(ptr, phys, e)),
@@ -546,10 +546,9 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         align: usize,
     ) -> Result<(), Fault> {
         let r = match plan(size, align) {
-            Some(Plan::Cached(order)) => {
-                self.frames
-                    .free_as::<false>(phys, order as usize, cached_tag(order))
-            }
+            Some(Plan::Cached(order)) => self
+                .frames
+                .free_as::<false, TAG_HEAP_OWNED>(phys, order as usize),
             Some(Plan::Buddy(pages, align)) => {
                 self.frames
                     .free_run_as(phys, pages as u64, run_tag(pages, align), |g| {

@@ -64,6 +64,7 @@ mod hot;
 mod locked;
 mod meta;
 mod pcp;
+mod pcp_block;
 mod pcp_buddy;
 mod pcp_list;
 mod percpu;
@@ -87,6 +88,7 @@ pub use global::{Heap, HeapStats};
 pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
 pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
 pub use pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
+pub use pcp_block::Block;
 pub use pcp_list::{PCP_CAPACITY, PCP_ORDERS};
 pub use percpu::CpuLocal;
 pub use slab::{

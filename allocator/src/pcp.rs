@@ -35,8 +35,8 @@ use crate::percpu::{CpuInit, CpuLocal, PerCpu, Slot};
 use crate::stats::Stats;
 use crate::sync::UnsafeCell;
 use crate::tags::{
-    TAG_ALLOC, TAG_CACHED, TAG_CLAIMED, TAG_HEAP, TAG_HEAP_OWNED, TAG_INTERNAL, TAG_KIND, TAG_NONE,
-    TAG_SLAB, Tags, tag_alloc, tag_order,
+    TAG_ALLOC, TAG_CACHED, TAG_CLAIMED, TAG_HANDLE_OWNED, TAG_HEAP, TAG_HEAP_OWNED, TAG_INTERNAL,
+    TAG_KIND, TAG_NONE, TAG_OWNER, TAG_SLAB, Tags, handout_tag, tag_alloc, tag_order,
 };
 use crate::types::{Constraint, Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr, Zone};
 
@@ -225,12 +225,11 @@ pub(crate) fn tag_error(actual: u64, expected: u64) -> Error {
         TAG_CACHED | TAG_CLAIMED => Error::DoubleFree,
         TAG_SLAB | TAG_INTERNAL => Error::OwnedBySlab,
         TAG_HEAP => Error::OwnedByHeap,
-        TAG_ALLOC if actual & TAG_HEAP_OWNED != 0 && expected & TAG_HEAP_OWNED == 0 => {
-            Error::OwnedByHeap
-        }
-        TAG_ALLOC if actual & TAG_HEAP_OWNED == expected & TAG_HEAP_OWNED => Error::WrongCount {
+        TAG_ALLOC if actual & TAG_OWNER == expected & TAG_OWNER => Error::WrongCount {
             allocated: 1 << tag_order(actual),
         },
+        TAG_ALLOC if actual & TAG_OWNER == TAG_HEAP_OWNED => Error::OwnedByHeap,
+        TAG_ALLOC if actual & TAG_OWNER == TAG_HANDLE_OWNED => Error::OwnedByHandle,
         // Not handed out to the one presenting `expected`.
         _ => Error::NotInSection,
     }
@@ -432,13 +431,16 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         if o >= PCP_ORDERS {
             return self.buddy_alloc(order, Constraint::ANY, TAG_NONE);
         }
-        self.alloc_as(o, tag_alloc(o))
+        self.alloc_as::<0>(o)
     }
 
-    /// [`alloc`](Self::alloc) of a cached order `o`, handing the block out
-    /// with tag `tag` (which its free must present again).
+    /// [`alloc`](Self::alloc) of a cached order `o` for `OWNER`, handing
+    /// the block out with [`handout_tag`]`(OWNER, o)` (which its free must
+    /// present again). A constant owner gives each owner's fast path its
+    /// own copy, inlined where it is used.
     #[inline(always)]
-    pub(crate) fn alloc_as(&self, o: usize, tag: u64) -> Result<PhysAddr, Error> {
+    pub(crate) fn alloc_as<const OWNER: u64>(&self, o: usize) -> Result<PhysAddr, Error> {
+        let tag = handout_tag(OWNER, o);
         // SAFETY: every branch of the closure calls `P::restore(saved)`
         // exactly once, after its last use of `l`.
         unsafe {
@@ -524,7 +526,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         }
         match self.tags.prepare(a.0) {
             Some(t) => t.store(tag, Ordering::Release),
-            None if tag & (TAG_KIND | TAG_HEAP_OWNED) == TAG_ALLOC => {}
+            None if tag & (TAG_KIND | TAG_OWNER) == TAG_ALLOC => {}
             None => {
                 // Just allocated under this lock: giving it back cannot fail.
                 let _ = g.free_pages(a, count as usize);
@@ -667,21 +669,21 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             let count = 1u64 << order;
             return self.free_run_as(addr, count, TAG_NONE, |g| g.free(addr, order));
         }
-        self.free_as::<true>(addr, o, tag_alloc(o))
+        self.free_as::<true, 0>(addr, o)
     }
 
-    /// [`free`](Self::free) of a block of cached order `o` handed out with
-    /// tag `tag`. `ATOMIC` claims the tag with a compare-exchange, which
+    /// [`free`](Self::free) of a block of cached order `o` handed out to
+    /// `OWNER` (see [`alloc_as`](Self::alloc_as)). `ATOMIC` claims the tag with a compare-exchange, which
     /// safe callers need (nothing stops two of them freeing one block at
     /// once); the heap's frees, whose contract rules that out, check and
     /// store it with plain accesses.
     #[inline(always)]
-    pub(crate) fn free_as<const ATOMIC: bool>(
+    pub(crate) fn free_as<const ATOMIC: bool, const OWNER: u64>(
         &self,
         addr: PhysAddr,
         o: usize,
-        tag: u64,
     ) -> Result<(), Error> {
+        let tag = handout_tag(OWNER, o);
         if addr.0 & ((PAGE_SIZE << o) - 1) != 0 {
             return Err(Error::Misaligned);
         }
@@ -799,7 +801,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         let actual = tag.map_or(TAG_NONE, |t| t.load(Ordering::Acquire));
         let ours = actual == expected
             || (expected == TAG_NONE
-                && actual & (TAG_KIND | TAG_HEAP_OWNED) == TAG_ALLOC
+                && actual & (TAG_KIND | TAG_OWNER) == TAG_ALLOC
                 && 1u64 << tag_order(actual) == count);
         if !ours {
             return Err(tag_error(actual, expected));

@@ -451,7 +451,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         let size = SIZE_CLASSES[k];
         let order = slab_order(size);
         // Tagged as the slab's own until the slab tags replace it.
-        let Ok(phys) = frames.alloc_as(order as usize, TAG_INTERNAL) else {
+        let Ok(phys) = frames.alloc_as::<TAG_INTERNAL>(order as usize) else {
             return core::ptr::null_mut();
         };
         let d = cs.spare;
@@ -608,7 +608,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         unsafe { Self::unlist(cs, d) };
         cs.classes[k].nempty -= 1;
         // Tagged as the slab's own block of this order just above.
-        let _ = frames.free_as::<false>(PhysAddr(phys), order as usize, TAG_INTERNAL);
+        let _ = frames.free_as::<false, TAG_INTERNAL>(PhysAddr(phys), order as usize);
         Self::bump(&self.shared[cpu].slab_pages, -(pages as i64));
         // SAFETY: the descriptor is unused now and owned by this CPU.
         unsafe { dr.own().next = cs.spare };

@@ -12,6 +12,7 @@
 //! - [`TAG_NONE`]: the buddy's business (free there, or allocated directly);
 //! - [`tag_alloc`]`(k)`: head of an order-`k` block handed out by a per-CPU cache;
 //! - [`tag_alloc`]`(k) | `[`TAG_HEAP_OWNED`]: the same, handed out to the heap;
+//! - [`tag_alloc`]`(k) | `[`TAG_HANDLE_OWNED`]: the same, held by a [`Block`](crate::Block);
 //! - [`TAG_CACHED`]: head of a block sitting in some CPU's cache;
 //! - `desc | TAG_SLAB`: every page of a slab, pointing at its descriptor;
 //! - [`TAG_INTERNAL`]: head of a block the slab is creating or retiring;
@@ -40,9 +41,13 @@ pub(crate) const TAG_SLAB: u64 = 4;
 pub(crate) const TAG_HEAP: u64 = 5;
 /// A block a bulk free is freeing under the buddy lock.
 pub(crate) const TAG_CLAIMED: u64 = 6;
-/// Owner bit of a [`TAG_ALLOC`] tag: handed out to the heap, not to a
-/// caller of `PageCaches::alloc`.
+/// The owner field of a [`TAG_ALLOC`] tag: who the block was handed out
+/// to, and so who may free it. Zero: a caller of `PageCaches::alloc`.
+pub(crate) const TAG_OWNER: u64 = 3 << 7;
+/// Owner: the heap.
 pub(crate) const TAG_HEAP_OWNED: u64 = 1 << 7;
+/// Owner: a [`Block`](crate::Block) handle, freed only by consuming it.
+pub(crate) const TAG_HANDLE_OWNED: u64 = 2 << 7;
 
 #[inline(always)]
 pub(crate) const fn tag_alloc(order: usize) -> u64 {
@@ -59,6 +64,17 @@ pub(crate) const fn tag_heap(key: u64) -> u64 {
     TAG_HEAP | (key << 3)
 }
 
+/// The tag a block of order `o` is handed out with to `owner`: an owner
+/// field value ([`TAG_OWNER`]), or [`TAG_INTERNAL`] for the slab's own.
+#[inline(always)]
+pub(crate) const fn handout_tag(owner: u64, o: usize) -> u64 {
+    if owner == TAG_INTERNAL {
+        TAG_INTERNAL
+    } else {
+        tag_alloc(o) | owner
+    }
+}
+
 /// Whether tag `t` marks memory of the heap (its page-granular
 /// allocations, or its slabs).
 pub(crate) const fn is_heap_tag(t: u64) -> bool {
@@ -66,7 +82,7 @@ pub(crate) const fn is_heap_tag(t: u64) -> bool {
     kind == TAG_HEAP
         || kind == TAG_SLAB
         || kind == TAG_INTERNAL
-        || (kind == TAG_ALLOC && t & TAG_HEAP_OWNED != 0)
+        || (kind == TAG_ALLOC && t & TAG_OWNER == TAG_HEAP_OWNED)
 }
 
 /// Most registrations the tag table tracks at once.

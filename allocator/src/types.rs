@@ -315,6 +315,9 @@ pub enum Error {
     /// such memory with the `unsafe` `add_section`, which promises that it
     /// is mapped and writable.
     FramesNotMapped,
+    /// The block is held by a [`Block`](crate::Block) handle: free it by
+    /// giving the handle to [`PageCaches::free_block`](crate::PageCaches::free_block).
+    OwnedByHandle,
     /// Memory given to a [`Heap`](crate::Heap) stays for good: its
     /// metadata holds slab bookkeeping that any slab may be using.
     NotRemovable,
@@ -364,6 +367,9 @@ impl fmt::Display for Error {
             Error::FramesNotMapped => f.write_str(
                 "frames this allocator writes must be registered with the unsafe add_section",
             ),
+            Error::OwnedByHandle => {
+                f.write_str("block is held by a Block handle: free it with free_block")
+            }
             Error::NotRemovable => f.write_str("memory given to a heap cannot be removed"),
             Error::Corrupted {
                 frame,

@@ -9,7 +9,8 @@
 //!
 //! KIND: `page` (a 4 KiB `Heap` allocation, through the per-CPU page
 //! cache), `small` (a 64-byte `Heap` allocation, from the slab), `pcp`
-//! (`PageCaches::alloc(0)` and `free`), `buddy` (`BuddyAllocator::alloc(0)`
+//! (`PageCaches::alloc(0)` and `free` by address), `block`
+//! (`PageCaches::alloc_block(0)` and `free_block`), `buddy` (`BuddyAllocator::alloc(0)`
 //! and `free`). Compare the totals of two builds: the difference divided
 //! by `N` is the cost per pair.
 
@@ -42,14 +43,21 @@ fn main() {
                 unsafe { heap.try_dealloc(black_box(p), layout).unwrap() };
             }
         }
-        "pcp" => {
+        "pcp" | "block" => {
             let c: &'static PageCaches<Cpu, 4> =
                 Box::leak(Box::new(PageCaches::new(BuddyAllocator::new())));
             c.add_section_static(PhysAddr(1 << 32), 4096, vec![0u64; 8192].leak())
                 .unwrap();
-            for _ in 0..n + 1 {
-                let p = c.alloc(black_box(0)).unwrap();
-                c.free(black_box(p), 0).unwrap();
+            if kind == "pcp" {
+                for _ in 0..n + 1 {
+                    let p = c.alloc(black_box(0)).unwrap();
+                    c.free(black_box(p), 0).unwrap();
+                }
+            } else {
+                for _ in 0..n + 1 {
+                    let b = c.alloc_block(black_box(0)).unwrap();
+                    c.free_block(black_box(b)).unwrap();
+                }
             }
         }
         "buddy" => {
@@ -61,6 +69,6 @@ fn main() {
                 b.free(black_box(p), 0).unwrap();
             }
         }
-        other => panic!("unknown kind {other}: page, small, pcp or buddy"),
+        other => panic!("unknown kind {other}: page, small, pcp, block or buddy"),
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Rows: alloc+free pairs of 16, 64, 256 and 2048 bytes; random-size churn
 //! with 10k live objects; single-page alloc+free (ours: through the
-//! per-CPU page cache); the page pair and the 64-byte pair on 2 threads.
+//! per-CPU page cache, held as a `Block`, and again freed by address); the
+//! page pair and the 64-byte pair on 2 threads.
 //! Each figure is the median of samples taken round-robin across the
 //! allocators (`frames/measure.rs`). Run: `cargo bench -p allocator-bench --bench heap`.
 
@@ -37,6 +38,14 @@ trait Contender: Sync + 'static {
     fn unpage(&self, p: usize) {
         // SAFETY: from `page`.
         unsafe { self.d(p as *mut u8, PAGE) }
+    }
+    /// One single-page alloc+free through the fastest page interface
+    /// (ours: a `Block` handle, which needs no atomic claim to free).
+    #[inline(always)]
+    fn page_pair(&self) {
+        let p = self.page();
+        assert_ne!(p, 0);
+        self.unpage(black_box(p));
     }
 }
 
@@ -84,6 +93,11 @@ impl Contender for Ours {
     fn unpage(&self, p: usize) {
         let _ = self.frames().free(allocator::PhysAddr(p as u64), 0);
     }
+    #[inline(always)]
+    fn page_pair(&self) {
+        let b = self.frames().alloc_block(0).unwrap();
+        let _ = self.frames().free_block(black_box(b));
+    }
 }
 
 impl Contender for buddy_slab_allocator::GlobalAllocator<4096> {
@@ -123,13 +137,19 @@ fn pair_sampler<C: Contender>(c: &'static C, l: Layout) -> Sampler<'static> {
     })
 }
 
-fn page_sampler<C: Contender>(c: &'static C) -> Sampler<'static> {
+/// Single-page pairs: through `page_pair`, or `by_address` (ours: a
+/// free by address, which claims the page with a compare-exchange).
+fn page_sampler<C: Contender>(c: &'static C, by_address: bool) -> Sampler<'static> {
     Box::new(move || {
         let t = Instant::now();
         for _ in 0..N_PAIRS {
-            let p = c.page();
-            assert_ne!(p, 0);
-            c.unpage(black_box(p));
+            if by_address {
+                let p = c.page();
+                assert_ne!(p, 0);
+                c.unpage(black_box(p));
+            } else {
+                c.page_pair();
+            }
         }
         vec![t.elapsed().as_nanos() as f64 / N_PAIRS as f64]
     })
@@ -161,11 +181,7 @@ fn two_thread_sampler<C: Contender>(c: &'static C, l: Option<Layout>) -> Sampler
                                     assert!(!p.is_null());
                                     c.d(black_box(p), l);
                                 },
-                                None => {
-                                    let p = c.page();
-                                    assert_ne!(p, 0);
-                                    c.unpage(black_box(p));
-                                }
+                                None => c.page_pair(),
                             }
                         }
                         t.elapsed().as_nanos() as f64 / N_PAIRS as f64
@@ -360,22 +376,28 @@ fn main() {
         v,
     });
     eprintln!("[heap] page pairs");
-    let v = med(
-        vec![
-            page_sampler(ours),
-            page_sampler(bsa),
-            page_sampler(talc),
-            page_sampler(lla),
-            page_sampler(bsys),
-        ],
-        2.0,
-    );
-    rows.push(Row {
-        label: "1-page alloc+free (per-CPU cache)".into(),
-        target: Some(4.0),
-        scaled: None,
-        v,
-    });
+    for by_address in [false, true] {
+        let v = med(
+            vec![
+                page_sampler(ours, by_address),
+                page_sampler(bsa, by_address),
+                page_sampler(talc, by_address),
+                page_sampler(lla, by_address),
+                page_sampler(bsys, by_address),
+            ],
+            2.0,
+        );
+        let label = match by_address {
+            false => "1-page alloc+free (per-CPU cache)",
+            true => "1-page pair, freed by address",
+        };
+        rows.push(Row {
+            label: label.into(),
+            target: Some(4.0),
+            scaled: None,
+            v,
+        });
+    }
     eprintln!("[heap] 2 threads");
     let v = med(
         vec![

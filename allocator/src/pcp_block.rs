@@ -1,0 +1,143 @@
+//! [`Block`]: a block of the per-CPU caches held as a value.
+//!
+//! An address can be freed by anyone who knows it, so
+//! [`PageCaches::free`] must claim the block with an atomic
+//! compare-exchange: two threads may free the same address at once. A
+//! `Block` cannot be copied, so only one free of it can exist; blocks held
+//! by handles are tagged so that no free by address can take them either.
+//! Freeing one is therefore plain loads and stores, the cheapest path
+//! through the caches.
+
+use core::marker::PhantomData;
+
+use crate::pcp::PageCaches;
+use crate::pcp_list::PCP_ORDERS;
+use crate::percpu::CpuLocal;
+use crate::tags::{TAG_HANDLE_OWNED, TAG_NONE};
+use crate::types::{Constraint, Error, PAGE_SIZE, PhysAddr};
+
+/// A block of 2^order pages from [`PageCaches::alloc_block`], owned by
+/// whoever holds this value; give it back with
+/// [`PageCaches::free_block`]. It borrows the caches it came from.
+///
+/// ```
+/// # allocator::host_cpu_local!(Cpu, 2);
+/// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+/// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+/// let b = c.alloc_block(1).unwrap();
+/// assert_eq!((b.order(), b.bytes()), (1, 8192));
+/// let addr = b.addr();
+/// assert_eq!(c.free(addr, 1), Err(allocator::Error::OwnedByHandle)); // not by address
+/// c.free_block(b).unwrap();
+/// ```
+#[must_use = "a Block leaks unless given back with free_block"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Block<'a> {
+    addr: PhysAddr,
+    order: u32,
+    /// The caches it came from, by address.
+    owner: usize,
+    _caches: PhantomData<&'a ()>,
+}
+
+impl Block<'_> {
+    /// Physical address of the first page.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let b = c.alloc_block(0).unwrap();
+    /// assert!(b.addr().0 >= 1 << 32);
+    /// # c.free_block(b).unwrap();
+    /// ```
+    pub fn addr(&self) -> PhysAddr {
+        self.addr
+    }
+
+    /// The block's order: it is 2^order pages, aligned to its size.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let b = c.alloc_block(2).unwrap();
+    /// assert_eq!(b.addr().0 % (4 << 12), 0);
+    /// # c.free_block(b).unwrap();
+    /// ```
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// Size in bytes.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let b = c.alloc_block(0).unwrap();
+    /// assert_eq!(b.bytes(), 4096);
+    /// # c.free_block(b).unwrap();
+    /// ```
+    pub fn bytes(&self) -> u64 {
+        PAGE_SIZE << self.order
+    }
+}
+
+impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
+    /// Allocates a block of 2^`order` pages like [`alloc`](Self::alloc),
+    /// as a [`Block`] value: freeing it ([`free_block`](Self::free_block))
+    /// needs no atomic claim, and nothing can free it by address.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let b = c.alloc_block(0).unwrap();
+    /// assert_eq!(c.stats().free_pages(), 63);
+    /// c.free_block(b).unwrap();
+    /// ```
+    #[inline]
+    pub fn alloc_block(&self, order: u32) -> Result<Block<'_>, Error> {
+        let o = order as usize;
+        let addr = if o < PCP_ORDERS {
+            self.alloc_as::<TAG_HANDLE_OWNED>(o)?
+        } else {
+            self.buddy_alloc(order, Constraint::ANY, TAG_NONE)?
+        };
+        Ok(Block {
+            addr,
+            order,
+            owner: (self as *const Self).addr(),
+            _caches: PhantomData,
+        })
+    }
+
+    /// Frees a [`Block`] from [`alloc_block`](Self::alloc_block) of these
+    /// caches: into the current CPU's cache, with plain loads and stores.
+    ///
+    /// Errors: [`Error::NotInSection`] for a block of other caches (it is
+    /// given back unfreed: leaked); the checks of [`free`](Self::free) for
+    /// anything else, which cannot fail for a block of these caches.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # let d = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// let b = c.alloc_block(0).unwrap();
+    /// assert_eq!(d.free_block(b), Err(allocator::Error::NotInSection));
+    /// ```
+    #[inline]
+    pub fn free_block(&self, block: Block<'_>) -> Result<(), Error> {
+        if block.owner != (self as *const Self).addr() {
+            return Err(Error::NotInSection);
+        }
+        let o = block.order as usize;
+        if o < PCP_ORDERS {
+            // Only this value could free the block: no claim needed.
+            return self.free_as::<false, TAG_HANDLE_OWNED>(block.addr, o);
+        }
+        self.free(block.addr, block.order)
+    }
+}
