@@ -24,7 +24,10 @@
 //!   how much of it is free; [`Error::Corrupted`] re-poisons the frame.
 //! - Each layer owns what it hands out: a per-page tag says whether a
 //!   block belongs to a per-CPU cache, the slab or the heap, and no other
-//!   layer can free it.
+//!   layer can free it. A free by address claims its block atomically, so
+//!   two frees racing on two CPUs never both succeed; a [`Block`] handle
+//!   from the per-CPU caches cannot be copied, so freeing it needs no
+//!   atomic at all.
 //! - Optional poisoning and zeroing of frames ([`FrameOptions`]).
 //! - [`Stats`] like Linux's buddyinfo, with a `Display` table.
 //! - [`LockedAllocator`]: an interrupt-masking spin lock ([`InterruptControl`]).
