@@ -45,8 +45,8 @@ pub const fn heap_metadata_bytes(pages: u64) -> usize {
     let descs = descriptors_for(pages) as usize;
     let cache = crate::pcp::cache_metadata_bytes(pages);
     match descs.checked_mul(DESC_BYTES) {
-        Some(d) => match cache.checked_add(d + DESC_ALIGN) {
-            Some(n) => n,
+        Some(d) => match cache.checked_add(d) {
+            Some(n) => n.saturating_add(DESC_ALIGN),
             None => usize::MAX,
         },
         None => usize::MAX,

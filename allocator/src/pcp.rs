@@ -141,7 +141,7 @@ impl CacheStats {
     /// assert_eq!(c.stats().cached_pages(), 0);
     /// ```
     pub fn cached_pages(&self) -> u64 {
-        self.cached.iter().sum()
+        self.cached.iter().fold(0, |a, &c| a.saturating_add(c))
     }
 
     /// Free pages, cached ones included.
@@ -152,7 +152,7 @@ impl CacheStats {
     /// assert_eq!(c.stats().free_pages(), 0);
     /// ```
     pub fn free_pages(&self) -> u64 {
-        self.buddy.free_pages() + self.cached_pages()
+        self.buddy.free_pages().saturating_add(self.cached_pages())
     }
 
     /// Free pages of one zone, cached ones included.
@@ -163,7 +163,10 @@ impl CacheStats {
     /// assert_eq!(c.stats().zone_free_pages(allocator::Zone::Dma), 0);
     /// ```
     pub fn zone_free_pages(&self, z: Zone) -> u64 {
-        self.buddy.zone(z).free_pages + self.cached[z as usize]
+        self.buddy
+            .zone(z)
+            .free_pages
+            .saturating_add(self.cached[z as usize])
     }
 }
 

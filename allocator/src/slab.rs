@@ -76,14 +76,15 @@ pub const MAX_SMALL_SIZE: usize = 2048;
 /// Empty slabs each CPU keeps per size class instead of returning them.
 pub const SLAB_RESERVE: u32 = 1;
 
-/// Alignment a class guarantees: the largest power of two dividing its size.
+/// Alignment a class guarantees: the largest power of two dividing its size
+/// (0 for 0).
 ///
 /// ```
 /// assert_eq!(allocator::class_align(48), 16);
 /// assert_eq!(allocator::class_align(2048), 2048);
 /// ```
 pub const fn class_align(size: usize) -> usize {
-    1 << size.trailing_zeros()
+    size & size.wrapping_neg()
 }
 
 /// The buddy order of a slab of objects of `size` bytes: the smallest
@@ -98,7 +99,7 @@ pub const fn slab_order(size: usize) -> u32 {
     let mut o = 0;
     while o < 3 {
         let bytes = (PAGE_SIZE as usize) << o;
-        let n = bytes / size;
+        let n = bytes / if size == 0 { 1 } else { size };
         if n >= 8 && bytes - n * size <= bytes / 16 {
             return o;
         }

@@ -676,3 +676,32 @@ fn locked_allocator_rejects_extreme_arguments() {
     assert_eq!(l.free(PhysAddr(!4095u64), 0), Err(Error::NotInSection));
     assert_eq!(l.stats().free_blocks(u32::MAX), 0);
 }
+
+/// The pure functions and statistics of the layers above the buddy take
+/// any value: an answer, never a panic or a wrap.
+#[test]
+fn upper_layer_functions_take_any_value() {
+    use allocator::{
+        CacheStats, cache_metadata_bytes, class_align, heap_metadata_bytes, size_class, slab_order,
+    };
+    for v in [0usize, 1, 3, 4095, 4096, usize::MAX / 2, usize::MAX] {
+        let _ = class_align(v);
+        let _ = slab_order(v);
+        for a in [0usize, 1, 3, 8, 12, 4096, 1 << 40, usize::MAX] {
+            let _ = size_class(v, a);
+        }
+    }
+    assert_eq!(class_align(0), 0);
+    for p in [0u64, 1, u64::MAX / 2, u64::MAX] {
+        assert!(heap_metadata_bytes(p) >= cache_metadata_bytes(p).min(usize::MAX / 2));
+    }
+    assert_eq!(heap_metadata_bytes(u64::MAX), usize::MAX);
+    let st = allocator::BuddyAllocator::new().stats();
+    let c = CacheStats {
+        buddy: st,
+        cached: [u64::MAX; 3],
+    };
+    assert_eq!(c.cached_pages(), u64::MAX);
+    assert_eq!(c.free_pages(), u64::MAX);
+    assert_eq!(c.zone_free_pages(allocator::Zone::Dma), u64::MAX);
+}
