@@ -11,7 +11,7 @@ use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 use crate::percpu::CpuLocal;
 use crate::slab::{Fault, FaultKind, SIZE_CLASSES, Slab, size_class};
 use crate::tags::{
-    TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, is_heap_tag, tag_alloc, tag_heap,
+    TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, TAG_SLAB, is_heap_tag, tag_alloc, tag_heap,
 };
 use crate::types::{Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
@@ -567,12 +567,13 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     #[cold]
     #[inline(never)]
     fn page_fault(&self, ptr: *mut u8, phys: PhysAddr, e: Error) -> Fault {
-        let tag = if phys.is_page_aligned() {
-            self.frames.tags.value(phys.0)
-        } else {
-            None
-        };
+        // The tag of the page `ptr` is in; only a slab's pages are handed
+        // out at addresses other than their start.
+        let tag = self.frames.tags.value(phys.0);
+        let aligned = phys.is_page_aligned();
         let kind = match tag {
+            Some(t) if t & TAG_KIND == TAG_SLAB => FaultKind::WrongLayout,
+            _ if !aligned => FaultKind::NotAllocated,
             Some(t) if matches!(t & TAG_KIND, TAG_CACHED | TAG_CLAIMED) => FaultKind::DoubleFree,
             Some(t) if is_heap_tag(t) => FaultKind::WrongLayout,
             Some(_) if self.is_free_page(phys) => FaultKind::DoubleFree,
