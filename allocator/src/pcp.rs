@@ -393,23 +393,17 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         if o >= PCP_ORDERS {
             return self.buddy_alloc(order);
         }
-        // SAFETY: every branch of the closure calls `P::restore(saved)`
-        // exactly once, after its last use of `l`.
-        unsafe {
-            self.cpus.local_ending::<P, _>(
-                |saved, cpu, l| match l.pop(o) {
-                    Some(f) => {
-                        self.hand_out(cpu, f, o);
-                        P::restore(saved);
-                        Ok(PhysAddr(f))
-                    }
-                    None => {
-                        P::restore(saved);
-                        self.alloc_refill(order)
-                    }
-                },
-                || self.buddy_alloc(order),
-            )
+        let hit = self.cpus.local::<P, _>(|cpu, l| {
+            let f = l.pop(o)?;
+            self.hand_out(cpu, f, o);
+            Some(PhysAddr(f))
+        });
+        // The slow paths run after the masked section, when no borrow of
+        // the lists is live (they enter the per-CPU lists again).
+        match hit {
+            Some(Some(f)) => Ok(f),
+            Some(None) => self.alloc_refill(order),
+            None => self.buddy_alloc(order),
         }
     }
 
@@ -563,22 +557,18 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         if t != tag_alloc(o) {
             return self.free_not_cached(addr, order, t);
         }
-        // SAFETY: every branch of the closure calls `P::restore(saved)`
-        // exactly once, after its last use of `l`.
-        unsafe {
-            self.cpus.local_ending::<P, _>(
-                |saved, cpu, l| {
-                    if l.push(o, addr.0, self.cfg.high[o] as usize) {
-                        self.take_back(cpu, tag, addr.0, o);
-                        P::restore(saved);
-                        Ok(())
-                    } else {
-                        P::restore(saved);
-                        self.free_overflow(addr, order)
-                    }
-                },
-                || self.free_to_buddy(addr, order),
-            )
+        let pushed = self.cpus.local::<P, _>(|cpu, l| {
+            let pushed = l.push(o, addr.0, self.cfg.high[o] as usize);
+            if pushed {
+                self.take_back(cpu, tag, addr.0, o);
+            }
+            pushed
+        });
+        // As in `alloc`: the slow paths run after the masked section.
+        match pushed {
+            Some(true) => Ok(()),
+            Some(false) => self.free_overflow(addr, order),
+            None => self.free_to_buddy(addr, order),
         }
     }
 
