@@ -131,7 +131,8 @@ impl<T, const N: usize> PerCpu<T, N> {
     /// Ending the section does not end the borrow: the `&mut T` is an
     /// argument of `f`, live until `f` returns, so `f` must not reach this
     /// `PerCpu` (`local`, `on`) even after `P::restore` — a slow path that
-    /// does belongs after `local`, not in a tail call from `f`.
+    /// does belongs after `local_ending` returns, not in a tail call from
+    /// `f`.
     #[inline(always)]
     pub(crate) unsafe fn local_ending<P: CpuLocal, R>(
         &self,
