@@ -8,12 +8,19 @@ MEMORY      ?= 512M
 DEBUG_FIRMWARE ?= bios
 KERNEL_ELF  := target/x86_64-unknown-none/debug/kernel
 BOOT_IMAGE  := target/debug/boot-image
+# The heap turns physical addresses into pointers (phys + offset), as a
+# kernel's direct map does: Miri's permissive provenance, without a warning
+# per cast. The unit tests leak metadata on purpose (`add_section_static`
+# takes `&'static mut`), hence -Zmiri-ignore-leaks there only; their
+# exhaustive `cached_order` table (pure arithmetic, 4.7 min under Miri) is
+# skipped.
+MIRI_FLAGS  ?= -Zmiri-permissive-provenance
 # Machines the in-kernel suite boots (firmware:memory).
 KERNEL_TEST_MACHINES ?= bios:256M uefi:512M bios:8G
 export KERNEL_TEST_MACHINES
 
 .PHONY: all run test host-test kernel-test image debug clean kernel boot-image \
-        toolchain qemu lint bench bench-alloc
+        toolchain qemu lint miri bench bench-alloc
 
 all: kernel boot-image
 
@@ -52,6 +59,16 @@ lint: toolchain
 	$(CARGO) clippy -p allocator -p allocator-bench -p boot-image --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --features bench -- -D warnings
+
+## Miri (undefined behaviour, Stacked and Tree Borrows) over every layer of
+## the allocator: tests/miri.rs under both models, the unit tests under
+## Stacked Borrows. About 3.5 minutes (plus 25 s for Miri's sysroot once).
+miri: toolchain
+	@$(CARGO) miri --version >/dev/null 2>&1 || rustup component add miri
+	MIRIFLAGS="$(MIRI_FLAGS)" $(CARGO) miri test -p allocator --test miri
+	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-tree-borrows" $(CARGO) miri test -p allocator --test miri
+	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p allocator --lib -- \
+	  --skip cached_order_matches_definition
 
 ## In-kernel cycle counts (BIOS, KVM when available, 6 GiB so DMA32 and
 ## Normal both exist); prints a table, asserts nothing.

@@ -444,23 +444,17 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     #[inline(always)]
     pub(crate) fn alloc_as<const OWNER: u64>(&self, o: usize) -> Result<PhysAddr, Error> {
         let tag = handout_tag(OWNER, o);
-        // SAFETY: every branch of the closure calls `P::restore(saved)`
-        // exactly once, after its last use of `l`.
-        unsafe {
-            self.cpus.local_ending::<P, _>(
-                |saved, cpu, l| match l.pop(o) {
-                    Some(f) => {
-                        self.hand_out(cpu, f, o, tag);
-                        P::restore(saved);
-                        Ok(PhysAddr(f))
-                    }
-                    None => {
-                        P::restore(saved);
-                        self.alloc_refill(o, tag)
-                    }
-                },
-                || self.buddy_alloc(o as u32, Constraint::ANY, tag),
-            )
+        let hit = self.cpus.local::<P, _>(|cpu, l| {
+            let f = l.pop(o)?;
+            self.hand_out(cpu, f, o, tag);
+            Some(PhysAddr(f))
+        });
+        // The slow paths run after the masked section, when no borrow of
+        // the lists is live (they enter the per-CPU lists again).
+        match hit {
+            Some(Some(f)) => Ok(f),
+            Some(None) => self.alloc_refill(o, tag),
+            None => self.buddy_alloc(o as u32, Constraint::ANY, tag),
         }
     }
 
@@ -707,22 +701,18 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             t.store(TAG_CACHED, Ordering::Relaxed);
         }
         // Claimed: the block is this free's alone now.
-        // SAFETY: every branch of the closure calls `P::restore(saved)`
-        // exactly once, after its last use of `l`.
-        unsafe {
-            self.cpus.local_ending::<P, _>(
-                |saved, cpu, l| {
-                    if l.push(o, addr.0, self.cfg.high[o] as usize) {
-                        self.add_held(cpu, addr.0, 1 << o);
-                        P::restore(saved);
-                        Ok(())
-                    } else {
-                        P::restore(saved);
-                        self.free_overflow(addr, o)
-                    }
-                },
-                || self.release_claimed(addr, o),
-            )
+        let pushed = self.cpus.local::<P, _>(|cpu, l| {
+            let pushed = l.push(o, addr.0, self.cfg.high[o] as usize);
+            if pushed {
+                self.add_held(cpu, addr.0, 1 << o);
+            }
+            pushed
+        });
+        // As in `alloc`: the slow paths run after the masked section.
+        match pushed {
+            Some(true) => Ok(()),
+            Some(false) => self.free_overflow(addr, o),
+            None => self.release_claimed(addr, o),
         }
     }
 

@@ -3,8 +3,11 @@
 //!
 //! Pure data structure: the caller runs every method on its own CPU with
 //! interrupts masked (through `PerCpu`) and supplies the buddy side as
-//! closures that do a whole batch under one lock acquisition. Also
-//! compiled into `tests/loom_pcp.rs`.
+//! closures that do a whole batch under one lock acquisition. Those
+//! closures run while the lists are mutably borrowed, so they must not
+//! reach the `PerCpu` holding them (no `local`, `on` or drain of it); a
+//! slow path that does runs after the masked section. Also compiled into
+//! `tests/loom_pcp.rs`.
 
 use crate::percpu::CpuInit;
 

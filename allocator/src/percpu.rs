@@ -99,7 +99,10 @@ unsafe impl<T: Send, const N: usize> Sync for PerCpu<T, N> {}
 impl<T, const N: usize> PerCpu<T, N> {
     /// Masks interrupts and runs `f(cpu, value)` on the current CPU's
     /// value. `None` (without calling `f`) if the CPU id is `>= N`.
-    /// `f` must not call `local` or `on` of the same `PerCpu`.
+    /// `f` must not call `local` or `on` of the same `PerCpu`, directly or
+    /// through anything that does: the value is mutably borrowed for all
+    /// of `f`. A slow path that needs this `PerCpu` again runs after
+    /// `local` returns (decided by `f`'s result).
     #[inline(always)]
     pub(crate) fn local<P: CpuLocal, R>(&self, f: impl FnOnce(usize, &mut T) -> R) -> Option<R> {
         let saved = P::save_and_disable();
@@ -125,6 +128,11 @@ impl<T, const N: usize> PerCpu<T, N> {
     /// # Safety
     /// `f` calls `P::restore` with the saved state exactly once, and does
     /// not use the `&mut T` (or anything borrowed from it) afterwards.
+    /// Ending the section does not end the borrow: the `&mut T` is an
+    /// argument of `f`, live until `f` returns, so `f` must not reach this
+    /// `PerCpu` (`local`, `on`) even after `P::restore` — a slow path that
+    /// does belongs after `local_ending` returns, not in a tail call from
+    /// `f`.
     #[inline(always)]
     pub(crate) unsafe fn local_ending<P: CpuLocal, R>(
         &self,

@@ -154,6 +154,7 @@ fn add_section_errors() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore)] // MAX_SECTIONS registrations: 1.5 min under Miri
 fn too_many_sections() {
     let mut t = T::new(&[]);
     for i in 0..MAX_SECTIONS as u64 {
