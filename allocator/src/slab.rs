@@ -84,7 +84,11 @@ pub const SLAB_RESERVE: u32 = 1;
 /// assert_eq!(allocator::class_align(2048), 2048);
 /// ```
 pub const fn class_align(size: usize) -> usize {
-    size & size.wrapping_neg()
+    if size == 0 {
+        0
+    } else {
+        1 << size.trailing_zeros()
+    }
 }
 
 /// The buddy order of a slab of objects of `size` bytes: the smallest
