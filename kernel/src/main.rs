@@ -49,7 +49,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let serial = console::serial::init();
     let (tsc_hz, pit_answered) = tsc::calibrate();
     console::logger::init(log::LevelFilter::Info);
-    arch::x86_64::init();
+    arch::x86_64::init(fatal::exception);
 
     log::info!(
         "{} {} starting",

@@ -25,7 +25,7 @@ use spin::Once;
 
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::debug_exit::ExitCode;
-use crate::arch::x86_64::idt::{ExceptionKind, ExceptionReport};
+use crate::arch::x86_64::exception::{ExceptionKind, ExceptionReport};
 use crate::console::serial::print_emergency;
 use crate::{fatal, kprintln};
 

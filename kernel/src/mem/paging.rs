@@ -202,7 +202,7 @@ pub fn translate(addr: VirtAddr) -> Option<(PhysAddr, PageTableFlags)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::x86_64::idt::ExceptionKind;
+    use crate::arch::x86_64::exception::ExceptionKind;
     use crate::ktest::should_fault;
     use crate::mem::frames::{self, PAGE_SIZE};
     use allocator::Constraint;
