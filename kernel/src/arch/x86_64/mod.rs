@@ -1,7 +1,9 @@
 //! x86_64: descriptor tables, exceptions, the CPU instructions the kernel needs,
-//! the TSC clock and the QEMU exit device.
+//! what the frame allocator needs from the CPU, the TSC clock and the QEMU
+//! exit device.
 
 pub mod cpu;
+pub mod cpu_local;
 pub mod debug_exit;
 pub mod exception;
 pub mod gdt;
