@@ -16,8 +16,9 @@ use core::fmt;
 use core::hint::spin_loop;
 use core::sync::atomic::{AtomicBool, Ordering, fence};
 
+use x86_64::instructions::port::{PortReadOnly, PortWriteOnly};
+
 use super::pci::{self, Bar, Command, PciAddress, PciFunction};
-use super::port;
 use crate::arch::x86_64::tsc;
 
 /// Bytes per sector (LBA28 ATA disks).
@@ -679,17 +680,12 @@ impl PrimaryChannel {
         self.set_prd_table(table);
         self.clear_bus_master_status();
         self.issue(command, drive, lba, sectors)?;
-        // The PRD table was written with ordinary stores; they must reach
-        // memory before the engine fetches it (the port write below is also
-        // a compiler barrier; this makes the CPU side explicit).
-        fence(Ordering::SeqCst);
         // SAFETY: `read_dma` validated the PRD table and its buffer (below 4 GiB,
         // aligned, in the lent memory); both stay mutably borrowed until this
         // returns, and every path out of here stops the engine first.
         unsafe { self.start_dma() };
         let outcome = self.wait_for_dma();
         self.stop_dma();
-        fence(Ordering::SeqCst);
         self.clear_bus_master_status();
         outcome?;
         self.finish(command)
@@ -870,42 +866,48 @@ impl PrimaryChannel {
     // The ports are the channel's own (from its BARs or the compatibility
     // addresses of its programming interface), and CLAIMED makes this
     // `PrimaryChannel` their only user.
+    //
+    // The `x86_64` crate declares its port instructions `nomem`: the compiler
+    // may move ordinary loads and stores across them. Starting and stopping
+    // the DMA engine therefore sit behind full fences, so the PRD table's
+    // stores land before the engine starts, and the caller's reads of the
+    // buffer come after the engine stopped.
 
     fn read_register(&self, register: u16) -> u8 {
         // SAFETY: a command-block register of our channel (see above);
         // reading one changes no memory (reading the status register
         // acknowledges the drive's interrupt, which nobody else waits for).
-        unsafe { port::read_u8(self.command_block + register) }
+        unsafe { PortReadOnly::<u8>::new(self.command_block + register).read() }
     }
 
     fn write_register(&mut self, register: u16, value: u8) {
         // SAFETY: a command-block register of our channel; at most this
         // starts a drive command, whose data moves only through the data
         // port or through the bus-master engine, which `start_dma` alone starts.
-        unsafe { port::write_u8(self.command_block + register, value) }
+        unsafe { PortWriteOnly::<u8>::new(self.command_block + register).write(value) }
     }
 
     fn read_data_word(&mut self) -> u16 {
         // SAFETY: the data register of our channel; the word lands in a
         // register, not in memory.
-        unsafe { port::read_u16(self.command_block + REG_DATA) }
+        unsafe { PortReadOnly::<u16>::new(self.command_block + REG_DATA).read() }
     }
 
     fn alternate_status(&self) -> u8 {
         // SAFETY: the alternate status register of our channel; reading it
         // has no side effect at all (unlike the status register).
-        unsafe { port::read_u8(self.control_block) }
+        unsafe { PortReadOnly::<u8>::new(self.control_block).read() }
     }
 
     fn write_device_control(&mut self, value: u8) {
         // SAFETY: device control of our channel: reset and interrupt enable
         // of its drives, nothing that touches memory.
-        unsafe { port::write_u8(self.control_block, value) }
+        unsafe { PortWriteOnly::<u8>::new(self.control_block).write(value) }
     }
 
     fn bus_master_status(&self) -> u8 {
         // SAFETY: our channel's bus-master status register; reads are pure.
-        unsafe { port::read_u8(self.bus_master + BM_STATUS) }
+        unsafe { PortReadOnly::<u8>::new(self.bus_master + BM_STATUS).read() }
     }
 
     fn clear_bus_master_status(&mut self) {
@@ -913,23 +915,26 @@ impl PrimaryChannel {
         // SAFETY: our bus-master status register; writing 1 clears the
         // error and interrupt bits, and the capability bits are written back.
         unsafe {
-            port::write_u8(
-                self.bus_master + BM_STATUS,
-                status | BM_ERROR | BM_INTERRUPT,
-            )
+            PortWriteOnly::<u8>::new(self.bus_master + BM_STATUS)
+                .write(status | BM_ERROR | BM_INTERRUPT)
         }
     }
 
     fn set_prd_table(&mut self, address: u32) {
         // SAFETY: our bus-master PRD table pointer; the engine reads it only
         // when `start_dma` starts it.
-        unsafe { port::write_u32(self.bus_master + BM_PRD_TABLE, address) }
+        unsafe { PortWriteOnly::<u32>::new(self.bus_master + BM_PRD_TABLE).write(address) }
     }
 
+    /// Stops the bus-master engine; memory it wrote is safe to read after this.
     fn stop_dma(&mut self) {
         // SAFETY: our bus-master command register; clearing the start bit
         // stops the engine, which ends its memory accesses.
-        unsafe { port::write_u8(self.bus_master + BM_COMMAND, BM_WRITES_MEMORY) }
+        unsafe { PortWriteOnly::<u8>::new(self.bus_master + BM_COMMAND).write(BM_WRITES_MEMORY) }
+        // The port write is `nomem`: without this fence the compiler could
+        // move reads of the buffer before it (and before the poll that saw
+        // the transfer end).
+        fence(Ordering::SeqCst);
     }
 
     /// Starts the bus-master engine (device to memory).
@@ -938,8 +943,15 @@ impl PrimaryChannel {
     /// The PRD table pointer must name a valid table whose regions are
     /// memory the caller owns and lends to the device until [`Self::stop_dma`].
     unsafe fn start_dma(&mut self) {
+        // The PRD table was written with ordinary stores, and the port write
+        // below is `nomem`: this fence keeps those stores (for the compiler
+        // and the CPU) before the engine can fetch the table.
+        fence(Ordering::SeqCst);
         // SAFETY: the caller vouches for the table and the memory it names.
-        unsafe { port::write_u8(self.bus_master + BM_COMMAND, BM_WRITES_MEMORY | BM_START) }
+        unsafe {
+            PortWriteOnly::<u8>::new(self.bus_master + BM_COMMAND)
+                .write(BM_WRITES_MEMORY | BM_START)
+        }
     }
 }
 

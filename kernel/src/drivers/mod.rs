@@ -14,4 +14,3 @@
 
 pub mod ide;
 pub mod pci;
-mod port;
