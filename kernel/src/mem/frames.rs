@@ -128,6 +128,9 @@ unsafe impl FrameAllocator<Size4KiB> for KernelFrames {
 }
 
 impl FrameDeallocator<Size4KiB> for KernelFrames {
+    /// # Safety
+    /// The contract of [`FrameDeallocator::deallocate_frame`]: the frame came
+    /// from [`KernelFrames`] and is no longer used.
     unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
         if let Err(error) = free_order(PhysAddr(frame.start_address().as_u64()), 0) {
             log::error!("freeing page-table frame {frame:?} failed: {error:?}");

@@ -31,6 +31,8 @@ pub fn init() {
 // SAFETY: forwards to `allocator::Heap`, itself a `GlobalAlloc` with the
 // same contract.
 unsafe impl GlobalAlloc for KernelHeap {
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc`], passed on unchanged.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         let pointer = unsafe { MEMORY.alloc(layout) };
@@ -44,11 +46,15 @@ unsafe impl GlobalAlloc for KernelHeap {
         pointer
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::dealloc`], passed on unchanged.
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { MEMORY.dealloc(pointer, layout) }
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::realloc`], passed on unchanged.
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { MEMORY.realloc(pointer, layout, new_size) }

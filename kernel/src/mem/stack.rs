@@ -97,6 +97,7 @@ impl Drop for KernelStack {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use crate::arch::x86_64::exception::ExceptionKind;

@@ -24,6 +24,25 @@ pub fn now() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Reads the time-stamp counter after every earlier instruction has
+/// finished, and before any later one starts: for timing short sequences.
+#[cfg_attr(
+    not(feature = "bench"),
+    expect(dead_code, reason = "only the benchmarks time short sequences")
+)]
+#[inline]
+pub fn now_serialised() -> u64 {
+    use core::arch::x86_64::{_mm_lfence, _rdtsc};
+    // SAFETY: lfence and rdtsc exist on every x86_64 CPU and have no side
+    // effects.
+    unsafe {
+        _mm_lfence();
+        let now = _rdtsc();
+        _mm_lfence();
+        now
+    }
+}
+
 /// Measures the TSC frequency; returns it and whether the PIT answered.
 pub fn calibrate() -> (u64, bool) {
     let mut gate = Port::<u8>::new(0x61);

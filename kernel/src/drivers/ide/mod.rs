@@ -20,12 +20,15 @@
 //! - `error`: what can go wrong, decoded
 //! - `deadline`: the bounded waits every poll uses
 
+#[allow(unsafe_code)]
 pub mod channel;
 mod deadline;
+#[allow(unsafe_code)]
 pub mod dma;
 pub mod error;
 pub mod prd;
 pub mod protocol;
+#[allow(unsafe_code)]
 mod registers;
 #[cfg(test)]
 mod test_support;
