@@ -1,6 +1,8 @@
 //! `boot-image`: build disk images of the kernel, boot them in QEMU, run the
 //! in-kernel test suite, or start a gdb session. See `boot-image help`.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
