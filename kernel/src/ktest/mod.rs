@@ -237,7 +237,7 @@ pub fn skip(reason: &str) -> ! {
     let name = number
         .checked_sub(1)
         .and_then(|index| tests().get(index))
-        .map_or("?", |t| t.name());
+        .map_or("?", |test| test.name());
     kprintln!("ok {number} {name} # SKIP {reason}");
     SKIPPED.fetch_add(1, Ordering::SeqCst);
     resume_at(number)

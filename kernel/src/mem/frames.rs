@@ -174,21 +174,21 @@ pub fn print_report() {
         "usage"
     );
     for zone in [Zone::Dma, Zone::Dma32, Zone::Normal] {
-        let z = stats.zone(zone);
+        let zone_stats = stats.zone(zone);
         // Metadata describing this zone's pages (carved from the start of
         // each range, so it may physically sit in a lower zone).
-        let meta = allocator::heap_metadata_bytes(z.managed_pages) as u64;
+        let metadata = allocator::heap_metadata_bytes(zone_stats.managed_pages) as u64;
         kprintln!(
             "  {:<6} {:>10} {:>10} {:>10}  {}  {}",
             zone.name(),
-            ByteSize(z.managed_pages * PAGE_SIZE),
-            ByteSize(z.used_pages() * PAGE_SIZE),
-            ByteSize(z.free_pages * PAGE_SIZE),
+            ByteSize(zone_stats.managed_pages * PAGE_SIZE),
+            ByteSize(zone_stats.used_pages() * PAGE_SIZE),
+            ByteSize(zone_stats.free_pages * PAGE_SIZE),
             UsageBar {
-                used: z.used_pages(),
-                total: z.managed_pages
+                used: zone_stats.used_pages(),
+                total: zone_stats.managed_pages
             },
-            ByteSize(meta)
+            ByteSize(metadata)
         );
     }
     kprintln!("free blocks per zone and order (like /proc/buddyinfo):");

@@ -102,7 +102,7 @@ mod tests {
         let free_before = free_or_kept();
         let mut big = Vec::<u8>::with_capacity(8 << 20);
         big.resize(8 << 20, 0x5a);
-        assert!(big.iter().all(|&b| b == 0x5a));
+        assert!(big.iter().all(|&byte| byte == 0x5a));
         #[repr(align(65536))]
         struct Aligned([u8; 100]);
         let aligned = Box::new(Aligned([1; 100]));
@@ -129,7 +129,10 @@ mod tests {
         }
         assert!(free_or_kept() < after_holes);
         for (i, block) in blocks.iter().enumerate() {
-            assert!(block.iter().all(|&v| v == i as u64), "block {i} corrupted");
+            assert!(
+                block.iter().all(|&value| value == i as u64),
+                "block {i} corrupted"
+            );
         }
         drop(blocks);
         assert_eq!(free_or_kept(), free_before);
