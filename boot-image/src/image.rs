@@ -25,7 +25,7 @@ pub fn default_out_dir(kernel: &Path) -> PathBuf {
 /// Builds the image for `firmware` at `out_dir/<firmware>.img`.
 pub fn build(kernel: &Path, out_dir: &Path, firmware: Firmware) -> Result<PathBuf, String> {
     std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+        .map_err(|error| format!("cannot create {}: {error}", out_dir.display()))?;
     let loaded = stripped_copy(kernel, out_dir)?;
     let mut config = BootConfig::default();
     // The bootloader logs every step at Trace by default, which takes
@@ -38,7 +38,7 @@ pub fn build(kernel: &Path, out_dir: &Path, firmware: Firmware) -> Result<PathBu
         Firmware::Bios => builder.create_bios_image(&image),
         Firmware::Uefi => builder.create_uefi_image(&image),
     };
-    result.map_err(|e| format!("building {}: {e:#}", image.display()))?;
+    result.map_err(|error| format!("building {}: {error:#}", image.display()))?;
     Ok(image)
 }
 
@@ -59,7 +59,7 @@ fn stripped_copy(kernel: &Path, out_dir: &Path) -> Result<PathBuf, String> {
         .arg(&copy)
         .arg(kernel)
         .status()
-        .map_err(|e| format!("running llvm-strip: {e}"))?;
+        .map_err(|error| format!("running llvm-strip: {error}"))?;
     if !status.success() {
         return Err(format!("llvm-strip failed on {}", kernel.display()));
     }

@@ -80,13 +80,16 @@ impl Parser {
         if !report.header_seen {
             return;
         }
-        if let Some(plan) = line.strip_prefix("1..").and_then(|n| n.parse().ok()) {
+        if let Some(plan) = line
+            .strip_prefix("1..")
+            .and_then(|count| count.parse().ok())
+        {
             report.plan = Some(plan);
         } else if let Some(result) = parse_result(line) {
             if report
                 .running
                 .as_ref()
-                .is_some_and(|(n, _)| *n == result.number)
+                .is_some_and(|(number, _)| *number == result.number)
             {
                 report.running = None;
             }
@@ -288,7 +291,11 @@ pub fn judge(report: &Report, exit: Exit) -> Verdict {
             Some(_) => {}
         }
         let expected: Vec<usize> = (1..=report.results.len()).collect();
-        if seen != expected && problems.iter().all(|p| !p.contains("reported twice")) {
+        if seen != expected
+            && problems
+                .iter()
+                .all(|problem| !problem.contains("reported twice"))
+        {
             problems.push("results are out of order".into());
         }
     }

@@ -3,6 +3,8 @@
 //! The data flows one way: kernel ELF → [`image`] → [`qemu`] command →
 //! [`session`] (captured serial) → [`ktap`] report → verdict and exit code.
 
+#![forbid(unsafe_code)]
+
 pub mod image;
 pub mod ktap;
 pub mod qemu;

@@ -1,6 +1,8 @@
 //! `boot-image`: build disk images of the kernel, boot them in QEMU, run the
 //! in-kernel test suite, or start a gdb session. See `boot-image help`.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -104,8 +106,9 @@ fn is_test_binary(kernel: &Path) -> bool {
         .file_name()
         .and_then(|name| name.to_str())
         .unwrap_or("");
-    name.rsplit_once('-')
-        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    name.rsplit_once('-').is_some_and(|(_, hash)| {
+        hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
+    })
 }
 
 fn image_all(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
@@ -142,7 +145,8 @@ fn interactive_command(
         Firmware::Uefi => {
             let ovmf = Ovmf::find()?;
             let vars = out.join(format!("ovmf-vars-{}.fd", std::process::id()));
-            std::fs::copy(&ovmf.vars, &vars).map_err(|e| format!("copying OVMF vars: {e}"))?;
+            std::fs::copy(&ovmf.vars, &vars)
+                .map_err(|error| format!("copying OVMF vars: {error}"))?;
             vars_copy = Some(vars);
             Some(ovmf)
         }
@@ -165,7 +169,9 @@ fn run(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
         "booting {} on {machine}; quit QEMU with Ctrl-A X",
         kernel.display()
     );
-    let status = command.status().map_err(|e| format!("starting QEMU: {e}"));
+    let status = command
+        .status()
+        .map_err(|error| format!("starting QEMU: {error}"));
     if let Some(vars) = vars {
         let _ = std::fs::remove_file(vars);
     }
@@ -203,7 +209,8 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
 
 /// ELF type from the header: 2 = fixed-address executable, 3 = PIE.
 fn elf_type(kernel: &Path) -> Result<u16, String> {
-    let bytes = std::fs::read(kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
+    let bytes =
+        std::fs::read(kernel).map_err(|error| format!("reading {}: {error}", kernel.display()))?;
     match bytes.get(..18) {
         Some(header) if header.starts_with(b"\x7fELF") => {
             Ok(u16::from_le_bytes([header[16], header[17]]))
@@ -221,7 +228,7 @@ fn probe_load_offset(kernel: &Path, machine: &Machine) -> Result<u64, String> {
     if let Some(vars) = vars {
         let _ = std::fs::remove_file(vars);
     }
-    outcome.map_err(|e| format!("probing the load offset: {e}"))?;
+    outcome.map_err(|error| format!("probing the load offset: {error}"))?;
     let log = String::from_utf8_lossy(&log);
     log.lines()
         .find_map(|line| line.split("kernel image offset 0x").nth(1))
@@ -234,7 +241,7 @@ fn debug(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
     let machine = machine(flags, Firmware::Bios);
     let kernel = kernel
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", kernel.display()))?;
+        .map_err(|error| format!("{}: {error}", kernel.display()))?;
     let symbols = match elf_type(&kernel)? {
         3 => {
             let offset = probe_load_offset(&kernel, &machine)?;
@@ -243,14 +250,16 @@ fn debug(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
         _ => format!("file {}", kernel.display()),
     };
     let out = image::default_out_dir(&kernel);
-    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|error| format!("creating {}: {error}", out.display()))?;
     let script = out.join("debug.gdb");
     let text = format!(
         "set pagination off\n{symbols}\ntarget remote localhost:1234\n\
          # A hardware breakpoint: the kernel is not in memory yet when QEMU starts.\n\
          hbreak kernel::kernel_main\ncontinue\n"
     );
-    std::fs::write(&script, text).map_err(|e| format!("writing {}: {e}", script.display()))?;
+    std::fs::write(&script, text)
+        .map_err(|error| format!("writing {}: {error}", script.display()))?;
     let options = Options {
         gdb: true,
         interactive: true,
@@ -261,7 +270,9 @@ fn debug(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
     println!("    gdb -x {}\n", script.display());
     println!("gdb loads the symbols ({symbols}), stops at kernel_main; quit QEMU with Ctrl-A X.");
     let _ = std::io::stdout().flush();
-    let status = command.status().map_err(|e| format!("starting QEMU: {e}"));
+    let status = command
+        .status()
+        .map_err(|error| format!("starting QEMU: {error}"));
     if let Some(vars) = vars {
         let _ = std::fs::remove_file(vars);
     }

@@ -53,7 +53,7 @@ impl FromStr for Machine {
         let (firmware, memory) = text.split_once(':').unwrap_or((text, "512M"));
         let digits = memory.trim_end_matches(['M', 'G']);
         if digits.is_empty()
-            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || !digits.bytes().all(|byte| byte.is_ascii_digit())
             || digits.len() == memory.len()
         {
             return Err(format!(
@@ -145,13 +145,13 @@ impl Ovmf {
 /// some hosts (nested virtualisation) QEMU aborts at the first vCPU reset
 /// ("failed to set MSR 0x10a", a value the host refuses), so QEMU is
 /// started once, paused and empty, and told to quit; if that fails, TCG
-/// it is. (Hiding that MSR with `-cpu host,-arch-capabilities` starts the
-/// guest on such a host, but there memory ran 10^4 times slower than
-/// under TCG.) Decided once per process.
+/// it is. (Hiding that MSR with `-cpu host,-arch-capabilities` lets the
+/// guest start on such a host, but its memory accesses are then far slower
+/// than under TCG.) Decided once per process.
 pub fn kvm_usable(qemu: &Path) -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(|| {
-        if std::env::var("KVM").is_ok_and(|v| v == "0") {
+        if std::env::var("KVM").is_ok_and(|value| value == "0") {
             return false;
         }
         let dev = std::fs::OpenOptions::new()
@@ -183,7 +183,7 @@ fn kvm_starts(qemu: &Path) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("starting {}: {e}", qemu.display()))?;
+        .map_err(|error| format!("starting {}: {error}", qemu.display()))?;
     // A QEMU that already died makes this write fail: its status says why.
     let _ = child.stdin.take().map(|mut i| i.write_all(b"quit\n"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -193,7 +193,7 @@ fn kvm_starts(qemu: &Path) -> Result<(), String> {
             Ok(Some(status)) => {
                 let out = child
                     .wait_with_output()
-                    .map(|o| o.stderr)
+                    .map(|output| output.stderr)
                     .unwrap_or_default();
                 let text = String::from_utf8_lossy(&out);
                 let first = text.lines().next().unwrap_or("no message");
@@ -205,7 +205,7 @@ fn kvm_starts(qemu: &Path) -> Result<(), String> {
                 let _ = child.wait();
                 return Err("no exit within 10 s".into());
             }
-            Err(e) => return Err(format!("waiting: {e}")),
+            Err(error) => return Err(format!("waiting: {error}")),
         }
     }
 }
@@ -246,7 +246,7 @@ pub fn command(
     if !options.interactive {
         command.args(["-monitor", "none"]);
     }
-    // OVMF under KVM fails on these hosts ("KVM internal error"), so UEFI
+    // OVMF under KVM fails on some hosts ("KVM internal error"), so UEFI
     // boots always use TCG; `-cpu max` gives TCG guests 1 GiB pages and more.
     // gdb sessions use TCG too: its gdbstub handles breakpoints on every host.
     if machine.firmware == Firmware::Bios && !options.gdb && kvm_usable(qemu) {
@@ -317,11 +317,11 @@ mod tests {
         );
         let args: Vec<_> = command
             .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
+            .map(|arg| arg.to_string_lossy().into_owned())
             .collect();
         assert!(args.contains(&"if=pflash,format=raw,readonly=on,file=/c.fd".to_string()));
         assert!(args.contains(&"if=pflash,format=raw,file=/copy.fd".to_string()));
-        assert!(args.windows(2).any(|w| w == ["-accel", "tcg"]));
+        assert!(args.windows(2).any(|pair| pair == ["-accel", "tcg"]));
         assert!(args.contains(&"isa-debug-exit,iobase=0xf4,iosize=0x04".to_string()));
     }
 }

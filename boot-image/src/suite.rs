@@ -18,7 +18,10 @@ pub const DEFAULT_MACHINES: &str = "bios:256M uefi:512M bios:8G";
 pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<bool, String> {
     let qemu = qemu::qemu_binary()?;
     let out_dir = image::default_out_dir(kernel).join("test");
-    let ovmf = match machines.iter().any(|m| m.firmware == Firmware::Uefi) {
+    let ovmf = match machines
+        .iter()
+        .any(|machine| machine.firmware == Firmware::Uefi)
+    {
         true => Some(Ovmf::find()?),
         false => None,
     };
@@ -28,20 +31,21 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
         let vars = out_dir.join(format!("ovmf-vars-{}.fd", std::process::id()));
         let ovmf = match &ovmf {
             Some(ovmf) if machine.firmware == Firmware::Uefi => {
-                std::fs::copy(&ovmf.vars, &vars).map_err(|e| format!("copying OVMF vars: {e}"))?;
+                std::fs::copy(&ovmf.vars, &vars)
+                    .map_err(|error| format!("copying OVMF vars: {error}"))?;
                 Some((ovmf, vars.as_path()))
             }
             _ => None,
         };
         let command = qemu::command(&qemu, machine, &image, ovmf, &Options::default());
-        let accel = if command.get_args().any(|a| a == "kvm") {
+        let accel = if command.get_args().any(|arg| arg == "kvm") {
             "kvm"
         } else {
             "tcg"
         };
         println!("==> in-kernel tests on {machine} ({accel})");
         let outcome = session::run(command, timeout, &mut std::io::stdout(), None)
-            .map_err(|e| format!("starting {}: {e}", qemu.display()));
+            .map_err(|error| format!("starting {}: {error}", qemu.display()));
         let _ = std::fs::remove_file(&vars);
         let outcome = outcome?;
         let verdict = ktap::judge(&outcome.report, outcome.exit);

@@ -41,11 +41,10 @@ fn a_failing_test_fails_the_run_and_is_named() {
     assert_eq!(verdict.failed, 1);
     assert!(verdict.passed > 0, "the tests after the failure still ran");
     assert!(
-        verdict
-            .problems
-            .iter()
-            .any(|p| p.contains("injected_fault_that_never_comes")
-                && p.contains("expected PageFault, but the test returned")),
+        verdict.problems.iter().any(
+            |problem| problem.contains("injected_fault_that_never_comes")
+                && problem.contains("expected PageFault, but the test returned")
+        ),
         "{:?}",
         verdict.problems
     );
@@ -58,12 +57,12 @@ fn a_panic_mid_run_fails_names_the_test_and_the_unrun_ones() {
         report
             .crash
             .as_deref()
-            .is_some_and(|c| c.starts_with("KERNEL PANIC:"))
+            .is_some_and(|crash| crash.starts_with("KERNEL PANIC:"))
     );
     let failed: Vec<_> = report
         .results
         .iter()
-        .filter(|r| r.outcome == ktap::Outcome::Failed)
+        .filter(|result| result.outcome == ktap::Outcome::Failed)
         .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(
@@ -74,19 +73,24 @@ fn a_panic_mid_run_fails_names_the_test_and_the_unrun_ones() {
         failed[0]
             .diagnostics
             .iter()
-            .any(|d| d.contains("free pages after the churn"))
+            .any(|line| line.contains("free pages after the churn"))
     );
     let not_run = report
         .results
         .iter()
-        .filter(|r| matches!(&r.outcome, ktap::Outcome::Skipped(why) if why.starts_with("not run")))
+        .filter(|result| matches!(&result.outcome, ktap::Outcome::Skipped(why) if why.starts_with("not run")))
         .count();
     assert_eq!(not_run, 4);
     // Even a success exit status would not make this a pass.
     for exit in [Exit::Status(EXIT_FAILURE), Exit::Status(EXIT_SUCCESS)] {
         let verdict = ktap::judge(&report, exit);
         assert!(!verdict.success());
-        assert!(verdict.problems.iter().any(|p| p.contains("KERNEL PANIC")));
+        assert!(
+            verdict
+                .problems
+                .iter()
+                .any(|problem| problem.contains("KERNEL PANIC"))
+        );
     }
 }
 
@@ -101,13 +105,13 @@ fn a_truncated_plan_fails() {
         verdict
             .problems
             .iter()
-            .any(|p| p.starts_with("incomplete: the plan announced"))
+            .any(|problem| problem.starts_with("incomplete: the plan announced"))
     );
     assert!(
         verdict
             .problems
             .iter()
-            .any(|p| p.contains("QEMU exited with status 0"))
+            .any(|problem| problem.contains("QEMU exited with status 0"))
     );
     // The unreported tests are counted as failed.
     assert_eq!(
@@ -125,8 +129,8 @@ fn a_hang_times_out_and_names_the_running_test() {
         verdict
             .problems
             .iter()
-            .any(|p| p.contains("timed out after 25 s")
-                && p.contains("mem::map::injected::injected_hang")),
+            .any(|problem| problem.contains("timed out after 25 s")
+                && problem.contains("mem::map::injected::injected_hang")),
         "{:?}",
         verdict.problems
     );
@@ -158,7 +162,11 @@ fn the_session_kills_a_hung_kernel_at_the_deadline() {
     );
     assert_eq!(outcome.exit, Exit::TimedOut(1));
     assert_eq!(
-        outcome.report.running.as_ref().map(|r| r.1.as_str()),
+        outcome
+            .report
+            .running
+            .as_ref()
+            .map(|(_, name)| name.as_str()),
         Some("mem::map::injected::injected_hang")
     );
     assert!(!ktap::judge(&outcome.report, outcome.exit).success());

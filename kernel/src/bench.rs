@@ -3,7 +3,6 @@
 //! figures and assert nothing.
 
 use alloc::vec::Vec;
-use core::arch::x86_64::{_mm_lfence, _rdtsc};
 use core::hint::black_box;
 
 use allocator::{Constraint, PhysAddr, Zone};
@@ -15,26 +14,15 @@ use crate::mem::{frames, paging};
 
 const ROUNDS: usize = 7;
 
-/// Serialised TSC read: earlier instructions finish before it.
-fn cycles() -> u64 {
-    // SAFETY: lfence and rdtsc exist on every x86_64 CPU.
-    unsafe {
-        _mm_lfence();
-        let now = _rdtsc();
-        _mm_lfence();
-        now
-    }
-}
-
 /// Median over ROUNDS of the cycles per operation of `round`, which runs
 /// `ops` operations.
 fn measure(ops: u64, mut round: impl FnMut()) -> u64 {
     round(); // warm up caches and lazily initialised metadata
     let mut samples = [0u64; ROUNDS];
     for sample in &mut samples {
-        let start = cycles();
+        let start = tsc::now_serialised();
         round();
-        *sample = (cycles() - start) / ops;
+        *sample = (tsc::now_serialised() - start) / ops;
     }
     samples.sort_unstable();
     samples[ROUNDS / 2]

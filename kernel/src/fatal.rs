@@ -9,10 +9,11 @@ use core::panic::PanicInfo;
 
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::debug_exit::{self, ExitCode};
-use crate::arch::x86_64::idt::ExceptionReport;
+use crate::arch::x86_64::exception::ExceptionReport;
 use crate::console::serial::print_emergency;
 
-/// Called by every exception handler except the breakpoint trap.
+/// The kernel's fatal-exception handler: `main` hands it to
+/// `arch::x86_64::init`, and every exception but the breakpoint trap ends here.
 pub fn exception(report: &ExceptionReport<'_>) -> ! {
     #[cfg(test)]
     crate::ktest::resume_if_expected(report);

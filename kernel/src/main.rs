@@ -4,6 +4,23 @@
 
 #![no_std]
 #![no_main]
+// `unsafe` is refused everywhere except in the modules below, which must
+// hold hardware or raw-pointer code and say so with `#[allow(unsafe_code)]`
+// on their declaration:
+// - arch: CPU instructions, descriptor tables, port I/O, the allocator's CPU hooks
+// - console::serial: the UART's ports, and the console lock taken back after a panic
+// - mem::frames: raw physical ranges handed to the allocator, frame traits for paging
+// - mem::heap: the `#[global_allocator]` (`GlobalAlloc` is an unsafe trait)
+// - mem::paging: page tables edited through the linear map
+// - mem::dma: DMA buffers seen as byte slices through the linear map
+// - mem::stack::tests: writes to a fresh stack and to its guard page
+// - drivers::pci: configuration ports, and the command bit that enables DMA
+// - drivers::ide::channel: claims the channel's ports, enables bus mastering
+// - drivers::ide::registers: every IDE port access, starting the DMA engine
+// - drivers::ide::dma: the `DmaMemory` contract, memory lent to the DMA engine
+// - ktest: the test harness resumes on a saved stack after an expected fault
+// - kernel_main, one statement: hands the bootloader's linear map to paging
+#![deny(unsafe_code)]
 #![feature(abi_x86_interrupt)]
 #![feature(custom_test_frameworks)]
 #![test_runner(crate::ktest::run)]
@@ -11,6 +28,7 @@
 
 extern crate alloc;
 
+#[allow(unsafe_code)]
 mod arch;
 #[cfg(feature = "bench")]
 mod bench;
@@ -19,6 +37,7 @@ mod console;
 mod drivers;
 mod fatal;
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod ktest;
 // The memory API is wider than what boot itself uses; the test suite and
 // later subsystems use the rest.
@@ -49,7 +68,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let serial = console::serial::init();
     let (tsc_hz, pit_answered) = tsc::calibrate();
     console::logger::init(log::LevelFilter::Info);
-    arch::x86_64::init();
+    arch::x86_64::init(fatal::exception);
 
     log::info!(
         "{} {} starting",
@@ -91,7 +110,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     mem::frames::print_report();
     // SAFETY: the offset is the bootloader's linear map, and from here on
     // only mem::paging edits the page tables.
-    unsafe { mem::paging::init(physical_memory_offset) };
+    #[allow(unsafe_code)]
+    unsafe {
+        mem::paging::init(physical_memory_offset)
+    };
 
     kprintln!("boot complete");
     #[cfg(test)]

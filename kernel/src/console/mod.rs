@@ -1,6 +1,7 @@
 //! Kernel output: the COM1 serial console and the `log` backend on top of it.
 
 pub mod logger;
+#[allow(unsafe_code)]
 pub mod serial;
 pub mod text;
 

@@ -38,10 +38,9 @@ impl<const N: usize> core::ops::Deref for FixedText<N> {
         // character, so fall back to the valid prefix.
         match core::str::from_utf8(&self.bytes[..self.len]) {
             Ok(text) => text,
-            Err(error) => {
-                // SAFETY: valid_up_to() bytes were just checked to be UTF-8.
-                unsafe { core::str::from_utf8_unchecked(&self.bytes[..error.valid_up_to()]) }
-            }
+            // The prefix up to valid_up_to() is valid UTF-8, so this never
+            // falls back to "".
+            Err(error) => core::str::from_utf8(&self.bytes[..error.valid_up_to()]).unwrap_or(""),
         }
     }
 }

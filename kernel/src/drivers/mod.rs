@@ -13,5 +13,5 @@
 )]
 
 pub mod ide;
+#[allow(unsafe_code)]
 pub mod pci;
-mod port;

@@ -9,8 +9,8 @@
 
 use core::fmt;
 use spin::Mutex;
+use x86_64::instructions::port::{PortReadOnly, PortWriteOnly};
 
-use super::port;
 use crate::arch::x86_64::cpu;
 
 const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -94,8 +94,8 @@ pub fn read_u32(address: PciAddress, offset: u8) -> u32 {
         // here under the CONFIG lock; selecting a register and reading it
         // has no side effect on the standard header registers we read.
         unsafe {
-            port::write_u32(CONFIG_ADDRESS, address.config_address(offset));
-            port::read_u32(CONFIG_DATA)
+            PortWriteOnly::<u32>::new(CONFIG_ADDRESS).write(address.config_address(offset));
+            PortReadOnly::<u32>::new(CONFIG_DATA).read()
         }
     })
 }
@@ -125,8 +125,8 @@ pub unsafe fn write_u16(address: PciAddress, offset: u8, value: u16) {
         // SAFETY: the ports as in `read_u32`; the caller vouches for the
         // effect of the write itself.
         unsafe {
-            port::write_u32(CONFIG_ADDRESS, address.config_address(offset));
-            port::write_u16(CONFIG_DATA + u16::from(offset & 2), value);
+            PortWriteOnly::<u32>::new(CONFIG_ADDRESS).write(address.config_address(offset));
+            PortWriteOnly::<u16>::new(CONFIG_DATA + u16::from(offset & 2)).write(value);
         }
     })
 }

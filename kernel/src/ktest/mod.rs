@@ -25,7 +25,7 @@ use spin::Once;
 
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::debug_exit::ExitCode;
-use crate::arch::x86_64::idt::{ExceptionKind, ExceptionReport};
+use crate::arch::x86_64::exception::{ExceptionKind, ExceptionReport};
 use crate::console::serial::print_emergency;
 use crate::{fatal, kprintln};
 
@@ -237,7 +237,7 @@ pub fn skip(reason: &str) -> ! {
     let name = number
         .checked_sub(1)
         .and_then(|index| tests().get(index))
-        .map_or("?", |t| t.name());
+        .map_or("?", |test| test.name());
     kprintln!("ok {number} {name} # SKIP {reason}");
     SKIPPED.fetch_add(1, Ordering::SeqCst);
     resume_at(number)

@@ -102,7 +102,10 @@ mod tests {
                 "buffer crosses {limit:#x}"
             );
             assert_eq!(buffer.device_address() % PAGE_SIZE, 0);
-            assert!(buffer.as_slice().iter().all(|&b| b == 0), "not zeroed");
+            assert!(
+                buffer.as_slice().iter().all(|&byte| byte == 0),
+                "not zeroed"
+            );
             buffer.as_mut_slice().fill(0xee);
         }
         assert_eq!(DmaBuffer::new(0).unwrap_err(), Error::ZeroCount);

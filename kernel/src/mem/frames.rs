@@ -9,56 +9,16 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use allocator::{Constraint, CpuLocal, Error, Heap, InterruptControl, PhysAddr, Stats, Zone};
+use allocator::{Constraint, Error, Heap, PhysAddr, Stats, Zone};
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr as X86PhysAddr, VirtAddr};
 
 use super::map::{ByteSize, SanitisedMap};
+use crate::arch::x86_64::cpu_local::{KernelCpu, MAX_CPUS};
 use crate::arch::x86_64::tsc;
 use crate::kprintln;
 
 pub const PAGE_SIZE: u64 = allocator::PAGE_SIZE;
-
-/// What the allocator needs from the CPU: interrupts masked while a lock
-/// or a per-CPU cache is in use (so an interrupt handler that allocates can
-/// never spin on a lock its own CPU holds), and which CPU this is.
-pub struct KernelCpu;
-
-/// CPUs the allocator keeps caches for; only the boot CPU runs for now.
-pub const MAX_CPUS: usize = 1;
-
-impl InterruptControl for KernelCpu {
-    type Saved = bool;
-
-    #[inline]
-    fn save_and_disable() -> bool {
-        let enabled = x86_64::instructions::interrupts::are_enabled();
-        x86_64::instructions::interrupts::disable();
-        enabled
-    }
-
-    #[inline]
-    fn restore(enabled: bool) {
-        if enabled {
-            x86_64::instructions::interrupts::enable();
-        }
-    }
-}
-
-// SAFETY: only the boot CPU runs kernel code, so its id is always 0 and
-// never changes; there is no other CPU to run anything on.
-unsafe impl CpuLocal for KernelCpu {
-    fn cpu_id() -> usize {
-        0
-    }
-
-    fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
-        if cpu == 0 {
-            f();
-        }
-        cpu == 0
-    }
-}
 
 /// All of the kernel's memory; `heap::KernelHeap` forwards to it.
 pub(super) static MEMORY: Heap<KernelCpu, MAX_CPUS> = Heap::new();
@@ -168,6 +128,9 @@ unsafe impl FrameAllocator<Size4KiB> for KernelFrames {
 }
 
 impl FrameDeallocator<Size4KiB> for KernelFrames {
+    /// # Safety
+    /// The contract of [`FrameDeallocator::deallocate_frame`]: the frame came
+    /// from [`KernelFrames`] and is no longer used.
     unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
         if let Err(error) = free_order(PhysAddr(frame.start_address().as_u64()), 0) {
             log::error!("freeing page-table frame {frame:?} failed: {error:?}");
@@ -211,21 +174,21 @@ pub fn print_report() {
         "usage"
     );
     for zone in [Zone::Dma, Zone::Dma32, Zone::Normal] {
-        let z = stats.zone(zone);
+        let zone_stats = stats.zone(zone);
         // Metadata describing this zone's pages (carved from the start of
         // each range, so it may physically sit in a lower zone).
-        let meta = allocator::heap_metadata_bytes(z.managed_pages) as u64;
+        let metadata = allocator::heap_metadata_bytes(zone_stats.managed_pages) as u64;
         kprintln!(
             "  {:<6} {:>10} {:>10} {:>10}  {}  {}",
             zone.name(),
-            ByteSize(z.managed_pages * PAGE_SIZE),
-            ByteSize(z.used_pages() * PAGE_SIZE),
-            ByteSize(z.free_pages * PAGE_SIZE),
+            ByteSize(zone_stats.managed_pages * PAGE_SIZE),
+            ByteSize(zone_stats.used_pages() * PAGE_SIZE),
+            ByteSize(zone_stats.free_pages * PAGE_SIZE),
             UsageBar {
-                used: z.used_pages(),
-                total: z.managed_pages
+                used: zone_stats.used_pages(),
+                total: zone_stats.managed_pages
             },
-            ByteSize(meta)
+            ByteSize(metadata)
         );
     }
     kprintln!("free blocks per zone and order (like /proc/buddyinfo):");

@@ -31,6 +31,8 @@ pub fn init() {
 // SAFETY: forwards to `allocator::Heap`, itself a `GlobalAlloc` with the
 // same contract.
 unsafe impl GlobalAlloc for KernelHeap {
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc`], passed on unchanged.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         let pointer = unsafe { MEMORY.alloc(layout) };
@@ -44,11 +46,15 @@ unsafe impl GlobalAlloc for KernelHeap {
         pointer
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::dealloc`], passed on unchanged.
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { MEMORY.dealloc(pointer, layout) }
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::realloc`], passed on unchanged.
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { MEMORY.realloc(pointer, layout, new_size) }
@@ -96,7 +102,7 @@ mod tests {
         let free_before = free_or_kept();
         let mut big = Vec::<u8>::with_capacity(8 << 20);
         big.resize(8 << 20, 0x5a);
-        assert!(big.iter().all(|&b| b == 0x5a));
+        assert!(big.iter().all(|&byte| byte == 0x5a));
         #[repr(align(65536))]
         struct Aligned([u8; 100]);
         let aligned = Box::new(Aligned([1; 100]));
@@ -123,7 +129,10 @@ mod tests {
         }
         assert!(free_or_kept() < after_holes);
         for (i, block) in blocks.iter().enumerate() {
-            assert!(block.iter().all(|&v| v == i as u64), "block {i} corrupted");
+            assert!(
+                block.iter().all(|&value| value == i as u64),
+                "block {i} corrupted"
+            );
         }
         drop(blocks);
         assert_eq!(free_or_kept(), free_before);

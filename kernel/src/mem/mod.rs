@@ -2,9 +2,13 @@
 //! ([`map`]), handed to the frame allocator ([`frames`]), and everything
 //! else that needs memory is built on top.
 
+#[allow(unsafe_code)]
 pub mod dma;
+#[allow(unsafe_code)]
 pub mod frames;
+#[allow(unsafe_code)]
 pub mod heap;
 pub mod map;
+#[allow(unsafe_code)]
 pub mod paging;
 pub mod stack;

@@ -202,7 +202,7 @@ pub fn translate(addr: VirtAddr) -> Option<(PhysAddr, PageTableFlags)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::x86_64::idt::ExceptionKind;
+    use crate::arch::x86_64::exception::ExceptionKind;
     use crate::ktest::should_fault;
     use crate::mem::frames::{self, PAGE_SIZE};
     use allocator::Constraint;
@@ -241,10 +241,8 @@ mod tests {
         };
         let via_linear = frames::phys_to_virt(allocator::PhysAddr(frame.start_address().as_u64()));
         // SAFETY: the frame is ours; the linear map aliases it.
-        assert_eq!(
-            unsafe { via_linear.as_ptr::<u64>().read_volatile() },
-            0x5eed
-        );
+        let read_back = unsafe { via_linear.as_ptr::<u64>().read_volatile() };
+        assert_eq!(read_back, 0x5eed);
         assert_eq!(unmap(page).expect("unmap"), frame);
         assert!(translate(page.start_address()).is_none());
         assert!(matches!(unmap(page), Err(PagingError::NotMapped)));

@@ -97,9 +97,10 @@ impl Drop for KernelStack {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
-    use crate::arch::x86_64::idt::ExceptionKind;
+    use crate::arch::x86_64::exception::ExceptionKind;
     use crate::ktest::should_fault;
     use core::ops::Range;
     use core::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! verdict to the host. Writing `v` makes QEMU exit with status `(v << 1) | 1`.
 //! On real hardware nothing listens on the port and the write is ignored.
 
-use x86_64::instructions::port::Port;
+use x86_64::instructions::port::PortWriteOnly;
 
 const PORT: u16 = 0xf4;
 
@@ -22,7 +22,7 @@ pub enum ExitCode {
 
 /// Asks QEMU to exit; returns only when no such device exists (real hardware).
 pub fn exit(code: ExitCode) {
-    let mut port = Port::<u32>::new(PORT);
+    let mut port = PortWriteOnly::<u32>::new(PORT);
     // SAFETY: port 0xf4 is reserved for the debug-exit device in our QEMU
     // configuration; on machines without it the write goes nowhere.
     unsafe { port.write(code as u32) };

@@ -62,7 +62,7 @@ pub fn init() {
 
 #[cfg(test)]
 mod tests {
-    use crate::arch::x86_64::idt::ExceptionKind;
+    use crate::arch::x86_64::exception::ExceptionKind;
     use crate::ktest::should_fault;
     use core::hint::black_box;
     use core::ops::Range;

@@ -1,142 +1,25 @@
-//! Exception handlers. Every CPU exception gets a handler that builds a
-//! decoded [`ExceptionReport`] and hands it to [`crate::fatal`]; only the
-//! breakpoint trap returns.
+//! Exception handlers. Every CPU exception gets a handler that builds an
+//! [`ExceptionReport`] and hands it to the fatal-exception handler given to
+//! [`init`]; only the breakpoint trap returns. Taking that handler as an
+//! argument keeps this module free of any dependency on what the kernel does
+//! with a fatal exception.
 
-use core::fmt;
 use spin::Once;
 use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
 
+use super::cpu;
+use super::exception::ExceptionReport;
 use super::gdt::DOUBLE_FAULT_IST_INDEX;
 
-/// What the CPU told us about an exception, ready to print.
-pub struct ExceptionReport<'a> {
-    pub vector: u8,
-    pub name: &'static str,
-    pub frame: &'a InterruptStackFrame,
-    pub error_code: Option<u64>,
-    /// CR2 for page faults.
-    pub fault_address: Option<u64>,
-}
+/// What runs for every exception except the breakpoint trap; it must not
+/// return, since the interrupted code cannot go on.
+pub type FatalHandler = fn(&ExceptionReport<'_>) -> !;
 
-/// The kinds of exception a test may expect (see `ktest::ShouldFault`).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "only should-fault tests match on kinds")
-)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExceptionKind {
-    PageFault,
-    DoubleFault,
-    GeneralProtection,
-    InvalidOpcode,
-    DivideError,
-    Other,
-}
+/// Set once by [`init`], before the IDT that uses it is loaded.
+static FATAL_HANDLER: Once<FatalHandler> = Once::new();
 
-impl ExceptionReport<'_> {
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "only should-fault tests match on kinds")
-    )]
-    pub fn kind(&self) -> ExceptionKind {
-        match self.vector {
-            0 => ExceptionKind::DivideError,
-            6 => ExceptionKind::InvalidOpcode,
-            8 => ExceptionKind::DoubleFault,
-            13 => ExceptionKind::GeneralProtection,
-            14 => ExceptionKind::PageFault,
-            _ => ExceptionKind::Other,
-        }
-    }
-}
-
-impl fmt::Display for ExceptionReport<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let frame = self.frame;
-        write!(f, "{} (vector {})", self.name, self.vector)?;
-        if let Some(address) = self.fault_address {
-            write!(f, " (cr2 {address:#x})")?;
-        }
-        write!(
-            f,
-            "\n  rip {:#x}  cs {:#x}  rflags {:#x}  rsp {:#x}  ss {:#x}",
-            frame.instruction_pointer.as_u64(),
-            frame.code_segment.0,
-            frame.cpu_flags.bits(),
-            frame.stack_pointer.as_u64(),
-            frame.stack_segment.0,
-        )?;
-        match (self.vector, self.error_code) {
-            (14, Some(code)) => write!(f, "\n  error code {code:#x}: {}", PageFaultCause(code)),
-            (10..=13, Some(code)) if code != 0 => {
-                write!(f, "\n  error code {code:#x}: {}", SelectorErrorCode(code))
-            }
-            (_, Some(code)) => write!(f, "\n  error code {code:#x}"),
-            (_, None) => Ok(()),
-        }
-    }
-}
-
-/// Decodes a page-fault error code into words.
-struct PageFaultCause(u64);
-
-impl fmt::Display for PageFaultCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = PageFaultErrorCode::from_bits_truncate(self.0);
-        let present = code.contains(PageFaultErrorCode::PROTECTION_VIOLATION);
-        f.write_str(if present {
-            "protection violation"
-        } else {
-            "page not present"
-        })?;
-        f.write_str(if code.contains(PageFaultErrorCode::INSTRUCTION_FETCH) {
-            ", instruction fetch"
-        } else if code.contains(PageFaultErrorCode::CAUSED_BY_WRITE) {
-            ", write"
-        } else {
-            ", read"
-        })?;
-        f.write_str(if code.contains(PageFaultErrorCode::USER_MODE) {
-            ", user mode"
-        } else {
-            ", kernel mode"
-        })?;
-        for (flag, words) in [
-            (
-                PageFaultErrorCode::MALFORMED_TABLE,
-                ", reserved bit set in a page table",
-            ),
-            (PageFaultErrorCode::PROTECTION_KEY, ", protection key"),
-            (PageFaultErrorCode::SHADOW_STACK, ", shadow stack"),
-            (PageFaultErrorCode::SGX, ", SGX"),
-        ] {
-            if code.contains(flag) {
-                f.write_str(words)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Decodes the selector error code of #TS, #NP, #SS and #GP.
-struct SelectorErrorCode(u64);
-
-impl fmt::Display for SelectorErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let table = match (self.0 >> 1) & 0b11 {
-            0b00 => "GDT",
-            0b10 => "LDT",
-            _ => "IDT",
-        };
-        write!(f, "{table} selector index {}", (self.0 >> 3) & 0x1fff)?;
-        if self.0 & 1 != 0 {
-            f.write_str(", external event")?;
-        }
-        Ok(())
-    }
-}
-
+/// Builds the report and hands it to the fatal handler.
 fn fatal(
     vector: u8,
     name: &'static str,
@@ -145,13 +28,18 @@ fn fatal(
 ) -> ! {
     // A double fault during stack overflow leaves the original #PF address in CR2.
     let fault_address = matches!(vector, 8 | 14).then(Cr2::read_raw);
-    crate::fatal::exception(&ExceptionReport {
+    let report = ExceptionReport {
         vector,
         name,
         frame,
         error_code,
         fault_address,
-    })
+    };
+    match FATAL_HANDLER.get() {
+        Some(handler) => handler(&report),
+        // Unreachable: the IDT is loaded only after the handler is set.
+        None => cpu::halt_forever(),
+    }
 }
 
 /// Handlers that only report; generated so that every vector is covered the same way.
@@ -219,8 +107,9 @@ pub static BREAKPOINTS: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
-/// Loads the IDT.
-pub fn init() {
+/// Loads the IDT; `on_fatal` receives every exception but the breakpoint trap.
+pub fn init(on_fatal: FatalHandler) {
+    FATAL_HANDLER.call_once(|| on_fatal);
     IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         idt.divide_error.set_handler_fn(divide_error);
@@ -264,7 +153,8 @@ pub fn init() {
 
 #[cfg(test)]
 mod tests {
-    use super::{BREAKPOINTS, ExceptionKind};
+    use super::BREAKPOINTS;
+    use crate::arch::x86_64::exception::ExceptionKind;
     use crate::ktest::should_fault;
     use core::ops::Range;
     use core::sync::atomic::Ordering;
@@ -272,9 +162,9 @@ mod tests {
     #[test_case]
     fn breakpoint_is_reported_and_returns() {
         if crate::arch::x86_64::cpu::under_kvm() {
-            // Seen on our CI hosts (nested KVM): QEMU stops with "KVM
-            // internal error ... emulation failure" on any int3. The TCG
-            // boots of the suite still cover this handler.
+            // Under nested KVM, QEMU may stop with "KVM internal error ...
+            // emulation failure" on any int3; the TCG boots of the suite
+            // still cover this handler.
             crate::ktest::skip("KVM here cannot deliver #BP; covered by the TCG boots");
         }
         let before = BREAKPOINTS.load(Ordering::Relaxed);

@@ -2,16 +2,16 @@
 //! unmasked with IRQs mapped onto CPU exception vectors (IRQ0 on vector 8
 //! under BIOS), so they are masked before anything could enable interrupts.
 
-use x86_64::instructions::port::Port;
+use x86_64::instructions::port::PortWriteOnly;
 
 /// Masks every line on both PICs.
 pub fn mask_all() {
-    let mut master = Port::<u8>::new(0x21);
-    let mut slave = Port::<u8>::new(0xa1);
+    let mut master_mask = PortWriteOnly::<u8>::new(0x21);
+    let mut slave_mask = PortWriteOnly::<u8>::new(0xa1);
     // SAFETY: 0x21/0xa1 are the PIC data (mask) ports; writing 0xff only masks
     // interrupt lines and is harmless on machines without a legacy PIC.
     unsafe {
-        master.write(0xff);
-        slave.write(0xff);
+        master_mask.write(0xff);
+        slave_mask.write(0xff);
     }
 }

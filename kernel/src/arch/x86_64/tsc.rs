@@ -2,7 +2,7 @@
 //! against PIT channel 2 (which exists on every PC-compatible and in QEMU).
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use x86_64::instructions::port::Port;
+use x86_64::instructions::port::{Port, PortWriteOnly};
 
 /// TSC ticks per second; 0 until calibrated.
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -24,11 +24,30 @@ pub fn now() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Reads the time-stamp counter after every earlier instruction has
+/// finished, and before any later one starts: for timing short sequences.
+#[cfg_attr(
+    not(feature = "bench"),
+    expect(dead_code, reason = "only the benchmarks time short sequences")
+)]
+#[inline]
+pub fn now_serialised() -> u64 {
+    use core::arch::x86_64::{_mm_lfence, _rdtsc};
+    // SAFETY: lfence and rdtsc exist on every x86_64 CPU and have no side
+    // effects.
+    unsafe {
+        _mm_lfence();
+        let now = _rdtsc();
+        _mm_lfence();
+        now
+    }
+}
+
 /// Measures the TSC frequency; returns it and whether the PIT answered.
 pub fn calibrate() -> (u64, bool) {
     let mut gate = Port::<u8>::new(0x61);
-    let mut command = Port::<u8>::new(0x43);
-    let mut channel2 = Port::<u8>::new(0x42);
+    let mut command = PortWriteOnly::<u8>::new(0x43);
+    let mut channel2 = PortWriteOnly::<u8>::new(0x42);
     // SAFETY: ports 0x61, 0x43 and 0x42 are the PC speaker gate, the PIT
     // command register and PIT channel 2; channel 2 drives only the speaker,
     // which stays disconnected (bit 1 of port 0x61 cleared).

@@ -1,0 +1,65 @@
+//! What the driver's tests share. They run against QEMU's PIIX3 and the
+//! boot disk (primary master), with DMA memory from the kernel's DMA32 path
+//! (`mem::dma::DmaBuffer`).
+
+use super::channel::{PrimaryChannel, find_controller};
+use super::error::IdeError;
+use super::prd::PRD_ENTRY_SIZE;
+use super::protocol::SECTOR_SIZE;
+use crate::mem::dma::DmaBuffer;
+
+pub const PAGE_SIZE: usize = 4096;
+/// The DMA tests move one page: 8 sectors.
+pub const DMA_SECTORS: usize = PAGE_SIZE / SECTOR_SIZE;
+/// Byte the DMA buffer is filled with before a read, so a transfer that
+/// never happened cannot pass for one.
+pub const POISON: u8 = 0xa5;
+
+/// A data page and a PRD-table page below 4 GiB, from the DMA32 path.
+pub struct DmaPages {
+    pub data: DmaBuffer,
+    pub prd: DmaBuffer,
+}
+
+impl DmaPages {
+    pub fn below_4gib() -> Self {
+        let page = || DmaBuffer::new(PAGE_SIZE).expect("a DMA32 page");
+        Self {
+            data: page(),
+            prd: page(),
+        }
+    }
+}
+
+/// The value, or a panic that names `what` failed and how.
+pub fn check<T>(result: Result<T, IdeError>, what: &str) -> T {
+    result.unwrap_or_else(|error| panic!("{what}: {error}"))
+}
+
+/// The primary channel of the first controller the PCI scan finds.
+pub fn claim() -> PrimaryChannel {
+    let function = check(find_controller(), "PCI scan");
+    check(
+        PrimaryChannel::claim(function),
+        "claiming the primary channel",
+    )
+}
+
+pub fn assert_boot_signature(sector: &[u8], how: &str) {
+    assert_eq!(
+        sector[510..512],
+        [0x55, 0xaa],
+        "sector 0 read by {how} has no boot signature: {:02x?}",
+        &sector[..16]
+    );
+}
+
+/// (address, byte count, flags) of PRD entry `index`.
+pub fn prd_entry(table: &[u8], index: usize) -> (u32, u16, u16) {
+    let entry = &table[index * PRD_ENTRY_SIZE..][..PRD_ENTRY_SIZE];
+    (
+        u32::from_le_bytes(entry[0..4].try_into().unwrap()),
+        u16::from_le_bytes(entry[4..6].try_into().unwrap()),
+        u16::from_le_bytes(entry[6..8].try_into().unwrap()),
+    )
+}
