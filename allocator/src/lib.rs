@@ -57,48 +57,58 @@
 
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
+// The loom build (`--cfg loom`) compiles only the lock-free protocols.
+#![cfg_attr(loom, allow(dead_code))]
 
-mod buddy;
-mod desc_pool;
-mod global;
-#[doc(hidden)]
-pub mod host;
-mod hot;
-mod locked;
-mod meta;
+pub mod cpu;
 mod pcp;
-mod pcp_block;
-mod pcp_buddy;
-mod pcp_list;
-mod percpu;
-mod remote;
 mod slab;
-mod stats;
 mod sync;
-mod tags;
-#[cfg(test)]
+
+// The rest is not built for the loom models (`--cfg loom`), whose atomics
+// cannot be constructed in `const` contexts.
+#[cfg(not(loom))]
+mod buddy;
+#[cfg(not(loom))]
+mod heap;
+#[cfg(not(loom))]
+mod hot;
+#[cfg(not(loom))]
+mod locked;
+#[cfg(not(loom))]
+mod meta;
+#[cfg(not(loom))]
+mod stats;
+#[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(not(loom))]
 mod types;
-#[cfg(feature = "x86_64")]
+#[cfg(all(feature = "x86_64", not(loom)))]
 mod x86;
 
+#[cfg(not(loom))]
 pub use buddy::{
     BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, LIMIT_SCAN,
     POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
 };
-pub use desc_pool::{PAGES_PER_DESCRIPTOR, heap_metadata_bytes};
-pub use global::{Heap, HeapStats};
+pub use cpu::{CpuLocal, InterruptControl, NoInterrupts};
+#[cfg(not(loom))]
+pub use heap::{Heap, HeapStats};
+#[cfg(not(loom))]
 pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
-pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
-pub use pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
-pub use pcp_block::Block;
-pub use pcp_list::{PCP_CAPACITY, PCP_ORDERS};
-pub use percpu::CpuLocal;
+#[cfg(not(loom))]
+pub use locked::{LockGuard, LockedAllocator};
+#[cfg(not(loom))]
+pub use pcp::{Block, CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
+pub use pcp::{PCP_CAPACITY, PCP_ORDERS};
+#[cfg(not(loom))]
 pub use slab::{
-    Fault, FaultKind, MAX_SMALL_SIZE, NR_CLASSES, SIZE_CLASSES, SLAB_RESERVE, class_align,
-    size_class, slab_order,
+    Fault, FaultKind, MAX_SMALL_SIZE, NR_CLASSES, PAGES_PER_DESCRIPTOR, SIZE_CLASSES, SLAB_RESERVE,
+    class_align, heap_metadata_bytes, size_class, slab_order,
 };
+#[cfg(not(loom))]
 pub use stats::{Stats, ZoneStats};
+#[cfg(not(loom))]
 pub use types::{
     Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,
     MAX_SECTIONS, META_BYTES_PER_PAGE, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn,

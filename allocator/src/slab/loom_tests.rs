@@ -1,22 +1,11 @@
-//! Loom model of the slab's lock-free remote free protocol, on the very
-//! source of `src/remote.rs`.
+//! Loom model of the slab's lock-free remote free protocol, on the
+//! library's own `remote.rs`.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --test loom_remote`
-#![cfg(loom)]
+//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --lib loom`
 
-mod sync {
-    pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::hint::spin_loop;
-    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
-}
-
-#[allow(dead_code)]
-#[path = "../src/remote.rs"]
-mod remote;
-
+use super::remote::{BitFault, SlabDesc, next_incoming, push_incoming, take_incoming};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use remote::{BitFault, SlabDesc, next_incoming, push_incoming, take_incoming};
 
 struct Shared {
     d: SlabDesc,

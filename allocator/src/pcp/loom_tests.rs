@@ -1,30 +1,16 @@
-//! Loom model of the per-CPU page cache protocol — masked per-CPU access,
-//! batch refill/drain against a locked pool, and a remote drain through
-//! `run_on` — on the very sources of `src/percpu.rs` and `src/pcp_list.rs`.
+//! Loom model of the per-CPU page cache protocol: masked per-CPU access,
+//! batch refill and drain against a locked pool, and a remote drain
+//! through `run_on`, on the library's own `PerCpu` and `PcpLists`.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --test loom_pcp`
-#![cfg(loom)]
-
-mod sync {
-    pub(crate) use loom::cell::UnsafeCell;
-}
-
-pub use allocator::InterruptControl;
-
-#[allow(dead_code)]
-#[path = "../src/percpu.rs"]
-mod percpu;
-
-#[allow(dead_code)]
-#[path = "../src/pcp_list.rs"]
-mod pcp_list;
+//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --lib loom`
 
 use std::cell::Cell;
 
+use super::lists::PcpLists;
+use crate::cpu::per_cpu::PerCpu;
+use crate::cpu::{CpuLocal, InterruptControl};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Mutex};
-use pcp_list::PcpLists;
-use percpu::{CpuLocal, PerCpu};
 
 loom::lazy_static! {
     static ref MASK: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
@@ -84,14 +70,6 @@ unsafe impl CpuLocal for Plat {
         ME.with(|m| m.set((me, 0)));
         MASK[cpu].store(false, Ordering::Release);
         true
-    }
-}
-
-impl<T: percpu::CpuInit, const N: usize> PerCpu<T, N> {
-    fn new() -> Self {
-        PerCpu {
-            slots: std::array::from_fn(|_| percpu::Slot(sync::UnsafeCell::new(T::INIT))),
-        }
     }
 }
 

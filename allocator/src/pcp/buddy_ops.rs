@@ -9,10 +9,11 @@
 
 use core::sync::atomic::Ordering;
 
+use super::caches::PageCaches;
+use super::tags::tag_error;
+use super::tags::{TAG_CLAIMED, TAG_NONE, tag_alloc};
 use crate::buddy::{BuddyAllocator, BulkError, FrameOptions};
-use crate::pcp::{PageCaches, tag_error};
-use crate::percpu::CpuLocal;
-use crate::tags::{TAG_CLAIMED, TAG_NONE, tag_alloc};
+use crate::cpu::CpuLocal;
 use crate::types::{Constraint, Error, PhysAddr, Zone};
 
 impl<P: CpuLocal, const N: usize> PageCaches<P, N> {

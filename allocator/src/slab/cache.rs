@@ -1,255 +1,17 @@
-//! Slab allocation of small objects (8 B ..= 2 KiB) on top of the per-CPU
-//! page caches.
-//!
-//! # Size classes
-//! [`SIZE_CLASSES`]: 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-//! 768, 1024, 1536, 2048 — sixteen classes instead of the nine powers of
-//! two. Every power of two from 32 up gets a 1.5x neighbour (48, 96, 192,
-//! 384, 768, 1536), which caps the internal waste at 33% instead of 50%
-//! (a 1100-byte object costs 1536 bytes, not 2048; a 40-byte one 48, not
-//! 64), and 24 is added because 24-byte objects are everywhere in Rust
-//! (`Vec`, `String`, three-word structs) and would otherwise cost 32. A
-//! class aligns its objects to the largest power of two dividing its size
-//! (24 -> 8, 48 -> 16, 96 -> 32, ...); a stricter alignment moves the
-//! request up to the next class that provides it.
-//!
-//! # Slabs
-//! A slab is one buddy block of order 0..=3 (from the per-CPU page cache),
-//! the smallest order that holds at least 8 objects with at most 1/16 of
-//! it wasted ([`slab_order`]). Its descriptor (free and remote-free
-//! bitmaps, owner, counts) lives outside the slab, in registration
-//! metadata that is never handed out (`desc_pool.rs`), and every page of
-//! the slab is tagged with the descriptor's address in the allocator's
-//! per-page tag table — nothing is ever looked up from memory a user was
-//! given, so no user write, not even through a stale pointer, can forge or
-//! corrupt it.
-//!
-//! # Per-CPU ownership
-//! Each slab belongs to the CPU that created it. That CPU's current slab
-//! per class is its object cache: allocating and freeing there are plain
-//! bitmap loads and stores with interrupts masked. An object freed on
-//! another CPU is returned to its owning slab without a lock (see
-//! `remote.rs`): an atomic OR in the slab's remote bitmap, and the slab is
-//! queued on the owner's incoming list, which the owner folds in on its
-//! next slow path (or when drained).
-//!
-//! # Empty slabs
-//! A slab left empty by local or (once collected) remote frees goes back to
-//! the page caches, except for [`SLAB_RESERVE`] empty slabs per class and
-//! CPU. A drain (on out of memory, or [`Heap::drain`](crate::Heap::drain))
-//! returns the reserve too.
-//!
-//! # Checked frees
-//! In release builds: an address outside every slab, a pointer that is not
-//! the start of an object, a size class that differs from the slab's, and a
-//! second free of the same object are all reported ([`Fault`]) and change
-//! nothing. Two frees of one object racing on two CPUs at the same moment
-//! are detected when they meet in the remote bitmap, but not if one of them
-//! is the owner's local free (that would need an atomic RMW per free).
+//! [`Slab`]: the per-CPU slab state and the object allocation and free
+//! paths over the page caches.
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::desc_pool::DescPool;
+use super::classes::{NR_CLASSES, SIZE_CLASSES, SLAB_RESERVE, objects, slab_order};
+use super::descriptors::DescPool;
+use super::fault::{Fault, FaultKind, FaultSink};
+use super::remote::{SlabDesc, geom_nobj, geom_size, next_incoming, take_incoming};
+use crate::cpu::CpuLocal;
+use crate::cpu::per_cpu::{CpuInit, PerCpu};
 use crate::pcp::PageCaches;
-use crate::percpu::{CpuInit, CpuLocal, PerCpu};
-use crate::remote::{
-    BitFault, MAX_OBJS, SlabDesc, geom_nobj, geom_owner, geom_size, next_incoming, push_incoming,
-    take_incoming,
-};
-use crate::tags::{TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB};
+use crate::pcp::tags::{TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB};
 use crate::types::{PAGE_SIZE, PhysAddr};
-
-/// The object sizes, smallest first (see the module documentation).
-///
-/// ```
-/// assert_eq!(allocator::SIZE_CLASSES[2], 24);
-/// assert_eq!(*allocator::SIZE_CLASSES.last().unwrap(), allocator::MAX_SMALL_SIZE);
-/// ```
-pub const SIZE_CLASSES: [usize; NR_CLASSES] = [
-    8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
-];
-/// Number of size classes.
-pub const NR_CLASSES: usize = 16;
-/// The largest size (and alignment) served by the slab; larger requests
-/// get whole pages.
-pub const MAX_SMALL_SIZE: usize = 2048;
-/// Empty slabs each CPU keeps per size class instead of returning them.
-pub const SLAB_RESERVE: u32 = 1;
-
-/// Alignment a class guarantees: the largest power of two dividing its size
-/// (0 for 0).
-///
-/// ```
-/// assert_eq!(allocator::class_align(48), 16);
-/// assert_eq!(allocator::class_align(2048), 2048);
-/// ```
-pub const fn class_align(size: usize) -> usize {
-    if size == 0 {
-        0
-    } else {
-        1 << size.trailing_zeros()
-    }
-}
-
-/// The buddy order of a slab of objects of `size` bytes: the smallest
-/// order `<= 3` giving at least 8 objects and at most 1/16 waste.
-///
-/// ```
-/// assert_eq!(allocator::slab_order(8), 0);     // 512 objects in 4 KiB
-/// assert_eq!(allocator::slab_order(768), 1);   // 10 objects in 8 KiB
-/// assert_eq!(allocator::slab_order(1536), 2);  // 10 objects in 16 KiB
-/// ```
-pub const fn slab_order(size: usize) -> u32 {
-    let mut o = 0;
-    while o < 3 {
-        let bytes = (PAGE_SIZE as usize) << o;
-        let n = bytes / if size == 0 { 1 } else { size };
-        if n >= 8 && bytes - n * size <= bytes / 16 {
-            return o;
-        }
-        o += 1;
-    }
-    3
-}
-
-const fn objects(size: usize) -> usize {
-    let n = ((PAGE_SIZE as usize) << slab_order(size)) / size;
-    if n > MAX_OBJS { MAX_OBJS } else { n }
-}
-
-const LOOKUP: [u8; MAX_SMALL_SIZE / 8 + 1] = {
-    let mut t = [0u8; MAX_SMALL_SIZE / 8 + 1];
-    let mut i = 0;
-    let mut c = 0;
-    while i < t.len() {
-        while SIZE_CLASSES[c] < i * 8 {
-            c += 1;
-        }
-        t[i] = c as u8;
-        i += 1;
-    }
-    t
-};
-
-/// ceil(2^32 / size): `(offset * RECIP) >> 32 == offset / size` for every
-/// offset inside a slab (< 2^15), without a division.
-const RECIP: [u64; NR_CLASSES] = {
-    let mut t = [0u64; NR_CLASSES];
-    let mut c = 0;
-    while c < NR_CLASSES {
-        t[c] = (1u64 << 32).div_ceil(SIZE_CLASSES[c] as u64);
-        c += 1;
-    }
-    t
-};
-
-/// The size class for `size` bytes at alignment `align`, or `None` if the
-/// request is too big for the slab.
-///
-/// ```
-/// use allocator::{size_class, SIZE_CLASSES};
-/// assert_eq!(SIZE_CLASSES[size_class(20, 8).unwrap()], 24);
-/// assert_eq!(SIZE_CLASSES[size_class(20, 16).unwrap()], 32);   // 24 is only 8-aligned
-/// assert_eq!(SIZE_CLASSES[size_class(1, 1024).unwrap()], 1024);
-/// assert_eq!(size_class(2049, 8), None);
-/// ```
-#[inline(always)]
-pub const fn size_class(size: usize, align: usize) -> Option<usize> {
-    if size > MAX_SMALL_SIZE || align > MAX_SMALL_SIZE {
-        return None;
-    }
-    let mut c = LOOKUP[size.div_ceil(8)] as usize;
-    if align <= 8 {
-        // Every class is a multiple of 8 bytes, so 8-aligned.
-        return Some(c);
-    }
-    while class_align(SIZE_CLASSES[c]) < align {
-        c += 1;
-        if c == NR_CLASSES {
-            return None;
-        }
-    }
-    Some(c)
-}
-
-/// What kind of bad free was detected.
-///
-/// ```
-/// let f = allocator::Fault { kind: allocator::FaultKind::DoubleFree, addr: 0x1000 };
-/// assert_eq!(f.kind, allocator::FaultKind::DoubleFree);
-/// ```
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
-pub enum FaultKind {
-    /// The object is already free.
-    DoubleFree,
-    /// The address is not in any slab (foreign, or its slab is gone).
-    NotAllocated,
-    /// The address is inside a slab but not at the start of an object.
-    NotObjectStart,
-    /// The layout's size class differs from the slab's.
-    WrongLayout,
-    /// A page-sized allocation was rejected by the page allocator.
-    Page(crate::Error),
-}
-
-/// A bad free detected (and ignored) by the [`Heap`](crate::Heap).
-///
-/// ```
-/// let f = allocator::Fault { kind: allocator::FaultKind::NotAllocated, addr: 8 };
-/// assert_eq!(f.addr, 8);
-/// ```
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
-pub struct Fault {
-    /// What was wrong.
-    pub kind: FaultKind,
-    /// The address passed to the free.
-    pub addr: usize,
-}
-
-/// Where detected bad frees go: a counter and an optional handler. Shared
-/// by the heap (faults found when a free is made) and the slab (remote
-/// double frees found only when the owner collects them).
-pub(crate) struct FaultSink {
-    faults: AtomicU64,
-    handler: AtomicPtr<()>,
-}
-
-impl FaultSink {
-    pub(crate) const fn new() -> Self {
-        FaultSink {
-            faults: AtomicU64::new(0),
-            handler: AtomicPtr::new(core::ptr::null_mut()),
-        }
-    }
-
-    pub(crate) fn set_handler(&self, f: fn(Fault)) {
-        self.handler.store(f as *mut (), Ordering::Release);
-    }
-
-    /// Faults reported so far.
-    pub(crate) fn count(&self) -> u64 {
-        self.faults.load(Ordering::Relaxed)
-    }
-
-    #[cold]
-    pub(crate) fn report(&self, f: Fault) {
-        self.faults.fetch_add(1, Ordering::Relaxed);
-        let h = self.handler.load(Ordering::Acquire);
-        if !h.is_null() {
-            // SAFETY: `handler` only ever holds a `fn(Fault)` (set_handler).
-            let h = unsafe { core::mem::transmute::<*mut (), fn(Fault)>(h) };
-            h(f);
-        }
-    }
-}
-
-impl From<BitFault> for FaultKind {
-    fn from(f: BitFault) -> Self {
-        match f {
-            BitFault::DoubleFree => FaultKind::DoubleFree,
-        }
-    }
-}
 
 /// One CPU's state for one size class. `base`/`span` mirror the current
 /// slab (virtual address of object 0, `objects * size` bytes; `span == 0`
@@ -257,10 +19,10 @@ impl From<BitFault> for FaultKind {
 /// subtraction and comparison, without the page-tag lookup (SLUB's
 /// `slab == c->slab` fast path).
 #[derive(Copy, Clone)]
-struct ClassState {
-    cur: *mut SlabDesc,
-    base: u64,
-    span: u64,
+pub(super) struct ClassState {
+    pub(super) cur: *mut SlabDesc,
+    pub(super) base: u64,
+    pub(super) span: u64,
     partial: *mut SlabDesc,
     nempty: u32,
 }
@@ -285,7 +47,7 @@ impl ClassState {
 
 /// One CPU's slab state.
 pub(crate) struct CpuSlab {
-    classes: [ClassState; NR_CLASSES],
+    pub(super) classes: [ClassState; NR_CLASSES],
     spare: *mut SlabDesc,
 }
 
@@ -307,17 +69,17 @@ impl CpuInit for CpuSlab {
 }
 
 #[repr(align(128))]
-struct Shared {
+pub(super) struct Shared {
     /// Descriptors with remote frees for this CPU to collect.
-    incoming: AtomicPtr<SlabDesc>,
+    pub(super) incoming: AtomicPtr<SlabDesc>,
     /// Pages in this CPU's slabs (owner-written).
     slab_pages: AtomicU64,
 }
 
 /// The slab layer: per-CPU slab state over a [`PageCaches`].
 pub(crate) struct Slab<P: CpuLocal, const N: usize> {
-    cpus: PerCpu<CpuSlab, N>,
-    shared: [Shared; N],
+    pub(super) cpus: PerCpu<CpuSlab, N>,
+    pub(super) shared: [Shared; N],
     /// Bad frees; the slab itself reports remote double frees it finds
     /// while collecting.
     pub(crate) faults: FaultSink,
@@ -533,7 +295,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     /// # Safety
     /// `d` is a live descriptor of `cpu`, we are in `cpu`'s masked section.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn after_free(
+    pub(super) unsafe fn after_free(
         &self,
         frames: &PageCaches<P, N>,
         cpu: usize,
@@ -663,188 +425,6 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             kind: FaultKind::DoubleFree,
             addr: (base + idx as u64 * geom_size(g) as u64) as usize,
         });
-    }
-
-    /// Frees the object at `ptr` of class `k`. Errors leave everything
-    /// unchanged.
-    ///
-    /// One masked section: a free into this CPU's current slab of class `k`
-    /// is recognised by its address range and needs no tag lookup; any
-    /// other free reads the page tag once, inside the section (so an
-    /// interrupt cannot retire the slab between the read and the use).
-    #[inline(always)]
-    pub(crate) fn free(
-        &self,
-        frames: &PageCaches<P, N>,
-        off: u64,
-        ptr: *mut u8,
-        k: usize,
-    ) -> Result<(), FaultKind> {
-        let local = |saved: P::Saved, cpu: usize, cs: &mut CpuSlab| {
-            let c = &cs.classes[k];
-            let rel = (ptr as u64).wrapping_sub(c.base);
-            if rel >= c.span {
-                return self.free_tagged_ending(saved, frames, off, cpu, cs, ptr, k);
-            }
-            // In the current slab (span != 0, so `cur` is set): a live
-            // descriptor of class `k` owned by this CPU, and we are in its
-            // masked section. The current slab is never listed or retired,
-            // so `after_free` has nothing to do.
-            let idx = (rel * RECIP[k]) >> 32;
-            let r = if idx * SIZE_CLASSES[k] as u64 != rel {
-                Err(FaultKind::NotObjectStart)
-            } else {
-                // SAFETY: as above.
-                unsafe { (*c.cur).free_local(idx as u32) }
-                    .map(|_| ())
-                    .map_err(FaultKind::from)
-            };
-            P::restore(saved);
-            r
-        };
-        // SAFETY: both branches of `local` end the section exactly once
-        // (`free_tagged_ending` does, after its last use of `cs`).
-        unsafe {
-            self.cpus
-                .local_ending::<P, _>(local, || self.free_unowned(frames, off, ptr, k))
-        }
-    }
-
-    /// `free_tagged`, then the end of the masked section `saved` came from.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
-    fn free_tagged_ending(
-        &self,
-        saved: P::Saved,
-        frames: &PageCaches<P, N>,
-        off: u64,
-        cpu: usize,
-        cs: &mut CpuSlab,
-        ptr: *mut u8,
-        k: usize,
-    ) -> Result<(), FaultKind> {
-        let r = self.free_tagged(frames, off, cpu, cs, ptr, k);
-        P::restore(saved);
-        r
-    }
-
-    /// `free` of an object outside the current slab, in `cpu`'s masked
-    /// section: found through its page tag, local or remote.
-    #[inline(always)]
-    fn free_tagged(
-        &self,
-        frames: &PageCaches<P, N>,
-        off: u64,
-        cpu: usize,
-        cs: &mut CpuSlab,
-        ptr: *mut u8,
-        k: usize,
-    ) -> Result<(), FaultKind> {
-        let phys = (ptr as u64).wrapping_sub(off);
-        let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
-        let t = tag.load(Ordering::Acquire);
-        if t & TAG_KIND != TAG_SLAB {
-            return Err(FaultKind::NotAllocated);
-        }
-        let d = (t & !63) as *mut SlabDesc;
-        // SAFETY: tags only ever hold addresses of descriptors, which are
-        // never freed (type-stable), so this is a valid SlabDesc.
-        let dr = unsafe { &*d };
-        let g = dr.geom.load(Ordering::Relaxed);
-        if geom_owner(g) != cpu {
-            return self.free_remote(tag, t, d, ptr, k);
-        }
-        // Ours, and the tag was read inside our masked section: nobody
-        // retires or re-initialises the slab meanwhile.
-        let idx = Self::index(dr, g, ptr, k)?;
-        // SAFETY: owned by this CPU, in its masked section.
-        unsafe {
-            let was = dr.own().inuse;
-            let now = dr.free_local(idx)?;
-            self.after_free(frames, cpu, cs, d, was, now, SLAB_RESERVE);
-        }
-        Ok(())
-    }
-
-    /// `free` on a CPU without a slot (every slab belongs to someone else):
-    /// a remote free, masked anyway (as on a CPU with a slot), so the owner
-    /// never waits long for us in `finish_retire`.
-    #[cold]
-    #[inline(never)]
-    fn free_unowned(
-        &self,
-        frames: &PageCaches<P, N>,
-        off: u64,
-        ptr: *mut u8,
-        k: usize,
-    ) -> Result<(), FaultKind> {
-        let s = P::save_and_disable();
-        let r = self.free_unowned_masked(frames, off, ptr, k);
-        P::restore(s);
-        r
-    }
-
-    fn free_unowned_masked(
-        &self,
-        frames: &PageCaches<P, N>,
-        off: u64,
-        ptr: *mut u8,
-        k: usize,
-    ) -> Result<(), FaultKind> {
-        let phys = (ptr as u64).wrapping_sub(off);
-        let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
-        let t = tag.load(Ordering::Acquire);
-        if t & TAG_KIND != TAG_SLAB {
-            return Err(FaultKind::NotAllocated);
-        }
-        self.free_remote(tag, t, (t & !63) as *mut SlabDesc, ptr, k)
-    }
-
-    fn free_remote(
-        &self,
-        tag: &AtomicU64,
-        t: u64,
-        d: *mut SlabDesc,
-        ptr: *mut u8,
-        k: usize,
-    ) -> Result<(), FaultKind> {
-        // SAFETY: type-stable descriptor (see `free`).
-        let dr = unsafe { &*d };
-        if !dr.enter(|| tag.load(Ordering::Relaxed) == t) {
-            // Retired meanwhile: the object cannot have been live.
-            return Err(FaultKind::NotAllocated);
-        }
-        let g = dr.geom.load(Ordering::Relaxed);
-        let r = Self::index(dr, g, ptr, k).and_then(|idx| {
-            let (push, fault) = dr.free_remote(idx);
-            if push {
-                let owner = geom_owner(g);
-                if let Some(sh) = self.shared.get(owner) {
-                    // SAFETY: we switched `pending` 0 -> 1; `d` stays valid.
-                    unsafe { push_incoming(&sh.incoming, d) };
-                }
-            }
-            fault.map_or(Ok(()), |f| Err(f.into()))
-        });
-        dr.leave();
-        r
-    }
-
-    /// The object index of `ptr` in the slab, checked.
-    #[inline(always)]
-    fn index(d: &SlabDesc, g: u64, ptr: *mut u8, k: usize) -> Result<u32, FaultKind> {
-        if geom_size(g) as usize != SIZE_CLASSES[k] {
-            return Err(FaultKind::WrongLayout);
-        }
-        let off = (ptr as u64).wrapping_sub(d.base.load(Ordering::Relaxed));
-        let idx = (off * RECIP[k]) >> 32;
-        if off >= (geom_nobj(g) as u64) * SIZE_CLASSES[k] as u64 {
-            return Err(FaultKind::NotObjectStart);
-        }
-        if idx * SIZE_CLASSES[k] as u64 != off {
-            return Err(FaultKind::NotObjectStart);
-        }
-        Ok(idx as u32)
     }
 
     /// Runs on `cpu` (as that CPU): collects its remote frees and gives

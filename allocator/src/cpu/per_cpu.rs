@@ -1,76 +1,8 @@
-//! Per-CPU data, accessed with interrupts masked, and the platform trait
-//! that provides "current CPU" and "run this on that CPU".
-//!
-//! This file is also compiled into the loom tests (`tests/loom_pcp.rs`), so
-//! it only uses `crate::sync` and `crate::InterruptControl`.
+//! [`PerCpu`]: one value per CPU, each used only by its CPU with
+//! interrupts masked (or by [`CpuLocal::run_on`] as that CPU).
 
-use crate::InterruptControl;
+use super::CpuLocal;
 use crate::sync::UnsafeCell;
-
-/// What the per-CPU layers ([`PageCaches`](crate::PageCaches),
-/// [`Heap`](crate::Heap)) need from the kernel: interrupt masking (the
-/// [`InterruptControl`] supertrait), the current CPU's id, and a way to run
-/// a function on another CPU (an IPI) for draining its caches.
-///
-/// The fast paths run between `save_and_disable()` and `restore()`, read
-/// `cpu_id()` once, and then use that CPU's data with plain loads and stores
-/// only (no lock, no atomic read-modify-write).
-///
-/// # Safety
-/// The implementation promises:
-/// - while interrupts are masked by `save_and_disable` (nesting allowed),
-///   `cpu_id()` returns the same value, and no other code runs as that CPU
-///   inside such a masked section at the same time (on real hardware: the
-///   CPU cannot be preempted or interrupted; NMI handlers must not allocate);
-/// - `run_on(cpu, f)` either returns `false` without calling `f`, or calls
-///   `f` exactly once *as CPU `cpu`* — `cpu_id()` returns `cpu` inside `f`
-///   and `f` runs in a masked section of `cpu` (excluding that CPU's other
-///   masked sections) — and returns `true` after `f` has returned, with
-///   everything `f` did visible to the caller (an IPI whose handler runs `f`
-///   and then signals completion, or a direct call for the current or an
-///   offline CPU). It must return `false` rather than deadlock, e.g. when
-///   called with interrupts masked. The allocator never calls it inside
-///   one of its own masked sections.
-///
-/// A kernel sketch (x86_64):
-///
-/// ```ignore
-/// struct Cpu;
-/// impl allocator::InterruptControl for Cpu {
-///     type Saved = bool;
-///     fn save_and_disable() -> bool { let f = interrupts::are_enabled(); interrupts::disable(); f }
-///     fn restore(was: bool) { if was { interrupts::enable() } }
-/// }
-/// // SAFETY: ids come from per-CPU data; IPIs run `f` on the target with IF=0.
-/// unsafe impl allocator::CpuLocal for Cpu {
-///     fn cpu_id() -> usize { percpu::current().index }          // e.g. from GS base
-///     fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
-///         if !interrupts::are_enabled() { return false; }       // waiting could deadlock
-///         smp::call_function_single(cpu, f)                      // IPI + wait
-///     }
-/// }
-/// ```
-///
-/// On the host, threads stand in for CPUs (see `tests/common/cpu.rs`):
-///
-/// ```
-/// allocator::host_cpu_local!(HostCpu, 8);
-/// use allocator::CpuLocal;
-/// let me = HostCpu::cpu_id();
-/// assert!(me < 8);
-/// let mut seen = usize::MAX;
-/// assert!(HostCpu::run_on((me + 1) % 8, &mut || seen = HostCpu::cpu_id()));
-/// assert_eq!(seen, (me + 1) % 8);
-/// ```
-pub unsafe trait CpuLocal: InterruptControl {
-    /// The id of the CPU this code runs on. Ids at or above a per-CPU
-    /// structure's CPU count are served by its uncached paths.
-    fn cpu_id() -> usize;
-
-    /// Runs `f` as CPU `cpu` and waits for it (see the trait's safety
-    /// contract); `false` if that is not possible now.
-    fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool;
-}
 
 /// A value whose initial state is a constant (lets [`PerCpu::new`] be
 /// `const` for any `T`).
@@ -84,9 +16,8 @@ pub(crate) struct Slot<T>(pub(crate) UnsafeCell<T>);
 /// One `T` per CPU, each used only by its CPU with interrupts masked (or
 /// by `run_on` as that CPU).
 ///
-/// Constructed by `PerCpu::new()`, which lives outside this file (a `const
-/// fn` in the library, a plain one in the loom tests, whose cells are not
-/// `const`-constructible).
+/// Constructed by `PerCpu::new()`: a `const fn`, or a plain one under
+/// `--cfg loom`, whose cells are not `const`-constructible.
 pub(crate) struct PerCpu<T, const N: usize> {
     pub(crate) slots: [Slot<T>; N],
 }
@@ -191,5 +122,25 @@ impl<T, const N: usize> PerCpu<T, N> {
     /// Number of CPU slots.
     pub(crate) const fn len(&self) -> usize {
         N
+    }
+}
+
+impl<T: CpuInit, const N: usize> PerCpu<T, N> {
+    /// Every CPU's value is `T::INIT`.
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        PerCpu {
+            slots: [const { Slot(UnsafeCell::new(T::INIT)) }; N],
+        }
+    }
+}
+
+#[cfg(loom)]
+impl<T: CpuInit, const N: usize> PerCpu<T, N> {
+    /// Every CPU's value is `T::INIT` (loom's cells are not `const`).
+    pub(crate) fn new() -> Self {
+        PerCpu {
+            slots: core::array::from_fn(|_| Slot(UnsafeCell::new(T::INIT))),
+        }
     }
 }

@@ -25,7 +25,7 @@
 //! Descriptors are never returned to the page allocator (type-stable), so a
 //! late reader touches a descriptor, never unrelated memory.
 //!
-//! Also compiled into `tests/loom_remote.rs`.
+//! Model-checked with loom (`loom_tests.rs`).
 
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell, fence, spin_loop};
 

@@ -10,10 +10,10 @@
 
 use core::marker::PhantomData;
 
+use crate::cpu::CpuLocal;
 use crate::pcp::PageCaches;
-use crate::pcp_list::PCP_ORDERS;
-use crate::percpu::CpuLocal;
-use crate::tags::{TAG_HANDLE_OWNED, TAG_NONE};
+use crate::pcp::lists::PCP_ORDERS;
+use crate::pcp::tags::{TAG_HANDLE_OWNED, TAG_NONE};
 use crate::types::{Constraint, Error, PAGE_SIZE, PhysAddr};
 
 /// A block of 2^order pages from [`PageCaches::alloc_block`], owned by

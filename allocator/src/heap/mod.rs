@@ -1,70 +1,20 @@
 //! [`Heap`]: the kernel's `GlobalAlloc`: slab for small objects, per-CPU
 //! page caches and the buddy for everything else.
 
+mod checks;
+mod plan;
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::buddy::PageState;
-use crate::desc_pool::heap_metadata_bytes;
+use crate::cpu::CpuLocal;
+use crate::pcp::tags::TAG_HEAP_OWNED;
 use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
-use crate::percpu::CpuLocal;
-use crate::slab::{Fault, FaultKind, SIZE_CLASSES, Slab, size_class};
-use crate::tags::{
-    TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, TAG_SLAB, is_heap_tag, tag_alloc, tag_heap,
-};
-use crate::types::{Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
-
-/// How a request that is too big for the slab is served.
-#[derive(Copy, Clone, PartialEq, Eq)]
-enum Plan {
-    /// A block of this order (<= 3) through the per-CPU page cache.
-    Cached(u32),
-    /// Exactly this many pages at this alignment, from the buddy.
-    Buddy(usize, usize),
-}
-
-/// The per-CPU cache order that serves `size` bytes (>= 1) at `align`:
-/// 1, 2, 4 or 8 whole pages, aligned at most to the block.
-#[inline(always)]
-fn cached_order(size: usize, align: usize) -> Option<u32> {
-    // pages - 1 is 0, 1, 3 or 7 exactly for 1, 2, 4 or 8 pages.
-    let m = (size - 1) >> PAGE_SHIFT;
-    if m < 8 && m & (m + 1) == 0 && align <= (m + 1) << PAGE_SHIFT {
-        return Some((m + 1).trailing_zeros());
-    }
-    None
-}
-
-/// The tag of a block of cached order `o` handed out to the heap.
-#[inline(always)]
-const fn cached_tag(o: u32) -> u64 {
-    tag_alloc(o as usize) | TAG_HEAP_OWNED
-}
-
-/// The tag of a run of `pages` pages at `align` bytes served by the buddy:
-/// its layout's key, so a free with another layout does not match.
-const fn run_tag(pages: usize, align: usize) -> u64 {
-    tag_heap(pages as u64 | ((align.trailing_zeros() as u64) << 20))
-}
-
-/// The tag of a page given to a small request of class `k` (on a CPU
-/// without a slot, or with no slab descriptor left).
-const fn small_page_tag(k: usize) -> u64 {
-    tag_heap((1 << 40) | k as u64)
-}
-
-fn plan(size: usize, align: usize) -> Option<Plan> {
-    if let Some(o) = cached_order(size, align) {
-        return Some(Plan::Cached(o));
-    }
-    let pages = size.div_ceil(PAGE_SIZE as usize);
-    let max = (PAGE_SIZE as usize) << MAX_ORDER;
-    if pages > 1 << MAX_ORDER || align > max {
-        return None;
-    }
-    Some(Plan::Buddy(pages, align.max(PAGE_SIZE as usize)))
-}
+use crate::slab::descriptors::heap_metadata_bytes;
+use crate::slab::{Fault, Slab, size_class};
+use crate::types::{Error, PAGE_SIZE, PhysAddr};
+use plan::{Plan, cached_order, metadata_pages, plan, run_tag, small_page_tag};
 
 /// Statistics of a [`Heap`]. Pages add up: `frames.free_pages()` + slab
 /// pages + pages of page-sized allocations = managed pages (slab
@@ -509,33 +459,6 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         self.free_large(ptr, phys, size, align)
     }
 
-    /// A small free the slab refused: a page of its own (given while this
-    /// CPU had no slot, or no descriptor was left), or a fault.
-    #[cold]
-    #[inline(never)]
-    fn small_free_fault(
-        &self,
-        ptr: *mut u8,
-        off: u64,
-        k: usize,
-        kind: FaultKind,
-    ) -> Result<(), Fault> {
-        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
-        if kind != FaultKind::NotAllocated {
-            return Err(Fault {
-                kind,
-                addr: ptr as usize,
-            });
-        }
-        if !phys.is_page_aligned() {
-            return Err(self.page_fault(ptr, phys, Error::Misaligned));
-        }
-        let tag = small_page_tag(k);
-        self.frames
-            .free_run_as(phys, 1, tag, |g| g.free_pages(phys, 1))
-            .map_err(|e| self.page_fault(ptr, phys, e))
-    }
-
     /// The page-sized part of `try_dealloc`, beyond the cached orders.
     #[inline(never)]
     fn free_large(
@@ -558,39 +481,6 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             None => Err(Error::TooLarge),
         };
         r.map_err(|e| self.page_fault(ptr, phys, e))
-    }
-
-    /// What a refused free of `ptr` (at `phys`; the page layer said `e`)
-    /// was, told by the page's ownership tag: memory of the heap's freed
-    /// with another layout, a second free, or something the heap never
-    /// handed out.
-    #[cold]
-    #[inline(never)]
-    fn page_fault(&self, ptr: *mut u8, phys: PhysAddr, e: Error) -> Fault {
-        // The tag of the page `ptr` is in; only a slab's pages are handed
-        // out at addresses other than their start.
-        let tag = self.frames.tags.value(phys.0);
-        let aligned = phys.is_page_aligned();
-        let kind = match tag {
-            Some(t) if t & TAG_KIND == TAG_SLAB => FaultKind::WrongLayout,
-            _ if !aligned => FaultKind::NotAllocated,
-            Some(t) if matches!(t & TAG_KIND, TAG_CACHED | TAG_CLAIMED) => FaultKind::DoubleFree,
-            Some(t) if is_heap_tag(t) => FaultKind::WrongLayout,
-            Some(_) if self.is_free_page(phys) => FaultKind::DoubleFree,
-            Some(_) => FaultKind::NotAllocated,
-            None if e == Error::TooLarge => FaultKind::WrongLayout,
-            None => FaultKind::NotAllocated,
-        };
-        Fault {
-            kind,
-            addr: ptr as usize,
-        }
-    }
-
-    /// Whether the page at `phys` is free in the buddy.
-    fn is_free_page(&self, phys: PhysAddr) -> bool {
-        self.frames
-            .with_buddy(|b| matches!(b.page_state(phys), Ok(PageState::Free { .. })))
     }
 
     /// Heap statistics (exact when nobody allocates meanwhile).
@@ -639,40 +529,6 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         self.slab.is_free(&self.frames, self.phys_offset(), ptr, k)
     }
 
-    /// Checks that `ptr` is a live allocation made with a layout of
-    /// `size` bytes at `align` (or one the heap serves identically),
-    /// reading only the heap's own metadata.
-    fn check_live(&self, ptr: *mut u8, size: usize, align: usize) -> Result<(), Fault> {
-        let off = self.phys_offset();
-        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
-        let expect = if let Some(k) = size_class(size, align) {
-            match self.slab.is_free(&self.frames, off, ptr, k) {
-                Some(false) => return Ok(()),
-                Some(true) => {
-                    return Err(Fault {
-                        kind: FaultKind::DoubleFree,
-                        addr: ptr as usize,
-                    });
-                }
-                None => small_page_tag(k),
-            }
-        } else {
-            match plan(size, align) {
-                Some(Plan::Cached(o)) => cached_tag(o),
-                Some(Plan::Buddy(pages, align)) => run_tag(pages, align),
-                None => return Err(self.page_fault(ptr, phys, Error::TooLarge)),
-            }
-        };
-        let found = match phys.is_page_aligned() {
-            true => self.frames.tags.value(phys.0),
-            false => None,
-        };
-        if found == Some(expect) {
-            return Ok(());
-        }
-        Err(self.page_fault(ptr, phys, Error::NotInSection))
-    }
-
     /// In-place `realloc` of a checked allocation: `Ok(None)` if a move is
     /// needed.
     fn realloc_in_place(
@@ -709,26 +565,6 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             Err(e) => Err(self.page_fault(ptr, phys, e)),
         }
     }
-}
-
-/// The heap's metadata pages at the start of a range of `pages` pages:
-/// the fewest that describe all the rest.
-fn metadata_pages(pages: u64) -> Result<u64, Error> {
-    if pages > crate::types::MAX_PHYS_ADDR >> crate::types::PAGE_SHIFT {
-        return Err(Error::SectionTooLarge);
-    }
-    let bytes = |managed: u64| heap_metadata_bytes(managed) as u64;
-    // From a lower bound (whole bytes per page, rounding down) up to the
-    // fewest pages that fit: the rounding adds a page or two at most.
-    let per_page = bytes(PAGE_SIZE) / PAGE_SIZE;
-    let mut m = pages * per_page / (PAGE_SIZE + per_page);
-    while m < pages && bytes(pages - m) > m * PAGE_SIZE {
-        m += 1;
-    }
-    if m == 0 || m >= pages {
-        return Err(Error::SectionTooSmall);
-    }
-    Ok(m)
 }
 
 // SAFETY: every path returns either null or a block of at least
@@ -774,43 +610,5 @@ unsafe impl<P: CpuLocal, const N: usize> GlobalAlloc for Heap<P, N> {
             }
         }
         new
-    }
-}
-
-const _: () = assert!(SIZE_CLASSES.len() == crate::slab::NR_CLASSES);
-
-#[cfg(test)]
-mod tests {
-    use super::{cached_order, metadata_pages};
-    use crate::{Error, PAGE_SIZE, heap_metadata_bytes};
-
-    /// The metadata carved from a range is the fewest pages that describe
-    /// the rest, and impossible ranges are refused.
-    #[test]
-    fn metadata_pages_are_the_fewest_that_fit() {
-        let fits = |pages: u64, m: u64| heap_metadata_bytes(pages - m) as u64 <= m * PAGE_SIZE;
-        for pages in (2..3000).chain([1 << 18, (1 << 20) + 7, 1 << 30]) {
-            match metadata_pages(pages) {
-                Ok(m) => assert!(fits(pages, m) && !fits(pages, m - 1), "{pages} pages: {m}"),
-                Err(e) => assert_eq!((pages, e), (pages, Error::SectionTooSmall)),
-            }
-        }
-        assert_eq!(metadata_pages(1), Err(Error::SectionTooSmall));
-        assert_eq!(metadata_pages(u64::MAX), Err(Error::SectionTooLarge));
-    }
-
-    /// The branch-light order computation agrees with its definition: 1,
-    /// 2, 4 or 8 whole pages, alignment at most the block.
-    #[test]
-    fn cached_order_matches_definition() {
-        for size in (1..=40_000).chain([usize::MAX / 2, usize::MAX]) {
-            for shift in 0..20 {
-                let align = 1usize << shift;
-                let pages = size.div_ceil(4096);
-                let want = (pages <= 8 && pages.is_power_of_two() && align <= pages * 4096)
-                    .then(|| pages.trailing_zeros());
-                assert_eq!(cached_order(size, align), want, "size {size} align {align}");
-            }
-        }
     }
 }

@@ -14,8 +14,8 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::remote::SlabDesc;
-use crate::tags::MAX_REGIONS;
+use crate::pcp::tags::MAX_REGIONS;
+use crate::slab::remote::SlabDesc;
 
 /// Managed pages per slab descriptor reserved at registration: enough for
 /// slabs over all memory when they are 8 pages each, or over an eighth of

@@ -6,10 +6,10 @@
 //! closures that do a whole batch under one lock acquisition. Those
 //! closures run while the lists are mutably borrowed, so they must not
 //! reach the `PerCpu` holding them (no `local`, `on` or drain of it); a
-//! slow path that does runs after the masked section. Also compiled into
-//! `tests/loom_pcp.rs`.
+//! slow path that does runs after the masked section. Model-checked with
+//! loom (`loom_tests.rs`).
 
-use crate::percpu::CpuInit;
+use crate::cpu::per_cpu::CpuInit;
 
 /// Orders served by the per-CPU page caches: `0..PCP_ORDERS` (4 KiB .. 32 KiB).
 pub const PCP_ORDERS: usize = 4;

@@ -25,7 +25,6 @@
 /// Cpu::restore(s);
 /// std::thread::spawn(move || assert_ne!(Cpu::cpu_id(), me)).join().unwrap();
 /// ```
-#[doc(hidden)]
 #[macro_export]
 macro_rules! host_cpu_local {
     ($name:ident, $n:expr) => {

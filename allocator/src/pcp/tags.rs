@@ -26,7 +26,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use crate::types::PAGE_SHIFT;
+use crate::types::{Error, PAGE_SHIFT};
 
 pub(crate) const TAG_NONE: u64 = 0;
 pub(crate) const TAG_KIND: u64 = 7;
@@ -269,5 +269,23 @@ impl Tags {
                 r.pages.store(0, Ordering::Release);
             }
         }
+    }
+}
+
+/// Why a free presenting tag `expected` is refused where the page's tag
+/// is `actual`.
+#[cold]
+pub(crate) fn tag_error(actual: u64, expected: u64) -> Error {
+    match actual & TAG_KIND {
+        TAG_CACHED | TAG_CLAIMED => Error::DoubleFree,
+        TAG_SLAB | TAG_INTERNAL => Error::OwnedBySlab,
+        TAG_HEAP => Error::OwnedByHeap,
+        TAG_ALLOC if actual & TAG_OWNER == expected & TAG_OWNER => Error::WrongCount {
+            allocated: 1 << tag_order(actual),
+        },
+        TAG_ALLOC if actual & TAG_OWNER == TAG_HEAP_OWNED => Error::OwnedByHeap,
+        TAG_ALLOC if actual & TAG_OWNER == TAG_HANDLE_OWNED => Error::OwnedByHandle,
+        // Not handed out to the one presenting `expected`.
+        _ => Error::NotInSection,
     }
 }

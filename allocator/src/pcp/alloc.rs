@@ -1,0 +1,193 @@
+//! Allocation through the per-CPU caches: the fast path (a pop on this
+//! CPU's list), the refill from the buddy, and the tags a block leaves
+//! with.
+
+use core::sync::atomic::Ordering;
+
+use super::caches::PageCaches;
+use super::lists::PCP_ORDERS;
+use super::tags::{TAG_ALLOC, TAG_CACHED, TAG_KIND, TAG_NONE, TAG_OWNER, handout_tag};
+use crate::buddy::BuddyAllocator;
+use crate::cpu::CpuLocal;
+use crate::types::{Constraint, Error, MAX_ORDER, PhysAddr};
+
+impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
+    /// Allocates a block of 2^`order` pages (any zone, Normal first).
+    /// Orders `0..=3` come from the current CPU's cache (refilled in a
+    /// batch when empty); if the buddy is out of memory, every CPU's cache
+    /// is drained ([`drain_all`](Self::drain_all)) and the buddy asked
+    /// again before [`Error::OutOfMemory`] is returned. Called with
+    /// interrupts masked, only the current CPU's cache can be drained.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let b = c.alloc(3).unwrap();
+    /// assert_eq!(b.0 % (8 * 4096), 0);
+    /// c.free(b, 3).unwrap();
+    /// ```
+    #[inline]
+    pub fn alloc(&self, order: u32) -> Result<PhysAddr, Error> {
+        let o = order as usize;
+        if o >= PCP_ORDERS {
+            return self.buddy_alloc(order, Constraint::ANY, TAG_NONE);
+        }
+        self.alloc_as::<0>(o)
+    }
+
+    /// [`alloc`](Self::alloc) of a cached order `o` for `OWNER`, handing
+    /// the block out with [`handout_tag`]`(OWNER, o)` (which its free must
+    /// present again). A constant owner gives each owner's fast path its
+    /// own copy, inlined where it is used.
+    #[inline(always)]
+    pub(crate) fn alloc_as<const OWNER: u64>(&self, o: usize) -> Result<PhysAddr, Error> {
+        let tag = handout_tag(OWNER, o);
+        let hit = self.cpus.local::<P, _>(|cpu, l| {
+            let f = l.pop(o)?;
+            self.hand_out(cpu, f, o, tag);
+            Some(PhysAddr(f))
+        });
+        // The slow paths run after the masked section, when no borrow of
+        // the lists is live (they enter the per-CPU lists again).
+        match hit {
+            Some(Some(f)) => Ok(f),
+            Some(None) => self.alloc_refill(o, tag),
+            None => self.buddy_alloc(o as u32, Constraint::ANY, tag),
+        }
+    }
+
+    /// [`alloc`](Self::alloc) after finding the current CPU's list empty:
+    /// refill it (a new masked section: the CPU may have changed), or go
+    /// to the buddy if this order is not cached.
+    #[inline(never)]
+    pub(super) fn alloc_refill(&self, o: usize, tag: u64) -> Result<PhysAddr, Error> {
+        if self.cfg.high[o] != 0 {
+            let r = self.cpus.local::<P, _>(|cpu, l| {
+                let f = l.alloc(o, self.cfg.batch[o] as usize, |out| {
+                    self.refill(cpu, o, out)
+                })?;
+                self.hand_out(cpu, f, o, tag);
+                Some(PhysAddr(f))
+            });
+            if let Some(Some(f)) = r {
+                return Ok(f);
+            }
+        }
+        self.buddy_alloc(o as u32, Constraint::ANY, tag)
+    }
+
+    /// A block straight from the buddy, tagged `tag` (nothing for
+    /// [`TAG_NONE`]); on out of memory, again after draining every cache.
+    #[cold]
+    pub(crate) fn buddy_alloc(
+        &self,
+        order: u32,
+        c: Constraint,
+        tag: u64,
+    ) -> Result<PhysAddr, Error> {
+        self.buddy_retry(|g| {
+            let a = g.alloc(order, c)?;
+            self.tag_new(g, a, 1 << order.min(MAX_ORDER), tag)?;
+            Ok(a)
+        })
+    }
+
+    /// Runs `op` under the buddy lock; if it runs out of memory, drains
+    /// every CPU's cache and runs it once more.
+    pub(crate) fn buddy_retry<R>(
+        &self,
+        mut op: impl FnMut(&mut BuddyAllocator) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        match op(&mut self.buddy.lock()) {
+            Err(Error::OutOfMemory) => {}
+            r => return r,
+        }
+        self.drain_all();
+        op(&mut self.buddy.lock())
+    }
+
+    /// Tags the head of `count` pages at `a`, just allocated under the
+    /// buddy lock `g`. A page outside every tag region cannot carry an
+    /// owner: plain blocks go out untagged, owned ones are given back.
+    pub(crate) fn tag_new(
+        &self,
+        g: &mut BuddyAllocator,
+        a: PhysAddr,
+        count: u64,
+        tag: u64,
+    ) -> Result<(), Error> {
+        if tag == TAG_NONE {
+            return Ok(());
+        }
+        match self.tags.prepare(a.0) {
+            Some(t) => t.store(tag, Ordering::Release),
+            None if tag & (TAG_KIND | TAG_OWNER) == TAG_ALLOC => {}
+            None => {
+                // Just allocated under this lock: giving it back cannot fail.
+                let _ = g.free_pages(a, count as usize);
+                return Err(Error::OutOfMemory);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with up to `out.len()` blocks of order `o` under one
+    /// lock acquisition, each tagged as cached while the lock is held
+    /// (blocks whose pages have no tag are given back: a cache holds only
+    /// blocks whose frees it can check).
+    #[inline(never)]
+    pub(super) fn refill(&self, cpu: usize, o: usize, out: &mut [u64]) -> usize {
+        let order = o as u32;
+        let mut g = self.buddy.lock();
+        let mut n = 0;
+        if order == 0 {
+            // SAFETY: PhysAddr is repr(transparent) over u64.
+            let slots = unsafe {
+                core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<PhysAddr>(), out.len())
+            };
+            n = g.alloc_bulk(Constraint::ANY, slots).unwrap_or(0);
+        } else {
+            while n < out.len() {
+                match g.alloc(order, Constraint::ANY) {
+                    Ok(a) => {
+                        out[n] = a.0;
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut kept = 0;
+        for i in 0..n {
+            let f = out[i];
+            match self.tags.prepare(f) {
+                Some(t) => {
+                    t.store(TAG_CACHED, Ordering::Relaxed);
+                    out[kept] = f;
+                    kept += 1;
+                }
+                // Just allocated under this lock: giving it back cannot fail.
+                None => {
+                    let _ = g.free(PhysAddr(f), order);
+                }
+            }
+        }
+        drop(g);
+        for &f in &out[..kept] {
+            self.add_held(cpu, f, 1 << order);
+        }
+        kept
+    }
+
+    /// Bookkeeping for block `f` of order `o` leaving `cpu`'s cache for
+    /// its user: tagged `tag`, no longer counted as held. A plain store:
+    /// the block is this CPU's alone while it is popped.
+    #[inline(always)]
+    pub(super) fn hand_out(&self, cpu: usize, f: u64, o: usize, tag: u64) {
+        if let Some(t) = self.tags.get(f) {
+            t.store(tag, Ordering::Relaxed);
+        }
+        self.add_held(cpu, f, -(1i64 << o));
+    }
+}

@@ -1,0 +1,344 @@
+//! Per-CPU page caches for orders `0..=3` in front of the buddy allocator
+//! (Linux's per-CPU page lists).
+//!
+//! - A cache hit is an array pop or push on the current CPU with interrupts
+//!   masked: no lock and no atomic read-modify-write (the per-page tag and
+//!   the statistics counter are plain loads and stores).
+//! - A miss refills `batch` frames, an overflow beyond `high` drains
+//!   `batch` frames, each under one acquisition of the buddy lock.
+//! - A frame freed on another CPU goes to that CPU's cache.
+//! - [`PageCaches::drain_all`] empties every CPU's cache (the current
+//!   CPU's directly, the others through [`CpuLocal::run_on`]); it runs
+//!   before a section is removed and before an allocation reports out of
+//!   memory. With interrupts masked, where `run_on` refuses, only the
+//!   current CPU's cache can be emptied.
+//! - Frees are checked in release builds: every block handed out by a
+//!   cache carries a per-page tag ("allocated, order k", and to whom), so a
+//!   second free (`DoubleFree`), a wrong order (`WrongCount`) or a page
+//!   owned by a layer above (`OwnedBySlab`, `OwnedByHeap`) is rejected;
+//!   untagged addresses go to the buddy, which checks them. A free claims
+//!   the tag with one compare-exchange, so two frees of one block racing on
+//!   two CPUs never both succeed (the heap's own page frees, whose contract
+//!   rules such a race out, use plain loads and stores).
+//! - The buddy's own operations (constraints, exact counts, alignment,
+//!   fixed ranges, bulk) are offered here too, checked against the same
+//!   tags (`buddy_ops.rs`): nothing a cache, the slab or the heap owns can
+//!   be freed around them.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::config::PcpConfig;
+use super::lists::{PCP_ORDERS, PcpLists};
+use super::stats::{CacheStats, cache_metadata_bytes};
+use super::tags::Tags;
+use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
+use crate::cpu::CpuLocal;
+use crate::cpu::per_cpu::PerCpu;
+use crate::locked::LockedAllocator;
+use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
+
+#[repr(align(128))]
+struct Held([AtomicU64; 3]);
+
+/// A [`LockedAllocator`] with per-CPU caches of free blocks of orders
+/// `0..=3` in front. `N` is the number of CPUs (ids `0..N`; other ids use
+/// the buddy directly). `const`-constructible for a `static`.
+///
+/// ```
+/// use allocator::{BuddyAllocator, Error, PageCaches, PhysAddr, cache_metadata_bytes};
+/// allocator::host_cpu_local!(Cpu, 4);
+/// static FRAMES: PageCaches<Cpu, 4> = PageCaches::new(BuddyAllocator::new());
+///
+/// let meta: &'static mut [u64] = vec![0u64; 2 * 1024].leak();
+/// FRAMES.add_section_static(PhysAddr(1 << 32), 1024, meta).unwrap();
+/// let p = FRAMES.alloc(0).unwrap();               // refills this CPU's cache
+/// FRAMES.free(p, 0).unwrap();                     // back into the cache
+/// assert_eq!(FRAMES.free(p, 0), Err(Error::DoubleFree));
+/// assert_eq!(FRAMES.stats().free_pages(), 1024);  // cached pages count as free
+/// assert!(FRAMES.drain_all());
+/// assert_eq!(FRAMES.stats().cached_pages(), 0);
+/// ```
+pub struct PageCaches<P: CpuLocal, const N: usize> {
+    pub(crate) buddy: LockedAllocator<P>,
+    pub(super) cpus: PerCpu<PcpLists, N>,
+    held: [Held; N],
+    pub(crate) tags: Tags,
+    pub(super) cfg: PcpConfig,
+    /// A [`Heap`](crate::Heap) sits on top: it writes the frames, and
+    /// its sections hold slab bookkeeping, so memory cannot be registered
+    /// by name only, nor removed.
+    pub(super) heap_owned: bool,
+}
+
+/// `Zone::of(addr) as usize`, branch-free (two compares, no jumps).
+#[inline(always)]
+fn zone_index(addr: u64) -> usize {
+    const _: () = assert!(Zone::Dma as usize == 0 && Zone::Dma32 as usize == 1);
+    const _: () = assert!(Zone::Normal as usize == 2);
+    (addr >= crate::types::DMA_END) as usize + (addr >= crate::types::DMA32_END) as usize
+}
+
+impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
+    /// Caches in front of `buddy`, with [`PcpConfig::DEFAULT`].
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// static F: allocator::PageCaches<Cpu, 2> =
+    ///     allocator::PageCaches::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(F.config(), allocator::PcpConfig::DEFAULT);
+    /// ```
+    pub const fn new(buddy: BuddyAllocator) -> Self {
+        Self::with_config(buddy, PcpConfig::DEFAULT)
+    }
+
+    /// Caches in front of `buddy` with the given (validated) configuration.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// use allocator::{BuddyAllocator, PageCaches, PcpConfig};
+    /// let c = PageCaches::<Cpu, 2>::with_config(BuddyAllocator::new(),
+    ///     PcpConfig { high: [16, 0, 0, 0], batch: [8, 1, 1, 1] });
+    /// assert_eq!(c.config().high[1], 0);
+    /// ```
+    pub const fn with_config(buddy: BuddyAllocator, cfg: PcpConfig) -> Self {
+        PageCaches {
+            buddy: LockedAllocator::new(buddy),
+            cpus: PerCpu::new(),
+            held: [const { Held([const { AtomicU64::new(0) }; 3]) }; N],
+            tags: Tags::new(),
+            cfg: cfg.validated(),
+            heap_owned: false,
+        }
+    }
+
+    /// Caches for a [`Heap`](crate::Heap) (see `heap_owned`).
+    pub(crate) const fn for_heap(cfg: PcpConfig) -> Self {
+        let mut c = Self::with_config(BuddyAllocator::new(), cfg);
+        c.heap_owned = true;
+        c
+    }
+
+    /// The configuration in use.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(c.config().high[0], 96);
+    /// ```
+    pub fn config(&self) -> PcpConfig {
+        self.cfg
+    }
+
+    /// Changes the configuration (`&mut self`: no CPU is using the caches).
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let mut c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// c.set_config(allocator::PcpConfig { high: [8; 4], batch: [4; 4] });
+    /// assert_eq!(c.config().batch[0], 4);
+    /// ```
+    pub fn set_config(&mut self, cfg: PcpConfig) {
+        self.cfg = cfg.validated();
+    }
+
+    /// Registers memory like [`BuddyAllocator::add_section`], but `meta`
+    /// must hold [`cache_metadata_bytes`]`(pages)` bytes: the buddy's words
+    /// followed by one tag per page (zeroed here, so registration writes
+    /// 8 bytes per page).
+    ///
+    /// Errors: those of [`BuddyAllocator::add_section`], and
+    /// [`Error::TooManySections`] when the tag table is full.
+    ///
+    /// # Safety
+    /// As for [`BuddyAllocator::add_section`], for all `meta_bytes` bytes.
+    /// If these caches belong to a [`Heap`](crate::Heap), the pages are
+    /// also RAM mapped read-write at `phys + phys_offset`, used by nothing
+    /// else, for good (the heap writes them).
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// use allocator::{BuddyAllocator, PageCaches, PhysAddr, cache_metadata_bytes};
+    /// use core::ptr::NonNull;
+    /// let c = PageCaches::<Cpu, 2>::new(BuddyAllocator::new());
+    /// let mut meta = vec![0u64; 2 * 64];
+    /// // SAFETY: `meta` outlives `c` and is used by nothing else.
+    /// unsafe {
+    ///     c.add_section(PhysAddr(0x100_0000), 64, NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
+    ///                   cache_metadata_bytes(64)).unwrap();
+    /// }
+    /// assert_eq!(c.stats().free_pages(), 64);
+    /// ```
+    pub unsafe fn add_section(
+        &self,
+        start: PhysAddr,
+        pages: u64,
+        meta: NonNull<u8>,
+        meta_bytes: usize,
+    ) -> Result<(), Error> {
+        if meta_bytes < cache_metadata_bytes(pages) {
+            return Err(Error::MetadataTooSmall);
+        }
+        let mut g = self.buddy.lock();
+        let half = crate::metadata_bytes(pages);
+        // SAFETY: the caller's contract covers `meta_bytes` >= 2 * half
+        // bytes; the first half goes to the buddy.
+        unsafe { g.add_section(start, pages, meta, half)? };
+        // SAFETY: the second half (8-aligned: `meta` is, checked by the
+        // buddy, and `half` is a multiple of 8) is ours alone until
+        // remove_section; add and remove run under the buddy lock.
+        let ok = unsafe {
+            let tags = meta.as_ptr().add(half).cast::<u64>();
+            self.tags
+                .add(start.0 >> PAGE_SHIFT, start.0 >> PAGE_SHIFT, pages, tags)
+        };
+        if !ok {
+            // Just added with every page free: removal cannot fail.
+            let _ = g.remove_section(start);
+            return Err(Error::TooManySections);
+        }
+        Ok(())
+    }
+
+    /// Safe [`add_section`](Self::add_section) for metadata that lives
+    /// forever: `meta` needs `2 * pages` words. The pages are only named:
+    /// nothing here reads or writes them. So this is refused with
+    /// [`Error::FramesNotMapped`] when something would: frame options are
+    /// on ([`set_frame_options`](Self::set_frame_options)), or these
+    /// caches belong to a [`Heap`](crate::Heap).
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// c.add_section_static(allocator::PhysAddr(1 << 32), 8, vec![0u64; 16].leak()).unwrap();
+    /// assert_eq!(c.stats().free_pages(), 8);
+    /// ```
+    pub fn add_section_static(
+        &self,
+        start: PhysAddr,
+        pages: u64,
+        meta: &'static mut [u64],
+    ) -> Result<(), Error> {
+        if self.heap_owned || self.with_buddy(|b| b.frame_options() != FrameOptions::default()) {
+            return Err(Error::FramesNotMapped);
+        }
+        let bytes = core::mem::size_of_val(meta);
+        let ptr = NonNull::from(meta).cast::<u8>();
+        // SAFETY: an exclusive 'static borrow, consumed here: nothing else
+        // can use the memory again; 8-aligned, `bytes` long. The frames
+        // are never touched (checked above), so naming them is enough.
+        unsafe { self.add_section(start, pages, ptr, bytes) }
+    }
+
+    /// Drains every CPU's cache, then removes the registration made at
+    /// `start` ([`BuddyAllocator::remove_section`]). Memory of a
+    /// [`Heap`](crate::Heap) cannot be removed ([`Error::NotRemovable`]).
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 8, vec![0u64; 16].leak()).unwrap();
+    /// let p = c.alloc(0).unwrap();
+    /// c.free(p, 0).unwrap();                        // cached
+    /// let r = c.remove_section(allocator::PhysAddr(1 << 32)).unwrap();
+    /// assert_eq!(r.pages, 8);
+    /// ```
+    pub fn remove_section(&self, start: PhysAddr) -> Result<RemovedSection, Error> {
+        if self.heap_owned {
+            return Err(Error::NotRemovable);
+        }
+        self.drain_all();
+        let mut g = self.buddy.lock();
+        let r = g.remove_section(start)?;
+        self.tags.remove(start.0 >> PAGE_SHIFT);
+        Ok(r)
+    }
+
+    /// The owner's counter update: a plain load and store (only `cpu`
+    /// writes `held[cpu]`; readers just sum).
+    #[inline(always)]
+    pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
+        let c = &self.held[cpu].0[zone_index(frame)];
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(pages as u64),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Empties the current CPU's cache into the buddy.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// c.free(c.alloc(0).unwrap(), 0).unwrap();
+    /// c.drain_local();
+    /// assert_eq!(c.stats().buddy.free_pages(), 64);
+    /// ```
+    pub fn drain_local(&self) {
+        self.cpus.local::<P, _>(|cpu, l| self.drain_lists(cpu, l));
+    }
+
+    pub(super) fn drain_lists(&self, cpu: usize, l: &mut PcpLists) {
+        for o in 0..PCP_ORDERS {
+            l.take_all(o, |fr| self.drain_to_buddy(cpu, o as u32, fr));
+        }
+    }
+
+    /// Empties CPU `cpu`'s cache into the buddy: directly if it is the
+    /// current CPU, else running on that CPU through [`CpuLocal::run_on`].
+    /// `false` if the platform could not.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// assert!(c.drain_cpu(1));
+    /// assert!(!c.drain_cpu(2));   // no such CPU
+    /// ```
+    pub fn drain_cpu(&self, cpu: usize) -> bool {
+        self.cpus
+            .on::<P, _>(cpu, |l| self.drain_lists(cpu, l))
+            .is_some()
+    }
+
+    /// Empties every CPU's cache; `true` if all of them could be drained.
+    /// Called with interrupts masked, it can only empty the current CPU's
+    /// (`run_on` refuses the others) and returns `false` if there are others.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// assert!(c.drain_all());
+    /// ```
+    pub fn drain_all(&self) -> bool {
+        let mut all = true;
+        for cpu in 0..self.cpus.len() {
+            all &= self.drain_cpu(cpu);
+        }
+        all
+    }
+
+    /// Buddy statistics plus what the caches hold, per zone. Exact when no
+    /// CPU is allocating at the same time.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let p = c.alloc(0).unwrap();
+    /// let st = c.stats();
+    /// assert_eq!(st.free_pages(), 63);
+    /// assert!(st.cached_pages() > 0);
+    /// # c.free(p, 0).unwrap();
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        let buddy = self.buddy.stats();
+        let mut cached = [0u64; 3];
+        for h in &self.held {
+            for (z, c) in cached.iter_mut().enumerate() {
+                *c = c.wrapping_add(h.0[z].load(Ordering::Relaxed));
+            }
+        }
+        CacheStats { buddy, cached }
+    }
+}

@@ -1,0 +1,229 @@
+//! Frees through the per-CPU caches: claiming a block by its tag, the fast
+//! path (a push on this CPU's list), draining beyond `high`, and frees
+//! that go to the buddy, checked under its lock.
+
+use core::sync::atomic::Ordering;
+
+use super::caches::PageCaches;
+use super::lists::PCP_ORDERS;
+use super::tags::{
+    TAG_ALLOC, TAG_CACHED, TAG_KIND, TAG_NONE, TAG_OWNER, handout_tag, tag_alloc, tag_error,
+    tag_order,
+};
+use crate::buddy::BuddyAllocator;
+use crate::cpu::CpuLocal;
+use crate::types::{Error, MAX_ORDER, PAGE_SIZE, PhysAddr};
+
+impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
+    /// Frees `frames` (all of `order`, all held by `cpu`'s cache) to the
+    /// buddy under one lock acquisition, their tags cleared under it.
+    #[inline(never)]
+    pub(super) fn drain_to_buddy(&self, cpu: usize, order: u32, frames: &[u64]) {
+        let mut g = self.buddy.lock();
+        for &f in frames {
+            if let Some(t) = self.tags.get(f) {
+                t.store(TAG_NONE, Ordering::Relaxed);
+            }
+        }
+        if order == 0 {
+            // SAFETY: PhysAddr is repr(transparent) over u64.
+            let f = unsafe {
+                core::slice::from_raw_parts(frames.as_ptr().cast::<PhysAddr>(), frames.len())
+            };
+            // Cached frames are allocated in the buddy: this cannot fail.
+            let _ = g.free_bulk(f);
+        } else {
+            for &f in frames {
+                let _ = g.free(PhysAddr(f), order);
+            }
+        }
+        drop(g);
+        for &f in frames {
+            self.add_held(cpu, f, -(1i64 << order));
+        }
+    }
+
+    /// Frees a block of 2^`order` pages. A block handed out by a cache goes
+    /// into the current CPU's cache (draining a batch to the buddy beyond
+    /// `high`); anything else goes to the buddy, which checks it.
+    ///
+    /// The block is claimed with one compare-exchange on its tag, so two
+    /// frees of the same block racing on two CPUs never both succeed.
+    ///
+    /// Errors: [`Error::TooLarge`], [`Error::Misaligned`],
+    /// [`Error::DoubleFree`] (already free, in a cache or the buddy),
+    /// [`Error::WrongCount`] (handed out with another order),
+    /// [`Error::OwnedBySlab`], [`Error::OwnedByHeap`] (memory of a
+    /// [`Heap`](crate::Heap) on top), and the buddy's errors.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// use allocator::Error;
+    /// let b = c.alloc(1).unwrap();
+    /// assert_eq!(c.free(b, 0), Err(Error::WrongCount { allocated: 2 }));
+    /// c.free(b, 1).unwrap();
+    /// ```
+    #[inline]
+    pub fn free(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
+        let o = order as usize;
+        if o >= PCP_ORDERS {
+            if order > MAX_ORDER {
+                return Err(Error::TooLarge);
+            }
+            if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
+                return Err(Error::Misaligned);
+            }
+            let count = 1u64 << order;
+            return self.free_run_as(addr, count, TAG_NONE, |g| g.free(addr, order));
+        }
+        self.free_as::<true, 0>(addr, o)
+    }
+
+    /// [`free`](Self::free) of a block of cached order `o` handed out to
+    /// `OWNER` (see [`alloc_as`](Self::alloc_as)). `ATOMIC` claims the tag with a compare-exchange, which
+    /// safe callers need (nothing stops two of them freeing one block at
+    /// once); the heap's frees, whose contract rules that out, check and
+    /// store it with plain accesses.
+    #[inline(always)]
+    pub(crate) fn free_as<const ATOMIC: bool, const OWNER: u64>(
+        &self,
+        addr: PhysAddr,
+        o: usize,
+    ) -> Result<(), Error> {
+        let tag = handout_tag(OWNER, o);
+        if addr.0 & ((PAGE_SIZE << o) - 1) != 0 {
+            return Err(Error::Misaligned);
+        }
+        let Some(t) = self.tags.get(addr.0) else {
+            return self.free_untagged(addr, o, tag);
+        };
+        if ATOMIC {
+            if let Err(actual) =
+                t.compare_exchange(tag, TAG_CACHED, Ordering::Acquire, Ordering::Relaxed)
+            {
+                return self.free_mismatch(addr, o, actual, tag);
+            }
+        } else {
+            let actual = t.load(Ordering::Acquire);
+            if actual != tag {
+                return self.free_mismatch(addr, o, actual, tag);
+            }
+            t.store(TAG_CACHED, Ordering::Relaxed);
+        }
+        // Claimed: the block is this free's alone now.
+        let pushed = self.cpus.local::<P, _>(|cpu, l| {
+            let pushed = l.push(o, addr.0, self.cfg.high[o] as usize);
+            if pushed {
+                self.add_held(cpu, addr.0, 1 << o);
+            }
+            pushed
+        });
+        // As in `alloc`: the slow paths run after the masked section.
+        match pushed {
+            Some(true) => Ok(()),
+            Some(false) => self.free_overflow(addr, o),
+            None => self.release_claimed(addr, o),
+        }
+    }
+
+    /// A cached-order free whose page has no tag yet: a block of the
+    /// buddy's (or nobody's), checked there.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn free_untagged(&self, addr: PhysAddr, o: usize, tag: u64) -> Result<(), Error> {
+        if tag != tag_alloc(o) {
+            return Err(Error::NotInSection);
+        }
+        self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32))
+    }
+
+    /// A cached-order free whose tag is `actual`, not the `expected` one.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn free_mismatch(
+        &self,
+        addr: PhysAddr,
+        o: usize,
+        actual: u64,
+        expected: u64,
+    ) -> Result<(), Error> {
+        if actual == TAG_NONE && expected == tag_alloc(o) {
+            return self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32));
+        }
+        Err(tag_error(actual, expected))
+    }
+
+    /// [`free`](Self::free) when the current CPU's list is at `high` (or
+    /// the order is not cached): push after draining a batch, in a new
+    /// masked section, or give the (claimed) block to the buddy.
+    #[inline(never)]
+    pub(super) fn free_overflow(&self, addr: PhysAddr, o: usize) -> Result<(), Error> {
+        let cached = self.cpus.local::<P, _>(|cpu, l| {
+            if self.cfg.high[o] == 0 {
+                return false;
+            }
+            self.add_held(cpu, addr.0, 1 << o);
+            let (high, batch) = (self.cfg.high[o] as usize, self.cfg.batch[o] as usize);
+            l.free(o, addr.0, high, batch, |fr| {
+                self.drain_to_buddy(cpu, o as u32, fr)
+            });
+            true
+        });
+        if cached == Some(true) {
+            return Ok(());
+        }
+        self.release_claimed(addr, o)
+    }
+
+    /// Gives a block whose tag this free claimed (now [`TAG_CACHED`]) to
+    /// the buddy.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn release_claimed(&self, addr: PhysAddr, o: usize) -> Result<(), Error> {
+        let mut g = self.buddy.lock();
+        if let Some(t) = self.tags.get(addr.0) {
+            t.store(TAG_NONE, Ordering::Relaxed);
+        }
+        g.free(addr, o as u32)
+    }
+
+    /// Frees the allocation of `count` pages at `addr` to the buddy with
+    /// `release`, if its head's tag is `expected`, or it is a block handed
+    /// out by [`alloc`](Self::alloc) and `count` is its size. The tag is
+    /// claimed and cleared under the buddy lock, and put back if the buddy
+    /// refuses.
+    pub(crate) fn free_run_as(
+        &self,
+        addr: PhysAddr,
+        count: u64,
+        expected: u64,
+        release: impl FnOnce(&mut BuddyAllocator) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut g = self.buddy.lock();
+        let tag = self.tags.get(addr.0);
+        let actual = tag.map_or(TAG_NONE, |t| t.load(Ordering::Acquire));
+        let ours = actual == expected
+            || (expected == TAG_NONE
+                && actual & (TAG_KIND | TAG_OWNER) == TAG_ALLOC
+                && 1u64 << tag_order(actual) == count);
+        if !ours {
+            return Err(tag_error(actual, expected));
+        }
+        let Some(t) = tag.filter(|_| actual != TAG_NONE) else {
+            return release(&mut g);
+        };
+        if t.compare_exchange(actual, TAG_NONE, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // A free through the cache claimed it first.
+            return Err(Error::DoubleFree);
+        }
+        let r = release(&mut g);
+        if r.is_err() {
+            t.store(actual, Ordering::Release);
+        }
+        r
+    }
+}

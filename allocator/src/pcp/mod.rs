@@ -1,0 +1,43 @@
+//! The per-CPU page caches: [`PageCaches`] in front of the buddy, with
+//! per-page ownership tags that say which layer owns each block.
+//!
+//! - `lists`: one CPU's bounded stacks of free blocks.
+//! - `caches`: [`PageCaches`] itself: construction, registration, drains,
+//!   statistics.
+//! - `alloc`, `free`: the fast paths, refill from the buddy, overflow into
+//!   it, and the tag checks of every free.
+//! - `tags`: the per-page ownership tags and what a mismatch means.
+//! - `buddy_ops`: the buddy's own operations, checked against the tags.
+//! - `block`: [`Block`], a cache block held as a value.
+//! - `config`, `stats`: [`PcpConfig`] and [`CacheStats`].
+
+pub(crate) mod lists;
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+#[cfg(not(loom))]
+mod alloc;
+#[cfg(not(loom))]
+mod block;
+#[cfg(not(loom))]
+mod buddy_ops;
+#[cfg(not(loom))]
+mod caches;
+#[cfg(not(loom))]
+mod config;
+#[cfg(not(loom))]
+mod free;
+#[cfg(not(loom))]
+mod stats;
+#[cfg(not(loom))]
+pub(crate) mod tags;
+
+#[cfg(not(loom))]
+pub use block::Block;
+#[cfg(not(loom))]
+pub use caches::PageCaches;
+#[cfg(not(loom))]
+pub use config::PcpConfig;
+pub use lists::{PCP_CAPACITY, PCP_ORDERS};
+#[cfg(not(loom))]
+pub use stats::{CacheStats, cache_metadata_bytes};

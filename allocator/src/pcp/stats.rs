@@ -1,0 +1,69 @@
+//! [`CacheStats`] and the metadata the caches need per page.
+
+use crate::stats::Stats;
+use crate::types::Zone;
+
+/// Bytes of metadata [`PageCaches::add_section`] needs for `pages` pages:
+/// the buddy's 8 bytes per page plus an 8-byte tag per page.
+///
+/// ```
+/// assert_eq!(allocator::cache_metadata_bytes(1024), 16 * 1024);
+/// ```
+pub const fn cache_metadata_bytes(pages: u64) -> usize {
+    (pages as usize).saturating_mul(16)
+}
+
+/// Statistics of a [`PageCaches`]: the buddy's, plus what the per-CPU
+/// caches hold (allocated in the buddy's view, free in truth).
+///
+/// ```
+/// # allocator::host_cpu_local!(Cpu, 4);
+/// let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+/// let st = c.stats();
+/// assert_eq!(st.free_pages(), st.buddy.free_pages() + st.cached_pages());
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct CacheStats {
+    /// The buddy allocator's statistics (cached frames count as used there).
+    pub buddy: Stats,
+    /// Pages held by the per-CPU caches, per zone (`Zone as usize`).
+    pub cached: [u64; 3],
+}
+
+impl CacheStats {
+    /// Pages held by all caches.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 4);
+    /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(c.stats().cached_pages(), 0);
+    /// ```
+    pub fn cached_pages(&self) -> u64 {
+        self.cached.iter().fold(0, |a, &c| a.saturating_add(c))
+    }
+
+    /// Free pages, cached ones included.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 4);
+    /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(c.stats().free_pages(), 0);
+    /// ```
+    pub fn free_pages(&self) -> u64 {
+        self.buddy.free_pages().saturating_add(self.cached_pages())
+    }
+
+    /// Free pages of one zone, cached ones included.
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 4);
+    /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(c.stats().zone_free_pages(allocator::Zone::Dma), 0);
+    /// ```
+    pub fn zone_free_pages(&self, z: Zone) -> u64 {
+        self.buddy
+            .zone(z)
+            .free_pages
+            .saturating_add(self.cached[z as usize])
+    }
+}
