@@ -57,9 +57,19 @@
 
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 // The loom build (`--cfg loom`) compiles only the lock-free protocols.
 #![cfg_attr(loom, allow(dead_code))]
 
+// Unsafe code is denied here and allowed only in these modules, for these
+// reasons:
+// - in `cpu`, `pcp` and `slab`: the submodules their own roots list;
+// - `buddy`: per-page words in caller-given metadata; frame poisoning and
+//   zeroing write frames through the physical mapping;
+// - `locked`: the spin lock hands out the allocator behind an `UnsafeCell`;
+// - `heap`: `GlobalAlloc` itself, and pointers made from physical addresses;
+// - `types`: slices of addresses viewed as `PhysAddr` (`repr(transparent)`);
+// - `x86`: the `x86_64` crate's frame allocator traits are `unsafe`.
 pub mod cpu;
 mod pcp;
 mod slab;
@@ -68,22 +78,28 @@ mod sync;
 // The rest is not built for the loom models (`--cfg loom`), whose atomics
 // cannot be constructed in `const` contexts.
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod buddy;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod heap;
 #[cfg(not(loom))]
 mod hot;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod locked;
 #[cfg(not(loom))]
 mod meta;
 #[cfg(not(loom))]
 mod stats;
 #[cfg(all(test, not(loom)))]
+#[allow(unsafe_code)]
 mod tests;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod types;
 #[cfg(all(feature = "x86_64", not(loom)))]
+#[allow(unsafe_code)]
 mod x86;
 
 #[cfg(not(loom))]

@@ -37,6 +37,22 @@ pub const MAX_PHYS_ADDR: u64 = 1 << 52;
 pub struct PhysAddr(pub u64);
 
 impl PhysAddr {
+    /// Addresses held as plain words, viewed as `PhysAddr`s (the per-CPU
+    /// lists keep words, the buddy's bulk calls take addresses).
+    pub(crate) fn from_u64s(words: &[u64]) -> &[PhysAddr] {
+        // SAFETY: PhysAddr is repr(transparent) over u64, so the slices
+        // have the same layout; the borrow carries over.
+        unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<PhysAddr>(), words.len()) }
+    }
+
+    /// [`from_u64s`](Self::from_u64s), mutable.
+    pub(crate) fn from_u64s_mut(words: &mut [u64]) -> &mut [PhysAddr] {
+        // SAFETY: as in `from_u64s`; the exclusive borrow carries over.
+        unsafe {
+            core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<PhysAddr>(), words.len())
+        }
+    }
+
     /// Wraps a raw physical address.
     ///
     /// ```

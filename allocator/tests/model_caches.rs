@@ -350,6 +350,7 @@ proptest! {
                         // SAFETY: live, freed once; the second free is rejected.
                         as_cpu(cpu, || unsafe { h.try_dealloc(p as *mut u8, l) }).unwrap();
                         live.remove(&p);
+                        // SAFETY: rejected before anything is touched.
                         let e = as_cpu(cpu2, || unsafe { h.try_dealloc(p as *mut u8, l) }).unwrap_err();
                         if size_class(l.size(), l.align()).is_some() {
                             prop_assert_eq!(e.kind, FaultKind::DoubleFree);

@@ -5,6 +5,8 @@
 #[cfg(not(loom))]
 mod host;
 mod interrupts;
+// Values reached through cells that only their CPU touches.
+#[allow(unsafe_code)]
 pub(crate) mod per_cpu;
 
 pub use interrupts::{InterruptControl, NoInterrupts};
@@ -64,6 +66,7 @@ pub use interrupts::{InterruptControl, NoInterrupts};
 /// assert!(HostCpu::run_on((me + 1) % 8, &mut || seen = HostCpu::cpu_id()));
 /// assert_eq!(seen, (me + 1) % 8);
 /// ```
+#[allow(unsafe_code)] // the contract above is the implementation's to keep
 pub unsafe trait CpuLocal: InterruptControl {
     /// The id of the CPU this code runs on. Ids at or above a per-CPU
     /// structure's CPU count are served by its uncached paths.

@@ -142,11 +142,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         let mut g = self.buddy.lock();
         let mut n = 0;
         if order == 0 {
-            // SAFETY: PhysAddr is repr(transparent) over u64.
-            let slots = unsafe {
-                core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<PhysAddr>(), out.len())
-            };
-            n = g.alloc_bulk(Constraint::ANY, slots).unwrap_or(0);
+            n = g
+                .alloc_bulk(Constraint::ANY, PhysAddr::from_u64s_mut(out))
+                .unwrap_or(0);
         } else {
             while n < out.len() {
                 match g.alloc(order, Constraint::ANY) {

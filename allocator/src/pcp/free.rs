@@ -26,12 +26,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             }
         }
         if order == 0 {
-            // SAFETY: PhysAddr is repr(transparent) over u64.
-            let f = unsafe {
-                core::slice::from_raw_parts(frames.as_ptr().cast::<PhysAddr>(), frames.len())
-            };
             // Cached frames are allocated in the buddy: this cannot fail.
-            let _ = g.free_bulk(f);
+            let _ = g.free_bulk(PhysAddr::from_u64s(frames));
         } else {
             for &f in frames {
                 let _ = g.free(PhysAddr(f), order);

@@ -13,15 +13,20 @@
 
 pub(crate) mod lists;
 #[cfg(all(test, loom))]
+#[allow(unsafe_code)]
 mod loom_tests;
 
 #[cfg(not(loom))]
 mod alloc;
 #[cfg(not(loom))]
 mod block;
+// Frame options: the buddy's unsafe contract, forwarded.
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod buddy_ops;
+// Registration: metadata handed over by pointer.
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod caches;
 #[cfg(not(loom))]
 mod config;
@@ -29,7 +34,9 @@ mod config;
 mod free;
 #[cfg(not(loom))]
 mod stats;
+// Tags live in caller-given metadata and are read without a lock.
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 pub(crate) mod tags;
 
 #[cfg(not(loom))]

@@ -47,19 +47,29 @@
 //! are detected when they meet in the remote bitmap, but not if one of them
 //! is the owner's local free (that would need an atomic RMW per free).
 
+// Unsafe code is allowed in every submodule but `classes`: slab
+// descriptors live in caller-given metadata and are shared between CPUs by
+// raw pointers, objects are pointers into the heap's memory, and the fault
+// handler is a function pointer kept in an atomic.
 #[cfg(all(test, loom))]
+#[allow(unsafe_code)]
 mod loom_tests;
+#[allow(unsafe_code)]
 pub(crate) mod remote;
 
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod cache;
 #[cfg(not(loom))]
 mod classes;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 pub(crate) mod descriptors;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod fault;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod free;
 
 #[cfg(not(loom))]
