@@ -51,10 +51,28 @@ const KNOWN_UNALIGNED_SLAB_WRONG_LAYOUT: bool = true;
 pub const MIN_PAGES: u64 = 512;
 pub const MAX_PAGES: u64 = 2048;
 
-/// Host memory for [`run`]: enough for the largest heap.
+/// Pages after the first region that `AddMemory` may add later.
+pub const EXTRA_PAGES: u64 = 1024;
+
+/// Host memory for [`run`]: enough for the largest heap and what may be
+/// added to it.
 pub fn ram() -> Ram {
-    Ram::new(MAX_PAGES as usize, 1 << 21)
+    Ram::new((MAX_PAGES + EXTRA_PAGES) as usize, 1 << 21)
 }
+
+/// Where the heap's memory is physically (the host buffer is then mapped
+/// at `phys_offset = buffer - start`), or `None`: at the buffer's own
+/// address, offset 0 (above 4 GiB: all Normal). The others put it in
+/// DMA32, across 16 MiB (DMA and DMA32), across 4 GiB (DMA32 and
+/// Normal), or in Normal; all 2 MiB aligned, so virtual alignment is
+/// physical alignment.
+const PLACEMENTS: [Option<u64>; 5] = [
+    None,
+    Some(1 << 30),
+    Some((16 << 20) - (2 << 20)),
+    Some((1 << 32) - (4 << 20)),
+    Some(8 << 30),
+];
 
 const PAGE: usize = 4096;
 
@@ -142,7 +160,7 @@ impl Bytes<'_> {
         let b = self.u8()?;
         let cpu = (b >> 5 >= 4).then(|| usize::from(b >> 5) - 4);
         let op = match b & 31 {
-            0..=3 | 31 => Op::Alloc {
+            0..=3 => Op::Alloc {
                 l: self.layout()?,
                 n: 1,
             },
@@ -233,7 +251,18 @@ impl Bytes<'_> {
                 count: usize::from(self.u8()? % 48),
                 drained: self.u8()? & 1 == 1,
             },
-            _ => Op::Drain { kind: self.u8()? },
+            29 => Op::Drain { kind: self.u8()? },
+            // Rarely: more memory makes running out of it rarer.
+            _ => match self.u8()? {
+                b if b & 7 == 0 => Op::AddMemory {
+                    gap: b >> 3 & 3,
+                    pages: self.u16()?,
+                },
+                _ => Op::Alloc {
+                    l: self.layout()?,
+                    n: 1,
+                },
+            },
         };
         Some(Step { cpu, op })
     }
@@ -359,6 +388,12 @@ pub enum Op {
     Drain {
         kind: u8,
     },
+    /// More memory for the heap: `pages` (reduced to what the buffer has
+    /// left) after a gap of `gap` pages.
+    AddMemory {
+        gap: u8,
+        pages: u16,
+    },
 }
 
 /// An operation, run as CPU `cpu` (through `run_on`, so with "interrupts
@@ -481,8 +516,11 @@ pub enum Hit {
     StaleFrames,
     Reserve,
     ReserveDrained,
+    /// A block allocated under a zone constraint below Normal.
+    LowZone,
     ReserveRefusedDrained,
     DrainChecked,
+    AddMemory,
     Masked,
 }
 
@@ -516,8 +554,10 @@ impl Hit {
         Hit::StaleFrames,
         Hit::Reserve,
         Hit::ReserveDrained,
+        Hit::LowZone,
         Hit::ReserveRefusedDrained,
         Hit::DrainChecked,
+        Hit::AddMemory,
         Hit::Masked,
     ];
 }
@@ -548,11 +588,31 @@ fn on_cpu<R>(cpu: Option<usize>, f: impl FnOnce() -> R) -> R {
     out.unwrap()
 }
 
+/// How a run's heap is set up (from the first bytes of the input).
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    /// Pages of the first region, metadata included.
+    pages: u64,
+    /// The byte the metadata starts out filled with.
+    garbage: u8,
+    cfg: PcpConfig,
+    /// Physical address of the memory (`None`: identity).
+    at: Option<u64>,
+    opts: allocator::FrameOptions,
+}
+
 pub struct Driver<'r> {
     h: Box<StackHeap>,
     ram: &'r Ram,
-    /// Managed memory: (start, end) of each section.
+    garbage: u8,
+    /// The physical-to-virtual offset.
+    off: u64,
+    /// Managed memory: virtual (start, end) of each section.
     secs: Vec<(usize, usize)>,
+    /// End of the first region's metadata (virtual).
+    meta_end: usize,
+    /// Pages of the buffer given to the heap so far (added ones included).
+    used: u64,
     managed: u64,
     live: BTreeMap<usize, Block>,
     /// Heap blocks freed earlier (most recent last).
@@ -576,12 +636,20 @@ pub fn run(data: &[u8], ram: &Ram) {
     let (Some(g), Some(p), Some(c)) = (input.u8(), input.u16(), input.u8()) else {
         return;
     };
-    let pages = (MIN_PAGES + u64::from(p) % (MAX_PAGES - MIN_PAGES + 1)).min(ram.pages());
-    let cfg = CONFIGS[usize::from(c) % CONFIGS.len()];
+    let setup = Setup {
+        pages: MIN_PAGES + u64::from(p) % (MAX_PAGES - MIN_PAGES + 1),
+        garbage: g,
+        cfg: CONFIGS[usize::from(c & 3)],
+        at: PLACEMENTS[usize::from(c >> 2 & 7) % PLACEMENTS.len()],
+        opts: allocator::FrameOptions {
+            poison: c & 0x40 != 0,
+            zero_on_alloc: c & 0x80 != 0,
+        },
+    };
     if trace() {
-        eprintln!("stack: {pages} pages, garbage {g:#04x}, {cfg:?}");
+        eprintln!("stack: {setup:?}");
     }
-    let mut d = Driver::new(ram, pages, g, cfg);
+    let mut d = Driver::new(ram, setup);
     while let Some(step) = input.op() {
         if trace() {
             eprintln!("stack: {step:?}");
@@ -592,30 +660,25 @@ pub fn run(data: &[u8], ram: &Ram) {
 }
 
 impl<'r> Driver<'r> {
-    fn new(ram: &'r Ram, pages: u64, garbage: u8, cfg: PcpConfig) -> Self {
-        // Metadata may start as anything: garbage from the input, in the
-        // part of the memory that becomes metadata (the rest is never read
-        // by the allocator).
-        let meta = allocator::heap_metadata_bytes(pages).div_ceil(PAGE) + 1;
-        // SAFETY: the Ram is ours and no heap uses it now (each run's heap
-        // is dropped before the next one starts).
-        unsafe { (ram.start() as *mut u8).write_bytes(garbage, meta * PAGE) };
-        let h = Box::new(StackHeap::with_config(cfg));
-        // SAFETY: `ram` outlives the driver, which owns the heap; nothing
-        // else uses the memory while the heap lives.
-        unsafe { h.add_memory(PhysAddr(ram.start()), pages).unwrap() };
-        let secs: Vec<_> = h.frames().with_buddy(|b| {
-            b.sections()
-                .map(|s| (s.start.0 as usize, (s.start.0 + s.pages * 4096) as usize))
-                .collect()
-        });
-        let managed = h.stats().frames.buddy.managed_pages();
-        assert_eq!(h.stats().frames.free_pages(), managed);
-        Driver {
+    fn new(ram: &'r Ram, s: Setup) -> Self {
+        assert!(ram.pages() >= MAX_PAGES + EXTRA_PAGES);
+        let off = s.at.map_or(0, |p| ram.start().wrapping_sub(p));
+        let h = Box::new(StackHeap::with_config(s.cfg));
+        // SAFETY: no memory added yet; the host buffer is what physical
+        // memory at `at` maps to, at this offset.
+        unsafe { h.set_phys_offset(off) };
+        // SAFETY: every page the heap will manage is in the Ram, mapped
+        // read-write at `phys + off`, and used by nothing else.
+        unsafe { h.frames().set_frame_options(off as *mut u8, s.opts) };
+        let mut d = Driver {
             h,
             ram,
-            secs,
-            managed,
+            garbage: s.garbage,
+            off,
+            secs: Vec::new(),
+            meta_end: 0,
+            used: 0,
+            managed: 0,
             live: BTreeMap::new(),
             dead_heap: Vec::new(),
             dead_frames: Vec::new(),
@@ -623,7 +686,50 @@ impl<'r> Driver<'r> {
             faults: 0,
             masked: false,
             foreign: Box::new([0; 1024]),
-        }
+        };
+        d.add_memory(0, s.pages).unwrap();
+        d.meta_end = d.secs[0].0;
+        assert_eq!(d.h.stats().frames.free_pages(), d.managed);
+        d
+    }
+
+    /// Physical address of virtual address `v` of the heap's memory.
+    fn phys(&self, v: usize) -> PhysAddr {
+        PhysAddr((v as u64).wrapping_sub(self.off))
+    }
+
+    /// Virtual address of physical address `p`.
+    fn virt(&self, p: PhysAddr) -> usize {
+        p.0.wrapping_add(self.off) as usize
+    }
+
+    /// Gives the heap `pages` more pages of the buffer, `gap` pages after
+    /// what it has (their first pages become metadata, filled with the
+    /// run's garbage first).
+    fn add_memory(&mut self, gap: u64, pages: u64) -> Result<(), allocator::Error> {
+        let start = self.ram.start() as usize + ((self.used + gap) * 4096) as usize;
+        let meta = (allocator::heap_metadata_bytes(pages).div_ceil(PAGE) + 1).min(pages as usize);
+        // SAFETY: this part of the Ram is not the heap's yet (nor used by
+        // anything else: each run's heap is dropped before the next one).
+        unsafe { (start as *mut u8).write_bytes(self.garbage, meta * PAGE) };
+        // SAFETY: the Ram outlives the driver, which owns the heap; the
+        // range is mapped at `phys + off` and used by nothing else.
+        unsafe { self.h.add_memory(self.phys(start), pages)? };
+        self.used += gap + pages;
+        self.secs = self
+            .h
+            .frames()
+            .with_buddy(|b| {
+                b.sections()
+                    .map(|s| (s.start, s.start.0 + s.pages * 4096))
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .map(|(s, e)| (self.virt(s), self.virt(PhysAddr(e))))
+            .collect();
+        self.secs.sort();
+        self.managed = self.h.stats().frames.buddy.managed_pages();
+        Ok(())
     }
 
     pub fn step(&mut self, s: Step) {
@@ -866,8 +972,9 @@ impl<'r> Driver<'r> {
             Con::Any => Constraint::ANY,
             Con::Zone(z) => Constraint::Zone(z),
             Con::Below(v) => {
-                let base = self.secs[0].0 as u64;
-                Constraint::Below(PhysAddr(base + u64::from(v) % (MAX_PAGES + 64) * 4096))
+                let base = self.phys(self.secs[0].0).0;
+                let pages = MAX_PAGES + EXTRA_PAGES + 64;
+                Constraint::Below(PhysAddr(base + u64::from(v) % pages * 4096))
             }
         }
     }
@@ -1082,9 +1189,10 @@ impl<'r> Driver<'r> {
                         assert!(Self::satisfies(p.0 as usize, len, c), "{op:?}: {p:?}");
                         hit(match c {
                             Constraint::ANY => Hit::FramesAlloc,
+                            Constraint::Zone(_) => Hit::LowZone,
                             _ => Hit::ConstrainedAlloc,
                         });
-                        self.add(p.0 as usize, len, len, len, Kind::Order(order));
+                        self.add(self.virt(p), len, len, len, Kind::Order(order));
                     }
                     Err(Error::OutOfMemory) if c == Constraint::ANY => {
                         self.check_frames_oom(op, order)
@@ -1104,7 +1212,7 @@ impl<'r> Driver<'r> {
                     Ok(p) => {
                         let len = count * PAGE;
                         assert!(Self::satisfies(p.0 as usize, len, c), "{op:?}: {p:?}");
-                        self.add(p.0 as usize, len, len, PAGE, Kind::Pages(count));
+                        self.add(self.virt(p), len, len, PAGE, Kind::Pages(count));
                     }
                     Err(Error::OutOfMemory) if c == Constraint::ANY => {
                         self.check_frames_oom(op, ceil_log2(count))
@@ -1133,7 +1241,7 @@ impl<'r> Driver<'r> {
                     Ok(p) => {
                         let len = count * PAGE;
                         assert!(Self::satisfies(p.0 as usize, len, c), "{op:?}: {p:?}");
-                        self.add(p.0 as usize, len, len, align.max(PAGE), Kind::Pages(count));
+                        self.add(self.virt(p), len, len, align.max(PAGE), Kind::Pages(count));
                     }
                     Err(Error::OutOfMemory) if c == Constraint::ANY => {
                         let k = ceil_log2(count).max((align / PAGE).trailing_zeros());
@@ -1158,7 +1266,7 @@ impl<'r> Driver<'r> {
                         assert!(k >= 1 && k <= n, "{op:?}: {k}");
                         for p in &out[..k] {
                             assert!(Self::satisfies(p.0 as usize, PAGE, c), "{op:?}: {p:?}");
-                            self.add(p.0 as usize, PAGE, PAGE, PAGE, Kind::Bulk);
+                            self.add(self.virt(*p), PAGE, PAGE, PAGE, Kind::Bulk);
                         }
                     }
                     Err(Error::OutOfMemory) if c == Constraint::ANY => {
@@ -1181,7 +1289,7 @@ impl<'r> Driver<'r> {
                 };
                 let pages = b.len / PAGE;
                 let f = self.h.frames();
-                let p = PhysAddr(a as u64);
+                let p = self.phys(a);
                 let e = if v & 1 == 0 {
                     let o = u32::from(v >> 1) % 7;
                     if matches!(b.kind, Kind::Pages(_)) || 1 << o == pages {
@@ -1212,7 +1320,7 @@ impl<'r> Driver<'r> {
                 if self.overlap(a, b.len).is_some() {
                     return;
                 }
-                let (f, p) = (self.h.frames(), PhysAddr(a as u64));
+                let (f, p) = (self.h.frames(), self.phys(a));
                 let e = match b.kind {
                     Kind::Order(o) => self.refused(op, || f.free(p, o)),
                     Kind::Bulk => self.refused(op, || f.free_bulk(&[p])).error,
@@ -1234,6 +1342,27 @@ impl<'r> Driver<'r> {
                 drained,
             } => self.reserve(op, off, count, drained),
             Op::Drain { kind } => self.drain(kind),
+            Op::AddMemory { gap, pages } => {
+                let gap = u64::from(gap);
+                let left = (MAX_PAGES + EXTRA_PAGES).saturating_sub(self.used + gap);
+                let pages = (2 + u64::from(pages) % 300).min(left);
+                if pages < 2 {
+                    return;
+                }
+                let before = self.snap();
+                let capacity = self.h.stats().descriptor_capacity;
+                match self.add_memory(gap, pages) {
+                    Ok(()) => {
+                        hit(Hit::AddMemory);
+                        assert!(self.h.stats().descriptor_capacity > capacity);
+                    }
+                    Err(e) => {
+                        assert_eq!(e, Error::TooManySections, "{op:?}");
+                        assert_eq!(self.snap(), before, "{op:?} (refused: {e:?}) changed state");
+                        assert_eq!(self.h.stats().descriptor_capacity, capacity);
+                    }
+                }
+            }
         }
     }
 
@@ -1250,7 +1379,7 @@ impl<'r> Driver<'r> {
             1 => self.foreign.as_ptr().wrapping_add(w % 1024) as *mut u8,
             // The heap's metadata pages (in its memory, never managed).
             2 => {
-                let meta = self.secs[0].0 - self.ram.start() as usize;
+                let meta = self.meta_end - self.ram.start() as usize;
                 (self.ram.start() as usize + w * 8 % meta) as *mut u8
             }
             // Just past the managed memory.
@@ -1304,7 +1433,7 @@ impl<'r> Driver<'r> {
 
     fn frames_free(&mut self, a: usize, b: Block, how: u8) {
         self.check_pattern(a, &b, b.size);
-        let (f, p) = (self.h.frames(), PhysAddr(a as u64));
+        let (f, p) = (self.h.frames(), self.phys(a));
         let r = match (b.kind, how % 3) {
             (Kind::Order(o), 0) => f.free(p, o),
             (Kind::Order(o), _) => f.free_pages(p, 1 << o),
@@ -1335,7 +1464,7 @@ impl<'r> Driver<'r> {
             usize::from(at) % singles.len()
         };
         let mut list: Vec<PhysAddr> = (0..n)
-            .map(|i| PhysAddr(singles[(start + i) % singles.len()] as u64))
+            .map(|i| self.phys(singles[(start + i) % singles.len()]))
             .collect();
         let f = self.h.frames();
         let Some((pos, kind)) = bad else {
@@ -1344,15 +1473,15 @@ impl<'r> Driver<'r> {
                 assert_eq!((e.index, e.error), (0, Error::ZeroCount));
                 return;
             }
-            for p in &list {
-                let b = self.live[&(p.0 as usize)];
-                self.check_pattern(p.0 as usize, &b, b.size);
+            for &p in &list {
+                let b = self.live[&self.virt(p)];
+                self.check_pattern(self.virt(p), &b, b.size);
             }
             if let Err(e) = f.free_bulk(&list) {
                 panic!("bulk free of {list:x?}: {e:?}");
             }
             for p in list {
-                self.remove(p.0 as usize);
+                self.remove(self.virt(p));
             }
             hit(Hit::BulkFree);
             return;
@@ -1376,7 +1505,7 @@ impl<'r> Driver<'r> {
                     Error::OwnedByHeap
                 };
                 let _ = b;
-                (PhysAddr((a & !(PAGE - 1)) as u64), Some(want))
+                (self.phys(a & !(PAGE - 1)), Some(want))
             }
             // A frame already in the list.
             2 => {
@@ -1396,13 +1525,13 @@ impl<'r> Driver<'r> {
                 if dead.is_empty() {
                     return;
                 }
-                (PhysAddr(dead[usize::from(pos) % dead.len()] as u64), None)
+                (self.phys(dead[usize::from(pos) % dead.len()]), None)
             }
             // Not a frame of this allocator.
             _ => {
-                let outside = self.secs.last().unwrap().1 as u64 + u64::from(pos) * 4096;
+                let outside = self.secs.last().unwrap().1 + usize::from(pos) * 4096;
                 let p = if pos & 1 == 0 { outside } else { outside + 8 };
-                (PhysAddr(p), None)
+                (self.phys(p), None)
             }
         };
         // A duplicate goes after its original; anything else anywhere.
@@ -1438,7 +1567,8 @@ impl<'r> Driver<'r> {
             (a, b.len / PAGE)
         };
         let idx = usize::from(page) % pages;
-        let p = PhysAddr((first + idx * PAGE) as u64);
+        let v = first + idx * PAGE;
+        let p = self.phys(v);
         let head = idx == 0;
         let f = self.h.frames();
         let e = match how % 5 {
@@ -1458,7 +1588,7 @@ impl<'r> Driver<'r> {
             3 => {
                 let n = 1 + usize::from(page) % 4;
                 let e = self.refused(op, || f.reserve_range(p, n));
-                let want = match self.inside(p.0 as usize, n * PAGE) {
+                let want = match self.inside(v, n * PAGE) {
                     true => Error::RangeInUse,
                     false => Error::RangeCrossesSection,
                 };
@@ -1537,7 +1667,7 @@ impl<'r> Driver<'r> {
         let start = base + usize::from(off & 0x7fff) % (MAX_PAGES as usize + 8) * PAGE;
         let start = if off & 0x8000 != 0 { start + 8 } else { start };
         let f = self.h.frames();
-        let p = PhysAddr(start as u64);
+        let p = self.phys(start);
         let fits = count > 0 && start % PAGE == 0 && self.inside(start, count * PAGE);
         let free = drained && fits && {
             let occ = self.occupied();
