@@ -18,9 +18,11 @@ MIRI_FLAGS  ?= -Zmiri-permissive-provenance
 # Machines the in-kernel suite boots (firmware:memory).
 KERNEL_TEST_MACHINES ?= bios:256M uefi:512M bios:8G
 export KERNEL_TEST_MACHINES
+# Seconds per fuzz target in `make fuzz-smoke`.
+FUZZ_SECONDS ?= 30
 
 .PHONY: all run test host-test kernel-test image debug clean kernel boot-image \
-        toolchain qemu lint miri bench bench-alloc
+        toolchain qemu lint miri bench bench-alloc fuzz-smoke
 
 all: kernel boot-image
 
@@ -56,6 +58,7 @@ debug: qemu kernel boot-image
 ## Formatting and lints for the whole workspace, kernel tests included.
 lint: toolchain
 	$(CARGO) fmt --all --check
+	cd allocator/fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy -p allocator -p allocator-bench -p boot-image --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --features bench -- -D warnings
@@ -75,6 +78,24 @@ miri: toolchain
 bench: qemu boot-image
 	$(CARGO) build -p kernel --features bench --release --target-dir target/bench
 	$(BOOT_IMAGE) run target/bench/x86_64-unknown-none/release/kernel --firmware bios --memory 6G
+
+## Every cargo-fuzz target of the allocator for FUZZ_SECONDS (30) seconds
+## each (installs cargo-fuzz if missing). Logs: allocator/fuzz/target/smoke-*.log;
+## a crash prints the failure and leaves its input in allocator/fuzz/artifacts/.
+# -len_control=0: long inputs from the start (by default libFuzzer grows
+# them slowly, and 30 s would only try a few operations per input).
+fuzz-smoke: toolchain
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@cd allocator/fuzz && mkdir -p target && for t in $$($(CARGO) fuzz list); do \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  if $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -len_control=0 \
+	       >target/smoke-$$t.log 2>&1; then \
+	    grep '^Done' target/smoke-$$t.log || tail -n 3 target/smoke-$$t.log; \
+	  else \
+	    grep -Ev '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)' target/smoke-$$t.log; \
+	    echo "fuzz $$t failed (log: allocator/fuzz/target/smoke-$$t.log)"; exit 1; \
+	  fi; \
+	done
 
 ## The allocator's peer benchmarks (prints tables; asserts nothing).
 bench-alloc: toolchain

@@ -11,7 +11,14 @@ mod model;
 
 use model::{Con, Harness, Op};
 
-const LIMITS: [u64; 6] = [16 << 20, (16 << 20) + 100 * 4096, 1 << 32, (1 << 32) - 100 * 4096, (8 << 30) + 500 * 4096, 4096];
+const LIMITS: [u64; 6] = [
+    16 << 20,
+    (16 << 20) + 100 * 4096,
+    1 << 32,
+    (1 << 32) - 100 * 4096,
+    (8 << 30) + 500 * 4096,
+    4096,
+];
 
 /// Reads little chunks of the input as operations.
 struct Bytes<'a>(&'a [u8]);
@@ -27,32 +34,77 @@ impl Bytes<'_> {
     }
     fn con(&mut self) -> Option<Con> {
         let b = self.u8()?;
-        Some(if b < 200 { Con::Zone(b % 3) } else { Con::Below(LIMITS[b as usize % LIMITS.len()]) })
+        Some(if b < 200 {
+            Con::Zone(b % 3)
+        } else {
+            Con::Below(LIMITS[b as usize % LIMITS.len()])
+        })
     }
     fn op(&mut self) -> Option<Op> {
         Some(match self.u8()? % 13 {
-            0 => Op::Alloc { order: u32::from(self.u8()? % 20), c: self.con()? },
-            1 => Op::AllocPages { count: usize::from(self.u8()? % 48), c: self.con()? },
-            2 => Op::AllocAligned { count: usize::from(self.u8()? % 8), align_shift: u32::from(self.u8()? % 11), c: self.con()? },
-            3 => Op::Reserve { region: usize::from(self.u8()?), offset: u64::from(self.u16()?), count: usize::from(self.u8()? % 48) },
-            4 => Op::AllocBulk { n: usize::from(self.u8()? % 24), c: self.con()? },
-            5 | 6 => Op::Free { which: usize::from(self.u16()?) },
-            7 => Op::FreeAsOrder { which: usize::from(self.u16()?) },
+            0 => Op::Alloc {
+                order: u32::from(self.u8()? % 20),
+                c: self.con()?,
+            },
+            1 => Op::AllocPages {
+                count: usize::from(self.u8()? % 48),
+                c: self.con()?,
+            },
+            2 => Op::AllocAligned {
+                count: usize::from(self.u8()? % 8),
+                align_shift: u32::from(self.u8()? % 11),
+                c: self.con()?,
+            },
+            3 => Op::Reserve {
+                region: usize::from(self.u8()?),
+                offset: u64::from(self.u16()?),
+                count: usize::from(self.u8()? % 48),
+            },
+            4 => Op::AllocBulk {
+                n: usize::from(self.u8()? % 24),
+                c: self.con()?,
+            },
+            5 | 6 => Op::Free {
+                which: usize::from(self.u16()?),
+            },
+            7 => Op::FreeAsOrder {
+                which: usize::from(self.u16()?),
+            },
             8 => {
                 let n = usize::from(self.u8()? % 16);
                 let b = self.u8()?;
-                let bad = if b & 1 == 1 { Some((usize::from(self.u8()?), self.u8()?)) } else { None };
+                let bad = if b & 1 == 1 {
+                    Some((usize::from(self.u8()?), self.u8()?))
+                } else {
+                    None
+                };
                 Op::FreeBulk { n, bad }
             }
-            9 => Op::BadFree { which: usize::from(self.u16()?), kind: self.u8()?, order: u32::from(self.u8()? % 20) },
-            10 => match self.u8()? % 3 {
-                0 => Op::Add { region: usize::from(self.u8()?) },
-                1 => Op::BadAdd { region: usize::from(self.u8()?), kind: self.u8()? },
-                _ => Op::Remove { region: usize::from(self.u8()?) },
+            9 => Op::BadFree {
+                which: usize::from(self.u16()?),
+                kind: self.u8()?,
+                order: u32::from(self.u8()? % 20),
             },
-            11 => Op::SetReserve { zone: self.u8()?, pages: u64::from(self.u16()? % 700) },
+            10 => match self.u8()? % 3 {
+                0 => Op::Add {
+                    region: usize::from(self.u8()?),
+                },
+                1 => Op::BadAdd {
+                    region: usize::from(self.u8()?),
+                    kind: self.u8()?,
+                },
+                _ => Op::Remove {
+                    region: usize::from(self.u8()?),
+                },
+            },
+            11 => Op::SetReserve {
+                zone: self.u8()?,
+                pages: u64::from(self.u16()? % 700),
+            },
             12 => Op::DrainHot,
-            _ => Op::Free { which: usize::from(self.u8()?) },
+            _ => Op::Free {
+                which: usize::from(self.u8()?),
+            },
         })
     }
 }
