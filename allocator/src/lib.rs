@@ -63,9 +63,7 @@ mod desc_pool;
 mod global;
 #[doc(hidden)]
 pub mod host;
-mod hot;
 mod locked;
-mod meta;
 mod pcp;
 mod pcp_block;
 mod pcp_buddy;
@@ -73,7 +71,6 @@ mod pcp_list;
 mod percpu;
 mod remote;
 mod slab;
-mod stats;
 mod sync;
 mod tags;
 #[cfg(test)]
@@ -83,12 +80,12 @@ mod types;
 mod x86;
 
 pub use buddy::{
-    BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, LIMIT_SCAN,
-    POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
+    BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, HOT_CAP, HOT_ORDERS,
+    LIMIT_SCAN, POISON_BYTE, PageState, REFILL_ORDER, RemovedSection, SectionInfo, Stats,
+    ZoneStats, carve_metadata, metadata_bytes,
 };
 pub use desc_pool::{PAGES_PER_DESCRIPTOR, heap_metadata_bytes};
 pub use global::{Heap, HeapStats};
-pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
 pub use locked::{InterruptControl, LockGuard, LockedAllocator, NoInterrupts};
 pub use pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 pub use pcp_block::Block;
@@ -98,12 +95,14 @@ pub use slab::{
     Fault, FaultKind, MAX_SMALL_SIZE, NR_CLASSES, SIZE_CLASSES, SLAB_RESERVE, class_align,
     size_class, slab_order,
 };
-pub use stats::{Stats, ZoneStats};
 pub use types::{
     Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,
     MAX_SECTIONS, META_BYTES_PER_PAGE, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn,
     PhysAddr, Zone,
 };
+
+// The buddy's statistics module, at the path the per-CPU caches name it.
+use buddy::stats;
 
 /// Doctest helper: an allocator with one DMA32 section of `$pages` pages at
 /// 16 MiB, metadata leaked from a `Vec` (needs `std`).

@@ -2,10 +2,16 @@
 
 use core::ptr::NonNull;
 
-use crate::hot::{HOT_CAP, HOT_ORDERS, HotList, REFILL_ORDER};
-use crate::meta::*;
-use crate::stats::{Stats, ZoneStats};
+mod hot;
+pub(crate) mod stats;
+mod word;
+
+pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
+pub use stats::{Stats, ZoneStats};
+
 use crate::types::*;
+use hot::*;
+use word::*;
 
 /// The byte freed frames are filled with when poisoning is on.
 pub const POISON_BYTE: u8 = 0xAA;
