@@ -1,4 +1,4 @@
-//! The 8-byte per-page metadata word and the per-section lazy-init state.
+//! The 8-byte per-page metadata word.
 //!
 //! Word layout (bits):
 //! - `0..2` state: `0` none (interior of a block, or never touched),
@@ -105,64 +105,9 @@ pub(crate) const fn unmarked(e: u64) -> u64 {
     e & !MARK_BIT
 }
 
-/// Number of 64-bit words in each per-section chunk bitmap.
-pub(crate) const CHUNK_WORDS: usize = 32;
-/// Maximum number of lazily initialised chunks per section.
-pub(crate) const MAX_CHUNKS: u64 = (CHUNK_WORDS * 64) as u64;
-/// Smallest chunk: 64 pages (512 bytes of metadata).
-pub(crate) const MIN_CHUNK_SHIFT: u32 = 6;
-
-/// Smallest chunk shift for which a section `[base, base + pages)` (in
-/// frame numbers) has at most [`MAX_CHUNKS`] chunks.
-pub(crate) const fn chunk_shift_for(base: u64, pages: u64) -> u32 {
-    // Below ceil(log2(pages)) - log2(MAX_CHUNKS) even an aligned section
-    // has too many chunks: start there (an unaligned base may need one more
-    // step) instead of counting up from MIN_CHUNK_SHIFT at registration.
-    let fit = (64 - (pages - 1).leading_zeros()).saturating_sub(MAX_CHUNKS.trailing_zeros());
-    let mut s = if fit > MIN_CHUNK_SHIFT {
-        fit
-    } else {
-        MIN_CHUNK_SHIFT
-    };
-    loop {
-        let n = ((base + pages - 1) >> s) - (base >> s) + 1;
-        if n <= MAX_CHUNKS {
-            return s;
-        }
-        s += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_shift_is_the_smallest_that_fits() {
-        let count_up = |base: u64, pages: u64| {
-            (MIN_CHUNK_SHIFT..64)
-                .find(|&s| ((base + pages - 1) >> s) - (base >> s) < MAX_CHUNKS)
-                .unwrap()
-        };
-        for pages in [
-            1,
-            2,
-            2047,
-            2048,
-            2049,
-            1 << 17,
-            (1 << 20) + 1,
-            (1 << 28) - 1,
-        ] {
-            for base in [0, 1, 63, 64 * 2047, 1 << 20, (1 << 20) + 5] {
-                assert_eq!(
-                    chunk_shift_for(base, pages),
-                    count_up(base, pages),
-                    "{base} {pages}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn free_word_roundtrip() {
@@ -187,14 +132,5 @@ mod tests {
         assert!(!is_marked(e));
         assert!(is_marked(marked(e)));
         assert_eq!(unmarked(marked(e)), e);
-    }
-
-    #[test]
-    fn chunk_shift_bounds() {
-        // 4 GiB, aligned: 2^20 pages -> 512-page chunks.
-        assert_eq!(chunk_shift_for(1 << 20, 1 << 20), 9);
-        assert_eq!(chunk_shift_for(0, 100), MIN_CHUNK_SHIFT);
-        let s = chunk_shift_for(3, (1 << 28) - 1);
-        assert!((((3 + (1u64 << 28) - 2) >> s) - (3 >> s) + 1) <= MAX_CHUNKS);
     }
 }
