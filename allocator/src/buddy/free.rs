@@ -1,6 +1,13 @@
-//! The freeing calls and their checks.
+//! The freeing calls, and the checks that make every bad free an error:
+//! the one word of the page freed tells whether it starts an allocation
+//! of that size.
 
-use super::*;
+use super::BuddyAllocator;
+use super::word::{
+    ST_ALLOC, ST_FREE, ST_HOT, ST_NONE, aligned_page_word, alloc_count, alloc_word, is_marked,
+    marked, state, unmarked,
+};
+use crate::types::{Error, MAX_ORDER, PAGE_SIZE, PhysAddr};
 
 /// An error from [`BuddyAllocator::free_bulk`]: the frame at `index` was
 /// rejected and nothing was freed.
@@ -40,22 +47,22 @@ impl BuddyAllocator {
         if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
             return Err(Error::Misaligned);
         }
-        let Some((s, idx)) = self.locate(addr) else {
+        let Some((section, idx)) = self.locate(addr) else {
             return Err(Error::NotInSection);
         };
         // One word read establishes the page state: exactly an unmarked
         // allocation head of 2^order pages, or an error.
-        let (e, same_chunk) = self.secs[s].read_own(idx);
-        if e != alloc_word(1 << order) {
-            return self.free_uncommon(s, idx, e, order);
+        let (word, same_chunk) = self.secs[section].read_own(idx);
+        if word != alloc_word(1 << order) {
+            return self.free_uncommon(section, idx, word, order);
         }
-        self.on_free(s, idx, 1 << order);
-        self.put_back(s, idx, order, same_chunk);
+        self.on_free(section, idx, 1 << order);
+        self.put_back(section, idx, order, same_chunk);
         // Frees, too, advance the section's initialisation: a workload of
         // parked pages alone takes nothing off the lists, and the free path
         // is shorter once the section is ready.
-        if !self.secs[s].ready {
-            self.secs[s].init_step();
+        if !self.secs[section].ready {
+            self.secs[section].init_step();
         }
         Ok(())
     }
@@ -64,29 +71,29 @@ impl BuddyAllocator {
     /// head of 2^`order` pages: an aligned single page, or an error.
     #[cold]
     #[inline(never)]
-    pub(super) fn free_uncommon(
+    fn free_uncommon(
         &mut self,
-        s: usize,
+        section: usize,
         idx: u32,
-        e: u64,
+        word: u64,
         order: u32,
     ) -> Result<(), Error> {
-        if order == 0 && e == aligned_page_word() {
-            self.free_aligned_page(s, idx);
+        if order == 0 && word == aligned_page_word() {
+            self.free_aligned_page(section, idx);
             return Ok(());
         }
-        Err(self.free_error(s, idx, e, 1 << order))
+        Err(self.free_error(section, idx, word, 1 << order))
     }
 
-    /// Frees a single page handed out for an alignment above one page: it is
-    /// parked whatever its buddy's state, so that the next such request
+    /// Frees a single page handed out for an alignment above one page: it
+    /// is parked whatever its buddy's state, so that the next such request
     /// takes it back instead of splitting a block of the alignment's order
-    /// and merging it again on the next free (9 list operations each way
-    /// for 2 MiB). Like any parked page it is merged before an allocation
-    /// would fail or fall back, and on `drain_hot`.
-    pub(super) fn free_aligned_page(&mut self, s: usize, idx: u32) {
-        self.on_free(s, idx, 1);
-        self.park(s, idx, 0);
+    /// and merging it again on the next free. Like any parked page it is
+    /// merged before an allocation would fail or fall back, and on
+    /// `drain_hot`.
+    fn free_aligned_page(&mut self, section: usize, idx: u32) {
+        self.on_free(section, idx, 1);
+        self.park(section, idx, 0);
     }
 
     /// Frees an allocation of exactly `count` pages starting at `addr`
@@ -114,66 +121,63 @@ impl BuddyAllocator {
         if !addr.is_page_aligned() {
             return Err(Error::Misaligned);
         }
-        let Some((s, idx)) = self.locate(addr) else {
+        let Some((section, idx)) = self.locate(addr) else {
             return Err(Error::NotInSection);
         };
-        let sec = &self.secs[s];
-        let (e, same_chunk) = sec.read_own(idx);
+        let sec = &self.secs[section];
+        let (word, same_chunk) = sec.read_own(idx);
         // An aligned single page (its word is exactly a valid head of one
         // page) that `free_aligned_page` would only park: parked here.
         if count == 1
-            && e == aligned_page_word()
+            && word == aligned_page_word()
             && !self.poisoning
             && !self.hot[sec.zone as usize % 4][0].is_full()
         {
-            self.park_in_room(s, idx, 0);
+            self.park_in_room(section, idx, 0);
             return Ok(());
         }
-        self.free_run(s, idx, e, same_chunk, count as u64)
+        self.free_run(section, idx, word, same_chunk, count as u64)
     }
 
-    /// Checks that `addr` starts an allocation of `count` pages.
+    /// Checks that `addr` starts an allocation of `count` pages; returns
+    /// its section, page index and word.
     #[inline(always)]
-    pub(super) fn check_alloc_head(
-        &self,
-        addr: PhysAddr,
-        count: u64,
-    ) -> Result<(usize, u32, u64), Error> {
-        let Some((s, idx)) = self.locate(addr) else {
+    fn check_alloc_head(&self, addr: PhysAddr, count: u64) -> Result<(usize, u32, u64), Error> {
+        let Some((section, idx)) = self.locate(addr) else {
             return Err(Error::NotInSection);
         };
-        let e = self.secs[s].get(idx);
-        self.check_head(s, idx, e, count)?;
-        Ok((s, idx, e))
+        let word = self.secs[section].read(idx);
+        self.check_head(section, idx, word, count)?;
+        Ok((section, idx, word))
     }
 
-    /// Checks that page `idx`, whose word is `e`, starts an allocation of
-    /// `count` pages.
+    /// Checks that page `idx`, whose word is `word`, starts an allocation
+    /// of `count` pages.
     #[inline(always)]
-    pub(super) fn check_head(&self, s: usize, idx: u32, e: u64, count: u64) -> Result<(), Error> {
-        if state(e) == ST_ALLOC && alloc_count(e) as u64 == count {
+    fn check_head(&self, section: usize, idx: u32, word: u64, count: u64) -> Result<(), Error> {
+        if state(word) == ST_ALLOC && alloc_count(word) as u64 == count {
             return Ok(());
         }
-        Err(self.free_error(s, idx, e, count))
+        Err(self.free_error(section, idx, word, count))
     }
 
-    /// Why page `idx` (word `e`) is not an allocation head of `count` pages
-    /// (the caller checked that it is not an unmarked one).
+    /// Why page `idx` (word `word`) is not an allocation head of `count`
+    /// pages (the caller checked that it is not an unmarked one).
     #[cold]
     #[inline(never)]
-    pub(super) fn free_error(&self, s: usize, idx: u32, e: u64, count: u64) -> Error {
+    fn free_error(&self, section: usize, idx: u32, word: u64, count: u64) -> Error {
         if count > 1 << MAX_ORDER {
             return Error::TooLarge;
         }
-        match state(e) {
-            ST_ALLOC if alloc_count(e) as u64 != count => Error::WrongCount {
-                allocated: alloc_count(e) as u64,
+        match state(word) {
+            ST_ALLOC if alloc_count(word) as u64 != count => Error::WrongCount {
+                allocated: alloc_count(word) as u64,
             },
             // Marked by a `free_bulk` in progress: a duplicate.
             ST_ALLOC => Error::DoubleFree,
             ST_FREE | ST_HOT => Error::DoubleFree,
             _ => {
-                if self.find_free_block(s, idx).is_some() {
+                if self.find_free_block(section, idx).is_some() {
                     Error::DoubleFree
                 } else {
                     Error::InteriorPage
@@ -183,33 +187,33 @@ impl BuddyAllocator {
     }
 
     /// The rest of [`free_pages`](Self::free_pages) for page `idx`, whose
-    /// word is `e` (`same_chunk` as [`Section::read_own`] gave it): the
+    /// word is `word` (`same_chunk` as `Section::read_own` gave it): the
     /// checks, and every free its fast path leaves (an aligned page too,
     /// when frames are poisoned or its list is full).
     #[inline(never)]
-    pub(super) fn free_run(
+    fn free_run(
         &mut self,
-        s: usize,
+        section: usize,
         idx: u32,
-        e: u64,
+        word: u64,
         same_chunk: u32,
         count: u64,
     ) -> Result<(), Error> {
-        self.check_head(s, idx, e, count)?;
+        self.check_head(section, idx, word, count)?;
         // `count` is now the allocation's size, at most 2^MAX_ORDER pages
         // (every way of making an allocation checks that): its order
         // indexes the per-order lists.
         debug_assert!(count <= 1 << MAX_ORDER);
-        if e == aligned_page_word() {
-            self.free_aligned_page(s, idx);
+        if word == aligned_page_word() {
+            self.free_aligned_page(section, idx);
             return Ok(());
         }
-        self.on_free(s, idx, count);
-        self.secs[s].raw_write(idx, ST_NONE);
-        if count.is_power_of_two() && (self.secs[s].base + idx as u64) & (count - 1) == 0 {
-            self.put_back(s, idx, count.trailing_zeros(), same_chunk);
+        self.on_free(section, idx, count);
+        self.secs[section].raw_write(idx, ST_NONE);
+        if count.is_power_of_two() && (self.secs[section].base + idx as u64) & (count - 1) == 0 {
+            self.put_back(section, idx, count.trailing_zeros(), same_chunk);
         } else {
-            self.release(s, idx, count);
+            self.release(section, idx, count);
         }
         Ok(())
     }
@@ -234,33 +238,39 @@ impl BuddyAllocator {
                 error: Error::ZeroCount,
             });
         }
-        for (i, &f) in frames.iter().enumerate() {
-            let r = if f.is_page_aligned() {
-                self.check_alloc_head(f, 1)
+        // Every frame is checked and marked first, so that a duplicate
+        // finds its twin marked and a bad frame frees nothing.
+        for (i, &frame) in frames.iter().enumerate() {
+            let head = if frame.is_page_aligned() {
+                self.check_alloc_head(frame, 1)
             } else {
                 Err(Error::Misaligned)
             };
-            match r {
-                Ok((s, idx, e)) if !is_marked(e) => self.secs[s].set(idx, marked(e)),
+            match head {
+                Ok((section, idx, word)) if !is_marked(word) => {
+                    self.secs[section].write(idx, marked(word))
+                }
                 Ok(_) => return Err(self.unmark(frames, i, Error::DoubleFree)),
-                Err(err) => return Err(self.unmark(frames, i, err)),
+                Err(error) => return Err(self.unmark(frames, i, error)),
             }
         }
-        for &f in frames {
-            if let Some((s, idx)) = self.locate(f) {
-                self.on_free(s, idx, 1);
-                self.secs[s].set(idx, ST_NONE);
-                self.release(s, idx, 1);
+        for &frame in frames {
+            if let Some((section, idx)) = self.locate(frame) {
+                self.on_free(section, idx, 1);
+                self.secs[section].write(idx, ST_NONE);
+                self.release(section, idx, 1);
             }
         }
         Ok(())
     }
 
-    pub(super) fn unmark(&mut self, frames: &[PhysAddr], upto: usize, error: Error) -> BulkError {
-        for &f in &frames[..upto] {
-            if let Some((s, idx)) = self.locate(f) {
-                let e = self.secs[s].get(idx);
-                self.secs[s].set(idx, unmarked(e));
+    /// Takes the marks of `free_bulk` off the first `upto` frames, which
+    /// it checked and marked before frame `upto` failed with `error`.
+    fn unmark(&mut self, frames: &[PhysAddr], upto: usize, error: Error) -> BulkError {
+        for &frame in &frames[..upto] {
+            if let Some((section, idx)) = self.locate(frame) {
+                let word = self.secs[section].read(idx);
+                self.secs[section].write(idx, unmarked(word));
             }
         }
         BulkError { index: upto, error }

@@ -3,9 +3,8 @@
 //! that order takes one back in a few instructions, with no list links to
 //! update (Linux keeps lists like these per CPU for orders up to 3, `pcp`).
 //! Every order below `HOT_ORDERS` takes the same path on allocation and on
-//! free, so a churn of mixed orders takes no branch on the order (with
-//! single pages alone parked, that branch was a coin toss on the skewed
-//! trace: about 0.5 mispredictions per operation).
+//! free, so a churn of mixed orders takes no branch on the order, which
+//! would mispredict.
 //!
 //! A freed block is parked only if its buddy does not merge with it: a
 //! free that merges merges at once, and the merged block is parked (or
@@ -31,12 +30,11 @@
 //!
 //! The cost is where blocks are reused: a stack hands back the newest
 //! block, the buddy lists the lowest-addressed one, which packs small
-//! blocks into low memory. Over the 100 uniform traces of
-//! `tests/antifrag.rs` the mean share of obtainable 2 MiB blocks went from
-//! 96.8% (single pages parked) to 96.2%; over the 40 skewed ones it stayed
-//! at 93.8%. A 16-entry stack: 96.35%; parking only blocks at or below the
-//! lowest listed address bucket: 96.6%, but most frees then take the list
-//! path again (churn 10.3 instead of 8.8 ns per operation in the driver).
+//! blocks into low memory. `tests/antifrag.rs` measures what that costs in
+//! obtainable 2 MiB blocks.
+
+use super::word::{hot_slot, hot_word};
+use super::{BuddyAllocator, floor_log2};
 
 /// Orders with hot lists: `0..HOT_ORDERS` (1, 2, ... 512 pages).
 ///
@@ -52,10 +50,8 @@
 /// ```
 pub const HOT_ORDERS: usize = 10;
 /// Blocks per hot list (one list per zone and order). Longer lists keep
-/// more blocks out of address order: over the uniform traces of
-/// `tests/antifrag.rs`, 16 gave a mean of 96.35% obtainable 2 MiB blocks,
-/// 32 96.2%, 64 96.25% (the churn is 0.4 ns per operation faster with 32
-/// than with 16).
+/// more blocks out of address order, which fragments free memory; shorter
+/// ones send more frees down the slower list path.
 ///
 /// ```
 /// # let mut a = allocator::doc_allocator!(256);
@@ -88,91 +84,92 @@ const _: () = assert!(1 << REFILL_ORDER <= HOT_CAP);
 
 /// One hot list: a stack of blocks, oldest first.
 #[derive(Clone, Copy)]
-pub(crate) struct HotList {
+pub(super) struct HotList {
     len: u32,
     /// `(section slot << 32) | page index`; `[0, len)` are valid.
-    ent: [u64; HOT_CAP],
+    entries: [u64; HOT_CAP],
 }
 
 #[inline(always)]
-const fn pack(s: usize, idx: u32) -> u64 {
-    ((s as u64) << 32) | idx as u64
+const fn pack(section: usize, idx: u32) -> u64 {
+    ((section as u64) << 32) | idx as u64
 }
 
 #[inline(always)]
-const fn unpack(e: u64) -> (usize, u32) {
-    ((e >> 32) as usize, e as u32)
+const fn unpack(entry: u64) -> (usize, u32) {
+    ((entry >> 32) as usize, entry as u32)
 }
 
 impl HotList {
-    pub(crate) const EMPTY: HotList = HotList {
+    pub(super) const EMPTY: HotList = HotList {
         len: 0,
-        ent: [0; HOT_CAP],
+        entries: [0; HOT_CAP],
     };
 
     #[inline(always)]
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len as usize
     }
 
     #[inline(always)]
-    pub(crate) fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.len as usize >= HOT_CAP
     }
 
-    /// Parks block `(s, idx)`; the caller checked that the list is not full.
+    /// Parks block `(section, idx)`; the caller checked that the list is
+    /// not full.
     #[inline(always)]
-    pub(crate) fn push(&mut self, s: usize, idx: u32) {
+    pub(super) fn push(&mut self, section: usize, idx: u32) {
         debug_assert!(!self.is_full());
-        self.ent[self.len as usize % HOT_CAP] = pack(s, idx);
+        self.entries[self.len as usize % HOT_CAP] = pack(section, idx);
         self.len += 1;
     }
 
     /// Takes block `i` out, moving the newest into its slot; returns the
     /// moved block (now in slot `i`), if one moved.
     #[inline(always)]
-    pub(crate) fn swap_remove(&mut self, i: usize) -> Option<(usize, u32)> {
+    pub(super) fn swap_remove(&mut self, i: usize) -> Option<(usize, u32)> {
         debug_assert!(i < self.len());
         self.len -= 1;
         let last = self.len as usize;
         if i == last {
             return None;
         }
-        self.ent[i % HOT_CAP] = self.ent[last % HOT_CAP];
-        Some(unpack(self.ent[i % HOT_CAP]))
+        self.entries[i % HOT_CAP] = self.entries[last % HOT_CAP];
+        Some(unpack(self.entries[i % HOT_CAP]))
     }
 
     /// Takes the most recently parked block.
     #[inline(always)]
-    pub(crate) fn pop(&mut self) -> Option<(usize, u32)> {
+    pub(super) fn pop(&mut self) -> Option<(usize, u32)> {
         if self.len == 0 {
             return None;
         }
         self.len -= 1;
-        Some(unpack(self.ent[self.len as usize % HOT_CAP]))
+        Some(unpack(self.entries[self.len as usize % HOT_CAP]))
     }
 
     /// Block `i` (0 = oldest).
     #[inline(always)]
-    pub(crate) fn get(&self, i: usize) -> (usize, u32) {
+    pub(super) fn get(&self, i: usize) -> (usize, u32) {
         debug_assert!(i < self.len());
-        unpack(self.ent[i % HOT_CAP])
+        unpack(self.entries[i % HOT_CAP])
     }
 
-    /// Forgets the `n` oldest blocks (the caller has freed them).
-    pub(crate) fn drop_oldest(&mut self, n: usize) {
-        let (n, len) = (n.min(self.len()), self.len());
-        self.ent.copy_within(n..len, 0);
-        self.len -= n as u32;
+    /// Forgets the `count` oldest blocks (the caller has freed them).
+    pub(super) fn drop_oldest(&mut self, count: usize) {
+        let (count, len) = (count.min(self.len()), self.len());
+        self.entries.copy_within(count..len, 0);
+        self.len -= count as u32;
     }
 
     /// Forgets every block for which `gone` holds; keeps the others' order.
-    pub(crate) fn forget(&mut self, mut gone: impl FnMut(usize, u32) -> bool) {
+    pub(super) fn forget(&mut self, mut gone: impl FnMut(usize, u32) -> bool) {
         let mut kept = 0;
         for i in 0..self.len() {
-            let (s, idx) = self.get(i);
-            if !gone(s, idx) {
-                self.ent[kept] = self.ent[i];
+            let (section, idx) = self.get(i);
+            if !gone(section, idx) {
+                self.entries[kept] = self.entries[i];
                 kept += 1;
             }
         }
@@ -182,149 +179,152 @@ impl HotList {
     /// Takes the most recently parked block if `fits` holds for it (one
     /// look: the common case of [`take_newest`](Self::take_newest)).
     #[inline(always)]
-    pub(crate) fn pop_if(&mut self, fits: impl FnOnce(usize, u32) -> bool) -> Option<(usize, u32)> {
+    pub(super) fn pop_if(&mut self, fits: impl FnOnce(usize, u32) -> bool) -> Option<(usize, u32)> {
         let i = self.len().checked_sub(1)?;
-        let (s, idx) = self.get(i);
-        if !fits(s, idx) {
+        let (section, idx) = self.get(i);
+        if !fits(section, idx) {
             return None;
         }
         self.len -= 1;
-        Some((s, idx))
+        Some((section, idx))
     }
 
     /// Takes the most recently parked block for which `fits` holds (at
     /// most [`HOT_CAP`] looks); keeps the others' order.
-    pub(crate) fn take_newest(
+    pub(super) fn take_newest(
         &mut self,
         mut fits: impl FnMut(usize, u32) -> bool,
     ) -> Option<(usize, u32)> {
         let len = self.len();
         let i = (0..len).rev().find(|&i| {
-            let (s, idx) = self.get(i);
-            fits(s, idx)
+            let (section, idx) = self.get(i);
+            fits(section, idx)
         })?;
-        let b = self.get(i);
+        let block = self.get(i);
         if i + 1 < len {
-            self.ent.copy_within(i + 1..len, i);
+            self.entries.copy_within(i + 1..len, i);
         }
         self.len -= 1;
-        Some(b)
+        Some(block)
     }
 
-    /// Blocks of section slot `s`.
-    pub(crate) fn count_in(&self, s: usize) -> usize {
-        (0..self.len()).filter(|&i| self.get(i).0 == s).count()
+    /// Blocks of section slot `section`.
+    pub(super) fn count_in(&self, section: usize) -> usize {
+        (0..self.len())
+            .filter(|&i| self.get(i).0 == section)
+            .count()
     }
 }
 
-use super::*;
-
 impl BuddyAllocator {
-    /// Frees the aligned block `idx` of order `k` whose head word was an
+    /// Frees the aligned block `idx` of `order` whose head word was an
     /// allocation head: parked on its zone's hot list for small orders
     /// whose buddy is not free, otherwise freed into the buddy (`same_chunk`
-    /// as in `free_block`). The merge loop is inlined here too: one call
-    /// per free at most (measured: 6.5% fewer instructions on the uniform
-    /// churn than with the list code out of line, one more per hot pair).
+    /// as in `free_block`). The merge loop is inlined here too, so that a
+    /// free makes one call at most.
     #[inline(always)]
-    pub(super) fn put_back(&mut self, s: usize, idx: u32, k: u32, same_chunk: u32) {
-        match self.free_buddy(s, idx, k, same_chunk) {
-            None => self.place(s, idx, k, false),
-            Some((bidx, be)) => self.merge_loop(s, idx, k, false, same_chunk, bidx, be, true),
+    pub(super) fn put_back(&mut self, section: usize, idx: u32, order: u32, same_chunk: u32) {
+        match self.free_buddy(section, idx, order, same_chunk) {
+            None => self.place(section, idx, order, false),
+            Some((buddy, buddy_word)) => self.merge_loop(
+                section, idx, order, false, same_chunk, buddy, buddy_word, true,
+            ),
         }
     }
 
-    /// Puts free block `idx` of order `k`, whose buddy does not merge with
+    /// Puts free block `idx` of `order`, whose buddy does not merge with
     /// it, on its zone's hot list for that order if there is room, else on
-    /// the free lists (making room by freeing the list's older half
-    /// instead handled every block twice when frees outnumber
-    /// allocations). Every order below [`HOT_ORDERS`] takes the same path,
-    /// so a churn of mixed orders takes no branch on the order.
+    /// the free lists (making room by freeing the list's older half would
+    /// handle every block twice when frees outnumber allocations). Every
+    /// order below [`HOT_ORDERS`] takes the same path, so a churn of mixed
+    /// orders takes no branch on the order.
     #[inline(always)]
-    pub(super) fn place(&mut self, s: usize, idx: u32, k: u32, checked: bool) {
-        let z = self.secs[s].zone as usize % 4;
-        if (k as usize) < HOT_ORDERS && !self.hot[z][k as usize].is_full() {
-            let h = &mut self.hot[z][k as usize];
-            let word = hot_word(k, h.len());
-            h.push(s, idx);
-            self.secs[s].write_head(idx, k, word, checked);
+    pub(super) fn place(&mut self, section: usize, idx: u32, order: u32, checked: bool) {
+        let zone = self.secs[section].zone as usize % 4;
+        if (order as usize) < HOT_ORDERS && !self.hot[zone][order as usize].is_full() {
+            let list = &mut self.hot[zone][order as usize];
+            let word = hot_word(order, list.len());
+            list.push(section, idx);
+            self.secs[section].write_head(idx, order, word, checked);
         } else {
-            self.push(s, idx, k, checked);
+            self.push(section, idx, order, checked);
         }
     }
 
-    /// Takes the parked block in `slot` of hot list `(z, k)` off it (it
-    /// merges with its buddy); the block moved into the slot gets its new
-    /// slot in its word.
+    /// Takes the parked block in `slot` of hot list `(zone, order)` off it
+    /// (it merges with its buddy); the block moved into the slot gets its
+    /// new slot in its word.
     #[inline(always)]
-    pub(super) fn hot_take_slot(&mut self, z: usize, k: u32, slot: usize) {
-        if let Some((ms, midx)) = self.hot[z % 4][k as usize].swap_remove(slot) {
+    pub(super) fn hot_take_slot(&mut self, zone: usize, order: u32, slot: usize) {
+        if let Some((moved_section, moved_idx)) =
+            self.hot[zone % 4][order as usize].swap_remove(slot)
+        {
             // A hot head written when it was parked: valid.
-            self.secs[ms].raw_write(midx, hot_word(k, slot));
+            self.secs[moved_section].raw_write(moved_idx, hot_word(order, slot));
         }
     }
 
-    /// Rewrites the slot in the words of every block of hot list `(z, o)`
-    /// after the list was compacted.
-    pub(super) fn hot_reindex(&mut self, z: usize, o: usize) {
-        for i in 0..self.hot[z][o].len() {
-            let (s, idx) = self.hot[z][o].get(i);
-            self.secs[s].raw_write(idx, hot_word(o as u32, i));
+    /// Rewrites the slot in the words of every block of hot list
+    /// `(zone, order)` after the list was compacted.
+    pub(super) fn hot_reindex(&mut self, zone: usize, order: usize) {
+        for i in 0..self.hot[zone][order].len() {
+            let (section, idx) = self.hot[zone][order].get(i);
+            self.secs[section].raw_write(idx, hot_word(order as u32, i));
         }
     }
 
-    /// Parks block `idx` of order `k < HOT_ORDERS`, whose word is an
-    /// allocation head (so valid, see Section::raw_read), on its zone's hot
-    /// list, making room first if the list is full.
+    /// Parks block `idx` of `order < HOT_ORDERS`, whose word is an
+    /// allocation head (so valid, see Section::raw_read), on its zone's
+    /// hot list, making room first if the list is full.
     #[inline(always)]
-    pub(super) fn park(&mut self, s: usize, idx: u32, k: u32) {
-        let z = self.secs[s].zone as usize % 4;
-        if self.hot[z][k as usize].is_full() {
-            self.hot_spill(z, k as usize);
+    pub(super) fn park(&mut self, section: usize, idx: u32, order: u32) {
+        let zone = self.secs[section].zone as usize % 4;
+        if self.hot[zone][order as usize].is_full() {
+            self.hot_spill(zone, order as usize);
         }
-        self.park_in_room(s, idx, k);
+        self.park_in_room(section, idx, order);
     }
 
     /// [`park`](Self::park) into a list known not to be full.
     #[inline(always)]
-    pub(super) fn park_in_room(&mut self, s: usize, idx: u32, k: u32) {
-        let z = self.secs[s].zone as usize % 4;
-        let h = &mut self.hot[z][k as usize];
-        self.secs[s].raw_write(idx, hot_word(k, h.len()));
-        h.push(s, idx);
+    pub(super) fn park_in_room(&mut self, section: usize, idx: u32, order: u32) {
+        let zone = self.secs[section].zone as usize % 4;
+        let list = &mut self.hot[zone][order as usize];
+        self.secs[section].raw_write(idx, hot_word(order, list.len()));
+        list.push(section, idx);
     }
 
-    /// A parked block of order `k` from zone `y`, if any. Its word is still
-    /// the hot word: the caller overwrites it.
+    /// A parked block of `order` from zone `zone`, if any. Its word is
+    /// still the hot word: the caller overwrites it.
     #[inline(always)]
-    pub(super) fn hot_pop(&mut self, y: usize, k: u32) -> Option<(usize, u32)> {
-        if k as usize >= HOT_ORDERS {
+    pub(super) fn hot_pop(&mut self, zone: usize, order: u32) -> Option<(usize, u32)> {
+        if order as usize >= HOT_ORDERS {
             return None;
         }
-        self.hot[y % 4][k as usize].pop()
+        self.hot[zone % 4][order as usize].pop()
     }
 
     /// Frees the older half of a full hot list into the buddy.
     #[cold]
     #[inline(never)]
-    pub(super) fn hot_spill(&mut self, z: usize, o: usize) {
-        let n = self.hot[z][o].len() / 2;
-        self.hot_free_oldest(z, o, n);
+    fn hot_spill(&mut self, zone: usize, order: usize) {
+        let half = self.hot[zone][order].len() / 2;
+        self.hot_free_oldest(zone, order, half);
     }
 
-    /// Frees the `n` oldest blocks of hot list `(z, o)` into the buddy,
-    /// merging them with free buddies.
-    pub(super) fn hot_free_oldest(&mut self, z: usize, o: usize, n: usize) {
+    /// Frees the `count` oldest blocks of hot list `(zone, order)` into the
+    /// buddy, merging them with free buddies.
+    fn hot_free_oldest(&mut self, zone: usize, order: usize, count: usize) {
         // Off the list first: freeing one may merge it with a parked block
         // of a higher order, which takes that block off its list. (Only
         // single pages are freed in part; their slots are never used.)
-        debug_assert!(o == 0 || n == self.hot[z][o].len());
-        let list = self.hot[z][o];
-        self.hot[z][o].drop_oldest(n);
-        for i in 0..n {
-            let (s, idx) = list.get(i);
+        debug_assert!(order == 0 || count == self.hot[zone][order].len());
+        let list = self.hot[zone][order];
+        self.hot[zone][order].drop_oldest(count);
+        for i in 0..count {
+            let (section, idx) = list.get(i);
             // A hot word is neither a free nor an allocation head, and valid.
-            self.free_block(s, idx, o as u32, false, 0);
+            self.free_block(section, idx, order as u32, false, 0);
         }
     }
 
@@ -332,11 +332,11 @@ impl BuddyAllocator {
     /// whether there was any.
     pub(super) fn drain_zones(&mut self, top: usize) -> bool {
         let mut any = false;
-        for z in 0..=top.min(2) {
-            for o in 0..HOT_ORDERS {
-                let n = self.hot[z][o].len();
-                any |= n != 0;
-                self.hot_free_oldest(z, o, n);
+        for zone in 0..=top.min(2) {
+            for order in 0..HOT_ORDERS {
+                let count = self.hot[zone][order].len();
+                any |= count != 0;
+                self.hot_free_oldest(zone, order, count);
             }
         }
         any
@@ -361,69 +361,89 @@ impl BuddyAllocator {
         self.drain_zones(2);
     }
 
-    /// Pages parked in zone `y`.
-    pub(super) fn hot_pages_in_zone(&self, y: usize) -> u64 {
+    /// Pages parked in zone `zone`.
+    pub(super) fn hot_pages_in_zone(&self, zone: usize) -> u64 {
         (0..HOT_ORDERS)
-            .map(|o| (self.hot[y][o].len() as u64) << o)
+            .map(|order| (self.hot[zone][order].len() as u64) << order)
             .sum()
     }
 
-    /// Pages parked from section slot `s`.
-    pub(super) fn hot_pages_in_section(&self, s: usize) -> u64 {
-        let z = self.secs[s].zone as usize % 4;
+    /// Pages parked from section slot `section`.
+    pub(super) fn hot_pages_in_section(&self, section: usize) -> u64 {
+        let zone = self.secs[section].zone as usize % 4;
         (0..HOT_ORDERS)
-            .map(|o| (self.hot[z][o].count_in(s) as u64) << o)
+            .map(|order| (self.hot[zone][order].count_in(section) as u64) << order)
             .sum()
     }
 
-    /// Takes the parked block `idx` of order `o`, word `e`, off its hot
+    /// Takes the parked block `idx` of `order`, word `word`, off its hot
     /// list (for `reserve_range`). Its word is left as it is.
-    pub(super) fn hot_remove(&mut self, s: usize, idx: u32, o: u32, e: u64) {
-        let z = self.secs[s].zone as usize % 4;
-        if o == 0 {
-            self.hot[z][0].forget(|hs, hidx| hs == s && hidx == idx);
+    pub(super) fn hot_remove(&mut self, section: usize, idx: u32, order: u32, word: u64) {
+        let zone = self.secs[section].zone as usize % 4;
+        if order == 0 {
+            self.hot[zone][0]
+                .forget(|hot_section, hot_idx| hot_section == section && hot_idx == idx);
         } else {
-            self.hot_take_slot(z, o, hot_slot(e));
+            self.hot_take_slot(zone, order, hot_slot(word));
         }
     }
 
-    /// Orders `k..HOT_ORDERS` whose hot list in zone `y` is not empty.
+    /// Forgets every parked block of the sections in `slots` (a mask of
+    /// section slots about to be removed), keeping the slots in the words
+    /// of the others right.
+    pub(super) fn hot_forget_sections(&mut self, slots: u64) {
+        for zone in 0..4 {
+            for order in 0..HOT_ORDERS {
+                self.hot[zone][order].forget(|section, _| slots & (1 << section) != 0);
+                if order > 0 {
+                    self.hot_reindex(zone, order);
+                }
+            }
+        }
+    }
+
+    /// Orders `min_order..HOT_ORDERS` whose hot list in zone `zone` is not
+    /// empty.
     #[inline(always)]
-    pub(super) fn parked_orders(&self, y: usize, k: u32) -> u32 {
-        let mut m = 0;
-        for (o, h) in self.hot[y % 4].iter().enumerate().skip(k as usize) {
-            m |= u32::from(h.len() != 0) << o;
+    pub(super) fn parked_orders(&self, zone: usize, min_order: u32) -> u32 {
+        let mut orders = 0;
+        for (order, list) in self.hot[zone % 4]
+            .iter()
+            .enumerate()
+            .skip(min_order as usize)
+        {
+            orders |= u32::from(list.len() != 0) << order;
         }
-        m
+        orders
     }
 
-    /// A single page from zone `y`, which has no free single page and an
-    /// empty hot list (orders `m` non-empty): takes a block of up to
-    /// [`REFILL_ORDER`](crate::REFILL_ORDER), hands out its first page and
-    /// parks the others.
+    /// A single page from zone `zone`, which has no free single page and
+    /// an empty hot list (`listed`: its orders with listed blocks, not
+    /// empty): takes a block of up to [`REFILL_ORDER`], hands out its first
+    /// page and parks the others.
     #[inline(never)]
-    pub(super) fn take_refill(&mut self, y: usize, m: u32) -> (usize, u32) {
+    pub(super) fn take_refill(&mut self, zone: usize, listed: u32) -> (usize, u32) {
         // Callers found the hot list empty; never park beyond its room.
-        let room = (HOT_CAP - self.hot[y % 4][0].len()) as u64;
-        let r = (m | self.parked_orders(y, 1))
+        let room = (HOT_CAP - self.hot[zone % 4][0].len()) as u64;
+        let refill_order = (listed | self.parked_orders(zone, 1))
             .trailing_zeros()
             .min(REFILL_ORDER)
             .min(floor_log2(room + 1));
-        let (s, idx) = self.take_in(y, r, m);
-        let sec = &mut self.secs[s];
+        let (section, idx) = self.take_in(zone, refill_order, listed);
+        let sec = &mut self.secs[section];
         // A block of order < MIN_CHUNK_SHIFT lies in one chunk; its words
         // are written directly below, so the chunk must be initialised.
-        let c = sec.chunk_of(idx);
-        if !sec.chunk_ready(c) {
-            sec.init_chunk(c);
+        let chunk = sec.chunk_of(idx);
+        if !sec.chunk_ready(chunk) {
+            sec.init_chunk(chunk);
         }
-        let hot = &mut self.hot[y % 4][0];
+        let list = &mut self.hot[zone % 4][0];
         // Highest first: the stack hands them out in address order.
-        for i in (1..1u32 << r).rev() {
-            sec.raw_write(idx + i, hot_word(0, hot.len()));
-            hot.push(s, idx + i);
+        for i in (1..1u32 << refill_order).rev() {
+            sec.raw_write(idx + i, hot_word(0, list.len()));
+            list.push(section, idx + i);
         }
-        (s, idx)
+        (section, idx)
     }
 }
 
@@ -433,23 +453,23 @@ mod tests {
 
     #[test]
     fn stack_order_and_forget() {
-        let mut h = HotList::EMPTY;
+        let mut list = HotList::EMPTY;
         for i in 0..HOT_CAP as u32 {
-            h.push((i % 3) as usize, i);
+            list.push((i % 3) as usize, i);
         }
-        assert!(h.is_full());
-        assert_eq!(h.count_in(0), HOT_CAP.div_ceil(3));
-        assert_eq!(h.pop(), Some((((HOT_CAP - 1) % 3), HOT_CAP as u32 - 1)));
-        h.drop_oldest(4);
-        assert_eq!(h.get(0), (1, 4));
-        h.forget(|s, _| s == 1);
-        assert_eq!(h.count_in(1), 0);
-        assert_eq!(h.get(0), (2, 5));
+        assert!(list.is_full());
+        assert_eq!(list.count_in(0), HOT_CAP.div_ceil(3));
+        assert_eq!(list.pop(), Some((((HOT_CAP - 1) % 3), HOT_CAP as u32 - 1)));
+        list.drop_oldest(4);
+        assert_eq!(list.get(0), (1, 4));
+        list.forget(|section, _| section == 1);
+        assert_eq!(list.count_in(1), 0);
+        assert_eq!(list.get(0), (2, 5));
         let mut last = None;
-        while let Some(x) = h.pop() {
-            last = Some(x);
+        while let Some(block) = list.pop() {
+            last = Some(block);
         }
         assert_eq!(last, Some((2, 5)));
-        assert_eq!(h.len(), 0);
+        assert_eq!(list.len(), 0);
     }
 }

@@ -1,6 +1,32 @@
-//! The buddy allocator proper.
+//! The buddy allocator proper: [`BuddyAllocator`].
+//!
+//! One idea per file:
+//!
+//! - [`word`]: the 8-byte metadata word each page has and how its bits
+//!   are laid out.
+//! - [`section`]: a section (a zone-split run of pages): its free lists by
+//!   order and address bucket, their masks, and the lazy, incremental
+//!   initialisation of its metadata.
+//! - [`zone`]: per-zone state and masks, the zone a request starts in,
+//!   the zones a constraint allows, reserves.
+//! - [`lists`]: the free lists: push, unlink, split, merge, release.
+//! - [`hot`]: hot lists: recently freed small blocks parked per zone and
+//!   order, handed out first.
+//! - [`search`]: finding a block for a request: zones, fallback, limits
+//!   (`Below`), aligned runs at a section's end.
+//! - [`alloc`] and [`free`]: the public allocating and freeing calls, and
+//!   the checks every free makes.
+//! - [`sections`]: hot-add and removal of sections, the metadata they
+//!   need, and the sorted index that maps an address to its section.
+//! - [`poison`]: frame options: poisoning free frames, zeroing allocated
+//!   ones.
+//! - [`query`]: page states, free blocks, sections, statistics.
+//! - [`stats`]: the statistics types and their `Display`.
+//!
+//! Tests sit beside the file they test (`alloc/tests.rs` for `alloc.rs`,
+//! ...), with the fixtures they share in `test_support.rs`.
 
-use core::ptr::NonNull;
+use crate::types::{MAX_ORDER, MAX_SECTIONS};
 
 mod alloc;
 mod free;
@@ -23,11 +49,9 @@ pub use search::LIMIT_SCAN;
 pub use sections::{Carved, RemovedSection, carve_metadata, metadata_bytes};
 pub use stats::{Stats, ZoneStats};
 
-use crate::types::*;
-use hot::*;
-use section::*;
-use word::*;
-use zone::*;
+use hot::HotList;
+use section::Section;
+use zone::ZoneState;
 
 /// A buddy allocator of physical page frames.
 ///
@@ -63,16 +87,19 @@ pub struct BuddyAllocator {
     /// Frame poisoning is active (`opts.poison` and a mapping is set).
     poisoning: bool,
     /// Number of registered sections (entries of `sorted_base`/`sorted_slot`).
-    nsec: u32,
-    used: u64,
+    section_count: u32,
+    /// Which slots of `secs` hold a registered section (bit `i` = slot `i`).
+    used_slots: u64,
     /// Registered sections' first frames, ascending (for `locate`).
     sorted_base: [u64; MAX_SECTIONS],
     /// The slot in `secs` of each `sorted_base` entry.
     sorted_slot: [u8; MAX_SECTIONS],
+    /// Where physical address 0 is mapped, for frame options; null: none.
     frame_base: *mut u8,
     opts: FrameOptions,
     /// Hot lists per zone (indexed like `zones`) and order.
     hot: [[HotList; HOT_ORDERS]; 4],
+    /// The sections, by slot; a free slot is [`Section::EMPTY`].
     secs: [Section; MAX_SECTIONS],
 }
 
@@ -86,6 +113,33 @@ unsafe impl Sync for BuddyAllocator {}
 impl Default for BuddyAllocator {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl BuddyAllocator {
+    /// An empty allocator with no sections.
+    ///
+    /// ```
+    /// static A: allocator::LockedAllocator<allocator::NoInterrupts> =
+    ///     allocator::LockedAllocator::new(allocator::BuddyAllocator::new());
+    /// assert_eq!(A.lock().stats().free_pages(), 0);
+    /// ```
+    pub const fn new() -> Self {
+        BuddyAllocator {
+            zones: [ZoneState::EMPTY; 4],
+            poisoning: false,
+            section_count: 0,
+            used_slots: 0,
+            sorted_base: [0; MAX_SECTIONS],
+            sorted_slot: [0; MAX_SECTIONS],
+            frame_base: core::ptr::null_mut(),
+            opts: FrameOptions {
+                poison: false,
+                zero_on_alloc: false,
+            },
+            hot: [[HotList::EMPTY; HOT_ORDERS]; 4],
+            secs: [Section::EMPTY; MAX_SECTIONS],
+        }
     }
 }
 
@@ -112,29 +166,16 @@ fn piece_order(pfn: u64, remaining: u64) -> u32 {
         .min(MAX_ORDER)
 }
 
-impl BuddyAllocator {
-    /// An empty allocator with no sections.
-    ///
-    /// ```
-    /// static A: allocator::LockedAllocator<allocator::NoInterrupts> =
-    ///     allocator::LockedAllocator::new(allocator::BuddyAllocator::new());
-    /// assert_eq!(A.lock().stats().free_pages(), 0);
-    /// ```
-    pub const fn new() -> Self {
-        BuddyAllocator {
-            zones: [ZoneState::EMPTY; 4],
-            poisoning: false,
-            nsec: 0,
-            used: 0,
-            sorted_base: [0; MAX_SECTIONS],
-            sorted_slot: [0; MAX_SECTIONS],
-            frame_base: core::ptr::null_mut(),
-            opts: FrameOptions {
-                poison: false,
-                zero_on_alloc: false,
-            },
-            hot: [[HotList::EMPTY; HOT_ORDERS]; 4],
-            secs: [Section::EMPTY; MAX_SECTIONS],
+/// The indexes of the bits set in `mask`, lowest first: the slots of a
+/// section mask.
+#[inline(always)]
+fn set_bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
         }
-    }
+        let bit = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(bit)
+    })
 }

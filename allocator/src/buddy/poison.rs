@@ -1,11 +1,16 @@
-//! Frame contents: poisoning free frames and zeroing allocated ones.
+//! Frame options: poisoning free frames (filled with [`POISON_BYTE`],
+//! checked when allocated again) and zeroing allocated ones. Both write
+//! frame memory, so they need the mapping `set_frame_options` is given.
 
-use super::*;
+use super::section::BUCKETS;
+use super::word::{NIL, ST_NONE, free_next};
+use super::{BuddyAllocator, HOT_ORDERS, set_bits};
+use crate::types::{Error, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 
 /// The byte freed frames are filled with when poisoning is on.
 pub const POISON_BYTE: u8 = 0xAA;
 
-pub(super) const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
+const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 
 /// Frame-content options (they need the physical memory mapping).
 ///
@@ -23,44 +28,41 @@ pub struct FrameOptions {
 }
 
 impl BuddyAllocator {
+    /// Where page `idx` of section `section` is mapped.
     #[inline(always)]
-    pub(super) fn frame_ptr(&self, s: usize, idx: u32) -> *mut u8 {
-        let phys = (self.secs[s].base + idx as u64) << PAGE_SHIFT;
+    fn frame_ptr(&self, section: usize, idx: u32) -> *mut u8 {
+        let phys = (self.secs[section].base + idx as u64) << PAGE_SHIFT;
         self.frame_base.wrapping_add(phys as usize)
     }
 
     #[cold]
     #[inline(never)]
-    pub(super) fn fill(&self, s: usize, idx: u32, pages: u64, byte: u8) {
+    fn fill(&self, section: usize, idx: u32, pages: u64, byte: u8) {
         for i in 0..pages {
-            let p = self.frame_ptr(s, idx + i as u32);
+            let frame = self.frame_ptr(section, idx + i as u32);
             // SAFETY: set_frame_options' contract: every managed frame is
             // mapped writable at frame_base + phys, and free or freshly
             // allocated frames are not accessed by anyone else right now.
-            unsafe { core::ptr::write_bytes(p, byte, PAGE_SIZE as usize) }
+            unsafe { core::ptr::write_bytes(frame, byte, PAGE_SIZE as usize) }
         }
     }
 
-    /// First poisoned-pattern mismatch in `[idx, idx + pages)`.
-    pub(super) fn check_poison(
-        &self,
-        s: usize,
-        idx: u32,
-        pages: u64,
-    ) -> Option<(PhysAddr, u32, u8)> {
+    /// First poisoned-pattern mismatch in `[idx, idx + pages)`: the frame,
+    /// the offset in it and the byte found there.
+    fn check_poison(&self, section: usize, idx: u32, pages: u64) -> Option<(PhysAddr, u32, u8)> {
         for i in 0..pages {
-            let p = self.frame_ptr(s, idx + i as u32).cast::<u64>();
+            let frame = self.frame_ptr(section, idx + i as u32).cast::<u64>();
             for w in 0..(PAGE_SIZE as usize / 8) {
                 // SAFETY: as in `fill`; frame_base + phys is 8-aligned
                 // because set_frame_options requires a page-aligned base.
-                let v = unsafe { p.add(w).read() };
-                if v != POISON_WORD {
-                    let bytes = v.to_ne_bytes();
-                    let b = bytes.iter().position(|&x| x != POISON_BYTE).unwrap_or(0);
+                let found = unsafe { frame.add(w).read() };
+                if found != POISON_WORD {
+                    let bytes = found.to_ne_bytes();
+                    let at = bytes.iter().position(|&x| x != POISON_BYTE).unwrap_or(0);
                     return Some((
-                        self.addr_of(s, idx + i as u32),
-                        (w * 8 + b) as u32,
-                        bytes[b],
+                        self.addr_of(section, idx + i as u32),
+                        (w * 8 + at) as u32,
+                        bytes[at],
                     ));
                 }
             }
@@ -72,22 +74,22 @@ impl BuddyAllocator {
     /// whose head word is already written. On corruption the allocation is
     /// re-poisoned and freed again.
     #[inline(always)]
-    pub(super) fn on_alloc(&mut self, s: usize, idx: u32, pages: u64) -> Result<(), Error> {
+    pub(super) fn on_alloc(&mut self, section: usize, idx: u32, pages: u64) -> Result<(), Error> {
         if self.frame_base.is_null() {
             return Ok(());
         }
-        self.on_alloc_slow(s, idx, pages)
+        self.on_alloc_slow(section, idx, pages)
     }
 
     #[cold]
     #[inline(never)]
-    pub(super) fn on_alloc_slow(&mut self, s: usize, idx: u32, pages: u64) -> Result<(), Error> {
+    fn on_alloc_slow(&mut self, section: usize, idx: u32, pages: u64) -> Result<(), Error> {
         if self.opts.poison
-            && let Some((frame, offset, found)) = self.check_poison(s, idx, pages)
+            && let Some((frame, offset, found)) = self.check_poison(section, idx, pages)
         {
-            self.fill(s, idx, pages, POISON_BYTE);
-            self.secs[s].raw_write(idx, ST_NONE);
-            self.release(s, idx, pages);
+            self.fill(section, idx, pages, POISON_BYTE);
+            self.secs[section].raw_write(idx, ST_NONE);
+            self.release(section, idx, pages);
             return Err(Error::Corrupted {
                 frame,
                 offset,
@@ -95,15 +97,17 @@ impl BuddyAllocator {
             });
         }
         if self.opts.zero_on_alloc {
-            self.fill(s, idx, pages, 0);
+            self.fill(section, idx, pages, 0);
         }
         Ok(())
     }
 
+    /// Poisons `[idx, idx + pages)`, just freed (or just registered), if
+    /// poisoning is on.
     #[inline(always)]
-    pub(super) fn on_free(&self, s: usize, idx: u32, pages: u64) {
+    pub(super) fn on_free(&self, section: usize, idx: u32, pages: u64) {
         if self.poisoning {
-            self.fill(s, idx, pages, POISON_BYTE);
+            self.fill(section, idx, pages, POISON_BYTE);
         }
     }
 
@@ -157,29 +161,33 @@ impl BuddyAllocator {
         self.opts = opts;
         self.poisoning = opts.poison && !phys_offset.is_null();
         if opts.poison && !was_poisoning && !phys_offset.is_null() {
-            let mut m = self.used;
-            while m != 0 {
-                let s = m.trailing_zeros() as usize;
-                m &= m - 1;
-                if self.secs[s].pending {
-                    self.fill(s, 0, self.secs[s].pages as u64, POISON_BYTE);
-                    continue;
-                }
-                for l in 0..NLISTS {
-                    let (o, b) = list_order(l);
-                    let mut idx = self.secs[s].list_first(o, b);
+            self.poison_free_frames();
+        }
+    }
+
+    /// Poisons every free frame: those of pending sections, those on the
+    /// free lists and those parked on hot lists.
+    fn poison_free_frames(&mut self) {
+        for section in set_bits(self.used_slots) {
+            if self.secs[section].pending {
+                self.fill(section, 0, self.secs[section].pages as u64, POISON_BYTE);
+                continue;
+            }
+            for order in 0..NR_ORDERS {
+                for bucket in 0..BUCKETS {
+                    let mut idx = self.secs[section].list_first(order, bucket);
                     while idx != NIL {
-                        self.fill(s, idx, 1 << o, POISON_BYTE);
-                        idx = free_next(self.secs[s].raw_read(idx));
+                        self.fill(section, idx, 1 << order, POISON_BYTE);
+                        idx = free_next(self.secs[section].raw_read(idx));
                     }
                 }
             }
-            for z in 0..3 {
-                for o in 0..HOT_ORDERS {
-                    for i in 0..self.hot[z][o].len() {
-                        let (s, idx) = self.hot[z][o].get(i);
-                        self.fill(s, idx, 1 << o, POISON_BYTE);
-                    }
+        }
+        for zone in 0..3 {
+            for order in 0..HOT_ORDERS {
+                for i in 0..self.hot[zone][order].len() {
+                    let (section, idx) = self.hot[zone][order].get(i);
+                    self.fill(section, idx, 1 << order, POISON_BYTE);
                 }
             }
         }

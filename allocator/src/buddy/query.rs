@@ -1,6 +1,13 @@
-//! Looking at the allocator: page states, free blocks, sections, statistics.
+//! Looking at the allocator without changing it: the state of a page,
+//! every free block, the registered sections, statistics. Pending
+//! sections answer from their pieces exactly as their lists would.
 
-use super::*;
+use super::hot::{HOT_CAP, HOT_ORDERS};
+use super::section::{LISTS, list_order};
+use super::stats::{Stats, ZoneStats};
+use super::word::{NIL, ST_ALLOC, alloc_count, free_next, state};
+use super::{BuddyAllocator, set_bits};
+use crate::types::{Error, MAX_SECTIONS, PAGE_SHIFT, PhysAddr, Zone};
 
 /// What one page currently is.
 ///
@@ -95,34 +102,38 @@ pub struct SectionInfo {
 /// assert_eq!(it.count(), 1);
 /// ```
 pub struct FreeBlocks<'a> {
-    a: &'a BuddyAllocator,
-    used: u64,
-    s: usize,
+    allocator: &'a BuddyAllocator,
+    /// Section slots not visited yet.
+    slots_left: u64,
+    /// The section being visited (`usize::MAX` before the first).
+    section: usize,
+    /// Its list being visited (`order * BUCKETS + bucket`).
     list: usize,
-    cur: u32,
+    /// The next block of that list, or NIL.
+    next_idx: u32,
     /// Position in the hot lists once the buddy lists are done:
     /// `(zone * HOT_ORDERS + order) * HOT_CAP + i`.
-    hot: usize,
+    hot_pos: usize,
 }
 
 impl FreeBlocks<'_> {
     /// The next parked block.
     fn next_hot(&mut self) -> Option<FreeBlock> {
-        while self.hot < 3 * HOT_ORDERS * HOT_CAP {
-            let (list, i) = (self.hot / HOT_CAP, self.hot % HOT_CAP);
-            let z = list / HOT_ORDERS;
-            let o = list - z * HOT_ORDERS;
-            let h = &self.a.hot.as_flattened()[list];
-            if i >= h.len() {
-                self.hot = (list + 1) * HOT_CAP;
+        while self.hot_pos < 3 * HOT_ORDERS * HOT_CAP {
+            let (list, i) = (self.hot_pos / HOT_CAP, self.hot_pos % HOT_CAP);
+            let zone = list / HOT_ORDERS;
+            let order = list - zone * HOT_ORDERS;
+            let hot = &self.allocator.hot.as_flattened()[list];
+            if i >= hot.len() {
+                self.hot_pos = (list + 1) * HOT_CAP;
                 continue;
             }
-            self.hot += 1;
-            let (s, idx) = h.get(i);
+            self.hot_pos += 1;
+            let (section, idx) = hot.get(i);
             return Some(FreeBlock {
-                addr: self.a.addr_of(s, idx),
-                order: o as u32,
-                zone: Zone::from_index(z),
+                addr: self.allocator.addr_of(section, idx),
+                order: order as u32,
+                zone: Zone::from_index(zone),
                 hot: true,
             });
         }
@@ -134,12 +145,12 @@ impl Iterator for FreeBlocks<'_> {
     type Item = FreeBlock;
     fn next(&mut self) -> Option<FreeBlock> {
         loop {
-            if self.cur != NIL {
-                let sec = &self.a.secs[self.s];
-                let idx = self.cur;
-                self.cur = if sec.pending {
-                    let (o, b) = list_order(self.list);
-                    sec.pending_next(o, b, idx)
+            if self.next_idx != NIL {
+                let sec = &self.allocator.secs[self.section];
+                let idx = self.next_idx;
+                self.next_idx = if sec.pending {
+                    let (order, bucket) = list_order(self.list);
+                    sec.pending_next(order, bucket, idx)
                 } else {
                     free_next(sec.raw_read(idx))
                 };
@@ -150,22 +161,22 @@ impl Iterator for FreeBlocks<'_> {
                     hot: false,
                 });
             }
-            if self.s != usize::MAX && self.list + 1 < NLISTS {
+            if self.section != usize::MAX && self.list + 1 < LISTS {
                 self.list += 1;
             } else {
-                if self.used == 0 {
+                if self.slots_left == 0 {
                     return self.next_hot();
                 }
-                self.s = self.used.trailing_zeros() as usize;
-                self.used &= self.used - 1;
+                self.section = self.slots_left.trailing_zeros() as usize;
+                self.slots_left &= self.slots_left - 1;
                 self.list = 0;
             }
-            let (o, b) = list_order(self.list);
-            let sec = &self.a.secs[self.s];
-            self.cur = if sec.pending {
-                sec.pending_next(o, b, NIL)
+            let (order, bucket) = list_order(self.list);
+            let sec = &self.allocator.secs[self.section];
+            self.next_idx = if sec.pending {
+                sec.pending_next(order, bucket, NIL)
             } else {
-                sec.list_first(o, b)
+                sec.list_first(order, bucket)
             };
         }
     }
@@ -187,16 +198,16 @@ impl BuddyAllocator {
         if !addr.is_page_aligned() {
             return Err(Error::Misaligned);
         }
-        let (s, idx) = self.locate(addr).ok_or(Error::NotInSection)?;
-        let e = self.secs[s].get(idx);
-        if state(e) == ST_ALLOC {
+        let (section, idx) = self.locate(addr).ok_or(Error::NotInSection)?;
+        let word = self.secs[section].read(idx);
+        if state(word) == ST_ALLOC {
             return Ok(PageState::Allocated {
-                pages: alloc_count(e) as u64,
+                pages: alloc_count(word) as u64,
             });
         }
-        Ok(match self.find_free_block(s, idx) {
-            Some((h, order)) => PageState::Free {
-                block: self.addr_of(s, h),
+        Ok(match self.find_free_block(section, idx) {
+            Some((head, order)) => PageState::Free {
+                block: self.addr_of(section, head),
                 order,
             },
             None => PageState::Interior,
@@ -214,12 +225,12 @@ impl BuddyAllocator {
     /// ```
     pub fn free_blocks(&self) -> FreeBlocks<'_> {
         FreeBlocks {
-            a: self,
-            used: self.used,
-            s: usize::MAX,
+            allocator: self,
+            slots_left: self.used_slots,
+            section: usize::MAX,
             list: 0,
-            cur: NIL,
-            hot: 0,
+            next_idx: NIL,
+            hot_pos: 0,
         }
     }
 
@@ -231,14 +242,14 @@ impl BuddyAllocator {
     /// ```
     pub fn sections(&self) -> impl Iterator<Item = SectionInfo> + '_ {
         (0..MAX_SECTIONS)
-            .filter(|s| self.used & (1 << s) != 0)
-            .map(|s| {
-                let sec = &self.secs[s];
+            .filter(|section| self.used_slots & (1 << section) != 0)
+            .map(|section| {
+                let sec = &self.secs[section];
                 SectionInfo {
                     start: PhysAddr(sec.base << PAGE_SHIFT),
                     pages: sec.pages as u64,
                     zone: Zone::from_index(sec.zone as usize),
-                    free_pages: self.section_free(s),
+                    free_pages: self.section_free(section),
                     registered_at: PhysAddr(sec.reg_base << PAGE_SHIFT),
                 }
             })
@@ -254,32 +265,29 @@ impl BuddyAllocator {
     /// ```
     pub fn stats(&self) -> Stats {
         let mut zones = [ZoneStats::EMPTY; 3];
-        for (i, z) in zones.iter_mut().enumerate() {
-            let zs = &self.zones[i];
-            z.zone = Zone::from_index(i);
-            z.managed_pages = zs.managed_pages;
-            z.free_pages = self.zone_free(i);
-            let mut m = self.used;
-            while m != 0 {
-                let s = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let sec = &self.secs[s];
-                if sec.zone as usize == i && sec.pending {
-                    for (_, o) in sec.pieces() {
-                        z.free_blocks[o as usize] += 1;
+        for (index, stats) in zones.iter_mut().enumerate() {
+            let zone = &self.zones[index];
+            stats.zone = Zone::from_index(index);
+            stats.managed_pages = zone.managed_pages;
+            stats.free_pages = self.zone_free(index);
+            for section in set_bits(self.used_slots) {
+                let sec = &self.secs[section];
+                if sec.zone as usize == index && sec.pending {
+                    for (_, order) in sec.pieces() {
+                        stats.free_blocks[order as usize] += 1;
                     }
-                } else if sec.zone as usize == i {
-                    for (fb, &n) in z.free_blocks.iter_mut().zip(&sec.nfree) {
-                        *fb += n as u64;
+                } else if sec.zone as usize == index {
+                    for (blocks, &count) in stats.free_blocks.iter_mut().zip(&sec.free_count) {
+                        *blocks += count as u64;
                     }
                 }
             }
-            for (o, h) in self.hot[i].iter().enumerate() {
-                z.free_blocks[o] += h.len() as u64;
+            for (order, list) in self.hot[index].iter().enumerate() {
+                stats.free_blocks[order] += list.len() as u64;
             }
-            z.hot_pages = self.hot_pages_in_zone(i);
-            z.reserve = zs.reserve;
-            z.sections = zs.sections;
+            stats.hot_pages = self.hot_pages_in_zone(index);
+            stats.reserve = zone.reserve;
+            stats.sections = zone.section_count;
         }
         Stats { zones }
     }

@@ -1,7 +1,13 @@
-//! Finding a free block for a request: the zones it may use, fallback,
-//! limits, and aligned runs.
+//! Finding a free block for a request: the zone it starts in and its hot
+//! lists first, then the fallback to lower zones (merging parked blocks
+//! before falling back or failing), the search below a physical limit
+//! (`Constraint::Below`), and aligned runs that a section's end cuts short.
 
-use super::*;
+use super::section::BUCKETS;
+use super::word::{NIL, free_next};
+use super::zone::zone_bounds;
+use super::{BuddyAllocator, ceil_log2, set_bits};
+use crate::types::{Constraint, Error, MAX_ORDER, MAX_SECTIONS};
 
 /// How many free blocks of one order the first pass of an allocation
 /// below an arbitrary physical limit ([`Constraint::Below`]) examines in
@@ -22,77 +28,80 @@ use super::*;
 pub const LIMIT_SCAN: usize = 64;
 
 impl BuddyAllocator {
-    /// Removes a block of exactly order `k` satisfying `c` from the free
-    /// lists (splitting a bigger one if needed). Its head word is still
-    /// the old free word: the caller overwrites it. `None`: out of memory.
+    /// Removes a block of exactly `order` satisfying `constraint` from the
+    /// free lists (splitting a bigger one if needed). Its head word is
+    /// still the old free word: the caller overwrites it. `None`: out of
+    /// memory.
     #[inline(always)]
-    pub(super) fn take(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
-        let c = match c {
-            Constraint::Zone(z) => {
-                let z = self.start_zone(z);
-                let y = z as usize;
-                if let Some(b) = self.hot_pop(y, k) {
-                    return Some(b);
+    pub(super) fn take(&mut self, order: u32, constraint: Constraint) -> Option<(usize, u32)> {
+        let constraint = match constraint {
+            Constraint::Zone(zone) => {
+                let start = self.start_zone(zone);
+                let zone = start as usize;
+                if let Some(block) = self.hot_pop(zone, order) {
+                    return Some(block);
                 }
-                let m = self.zones[y].order_mask & (u32::MAX << k);
-                if m != 0 || self.parked_orders(y, k) != 0 {
-                    return Some(self.take_from(y, k, m));
+                let listed = self.zones[zone].order_mask & (u32::MAX << order);
+                if listed != 0 || self.parked_orders(zone, order) != 0 {
+                    return Some(self.take_from(zone, order, listed));
                 }
-                Constraint::Zone(z)
+                Constraint::Zone(start)
             }
-            c => c,
+            other => other,
         };
-        self.take_slow(k, c)
+        self.take_slow(order, constraint)
     }
 
-    /// Takes a block of order `k` from zone `y` (listed orders `m` >= `k`;
-    /// this or a parked block of a higher order exists), whose hot list for
-    /// order `k` is empty.
+    /// Takes a block of `order` from zone `zone` (`listed`: its orders >=
+    /// `order` with listed blocks; one of them or a parked block of a
+    /// higher order exists), whose hot list for `order` is empty.
     #[inline(always)]
-    pub(super) fn take_from(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
-        if k == 0 && m & 1 == 0 {
-            return self.take_refill(y, m);
+    pub(super) fn take_from(&mut self, zone: usize, order: u32, listed: u32) -> (usize, u32) {
+        if order == 0 && listed & 1 == 0 {
+            return self.take_refill(zone, listed);
         }
-        self.take_in(y, k, m)
+        self.take_in(zone, order, listed)
     }
 
-    /// Takes a block of order >= `k` from zone `y`: the smallest there is,
-    /// listed (orders `m`) or parked (a parked one where both exist).
+    /// Takes a block of `order` or above from zone `zone`: the smallest
+    /// there is, listed (orders `listed`) or parked (a parked one where
+    /// both exist).
     #[inline(always)]
-    pub(super) fn take_in(&mut self, y: usize, k: u32, m: u32) -> (usize, u32) {
-        let parked = self.parked_orders(y, k);
-        let j = (m | parked).trailing_zeros() % 32;
-        let hot = if parked & (1 << j) != 0 {
-            self.hot_pop(y, j)
+    pub(super) fn take_in(&mut self, zone: usize, order: u32, listed: u32) -> (usize, u32) {
+        let parked = self.parked_orders(zone, order);
+        let block_order = (listed | parked).trailing_zeros() % 32;
+        let hot = if parked & (1 << block_order) != 0 {
+            self.hot_pop(zone, block_order)
         } else {
             None
         };
-        let (s, idx) = match hot {
-            Some(b) => b,
-            None => self.take_listed(y, j),
+        let (section, idx) = match hot {
+            Some(block) => block,
+            None => self.take_listed(zone, block_order),
         };
-        if j > k {
-            self.split(s, idx, j, k);
+        if block_order > order {
+            self.split(section, idx, block_order, order);
         }
-        if !self.secs[s].ready {
-            self.secs[s].init_step();
+        if !self.secs[section].ready {
+            self.secs[section].init_step();
         }
-        (s, idx)
+        (section, idx)
     }
 
-    /// Takes the first block of listed order `j` in zone `y`.
+    /// Takes the first block of listed `order` in zone `zone`.
     #[inline(always)]
-    pub(super) fn take_listed(&mut self, y: usize, j: u32) -> (usize, u32) {
-        let s = self.zones[y].sec_mask[j as usize].trailing_zeros() as usize % MAX_SECTIONS;
-        if self.secs[s].pending {
-            self.materialise(s);
+    fn take_listed(&mut self, zone: usize, order: u32) -> (usize, u32) {
+        let section =
+            self.zones[zone].section_mask[order as usize].trailing_zeros() as usize % MAX_SECTIONS;
+        if self.secs[section].pending {
+            self.materialise(section);
         }
-        (s, self.pop_first(s, j))
+        (section, self.pop_first(section, order))
     }
 
     #[inline(never)]
-    pub(super) fn take_slow(&mut self, k: u32, c: Constraint) -> Option<(usize, u32)> {
-        let (top, limit) = zone_bounds(c)?;
+    fn take_slow(&mut self, order: u32, constraint: Constraint) -> Option<(usize, u32)> {
+        let (top, limit) = zone_bounds(constraint)?;
         // Parked blocks of the top zone are merged before a lower zone is
         // tried, and all of them before giving up: a hot list never makes
         // a request fall back or fail where the merged state would not.
@@ -100,15 +109,15 @@ impl BuddyAllocator {
         // a hopeless request changes nothing. `drained`: second pass.
         let mut drained = false;
         loop {
-            if let Some(b) = self.take_zones(k, top, limit, drained) {
-                return Some(b);
+            if let Some(block) = self.take_zones(order, top, limit, drained) {
+                return Some(block);
             }
             if drained {
                 return None;
             }
             // Merge where that could help; either way the second pass
             // may fall back to a lower zone.
-            if self.merging_could_help(k, top, limit) {
+            if self.merging_could_help(order, top, limit) {
                 self.drain_zones(top);
             }
             drained = true;
@@ -116,25 +125,20 @@ impl BuddyAllocator {
     }
 
     /// Whether merging the parked blocks of zones `0..=top` could make a
-    /// block of order `k` (below frame `limit`, if any): some section with
+    /// block of `order` (below frame `limit`, if any): some section with
     /// parked blocks has that many free pages and starts low enough, in a
     /// zone whose reserve would let the request have them. If not, a
     /// hopeless request fails without changing anything.
-    pub(super) fn merging_could_help(&self, k: u32, top: usize, limit: Option<u64>) -> bool {
-        let need = 1u64 << k;
-        let mut m = self.used;
-        while m != 0 {
-            let s = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let sec = &self.secs[s];
-            let y = sec.zone as usize;
-            if y <= top
-                && (y == top
-                    || self.zones[y].reserve == 0
-                    || self.zone_free(y) >= self.zones[y].reserve.saturating_add(need))
-                && limit.is_none_or(|l| sec.base + need <= l)
-                && self.hot_pages_in_section(s) != 0
-                && self.section_free(s) >= need
+    fn merging_could_help(&self, order: u32, top: usize, limit: Option<u64>) -> bool {
+        let need = 1u64 << order;
+        for section in set_bits(self.used_slots) {
+            let sec = &self.secs[section];
+            let zone = sec.zone as usize;
+            if zone <= top
+                && (zone == top || !self.reserve_refuses(zone, need))
+                && limit.is_none_or(|limit| sec.base + need <= limit)
+                && self.hot_pages_in_section(section) != 0
+                && self.section_free(section) >= need
             {
                 return true;
             }
@@ -145,67 +149,69 @@ impl BuddyAllocator {
     /// One pass of [`take_slow`](Self::take_slow) over zones `top` down to
     /// DMA. Unless `drained`, meets a lower zone only once the top zone's
     /// hot lists are empty (merging them first).
-    pub(super) fn take_zones(
+    fn take_zones(
         &mut self,
-        k: u32,
+        order: u32,
         top: usize,
         limit: Option<u64>,
         drained: bool,
     ) -> Option<(usize, u32)> {
-        let need = 1u64 << k;
+        let need = 1u64 << order;
         let top_hot = !drained && self.hot_pages_in_zone(top) != 0;
-        let mut y = top + 1;
-        while y > 0 {
-            y -= 1;
-            if y < top && top_hot {
+        for zone in (0..=top).rev() {
+            if zone < top && top_hot {
                 // About to fall back: merge the top zone's parked blocks
                 // and look there again.
                 return None;
             }
-            let zs = &self.zones[y];
-            if y < top && zs.reserve != 0 && self.zone_free(y) < zs.reserve.saturating_add(need) {
+            if zone < top && self.reserve_refuses(zone, need) {
                 continue;
             }
             // Hot blocks of the top zone may lie above a limit inside it.
-            if (y < top || limit.is_none())
-                && let Some(b) = self.hot_pop(y, k)
+            if (zone < top || limit.is_none())
+                && let Some(block) = self.hot_pop(zone, order)
             {
-                return Some(b);
+                return Some(block);
             }
-            let m = self.zones[y].order_mask & (u32::MAX << k);
-            if m == 0 && self.parked_orders(y, k) == 0 {
+            let listed = self.zones[zone].order_mask & (u32::MAX << order);
+            if listed == 0 && self.parked_orders(zone, order) == 0 {
                 continue;
             }
-            if y == top
-                && let Some(lpfn) = limit
+            if zone == top
+                && let Some(limit_pfn) = limit
             {
-                if let Some((s, idx, j)) = self.find_below(y, k, m, lpfn) {
-                    self.split(s, idx, j, k);
-                    return Some((s, idx));
+                if let Some((section, idx, block_order)) =
+                    self.find_below(zone, order, listed, limit_pfn)
+                {
+                    self.split(section, idx, block_order, order);
+                    return Some((section, idx));
                 }
                 continue;
             }
-            return Some(self.take_from(y, k, m));
+            return Some(self.take_from(zone, order, listed));
         }
         None
     }
 
-    /// In zone `y`, a free block of order >= `k` (orders in `m`) whose
-    /// lowest 2^k pages end at or below frame `lpfn`; unlinked. A first
-    /// pass looks at no more than [`LIMIT_SCAN`] blocks per order and
-    /// section; only if that misses and was cut short, a second pass looks
-    /// at every block that could fit, so the answer is exact and the
-    /// extra cost falls on requests that would otherwise fail.
-    pub(super) fn find_below(
+    /// In zone `zone`, a free block of `order` or above (orders in
+    /// `listed`) whose lowest 2^`order` pages end at or below frame
+    /// `limit_pfn`; unlinked. A first pass looks at no more than
+    /// [`LIMIT_SCAN`] blocks per order and section; only if that misses and
+    /// was cut short, a second pass looks at every block that could fit,
+    /// so the answer is exact and the extra cost falls on requests that
+    /// would otherwise fail.
+    fn find_below(
         &mut self,
-        y: usize,
-        k: u32,
-        m: u32,
-        lpfn: u64,
+        zone: usize,
+        order: u32,
+        listed: u32,
+        limit_pfn: u64,
     ) -> Option<(usize, u32, u32)> {
-        match self.scan_below(y, k, m, lpfn, LIMIT_SCAN) {
-            Ok(b) => Some(b),
-            Err(true) => self.scan_below(y, k, m, lpfn, usize::MAX).ok(),
+        match self.scan_below(zone, order, listed, limit_pfn, LIMIT_SCAN) {
+            Ok(block) => Some(block),
+            Err(true) => self
+                .scan_below(zone, order, listed, limit_pfn, usize::MAX)
+                .ok(),
             Err(false) => None,
         }
     }
@@ -213,56 +219,54 @@ impl BuddyAllocator {
     /// [`find_below`](Self::find_below) looking at no more than `bound`
     /// blocks per order and section. `Err(cut)`: none found; `cut`: some
     /// blocks that could fit were not looked at.
-    pub(super) fn scan_below(
+    fn scan_below(
         &mut self,
-        y: usize,
-        k: u32,
-        mut m: u32,
-        lpfn: u64,
+        zone: usize,
+        order: u32,
+        listed: u32,
+        limit_pfn: u64,
         bound: usize,
     ) -> Result<(usize, u32, u32), bool> {
         let mut cut = false;
-        while m != 0 {
-            let j = m.trailing_zeros();
-            m &= m - 1;
-            let mut sm = self.zones[y].sec_mask[j as usize];
-            while sm != 0 {
-                let s = sm.trailing_zeros() as usize;
-                sm &= sm - 1;
-                let sec = &self.secs[s];
-                if sec.base + (1 << k) > lpfn {
+        let mut orders = listed;
+        while orders != 0 {
+            let block_order = orders.trailing_zeros();
+            orders &= orders - 1;
+            for section in set_bits(self.zones[zone].section_mask[block_order as usize]) {
+                let sec = &self.secs[section];
+                if sec.base + (1 << order) > limit_pfn {
                     continue;
                 }
                 if sec.pending {
-                    self.materialise(s);
+                    self.materialise(section);
                 }
-                let sec = &self.secs[s];
-                let whole = sec.end() <= lpfn;
-                let o = j as usize;
+                let sec = &self.secs[section];
+                let whole = sec.end() <= limit_pfn;
+                let o = block_order as usize;
                 // Buckets in address order (bucket `b` holds the blocks at
-                // indexes `b << bshift ..`), at most `bound` blocks.
-                let mut bm = sec.lmask[o];
-                let mut n = 0;
-                while bm != 0 {
-                    let b = bm.trailing_zeros() as usize % BUCKETS;
-                    bm &= bm - 1;
-                    if sec.base + ((b as u64) << sec.bshift) + (1 << k) > lpfn {
+                // indexes `b << bucket_shift ..`), at most `bound` blocks.
+                let mut buckets = sec.list_mask[o];
+                let mut looked = 0;
+                while buckets != 0 {
+                    let bucket = buckets.trailing_zeros() as usize % BUCKETS;
+                    buckets &= buckets - 1;
+                    if sec.base + ((bucket as u64) << sec.bucket_shift) + (1 << order) > limit_pfn {
                         // This bucket and all later ones lie too high.
                         break;
                     }
-                    let mut idx = sec.heads[o][b];
+                    let mut idx = sec.heads[o][bucket];
                     while idx != NIL {
-                        if n == bound {
+                        if looked == bound {
                             cut = true;
                             break;
                         }
-                        let e = sec.raw_read(idx);
-                        if whole || sec.base + idx as u64 + (1 << k) <= lpfn {
-                            self.unlink(s, idx, j, e);
-                            return Ok((s, idx, j));
+                        let word = sec.raw_read(idx);
+                        if whole || sec.base + idx as u64 + (1 << order) <= limit_pfn {
+                            self.unlink(section, idx, block_order, word);
+                            return Ok((section, idx, block_order));
                         }
-                        idx = free_next(e);
-                        n += 1;
+                        idx = free_next(word);
+                        looked += 1;
                     }
                 }
             }
@@ -277,7 +281,7 @@ impl BuddyAllocator {
         &mut self,
         count: u64,
         align_order: u32,
-        c: Constraint,
+        constraint: Constraint,
     ) -> Result<(usize, u32), Error> {
         if count == 0 {
             return Err(Error::ZeroCount);
@@ -285,60 +289,56 @@ impl BuddyAllocator {
         if count > 1 << MAX_ORDER {
             return Err(Error::TooLarge);
         }
-        let k = ceil_log2(count).max(align_order);
-        let Some((s, idx)) = self.take(k, c) else {
+        let order = ceil_log2(count).max(align_order);
+        let Some((section, idx)) = self.take(order, constraint) else {
             return self
-                .take_section_tail(count, k, c)
+                .take_section_tail(count, order, constraint)
                 .ok_or(Error::OutOfMemory);
         };
         if count.is_power_of_two() {
             // The tail is the upper halves of a split down to the count's
             // order (the same blocks `give_back` would push, faster).
-            self.split(s, idx, k, count.trailing_zeros());
+            self.split(section, idx, order, count.trailing_zeros());
         } else {
-            self.give_back(s, idx as u64 + count, idx as u64 + (1 << k));
+            self.give_back(section, idx as u64 + count, idx as u64 + (1 << order));
         }
-        Ok((s, idx))
+        Ok((section, idx))
     }
 
     /// The miss path of [`take_run`](Self::take_run): no free block of
-    /// order `k` is allowed by `c`, but a run of `count` pages at 2^`k`
-    /// alignment may still be free where no such block can exist: at the
-    /// start of the last 2^`k`-aligned window of a section, which the
-    /// section's end cuts short. Looks there in every section of the
-    /// zones the request may use (the zone's reserve and the limit as for
-    /// any request), and takes the first such run that is free like
-    /// `reserve_range`. O(sections); the head word is valid.
+    /// `order` is allowed by `constraint`, but a run of `count` pages at
+    /// 2^`order` alignment may still be free where no such block can
+    /// exist: at the start of the last 2^`order`-aligned window of a
+    /// section, which the section's end cuts short. Looks there in every
+    /// section of the zones the request may use (the zone's reserve and
+    /// the limit as for any request), and takes the first such run that is
+    /// free like `reserve_range`. O(sections); the head word is valid.
     #[cold]
     #[inline(never)]
-    pub(super) fn take_section_tail(
+    fn take_section_tail(
         &mut self,
         count: u64,
-        k: u32,
-        c: Constraint,
+        order: u32,
+        constraint: Constraint,
     ) -> Option<(usize, u32)> {
-        let (top, limit) = zone_bounds(c)?;
-        for y in (0..=top).rev() {
-            let zs = &self.zones[y];
-            if y < top && zs.reserve != 0 && self.zone_free(y) < zs.reserve.saturating_add(count) {
+        let (top, limit) = zone_bounds(constraint)?;
+        for zone in (0..=top).rev() {
+            if zone < top && self.reserve_refuses(zone, count) {
                 continue;
             }
-            let mut m = self.used;
-            while m != 0 {
-                let s = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let sec = &self.secs[s];
-                let window = sec.end() & !((1u64 << k) - 1);
-                if sec.zone as usize != y || window < sec.base || window + count > sec.end() {
+            for section in set_bits(self.used_slots) {
+                let sec = &self.secs[section];
+                let window = sec.end() & !((1u64 << order) - 1);
+                if sec.zone as usize != zone || window < sec.base || window + count > sec.end() {
                     continue;
                 }
-                if y == top && limit.is_some_and(|l| window + count > l) {
+                if zone == top && limit.is_some_and(|limit| window + count > limit) {
                     continue;
                 }
                 let idx = (window - sec.base) as u32;
-                if self.range_is_free(s, idx, count) {
-                    self.carve(s, idx, count);
-                    return Some((s, idx));
+                if self.range_is_free(section, idx, count) {
+                    self.carve(section, idx, count);
+                    return Some((section, idx));
                 }
             }
         }

@@ -1,7 +1,17 @@
-//! Registering and removing sections, the metadata they need, and finding
-//! the section of an address.
+//! Hot-add and removal of sections: registering a range of pages (cut at
+//! zone boundaries, one section per piece) with the metadata it needs,
+//! removing it again, and the sorted index that maps an address to its
+//! section.
 
-use super::*;
+use core::ptr::NonNull;
+
+use super::section::Section;
+use super::zone::zone_pieces;
+use super::{BuddyAllocator, set_bits};
+use crate::types::{
+    Error, MAX_PHYS_ADDR, MAX_SECTION_PAGES, MAX_SECTIONS, META_BYTES_PER_PAGE, PAGE_SHIFT,
+    PAGE_SIZE, PhysAddr,
+};
 
 /// Bytes of metadata a section of `pages` pages needs: exactly
 /// [`META_BYTES_PER_PAGE`] (8) per page, nothing more; `usize::MAX` if
@@ -63,7 +73,7 @@ pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error
         return Err(Error::Misaligned);
     }
     // The range must lie below MAX_PHYS_ADDR, so `pages` < 2^40: the
-    // products below cannot overflow, nor can `start + m * PAGE_SIZE`.
+    // products below cannot overflow, nor can `start + meta_pages * PAGE_SIZE`.
     let fits = match pages.checked_mul(PAGE_SIZE) {
         Some(bytes) => match start.0.checked_add(bytes) {
             Some(end) => end <= MAX_PHYS_ADDR,
@@ -76,18 +86,18 @@ pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error
     }
     // Smallest m with m * 4096 >= 8 * (pages - m).
     let per = PAGE_SIZE + META_BYTES_PER_PAGE as u64;
-    let m = (pages * META_BYTES_PER_PAGE as u64).div_ceil(per);
-    if m >= pages {
+    let meta_pages = (pages * META_BYTES_PER_PAGE as u64).div_ceil(per);
+    if meta_pages >= pages {
         return Err(Error::SectionTooSmall);
     }
-    if pages - m > MAX_SECTION_PAGES {
+    if pages - meta_pages > MAX_SECTION_PAGES {
         return Err(Error::SectionTooLarge);
     }
     Ok(Carved {
         meta_start: start,
-        meta_pages: m,
-        start: PhysAddr(start.0 + m * PAGE_SIZE),
-        pages: pages - m,
+        meta_pages,
+        start: PhysAddr(start.0 + meta_pages * PAGE_SIZE),
+        pages: pages - meta_pages,
     })
 }
 
@@ -113,7 +123,7 @@ impl BuddyAllocator {
     #[inline(always)]
     pub(super) fn locate(&self, addr: PhysAddr) -> Option<(usize, u32)> {
         let pfn = addr.0 >> PAGE_SHIFT;
-        let mut len = self.nsec as usize;
+        let mut len = self.section_count as usize;
         if len == 0 {
             return None;
         }
@@ -125,19 +135,20 @@ impl BuddyAllocator {
             }
             len -= half;
         }
-        let s = self.sorted_slot[lo] as usize;
-        let sec = &self.secs[s];
-        let off = pfn.wrapping_sub(sec.base);
-        if off < sec.pages as u64 {
-            Some((s, off as u32))
+        let section = self.sorted_slot[lo] as usize;
+        let sec = &self.secs[section];
+        let offset = pfn.wrapping_sub(sec.base);
+        if offset < sec.pages as u64 {
+            Some((section, offset as u32))
         } else {
             None
         }
     }
 
+    /// The physical address of page `idx` of section `section`.
     #[inline(always)]
-    pub(super) fn addr_of(&self, s: usize, idx: u32) -> PhysAddr {
-        PhysAddr((self.secs[s].base + idx as u64) << PAGE_SHIFT)
+    pub(super) fn addr_of(&self, section: usize, idx: u32) -> PhysAddr {
+        PhysAddr((self.secs[section].base + idx as u64) << PAGE_SHIFT)
     }
 
     /// Registers the `pages` pages at `start` (page aligned, any size up to
@@ -191,7 +202,7 @@ impl BuddyAllocator {
             return Err(Error::SectionTooLarge);
         }
         let end = match start.0.checked_add(pages << PAGE_SHIFT) {
-            Some(e) if e <= MAX_PHYS_ADDR => e,
+            Some(end) if end <= MAX_PHYS_ADDR => end,
             _ => return Err(Error::SectionWraps),
         };
         if !(meta.as_ptr() as usize).is_multiple_of(8) {
@@ -200,72 +211,35 @@ impl BuddyAllocator {
         if meta_bytes < metadata_bytes(pages) {
             return Err(Error::MetadataTooSmall);
         }
-        let (spfn, epfn) = (start.0 >> PAGE_SHIFT, end >> PAGE_SHIFT);
-        let mut m = self.used;
-        while m != 0 {
-            let s = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let sec = &self.secs[s];
-            if spfn < sec.end() && sec.base < epfn {
+        let (start_pfn, end_pfn) = (start.0 >> PAGE_SHIFT, end >> PAGE_SHIFT);
+        for section in set_bits(self.used_slots) {
+            let sec = &self.secs[section];
+            if start_pfn < sec.end() && sec.base < end_pfn {
                 return Err(Error::SectionOverlap);
             }
         }
-        // Zone pieces.
-        let mut cuts = [(0u64, 0u64, 0u8); 3];
-        let mut n = 0;
-        for z in Zone::ALL {
-            let lo = spfn.max(z.start().0 >> PAGE_SHIFT);
-            let hi = epfn.min(z.end().0 >> PAGE_SHIFT);
-            if lo < hi {
-                cuts[n] = (lo, hi, z as u8);
-                n += 1;
-            }
-        }
-        if self.nsec as usize + n > MAX_SECTIONS {
+        let (pieces, count) = zone_pieces(start_pfn, end_pfn);
+        if self.section_count as usize + count > MAX_SECTIONS {
             return Err(Error::TooManySections);
         }
-        for &(lo, hi, z) in &cuts[..n] {
-            let s = (!self.used).trailing_zeros() as usize;
-            self.used |= 1 << s;
-            // Fill the slot in place. A free slot is always
-            // `Section::EMPTY` (from `new` or `remove_section`): its masks,
-            // counts and chunk maps are zero already, and list heads are
-            // only read where `lmask` says a list is non-empty. So only the
-            // scalars are written (registration touches few cache lines).
-            let sec = &mut self.secs[s];
-            debug_assert!(sec.lmask == [0; NR_ORDERS] && sec.nfree == [0; NR_ORDERS]);
-            debug_assert!(
-                sec.chunk_init
-                    .iter()
-                    .chain(&sec.chunk_head)
-                    .all(|&w| w == 0)
-            );
-            sec.base = lo;
-            sec.pages = (hi - lo) as u32;
-            sec.zone = z;
-            sec.chunk_shift = chunk_shift_for(lo, hi - lo);
-            sec.cbase = lo >> sec.chunk_shift;
-            sec.bshift = ceil_log2(hi - lo).saturating_sub(BUCKETS.trailing_zeros());
-            // SAFETY: lo - spfn < pages, inside the caller's buffer.
-            sec.meta = unsafe { meta.as_ptr().cast::<u64>().add((lo - spfn) as usize) };
-            sec.reg_base = spfn;
+        for &(lo, hi, zone) in &pieces[..count] {
+            let section = (!self.used_slots).trailing_zeros() as usize;
+            self.used_slots |= 1 << section;
+            let sec = &mut self.secs[section];
+            // SAFETY: lo - start_pfn < pages, inside the caller's buffer.
+            let words = unsafe { meta.as_ptr().cast::<u64>().add((lo - start_pfn) as usize) };
+            sec.occupy(lo, hi, zone, words);
+            sec.reg_base = start_pfn;
             sec.reg_meta = meta.as_ptr();
             sec.reg_meta_bytes = meta_bytes;
             sec.reg_pages = pages;
-            // Its pieces go on the lists when an allocation first picks
-            // the section (`materialise`); until then only the zone masks
-            // know them.
-            sec.pending = true;
-            let gained = sec.pieces().fold(0u32, |g, (_, o)| g | 1 << o);
-            self.insert_sorted(s);
-            let zs = &mut self.zones[z as usize];
-            zs.managed_pages += hi - lo;
-            zs.sections += 1;
-            self.update_start_zones();
-            self.zone_gained(s, gained);
-            if self.opts.poison && !self.frame_base.is_null() {
-                self.fill(s, 0, hi - lo, POISON_BYTE);
-            }
+            let orders = sec
+                .pieces()
+                .fold(0u32, |orders, (_, order)| orders | 1 << order);
+            self.insert_sorted(section);
+            self.zone_add_section(section, orders);
+            // New free frames: poisoned like freed ones.
+            self.on_free(section, 0, hi - lo);
         }
         Ok(())
     }
@@ -324,13 +298,10 @@ impl BuddyAllocator {
     pub fn remove_section(&mut self, start: PhysAddr) -> Result<RemovedSection, Error> {
         let pfn = start.0 >> PAGE_SHIFT;
         let mut pieces = 0u64;
-        let mut m = self.used;
-        while m != 0 {
-            let s = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if self.secs[s].reg_base == pfn && start.is_page_aligned() {
-                pieces |= 1 << s;
-                if self.section_free(s) != self.secs[s].pages as u64 {
+        for section in set_bits(self.used_slots) {
+            if self.secs[section].reg_base == pfn && start.is_page_aligned() {
+                pieces |= 1 << section;
+                if self.section_free(section) != self.secs[section].pages as u64 {
                     return Err(Error::SectionInUse);
                 }
             }
@@ -338,72 +309,51 @@ impl BuddyAllocator {
         if pieces == 0 {
             return Err(Error::NoSuchSection);
         }
-        let s0 = pieces.trailing_zeros() as usize;
+        let first = &self.secs[pieces.trailing_zeros() as usize];
         let removed = RemovedSection {
-            meta: NonNull::new(self.secs[s0].reg_meta).ok_or(Error::NoSuchSection)?,
-            meta_bytes: self.secs[s0].reg_meta_bytes,
-            pages: self.secs[s0].reg_pages,
+            meta: NonNull::new(first.reg_meta).ok_or(Error::NoSuchSection)?,
+            meta_bytes: first.reg_meta_bytes,
+            pages: first.reg_pages,
         };
-        for z in 0..4 {
-            for o in 0..HOT_ORDERS {
-                self.hot[z][o].forget(|s, _| pieces & (1 << s) != 0);
-                if o > 0 {
-                    self.hot_reindex(z, o);
-                }
-            }
-        }
-        let mut m = pieces;
-        while m != 0 {
-            let s = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let (zone, pages) = {
-                let sec = &self.secs[s];
-                (sec.zone as usize, sec.pages as u64)
-            };
-            let zs = &mut self.zones[zone];
-            for o in 0..NR_ORDERS {
-                zs.sec_mask[o] &= !(1 << s);
-                if zs.sec_mask[o] == 0 {
-                    zs.order_mask &= !(1 << o);
-                }
-            }
-            zs.managed_pages -= pages;
-            zs.sections -= 1;
-            self.update_start_zones();
-            self.remove_sorted(s);
-            self.secs[s] = Section::EMPTY;
-            self.used &= !(1 << s);
+        self.hot_forget_sections(pieces);
+        for section in set_bits(pieces) {
+            self.zone_remove_section(section);
+            self.remove_sorted(section);
+            self.secs[section] = Section::EMPTY;
+            self.used_slots &= !(1 << section);
         }
         Ok(removed)
     }
 
-    /// Free pages of section slot `s`, parked ones included.
-    pub(super) fn section_free(&self, s: usize) -> u64 {
-        self.secs[s].free_pages() + self.hot_pages_in_section(s)
+    /// Free pages of section slot `section`, parked ones included.
+    pub(super) fn section_free(&self, section: usize) -> u64 {
+        self.secs[section].free_pages() + self.hot_pages_in_section(section)
     }
 
-    /// Adds slot `s` (its `base` set) to the sorted section index.
-    pub(super) fn insert_sorted(&mut self, s: usize) {
-        let base = self.secs[s].base;
-        let n = self.nsec as usize;
-        let mut i = n;
+    /// Adds slot `section` (its `base` set) to the sorted section index.
+    fn insert_sorted(&mut self, section: usize) {
+        let base = self.secs[section].base;
+        let mut i = self.section_count as usize;
         while i > 0 && self.sorted_base[i - 1] > base {
             self.sorted_base[i] = self.sorted_base[i - 1];
             self.sorted_slot[i] = self.sorted_slot[i - 1];
             i -= 1;
         }
         self.sorted_base[i] = base;
-        self.sorted_slot[i] = s as u8;
-        self.nsec += 1;
+        self.sorted_slot[i] = section as u8;
+        self.section_count += 1;
     }
 
-    /// Removes slot `s` from the sorted section index.
-    pub(super) fn remove_sorted(&mut self, s: usize) {
-        let n = self.nsec as usize;
-        if let Some(i) = self.sorted_slot[..n].iter().position(|&x| x as usize == s) {
-            self.sorted_base.copy_within(i + 1..n, i);
-            self.sorted_slot.copy_within(i + 1..n, i);
-            self.nsec -= 1;
+    /// Removes slot `section` from the sorted section index.
+    fn remove_sorted(&mut self, section: usize) {
+        let count = self.section_count as usize;
+        if let Some(i) = self.sorted_slot[..count]
+            .iter()
+            .position(|&slot| slot as usize == section)
+        {
+            self.sorted_base.copy_within(i + 1..count, i);
+            self.sorted_slot.copy_within(i + 1..count, i);
+            self.section_count -= 1;
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The 8-byte per-page metadata word.
+//! The per-page metadata word: one `u64` per managed page, in memory the
+//! caller hands over, and how its bits are laid out.
 //!
 //! Word layout (bits):
 //! - `0..2` state: `0` none (interior of a block, or never touched),
@@ -14,95 +15,108 @@
 //!   every other bit zero.
 //! - none: every other bit zero.
 
-pub(crate) const ST_MASK: u64 = 3;
-pub(crate) const ST_NONE: u64 = 0;
-pub(crate) const ST_FREE: u64 = 1;
-pub(crate) const ST_ALLOC: u64 = 2;
-pub(crate) const ST_HOT: u64 = 3;
+pub(super) const ST_MASK: u64 = 3;
+pub(super) const ST_NONE: u64 = 0;
+pub(super) const ST_FREE: u64 = 1;
+pub(super) const ST_ALLOC: u64 = 2;
+pub(super) const ST_HOT: u64 = 3;
 
 /// "No page" in a free-list link.
-pub(crate) const NIL: u32 = (1 << 28) - 1;
+pub(super) const NIL: u32 = (1 << 28) - 1;
 const LINK_MASK: u64 = (1 << 28) - 1;
 const MARK_BIT: u64 = 1 << 34;
 const ALIGNED_BIT: u64 = 1 << 35;
 
 #[inline(always)]
-pub(crate) const fn state(e: u64) -> u64 {
-    e & ST_MASK
+pub(super) const fn state(word: u64) -> u64 {
+    word & ST_MASK
 }
 
 #[inline(always)]
-pub(crate) const fn free_word(order: u32, prev: u32, next: u32) -> u64 {
+pub(super) const fn free_word(order: u32, prev: u32, next: u32) -> u64 {
     ST_FREE | ((order as u64) << 2) | ((prev as u64) << 7) | ((next as u64) << 35)
 }
 
+/// The order of a free head, or of a hot head (both keep it in the same
+/// bits).
 #[inline(always)]
-pub(crate) const fn free_order(e: u64) -> u32 {
-    ((e >> 2) & 0x1f) as u32
+pub(super) const fn free_order(word: u64) -> u32 {
+    ((word >> 2) & 0x1f) as u32
 }
 
 #[inline(always)]
-pub(crate) const fn free_prev(e: u64) -> u32 {
-    ((e >> 7) & LINK_MASK) as u32
+pub(super) const fn free_prev(word: u64) -> u32 {
+    ((word >> 7) & LINK_MASK) as u32
 }
 
 #[inline(always)]
-pub(crate) const fn free_next(e: u64) -> u32 {
-    ((e >> 35) & LINK_MASK) as u32
+pub(super) const fn free_next(word: u64) -> u32 {
+    ((word >> 35) & LINK_MASK) as u32
 }
 
 #[inline(always)]
-pub(crate) const fn with_prev(e: u64, prev: u32) -> u64 {
-    (e & !(LINK_MASK << 7)) | ((prev as u64) << 7)
+pub(super) const fn with_prev(word: u64, prev: u32) -> u64 {
+    (word & !(LINK_MASK << 7)) | ((prev as u64) << 7)
 }
 
 #[inline(always)]
-pub(crate) const fn with_next(e: u64, next: u32) -> u64 {
-    (e & !(LINK_MASK << 35)) | ((next as u64) << 35)
+pub(super) const fn with_next(word: u64, next: u32) -> u64 {
+    (word & !(LINK_MASK << 35)) | ((next as u64) << 35)
 }
 
 #[inline(always)]
-pub(crate) const fn alloc_word(count: u32) -> u64 {
+pub(super) const fn alloc_word(count: u32) -> u64 {
     ST_ALLOC | ((count as u64) << 2)
 }
 
 /// The allocation head of a single page handed out for an alignment above
 /// one page.
 #[inline(always)]
-pub(crate) const fn aligned_page_word() -> u64 {
+pub(super) const fn aligned_page_word() -> u64 {
     alloc_word(1) | ALIGNED_BIT
 }
 
 /// The word of a block of `order` parked in `slot` of its hot list.
 #[inline(always)]
-pub(crate) const fn hot_word(order: u32, slot: usize) -> u64 {
+pub(super) const fn hot_word(order: u32, slot: usize) -> u64 {
     ST_HOT | ((order as u64) << 2) | ((slot as u64) << 7)
 }
 
 /// The hot-list slot of a hot head.
 #[inline(always)]
-pub(crate) const fn hot_slot(e: u64) -> usize {
-    ((e >> 7) & 0x3f) as usize
+pub(super) const fn hot_slot(word: u64) -> usize {
+    ((word >> 7) & 0x3f) as usize
+}
+
+/// Whether `word` heads a free block of `order` that merges with its
+/// buddy: a free head (01) or a hot head (11) of that order, but not a
+/// hot single page, which is the bare hot state and stays parked.
+#[inline(always)]
+pub(super) const fn merges_at(word: u64, order: u32) -> bool {
+    // Clearing bit 1 leaves 01 for free and hot heads, 00 for allocation
+    // (10) and none (00): one compare covers both states and the order.
+    let head = word & 0x7f;
+    (head & !ST_ALLOC) == (ST_FREE | ((order as u64) << 2)) && head != ST_HOT
 }
 
 #[inline(always)]
-pub(crate) const fn alloc_count(e: u64) -> u32 {
-    ((e >> 2) & 0xffff_ffff) as u32
+pub(super) const fn alloc_count(word: u64) -> u32 {
+    ((word >> 2) & 0xffff_ffff) as u32
 }
 
 #[inline(always)]
-pub(crate) const fn is_marked(e: u64) -> bool {
-    e & MARK_BIT != 0
+pub(super) const fn is_marked(word: u64) -> bool {
+    word & MARK_BIT != 0
 }
 
 #[inline(always)]
-pub(crate) const fn marked(e: u64) -> u64 {
-    e | MARK_BIT
+pub(super) const fn marked(word: u64) -> u64 {
+    word | MARK_BIT
 }
 
 #[inline(always)]
-pub(crate) const fn unmarked(e: u64) -> u64 {
-    e & !MARK_BIT
+pub(super) const fn unmarked(word: u64) -> u64 {
+    word & !MARK_BIT
 }
 
 #[cfg(test)]
@@ -111,26 +125,26 @@ mod tests {
 
     #[test]
     fn free_word_roundtrip() {
-        let e = free_word(18, NIL, 12345);
-        assert_eq!(state(e), ST_FREE);
-        assert_eq!(free_order(e), 18);
-        assert_eq!(free_prev(e), NIL);
-        assert_eq!(free_next(e), 12345);
-        let e = with_prev(e, 7);
-        assert_eq!(free_prev(e), 7);
-        assert_eq!(free_next(e), 12345);
-        let e = with_next(e, NIL);
-        assert_eq!(free_next(e), NIL);
-        assert_eq!(free_order(e), 18);
+        let word = free_word(18, NIL, 12345);
+        assert_eq!(state(word), ST_FREE);
+        assert_eq!(free_order(word), 18);
+        assert_eq!(free_prev(word), NIL);
+        assert_eq!(free_next(word), 12345);
+        let word = with_prev(word, 7);
+        assert_eq!(free_prev(word), 7);
+        assert_eq!(free_next(word), 12345);
+        let word = with_next(word, NIL);
+        assert_eq!(free_next(word), NIL);
+        assert_eq!(free_order(word), 18);
     }
 
     #[test]
     fn alloc_word_roundtrip() {
-        let e = alloc_word(u32::MAX);
-        assert_eq!(state(e), ST_ALLOC);
-        assert_eq!(alloc_count(e), u32::MAX);
-        assert!(!is_marked(e));
-        assert!(is_marked(marked(e)));
-        assert_eq!(unmarked(marked(e)), e);
+        let word = alloc_word(u32::MAX);
+        assert_eq!(state(word), ST_ALLOC);
+        assert_eq!(alloc_count(word), u32::MAX);
+        assert!(!is_marked(word));
+        assert!(is_marked(marked(word)));
+        assert_eq!(unmarked(marked(word)), word);
     }
 }

@@ -1,17 +1,23 @@
-//! Zones: per-zone state, the zone a request starts in, and the zones a
-//! constraint allows.
+//! Zones: what the allocator keeps per zone (which orders and sections
+//! have free blocks, pages, reserve), the zone a request starts in, the
+//! zones a constraint allows, and how a registered range is cut at zone
+//! boundaries.
 
-use super::*;
+use super::{BuddyAllocator, set_bits};
+use crate::types::{Constraint, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PhysAddr, Zone};
 
+/// Per-zone state. The masks mirror the sections' lists, so that a
+/// request finds a section with a block of the order it needs without
+/// looking at any section that has none.
 #[derive(Clone, Copy)]
 pub(super) struct ZoneState {
     /// Which orders have a free block in some section.
     pub(super) order_mask: u32,
     /// Per order: which sections have a free block of that order.
-    pub(super) sec_mask: [u64; NR_ORDERS],
+    pub(super) section_mask: [u64; NR_ORDERS],
     pub(super) managed_pages: u64,
     pub(super) reserve: u64,
-    pub(super) sections: u32,
+    pub(super) section_count: u32,
     /// The zone a request for this zone starts in (see `start_zone`).
     pub(super) start: Zone,
 }
@@ -19,102 +25,150 @@ pub(super) struct ZoneState {
 impl ZoneState {
     pub(super) const EMPTY: ZoneState = ZoneState {
         order_mask: 0,
-        sec_mask: [0; NR_ORDERS],
+        section_mask: [0; NR_ORDERS],
         managed_pages: 0,
         reserve: 0,
-        sections: 0,
+        section_count: 0,
         start: Zone::Dma,
     };
 }
 
-/// The highest zone a request under `c` may use, and the frame below
-/// which it must stay in that zone (`None`: all of it); `None` if no
-/// page lies below a limit.
-pub(super) fn zone_bounds(c: Constraint) -> Option<(usize, Option<u64>)> {
-    Some(match c {
-        Constraint::Zone(z) => (z as usize, None),
-        Constraint::Below(a) => {
-            if a.0 < PAGE_SIZE {
+/// The highest zone a request under `constraint` may use, and the frame
+/// below which it must stay in that zone (`None`: all of it); `None` if
+/// no page lies below a limit.
+pub(super) fn zone_bounds(constraint: Constraint) -> Option<(usize, Option<u64>)> {
+    Some(match constraint {
+        Constraint::Zone(zone) => (zone as usize, None),
+        Constraint::Below(limit) => {
+            if limit.0 < PAGE_SIZE {
                 return None;
             }
-            let z = Zone::of(PhysAddr(a.0 - 1));
-            let lim = if a.0 >= z.end().0 {
+            let zone = Zone::of(PhysAddr(limit.0 - 1));
+            let limit_pfn = if limit.0 >= zone.end().0 {
                 None
             } else {
-                Some(a.0 >> PAGE_SHIFT)
+                Some(limit.0 >> PAGE_SHIFT)
             };
-            (z as usize, lim)
+            (zone as usize, limit_pfn)
         }
     })
 }
 
+/// The frames `[start_pfn, end_pfn)` cut at zone boundaries: up to three
+/// `(start, end, zone)` pieces, lowest first, and how many there are.
+/// Each becomes a section of its own, so a section never spans two zones.
+pub(super) fn zone_pieces(start_pfn: u64, end_pfn: u64) -> ([(u64, u64, u8); 3], usize) {
+    let mut pieces = [(0u64, 0u64, 0u8); 3];
+    let mut count = 0;
+    for zone in Zone::ALL {
+        let lo = start_pfn.max(zone.start().0 >> PAGE_SHIFT);
+        let hi = end_pfn.min(zone.end().0 >> PAGE_SHIFT);
+        if lo < hi {
+            pieces[count] = (lo, hi, zone as u8);
+            count += 1;
+        }
+    }
+    (pieces, count)
+}
+
 impl BuddyAllocator {
-    /// Section `s` gained its first free block of each order in `orders`.
+    /// Section `section` gained its first free block of each order in
+    /// `orders`.
     #[inline(always)]
-    pub(super) fn zone_gained(&mut self, s: usize, orders: u32) {
-        let z = &mut self.zones[self.secs[s].zone as usize % 4];
-        z.order_mask |= orders;
-        let mut m = orders;
-        while m != 0 {
-            let o = m.trailing_zeros() as usize % NR_ORDERS;
-            m &= m - 1;
-            z.sec_mask[o] |= 1 << s;
+    pub(super) fn zone_gained(&mut self, section: usize, orders: u32) {
+        let zone = &mut self.zones[self.secs[section].zone as usize % 4];
+        zone.order_mask |= orders;
+        let mut left = orders;
+        while left != 0 {
+            let order = left.trailing_zeros() as usize % NR_ORDERS;
+            left &= left - 1;
+            zone.section_mask[order] |= 1 << section;
         }
     }
 
-    /// Section `s` has no free block of `order` left: clears the zone's
-    /// bits for it.
+    /// Section `section` has no free block of `order` left: clears the
+    /// zone's bits for it.
     #[inline(always)]
-    pub(super) fn order_emptied(&mut self, s: usize, order: u32) {
-        let o = order as usize;
-        let z = &mut self.zones[self.secs[s].zone as usize % 4];
-        z.sec_mask[o] &= !(1 << s);
-        if z.sec_mask[o] == 0 {
-            z.order_mask &= !(1 << order);
+    pub(super) fn order_emptied(&mut self, section: usize, order: u32) {
+        let zone = &mut self.zones[self.secs[section].zone as usize % 4];
+        zone.section_mask[order as usize] &= !(1 << section);
+        if zone.section_mask[order as usize] == 0 {
+            zone.order_mask &= !(1 << order);
         }
     }
 
-    /// The zone a request for zone `z` (and below) starts in: `z`, or, if
-    /// `z` has no memory at all (a machine without memory above 4 GiB has
+    /// Counts a newly registered section, whose free blocks have the
+    /// orders in `orders`, in its zone.
+    pub(super) fn zone_add_section(&mut self, section: usize, orders: u32) {
+        let sec = &self.secs[section];
+        let zone = &mut self.zones[sec.zone as usize];
+        zone.managed_pages += sec.pages as u64;
+        zone.section_count += 1;
+        self.update_start_zones();
+        self.zone_gained(section, orders);
+    }
+
+    /// Takes section `section`, about to be removed, out of its zone's
+    /// masks and counts.
+    pub(super) fn zone_remove_section(&mut self, section: usize) {
+        let sec = &self.secs[section];
+        let zone = &mut self.zones[sec.zone as usize];
+        for order in 0..NR_ORDERS {
+            zone.section_mask[order] &= !(1 << section);
+            if zone.section_mask[order] == 0 {
+                zone.order_mask &= !(1 << order);
+            }
+        }
+        zone.managed_pages -= sec.pages as u64;
+        zone.section_count -= 1;
+        self.update_start_zones();
+    }
+
+    /// The zone a request for `zone` (and below) starts in: `zone`, or, if
+    /// it has no memory at all (a machine without memory above 4 GiB has
     /// an empty Normal zone), the highest lower zone with memory, where it
     /// would fall back anyway. Starting there, the request takes that
     /// zone's hot path instead of the fallback's checks on every call.
     #[inline(always)]
-    pub(super) fn start_zone(&self, z: Zone) -> Zone {
-        self.zones[z as usize % 4].start
+    pub(super) fn start_zone(&self, zone: Zone) -> Zone {
+        self.zones[zone as usize % 4].start
     }
 
     /// Recomputes [`start_zone`](Self::start_zone) after the zones' sections
     /// or reserves changed. Never past a zone that keeps a reserve: that is
     /// the fallback's check to make.
     pub(super) fn update_start_zones(&mut self) {
-        let z = &mut self.zones;
-        z[0].start = Zone::Dma;
-        z[1].start = if z[1].sections == 0 && z[0].reserve == 0 {
+        let zones = &mut self.zones;
+        zones[0].start = Zone::Dma;
+        zones[1].start = if zones[1].section_count == 0 && zones[0].reserve == 0 {
             Zone::Dma
         } else {
             Zone::Dma32
         };
-        z[2].start = if z[2].sections == 0 && z[1].reserve == 0 {
-            z[1].start
+        zones[2].start = if zones[2].section_count == 0 && zones[1].reserve == 0 {
+            zones[1].start
         } else {
             Zone::Normal
         };
     }
 
-    /// Free pages of zone `y` (O(sections x orders); only needed by the
+    /// Whether the reserve of `zone` refuses a fallback request for `need`
+    /// pages: it would leave fewer than the reserve free there.
+    pub(super) fn reserve_refuses(&self, zone: usize, need: u64) -> bool {
+        let reserve = self.zones[zone].reserve;
+        reserve != 0 && self.zone_free(zone) < reserve.saturating_add(need)
+    }
+
+    /// Free pages of zone `zone` (O(sections x orders); only needed by the
     /// reserve check of a fallback and by statistics).
-    pub(super) fn zone_free(&self, y: usize) -> u64 {
-        let mut m = self.used;
-        let mut n = self.hot_pages_in_zone(y);
-        while m != 0 {
-            let s = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if self.secs[s].zone as usize == y {
-                n += self.secs[s].free_pages();
+    pub(super) fn zone_free(&self, zone: usize) -> u64 {
+        let mut free = self.hot_pages_in_zone(zone);
+        for section in set_bits(self.used_slots) {
+            if self.secs[section].zone as usize == zone {
+                free += self.secs[section].free_pages();
             }
         }
-        n
+        free
     }
 
     /// Keeps `pages` pages of `zone` for requests whose highest acceptable
