@@ -81,8 +81,8 @@ mod x86;
 
 pub use buddy::{
     BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, HOT_CAP, HOT_ORDERS,
-    LIMIT_SCAN, POISON_BYTE, PageState, REFILL_ORDER, RemovedSection, SectionInfo, Stats,
-    ZoneStats, carve_metadata, metadata_bytes,
+    LIMIT_SCAN, META_BYTES_PER_PAGE, POISON_BYTE, PageState, REFILL_ORDER, RemovedSection,
+    SectionInfo, Stats, ZoneStats, carve_metadata, metadata_bytes,
 };
 pub use desc_pool::{PAGES_PER_DESCRIPTOR, heap_metadata_bytes};
 pub use global::{Heap, HeapStats};
@@ -97,8 +97,7 @@ pub use slab::{
 };
 pub use types::{
     Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,
-    MAX_SECTIONS, META_BYTES_PER_PAGE, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn,
-    PhysAddr, Zone,
+    MAX_SECTIONS, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn, PhysAddr, Zone,
 };
 
 // The buddy's statistics module, at the path the per-CPU caches name it.

@@ -18,8 +18,6 @@ pub const MAX_SECTIONS: usize = 64;
 /// The largest number of pages one section may hold (2^28 - 1 pages,
 /// just under 1 TiB). Register bigger ranges as several sections.
 pub const MAX_SECTION_PAGES: u64 = (1 << 28) - 1;
-/// Bytes of caller-provided metadata per managed page.
-pub const META_BYTES_PER_PAGE: usize = 8;
 /// Highest physical address (exclusive) the allocator accepts: 2^52,
 /// the x86_64 architectural limit.
 pub const MAX_PHYS_ADDR: u64 = 1 << 52;

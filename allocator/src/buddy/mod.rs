@@ -2,8 +2,8 @@
 //!
 //! One idea per file:
 //!
-//! - [`word`]: the 8-byte metadata word each page has and how its bits
-//!   are laid out.
+//! - [`word`]: the 8-byte metadata word each page has, how its bits are
+//!   laid out, and the metadata size per page.
 //! - [`section`]: a section (a zone-split run of pages): its free lists by
 //!   order and address bucket, their masks, and the lazy, incremental
 //!   initialisation of its metadata.
@@ -48,6 +48,7 @@ pub use query::{FreeBlock, FreeBlocks, PageState, SectionInfo};
 pub use search::LIMIT_SCAN;
 pub use sections::{Carved, RemovedSection, carve_metadata, metadata_bytes};
 pub use stats::{Stats, ZoneStats};
+pub use word::META_BYTES_PER_PAGE;
 
 use hot::HotList;
 use section::Section;

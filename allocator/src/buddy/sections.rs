@@ -6,16 +6,17 @@
 use core::ptr::NonNull;
 
 use super::section::Section;
+use super::word::{META_ALIGN, META_BYTES_PER_PAGE};
 use super::zone::zone_pieces;
 use super::{BuddyAllocator, set_bits};
 use crate::types::{
-    Error, MAX_PHYS_ADDR, MAX_SECTION_PAGES, MAX_SECTIONS, META_BYTES_PER_PAGE, PAGE_SHIFT,
-    PAGE_SIZE, PhysAddr,
+    Error, MAX_PHYS_ADDR, MAX_SECTION_PAGES, MAX_SECTIONS, PAGE_SHIFT, PAGE_SIZE, PhysAddr,
 };
 
 /// Bytes of metadata a section of `pages` pages needs: exactly
-/// [`META_BYTES_PER_PAGE`] (8) per page, nothing more; `usize::MAX` if
-/// that does not fit in a `usize` (no buffer is that large).
+/// [`META_BYTES_PER_PAGE`](crate::META_BYTES_PER_PAGE) (8) per page,
+/// nothing more; `usize::MAX` if that does not fit in a `usize` (no buffer
+/// is that large).
 ///
 /// ```
 /// assert_eq!(allocator::metadata_bytes(1 << 20), 8 << 20); // 4 GiB -> 8 MiB
@@ -28,6 +29,20 @@ pub const fn metadata_bytes(pages: u64) -> usize {
         return usize::MAX;
     }
     pages as usize * META_BYTES_PER_PAGE
+}
+
+/// The fewest pages `m` of a range of `pages` pages that hold the metadata
+/// of the other `pages - m`: `m * PAGE_SIZE >= metadata_bytes(pages - m)`.
+/// `pages` must be below 2^40 (a range below [`MAX_PHYS_ADDR`]), so that
+/// nothing overflows.
+const fn metadata_pages(pages: u64) -> u64 {
+    // m * PAGE_SIZE >= (pages - m) * B  <=>  m >= pages * B / (PAGE_SIZE + B).
+    let per_page = META_BYTES_PER_PAGE as u64;
+    let meta_pages = (pages * per_page).div_ceil(PAGE_SIZE + per_page);
+    debug_assert!(
+        meta_pages >= pages || metadata_bytes(pages - meta_pages) as u64 <= meta_pages * PAGE_SIZE
+    );
+    meta_pages
 }
 
 /// A section split so that its first pages hold the metadata for the rest.
@@ -84,9 +99,7 @@ pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error
     if !fits {
         return Err(Error::SectionWraps);
     }
-    // Smallest m with m * 4096 >= 8 * (pages - m).
-    let per = PAGE_SIZE + META_BYTES_PER_PAGE as u64;
-    let meta_pages = (pages * META_BYTES_PER_PAGE as u64).div_ceil(per);
+    let meta_pages = metadata_pages(pages);
     if meta_pages >= pages {
         return Err(Error::SectionTooSmall);
     }
@@ -205,7 +218,7 @@ impl BuddyAllocator {
             Some(end) if end <= MAX_PHYS_ADDR => end,
             _ => return Err(Error::SectionWraps),
         };
-        if !(meta.as_ptr() as usize).is_multiple_of(8) {
+        if !(meta.as_ptr() as usize).is_multiple_of(META_ALIGN) {
             return Err(Error::MetadataMisaligned);
         }
         if meta_bytes < metadata_bytes(pages) {

@@ -15,6 +15,15 @@
 //!   every other bit zero.
 //! - none: every other bit zero.
 
+/// Bytes of caller-provided metadata per managed page: one word. Every
+/// metadata size of the buddy ([`metadata_bytes`](crate::metadata_bytes),
+/// [`carve_metadata`](crate::carve_metadata), the check in
+/// `add_section`) is derived from this constant.
+pub const META_BYTES_PER_PAGE: usize = core::mem::size_of::<u64>();
+
+/// The alignment the metadata buffer needs: that of a word.
+pub(super) const META_ALIGN: usize = core::mem::align_of::<u64>();
+
 pub(super) const ST_MASK: u64 = 3;
 pub(super) const ST_NONE: u64 = 0;
 pub(super) const ST_FREE: u64 = 1;
