@@ -64,6 +64,10 @@ mod global;
 #[doc(hidden)]
 pub mod host;
 mod locked;
+// The lock's tests, where `locked.rs` would declare them.
+#[cfg(test)]
+#[path = "locked/tests.rs"]
+mod locked_tests;
 mod pcp;
 mod pcp_block;
 mod pcp_buddy;
@@ -73,8 +77,6 @@ mod remote;
 mod slab;
 mod sync;
 mod tags;
-#[cfg(test)]
-mod tests;
 mod types;
 #[cfg(feature = "x86_64")]
 mod x86;

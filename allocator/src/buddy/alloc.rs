@@ -350,3 +350,6 @@ impl BuddyAllocator {
         Ok(out.len())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,8 +13,8 @@ use crate::types::{Error, MAX_ORDER, PAGE_SIZE, PhysAddr};
 /// rejected and nothing was freed.
 ///
 /// ```
-/// let e = allocator::BulkError { index: 3, error: allocator::Error::DoubleFree };
-/// assert_eq!(e.index, 3);
+/// let bulk = allocator::BulkError { index: 3, error: allocator::Error::DoubleFree };
+/// assert_eq!(bulk.index, 3);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct BulkError {
@@ -227,8 +227,8 @@ impl BuddyAllocator {
     /// # use allocator::{Constraint, Error, PhysAddr};
     /// let mut f = [PhysAddr(0); 2];
     /// a.alloc_bulk(Constraint::ANY, &mut f).unwrap();
-    /// let e = a.free_bulk(&[f[0], f[1], f[0]]).unwrap_err();
-    /// assert_eq!((e.index, e.error), (2, Error::DoubleFree));
+    /// let bulk = a.free_bulk(&[f[0], f[1], f[0]]).unwrap_err();
+    /// assert_eq!((bulk.index, bulk.error), (2, Error::DoubleFree));
     /// a.free_bulk(&f).unwrap();
     /// ```
     pub fn free_bulk(&mut self, frames: &[PhysAddr]) -> Result<(), BulkError> {
@@ -276,3 +276,6 @@ impl BuddyAllocator {
         BulkError { index: upto, error }
     }
 }
+
+#[cfg(test)]
+mod tests;

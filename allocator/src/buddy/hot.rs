@@ -1,7 +1,7 @@
 //! Hot lists: recently freed blocks of orders below [`HOT_ORDERS`] parked
 //! in a small stack per zone and order, so that the next allocation of
-//! that order takes one back in a few instructions, with no list links to
-//! update (Linux keeps lists like these per CPU for orders up to 3, `pcp`).
+//! that order takes one back at once, with no list links to update (Linux
+//! keeps lists like these per CPU for orders up to 3, `pcp`).
 //! Every order below `HOT_ORDERS` takes the same path on allocation and on
 //! free, so a churn of mixed orders takes no branch on the order, which
 //! would mispredict.
@@ -448,28 +448,4 @@ impl BuddyAllocator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stack_order_and_forget() {
-        let mut list = HotList::EMPTY;
-        for i in 0..HOT_CAP as u32 {
-            list.push((i % 3) as usize, i);
-        }
-        assert!(list.is_full());
-        assert_eq!(list.count_in(0), HOT_CAP.div_ceil(3));
-        assert_eq!(list.pop(), Some((((HOT_CAP - 1) % 3), HOT_CAP as u32 - 1)));
-        list.drop_oldest(4);
-        assert_eq!(list.get(0), (1, 4));
-        list.forget(|section, _| section == 1);
-        assert_eq!(list.count_in(1), 0);
-        assert_eq!(list.get(0), (2, 5));
-        let mut last = None;
-        while let Some(block) = list.pop() {
-            last = Some(block);
-        }
-        assert_eq!(last, Some((2, 5)));
-        assert_eq!(list.len(), 0);
-    }
-}
+mod tests;

@@ -273,7 +273,7 @@ impl BuddyAllocator {
 
     /// Materialises every pending section (tests compare the views).
     #[cfg(test)]
-    pub(crate) fn materialise_all(&mut self) {
+    pub(super) fn materialise_all(&mut self) {
         for section in super::set_bits(self.used_slots) {
             if self.secs[section].pending {
                 self.materialise(section);
@@ -318,3 +318,6 @@ impl BuddyAllocator {
         None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,6 +38,8 @@ mod search;
 mod section;
 mod sections;
 pub(crate) mod stats;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod word;
 mod zone;
 

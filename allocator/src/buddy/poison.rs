@@ -221,3 +221,6 @@ impl BuddyAllocator {
         self.opts
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,8 +13,8 @@ use crate::types::{Error, MAX_SECTIONS, PAGE_SHIFT, PhysAddr, Zone};
 ///
 /// ```
 /// use allocator::PageState;
-/// let s = PageState::Allocated { pages: 5 };
-/// assert_ne!(s, PageState::Interior);
+/// let state = PageState::Allocated { pages: 5 };
+/// assert_ne!(state, PageState::Interior);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum PageState {
@@ -238,7 +238,7 @@ impl BuddyAllocator {
     ///
     /// ```
     /// # let a = allocator::doc_allocator!(64);
-    /// assert_eq!(a.sections().map(|s| s.pages).sum::<u64>(), 64);
+    /// assert_eq!(a.sections().map(|section| section.pages).sum::<u64>(), 64);
     /// ```
     pub fn sections(&self) -> impl Iterator<Item = SectionInfo> + '_ {
         (0..MAX_SECTIONS)
@@ -292,3 +292,6 @@ impl BuddyAllocator {
         Stats { zones }
     }
 }
+
+#[cfg(test)]
+mod tests;

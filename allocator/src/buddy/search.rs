@@ -345,3 +345,6 @@ impl BuddyAllocator {
         None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -478,43 +478,6 @@ impl Section {
         self.chunk_head[chunk / 64] |= bit;
     }
 }
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_shift_is_the_smallest_that_fits() {
-        let count_up = |base: u64, pages: u64| {
-            (MIN_CHUNK_SHIFT..64)
-                .find(|&s| ((base + pages - 1) >> s) - (base >> s) < MAX_CHUNKS)
-                .unwrap()
-        };
-        for pages in [
-            1,
-            2,
-            2047,
-            2048,
-            2049,
-            1 << 17,
-            (1 << 20) + 1,
-            (1 << 28) - 1,
-        ] {
-            for base in [0, 1, 63, 64 * 2047, 1 << 20, (1 << 20) + 5] {
-                assert_eq!(
-                    chunk_shift_for(base, pages),
-                    count_up(base, pages),
-                    "{base} {pages}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn chunk_shift_bounds() {
-        // 4 GiB, aligned: 2^20 pages -> 512-page chunks.
-        assert_eq!(chunk_shift_for(1 << 20, 1 << 20), 9);
-        assert_eq!(chunk_shift_for(0, 100), MIN_CHUNK_SHIFT);
-        let s = chunk_shift_for(3, (1 << 28) - 1);
-        assert!((((3 + (1u64 << 28) - 2) >> s) - (3 >> s) + 1) <= MAX_CHUNKS);
-    }
-}
+mod tests;

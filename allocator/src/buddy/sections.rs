@@ -370,3 +370,6 @@ impl BuddyAllocator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -197,3 +197,6 @@ impl BuddyAllocator {
         self.zones[zone as usize].reserve
     }
 }
+
+#[cfg(test)]
+mod tests;
