@@ -119,7 +119,7 @@ impl HotList {
     /// Parks block `(section, idx)`; the caller checked that the list is
     /// not full.
     #[inline(always)]
-    pub(super) fn push(&mut self, section: usize, idx: u32) {
+    fn push(&mut self, section: usize, idx: u32) {
         debug_assert!(!self.is_full());
         self.entries[self.len as usize % HOT_CAP] = pack(section, idx);
         self.len += 1;
@@ -128,7 +128,7 @@ impl HotList {
     /// Takes block `i` out, moving the newest into its slot; returns the
     /// moved block (now in slot `i`), if one moved.
     #[inline(always)]
-    pub(super) fn swap_remove(&mut self, i: usize) -> Option<(usize, u32)> {
+    fn swap_remove(&mut self, i: usize) -> Option<(usize, u32)> {
         debug_assert!(i < self.len());
         self.len -= 1;
         let last = self.len as usize;
@@ -157,14 +157,14 @@ impl HotList {
     }
 
     /// Forgets the `count` oldest blocks (the caller has freed them).
-    pub(super) fn drop_oldest(&mut self, count: usize) {
+    fn drop_oldest(&mut self, count: usize) {
         let (count, len) = (count.min(self.len()), self.len());
         self.entries.copy_within(count..len, 0);
         self.len -= count as u32;
     }
 
     /// Forgets every block for which `gone` holds; keeps the others' order.
-    pub(super) fn forget(&mut self, mut gone: impl FnMut(usize, u32) -> bool) {
+    fn forget(&mut self, mut gone: impl FnMut(usize, u32) -> bool) {
         let mut kept = 0;
         for i in 0..self.len() {
             let (section, idx) = self.get(i);
@@ -209,7 +209,7 @@ impl HotList {
     }
 
     /// Blocks of section slot `section`.
-    pub(super) fn count_in(&self, section: usize) -> usize {
+    fn count_in(&self, section: usize) -> usize {
         (0..self.len())
             .filter(|&i| self.get(i).0 == section)
             .count()
@@ -266,7 +266,7 @@ impl BuddyAllocator {
 
     /// Rewrites the slot in the words of every block of hot list
     /// `(zone, order)` after the list was compacted.
-    pub(super) fn hot_reindex(&mut self, zone: usize, order: usize) {
+    fn hot_reindex(&mut self, zone: usize, order: usize) {
         for i in 0..self.hot[zone][order].len() {
             let (section, idx) = self.hot[zone][order].get(i);
             self.secs[section].raw_write(idx, hot_word(order as u32, i));

@@ -24,7 +24,7 @@ pub const META_BYTES_PER_PAGE: usize = core::mem::size_of::<u64>();
 /// The alignment the metadata buffer needs: that of a word.
 pub(super) const META_ALIGN: usize = core::mem::align_of::<u64>();
 
-pub(super) const ST_MASK: u64 = 3;
+const ST_MASK: u64 = 3;
 pub(super) const ST_NONE: u64 = 0;
 pub(super) const ST_FREE: u64 = 1;
 pub(super) const ST_ALLOC: u64 = 2;

@@ -137,7 +137,7 @@ impl BuddyAllocator {
     /// Recomputes [`start_zone`](Self::start_zone) after the zones' sections
     /// or reserves changed. Never past a zone that keeps a reserve: that is
     /// the fallback's check to make.
-    pub(super) fn update_start_zones(&mut self) {
+    fn update_start_zones(&mut self) {
         let zones = &mut self.zones;
         zones[0].start = Zone::Dma;
         zones[1].start = if zones[1].section_count == 0 && zones[0].reserve == 0 {
