@@ -64,9 +64,9 @@
 // Unsafe code is denied here and allowed only in these modules, for these
 // reasons:
 // - in `cpu`, `pcp` and `slab`: the submodules their own roots list;
-// - `buddy`: per-page words in caller-given metadata; frame poisoning and
-//   zeroing write frames through the physical mapping;
-// - `locked`: the spin lock hands out the allocator behind an `UnsafeCell`;
+// - `buddy`: per-page words in caller-given metadata, frames written
+//   through the physical mapping (poisoning, zeroing), and the lock that
+//   hands out the allocator behind an `UnsafeCell`;
 // - `heap`: `GlobalAlloc` itself, and pointers made from physical addresses;
 // - `types`: slices of addresses viewed as `PhysAddr` (`repr(transparent)`);
 // - `x86`: the `x86_64` crate's frame allocator traits are `unsafe`.
@@ -84,18 +84,6 @@ mod buddy;
 #[allow(unsafe_code)]
 mod heap;
 #[cfg(not(loom))]
-mod hot;
-#[cfg(not(loom))]
-#[allow(unsafe_code)]
-mod locked;
-#[cfg(not(loom))]
-mod meta;
-#[cfg(not(loom))]
-mod stats;
-#[cfg(all(test, not(loom)))]
-#[allow(unsafe_code)]
-mod tests;
-#[cfg(not(loom))]
 #[allow(unsafe_code)]
 mod types;
 #[cfg(all(feature = "x86_64", not(loom)))]
@@ -104,16 +92,13 @@ mod x86;
 
 #[cfg(not(loom))]
 pub use buddy::{
-    BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, LIMIT_SCAN,
-    POISON_BYTE, PageState, RemovedSection, SectionInfo, carve_metadata, metadata_bytes,
+    BuddyAllocator, BulkError, Carved, FrameOptions, FreeBlock, FreeBlocks, HOT_CAP, HOT_ORDERS,
+    LIMIT_SCAN, LockGuard, LockedAllocator, META_BYTES_PER_PAGE, POISON_BYTE, PageState,
+    REFILL_ORDER, RemovedSection, SectionInfo, Stats, ZoneStats, carve_metadata, metadata_bytes,
 };
 pub use cpu::{CpuLocal, InterruptControl, NoInterrupts};
 #[cfg(not(loom))]
 pub use heap::{Heap, HeapStats};
-#[cfg(not(loom))]
-pub use hot::{HOT_CAP, HOT_ORDERS, REFILL_ORDER};
-#[cfg(not(loom))]
-pub use locked::{LockGuard, LockedAllocator};
 #[cfg(not(loom))]
 pub use pcp::{Block, CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
 pub use pcp::{PCP_CAPACITY, PCP_ORDERS};
@@ -123,12 +108,9 @@ pub use slab::{
     class_align, heap_metadata_bytes, size_class, slab_order,
 };
 #[cfg(not(loom))]
-pub use stats::{Stats, ZoneStats};
-#[cfg(not(loom))]
 pub use types::{
     Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,
-    MAX_SECTIONS, META_BYTES_PER_PAGE, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn,
-    PhysAddr, Zone,
+    MAX_SECTIONS, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn, PhysAddr, Zone,
 };
 
 /// Doctest helper: an allocator with one DMA32 section of `$pages` pages at

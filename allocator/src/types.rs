@@ -18,8 +18,6 @@ pub const MAX_SECTIONS: usize = 64;
 /// The largest number of pages one section may hold (2^28 - 1 pages,
 /// just under 1 TiB). Register bigger ranges as several sections.
 pub const MAX_SECTION_PAGES: u64 = (1 << 28) - 1;
-/// Bytes of caller-provided metadata per managed page.
-pub const META_BYTES_PER_PAGE: usize = 8;
 /// Highest physical address (exclusive) the allocator accepts: 2^52,
 /// the x86_64 architectural limit.
 pub const MAX_PHYS_ADDR: u64 = 1 << 52;
@@ -401,3 +399,28 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, Pfn, PhysAddr, Zone};
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn newtypes_and_zone_helpers() {
+        assert_eq!(PhysAddr(0x3000).pfn(), Pfn(3));
+        assert_eq!(Pfn(3).addr(), PhysAddr(0x3000));
+        assert_eq!(Zone::of(PhysAddr(16 * MIB - 1)), Zone::Dma);
+        assert_eq!(Zone::of(PhysAddr(4 * GIB - 1)), Zone::Dma32);
+        assert_eq!(std::format!("{}", Zone::Normal), "Normal");
+        assert_eq!(std::format!("{:?}", PhysAddr(16)), "PhysAddr(0x10)");
+        for error in [
+            Error::OutOfMemory,
+            Error::WrongCount { allocated: 3 },
+            Error::RangeInUse,
+        ] {
+            assert!(!std::format!("{error}").is_empty());
+        }
+    }
+}

@@ -32,10 +32,10 @@ use super::config::PcpConfig;
 use super::lists::{PCP_ORDERS, PcpLists};
 use super::stats::{CacheStats, cache_metadata_bytes};
 use super::tags::Tags;
+use crate::buddy::LockedAllocator;
 use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::cpu::CpuLocal;
 use crate::cpu::per_cpu::PerCpu;
-use crate::locked::LockedAllocator;
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
 #[repr(align(128))]

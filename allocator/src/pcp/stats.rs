@@ -1,6 +1,6 @@
 //! [`CacheStats`] and the metadata the caches need per page.
 
-use crate::stats::Stats;
+use crate::buddy::Stats;
 use crate::types::Zone;
 
 /// Bytes of metadata [`PageCaches::add_section`] needs for `pages` pages:

@@ -111,8 +111,8 @@ impl Stats {
     /// let st = allocator::BuddyAllocator::new().stats();
     /// assert_eq!(st.zone(allocator::Zone::Dma32).zone, allocator::Zone::Dma32);
     /// ```
-    pub fn zone(&self, z: Zone) -> &ZoneStats {
-        &self.zones[z as usize]
+    pub fn zone(&self, zone: Zone) -> &ZoneStats {
+        &self.zones[zone as usize]
     }
 
     /// Free pages in all zones.
@@ -123,7 +123,7 @@ impl Stats {
     pub fn free_pages(&self) -> u64 {
         self.zones
             .iter()
-            .map(|z| z.free_pages)
+            .map(|zone| zone.free_pages)
             .fold(0, u64::saturating_add)
     }
 
@@ -135,7 +135,7 @@ impl Stats {
     pub fn managed_pages(&self) -> u64 {
         self.zones
             .iter()
-            .map(|z| z.managed_pages)
+            .map(|zone| zone.managed_pages)
             .fold(0, u64::saturating_add)
     }
 
@@ -159,7 +159,7 @@ impl Stats {
     pub fn free_blocks(&self, order: u32) -> u64 {
         self.zones
             .iter()
-            .map(|z| z.free_blocks.get(order as usize).copied().unwrap_or(0))
+            .map(|zone| zone.free_blocks.get(order as usize).copied().unwrap_or(0))
             .fold(0, u64::saturating_add)
     }
 
@@ -171,7 +171,7 @@ impl Stats {
     pub fn largest_free_order(&self) -> Option<u32> {
         self.zones
             .iter()
-            .filter_map(|z| z.largest_free_order())
+            .filter_map(|zone| zone.largest_free_order())
             .max()
     }
 
@@ -185,7 +185,7 @@ impl Stats {
         let usable = self
             .zones
             .iter()
-            .map(|z| z.free_pages_at_least(order))
+            .map(|zone| zone.free_pages_at_least(order))
             .fold(0, u64::saturating_add);
         permille_unusable(self.free_pages(), usable)
     }
@@ -215,22 +215,22 @@ impl fmt::Display for Stats {
             "frag9",
             NR_ORDERS - 1
         )?;
-        for z in &self.zones {
+        for zone in &self.zones {
             write!(
                 f,
                 "{:<6} {:>10} {:>10} {:>5} ",
-                z.zone.name(),
-                z.managed_pages,
-                z.free_pages,
-                z.hot_pages
+                zone.zone.name(),
+                zone.managed_pages,
+                zone.free_pages,
+                zone.hot_pages
             )?;
-            match z.largest_free_order() {
+            match zone.largest_free_order() {
                 Some(o) => write!(f, "{o:>3} ")?,
                 None => write!(f, "{:>3} ", "-")?,
             }
-            let p = z.fragmentation_permille(PAGEBLOCK_ORDER);
+            let p = zone.fragmentation_permille(PAGEBLOCK_ORDER);
             write!(f, "{:>4}.{}% |", p / 10, p % 10)?;
-            for n in &z.free_blocks {
+            for n in &zone.free_blocks {
                 write!(f, " {n}")?;
             }
             writeln!(f)?;
@@ -244,7 +244,7 @@ impl fmt::Display for Stats {
             self.free_pages(),
             self.zones
                 .iter()
-                .map(|z| z.hot_pages)
+                .map(|zone| zone.hot_pages)
                 .fold(0, u64::saturating_add),
             match self.largest_free_order() {
                 Some(o) => o as i64,

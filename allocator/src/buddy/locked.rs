@@ -183,3 +183,6 @@ impl<I: InterruptControl> Drop for LockGuard<'_, I> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
