@@ -84,6 +84,8 @@ mod buddy;
 #[allow(unsafe_code)]
 mod heap;
 #[cfg(not(loom))]
+mod metadata;
+#[cfg(not(loom))]
 #[allow(unsafe_code)]
 mod types;
 #[cfg(all(feature = "x86_64", not(loom)))]
@@ -100,17 +102,21 @@ pub use cpu::{CpuLocal, InterruptControl, NoInterrupts};
 #[cfg(not(loom))]
 pub use heap::{Heap, HeapStats};
 #[cfg(not(loom))]
-pub use pcp::{Block, CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
+pub use metadata::{
+    PAGES_PER_DESCRIPTOR, TAG_BYTES_PER_PAGE, cache_metadata_bytes, heap_metadata_bytes,
+};
+#[cfg(not(loom))]
+pub use pcp::{Block, CacheStats, PageCaches, PcpConfig};
 pub use pcp::{PCP_CAPACITY, PCP_ORDERS};
 #[cfg(not(loom))]
 pub use slab::{
-    Fault, FaultKind, MAX_SMALL_SIZE, NR_CLASSES, PAGES_PER_DESCRIPTOR, SIZE_CLASSES, SLAB_RESERVE,
-    class_align, heap_metadata_bytes, size_class, slab_order,
+    Fault, FaultKind, MAX_SMALL_SIZE, NR_CLASSES, SIZE_CLASSES, SLAB_RESERVE, class_align,
+    size_class, slab_order,
 };
 #[cfg(not(loom))]
 pub use types::{
     Constraint, DMA_END, DMA32_END, Error, MAX_ORDER, MAX_PHYS_ADDR, MAX_SECTION_PAGES,
-    MAX_SECTIONS, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn, PhysAddr, Zone,
+    MAX_SECTIONS, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn, PhysAddr, PhysMap, Zone,
 };
 
 /// Doctest helper: an allocator with one DMA32 section of `$pages` pages at

@@ -120,6 +120,64 @@ impl Pfn {
     }
 }
 
+/// Where physical memory is mapped: physical address `p` is at virtual
+/// address `p + offset` (wrapping, so a mapping "below" zero works too).
+/// The heap and frame poisoning reach frames through it.
+///
+/// ```
+/// use allocator::{PhysAddr, PhysMap};
+/// let map = PhysMap::new(0xffff_8000_0000_0000);
+/// let v = map.virt(PhysAddr(0x1000));
+/// assert_eq!(v as u64, 0xffff_8000_0000_1000);
+/// assert_eq!(map.phys(v), PhysAddr(0x1000));
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Default, Debug)]
+pub struct PhysMap {
+    offset: u64,
+}
+
+impl PhysMap {
+    /// The mapping at `offset`.
+    ///
+    /// ```
+    /// assert_eq!(allocator::PhysMap::new(8).offset(), 8);
+    /// ```
+    pub const fn new(offset: u64) -> Self {
+        PhysMap { offset }
+    }
+
+    /// The offset added to a physical address.
+    ///
+    /// ```
+    /// assert_eq!(allocator::PhysMap::default().offset(), 0);
+    /// ```
+    pub const fn offset(self) -> u64 {
+        self.offset
+    }
+
+    /// The virtual address of physical `p`.
+    ///
+    /// ```
+    /// let map = allocator::PhysMap::new(0x1000);
+    /// assert_eq!(map.virt(allocator::PhysAddr(0x20)) as u64, 0x1020);
+    /// ```
+    #[inline(always)]
+    pub fn virt(self, p: PhysAddr) -> *mut u8 {
+        p.0.wrapping_add(self.offset) as *mut u8
+    }
+
+    /// The physical address that `v` maps.
+    ///
+    /// ```
+    /// let map = allocator::PhysMap::new(0x1000);
+    /// assert_eq!(map.phys(0x1020 as *const u8), allocator::PhysAddr(0x20));
+    /// ```
+    #[inline(always)]
+    pub fn phys(self, v: *const u8) -> PhysAddr {
+        PhysAddr((v as u64).wrapping_sub(self.offset))
+    }
+}
+
 /// A memory zone, ordered from lowest to highest.
 ///
 /// ```
@@ -154,13 +212,18 @@ impl Zone {
     /// assert_eq!(Zone::of(PhysAddr(0x1_0000_0000)), Zone::Normal);
     /// ```
     pub const fn of(addr: PhysAddr) -> Zone {
-        if addr.0 < DMA_END {
-            Zone::Dma
-        } else if addr.0 < DMA32_END {
-            Zone::Dma32
-        } else {
-            Zone::Normal
-        }
+        [Zone::Dma, Zone::Dma32, Zone::Normal][Zone::index_of(addr.0)]
+    }
+
+    /// `Zone::of(addr) as usize` for a raw address, without a branch (two
+    /// compares added): the zone classifier every layer uses.
+    ///
+    /// ```
+    /// assert_eq!(allocator::Zone::index_of(1 << 32), allocator::Zone::Normal as usize);
+    /// ```
+    #[inline(always)]
+    pub const fn index_of(addr: u64) -> usize {
+        (addr >= DMA_END) as usize + (addr >= DMA32_END) as usize
     }
 
     /// First physical address of the zone.

@@ -7,7 +7,7 @@ use crate::buddy::PageState;
 use crate::cpu::CpuLocal;
 use crate::pcp::tags::{TAG_CACHED, TAG_CLAIMED, TAG_KIND, TAG_SLAB, is_heap_tag};
 use crate::slab::{Fault, FaultKind, size_class};
-use crate::types::{Error, PhysAddr};
+use crate::types::{Error, PhysAddr, PhysMap};
 
 impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// A small free the slab refused: a page of its own (given while this
@@ -17,11 +17,11 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     pub(super) fn small_free_fault(
         &self,
         ptr: *mut u8,
-        off: u64,
+        map: PhysMap,
         k: usize,
         kind: FaultKind,
     ) -> Result<(), Fault> {
-        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+        let phys = map.phys(ptr);
         if kind != FaultKind::NotAllocated {
             return Err(Fault {
                 kind,
@@ -74,10 +74,10 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// `size` bytes at `align` (or one the heap serves identically),
     /// reading only the heap's own metadata.
     pub(super) fn check_live(&self, ptr: *mut u8, size: usize, align: usize) -> Result<(), Fault> {
-        let off = self.phys_offset();
-        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+        let map = self.phys_map();
+        let phys = map.phys(ptr);
         let expect = if let Some(k) = size_class(size, align) {
-            match self.slab.is_free(&self.frames, off, ptr, k) {
+            match self.slab.is_free(&self.frames, map, ptr, k) {
                 Some(false) => return Ok(()),
                 Some(true) => {
                     return Err(Fault {

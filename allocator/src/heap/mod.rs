@@ -9,11 +9,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu::CpuLocal;
+use crate::metadata::{descriptors_at, heap_metadata_bytes};
 use crate::pcp::tags::TAG_HEAP_OWNED;
-use crate::pcp::{CacheStats, PageCaches, PcpConfig, cache_metadata_bytes};
-use crate::slab::descriptors::heap_metadata_bytes;
+use crate::pcp::{CacheStats, PageCaches, PcpConfig};
 use crate::slab::{Fault, Slab, size_class};
-use crate::types::{Error, PAGE_SIZE, PhysAddr};
+use crate::types::{Error, PAGE_SIZE, PhysAddr, PhysMap};
 use plan::{Plan, cached_order, metadata_pages, plan, run_tag, small_page_tag};
 
 /// Statistics of a [`Heap`]. Pages add up: `frames.free_pages()` + slab
@@ -151,6 +151,18 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         self.offset.load(Ordering::Relaxed)
     }
 
+    /// Where physical memory is mapped ([`set_phys_offset`](Self::set_phys_offset)).
+    ///
+    /// ```
+    /// # allocator::host_cpu_local!(Cpu, 2);
+    /// let h = allocator::Heap::<Cpu, 2>::new();
+    /// assert_eq!(h.phys_map(), allocator::PhysMap::new(0));
+    /// ```
+    #[inline(always)]
+    pub fn phys_map(&self) -> PhysMap {
+        PhysMap::new(self.phys_offset())
+    }
+
     /// Adds the `pages` pages at physical `start`; the first of them become
     /// the metadata of the rest ([`heap_metadata_bytes`](crate::heap_metadata_bytes):
     /// 16 bytes a page, and a slab descriptor for every
@@ -179,7 +191,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             return Err(Error::Misaligned);
         }
         let m = metadata_pages(pages)?;
-        let meta = start.0.wrapping_add(self.phys_offset()) as *mut u8;
+        let meta = self.phys_map().virt(start);
         let Some(meta) = NonNull::new(meta) else {
             return Err(Error::Misaligned);
         };
@@ -230,7 +242,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         if meta_bytes < need {
             return Err(Error::MetadataTooSmall);
         }
-        let cache = cache_metadata_bytes(pages);
+        let cache = descriptors_at(pages);
         // SAFETY: forwarded; the first `cache` of `meta_bytes` bytes.
         unsafe { self.frames.add_section(start, pages, meta, cache)? };
         // SAFETY: the rest of the caller's metadata, ours for good (memory
@@ -309,13 +321,13 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     fn allocate_slow(&self, layout: Layout) -> *mut u8 {
         let size = layout.size().max(1);
         let align = layout.align();
-        let off = self.phys_offset();
+        let map = self.phys_map();
         if let Some(k) = size_class(size, align) {
-            return match self.slab.alloc(&self.frames, off, k) {
+            return match self.slab.alloc(&self.frames, map, k) {
                 Some(p) if !p.is_null() => p,
-                Some(_) => self.alloc_small_oom(k, off),
+                Some(_) => self.alloc_small_oom(k, map),
                 // No CPU slot: a page of its own.
-                None => self.alloc_small_page(k, off),
+                None => self.alloc_small_page(k, map),
             };
         }
         if let Some(o) = cached_order(size, align)
@@ -323,38 +335,38 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         {
             // The common page-sized request, straight to the page cache
             // (`alloc_large` retries after reclaiming when this fails).
-            return p.0.wrapping_add(off) as *mut u8;
+            return map.virt(p);
         }
-        self.alloc_large(size, align, off)
+        self.alloc_large(size, align, map)
     }
 
     /// A small allocation that found no memory or no slab descriptor:
     /// reclaim, retry once, then a page of its own.
     #[cold]
     #[inline(never)]
-    fn alloc_small_oom(&self, k: usize, off: u64) -> *mut u8 {
+    fn alloc_small_oom(&self, k: usize, map: PhysMap) -> *mut u8 {
         self.reclaim();
-        match self.slab.alloc(&self.frames, off, k) {
+        match self.slab.alloc(&self.frames, map, k) {
             Some(p) if !p.is_null() => p,
-            _ => self.alloc_small_page(k, off),
+            _ => self.alloc_small_page(k, map),
         }
     }
 
     /// A whole page for a small request of class `k`, tagged with it.
     #[cold]
     #[inline(never)]
-    fn alloc_small_page(&self, k: usize, off: u64) -> *mut u8 {
+    fn alloc_small_page(&self, k: usize, map: PhysMap) -> *mut u8 {
         match self
             .frames
             .alloc_run_as(1, PAGE_SIZE as usize, small_page_tag(k))
         {
-            Ok(p) => p.0.wrapping_add(off) as *mut u8,
+            Ok(p) => map.virt(p),
             Err(_) => core::ptr::null_mut(),
         }
     }
 
     #[inline(never)]
-    fn alloc_large(&self, size: usize, align: usize, off: u64) -> *mut u8 {
+    fn alloc_large(&self, size: usize, align: usize, map: PhysMap) -> *mut u8 {
         let Some(plan) = plan(size, align) else {
             return core::ptr::null_mut();
         };
@@ -373,7 +385,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             r => r,
         };
         match r {
-            Ok(p) => p.0.wrapping_add(off) as *mut u8,
+            Ok(p) => map.virt(p),
             Err(_) => core::ptr::null_mut(),
         }
     }
@@ -439,14 +451,14 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     pub unsafe fn try_dealloc(&self, ptr: *mut u8, layout: Layout) -> Result<(), Fault> {
         let size = layout.size().max(1);
         let align = layout.align();
-        let off = self.phys_offset();
+        let map = self.phys_map();
         if let Some(k) = size_class(size, align) {
-            return match self.slab.free(&self.frames, off, ptr, k) {
+            return match self.slab.free(&self.frames, map, ptr, k) {
                 Ok(()) => Ok(()),
-                Err(kind) => self.small_free_fault(ptr, off, k, kind),
+                Err(kind) => self.small_free_fault(ptr, map, k, kind),
             };
         }
-        let phys = PhysAddr((ptr as u64).wrapping_sub(off));
+        let phys = map.phys(ptr);
         if let Some(o) = cached_order(size, align) {
             return match self
                 .frames
@@ -526,7 +538,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// ```
     pub fn is_free(&self, ptr: *mut u8, layout: Layout) -> Option<bool> {
         let k = size_class(layout.size().max(1), layout.align())?;
-        self.slab.is_free(&self.frames, self.phys_offset(), ptr, k)
+        self.slab.is_free(&self.frames, self.phys_map(), ptr, k)
     }
 
     /// In-place `realloc` of a checked allocation: `Ok(None)` if a move is
@@ -554,7 +566,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         let (Plan::Buddy(op, oa), Plan::Buddy(np, na)) = (po, pn) else {
             return Ok(None);
         };
-        let phys = PhysAddr((ptr as u64).wrapping_sub(self.phys_offset()));
+        let phys = self.phys_map().phys(ptr);
         let old_run = (op, run_tag(op, oa));
         match self
             .frames

@@ -2,8 +2,8 @@
 //! caches, or as an exact run from the buddy, and the tag each kind of
 //! allocation carries; and how much of a range its metadata takes.
 
+use crate::metadata::heap_metadata_bytes;
 use crate::pcp::tags::{TAG_HEAP_OWNED, tag_alloc, tag_heap};
-use crate::slab::heap_metadata_bytes;
 use crate::types::{Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE};
 
 /// How a request that is too big for the slab is served.

@@ -30,12 +30,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::config::PcpConfig;
 use super::lists::{PCP_ORDERS, PcpLists};
-use super::stats::{CacheStats, cache_metadata_bytes};
+use super::stats::CacheStats;
 use super::tags::Tags;
 use crate::buddy::LockedAllocator;
 use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::cpu::CpuLocal;
 use crate::cpu::per_cpu::PerCpu;
+use crate::metadata::{cache_metadata_bytes, tags_at};
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
 #[repr(align(128))]
@@ -69,14 +70,6 @@ pub struct PageCaches<P: CpuLocal, const N: usize> {
     /// its sections hold slab bookkeeping, so memory cannot be registered
     /// by name only, nor removed.
     pub(super) heap_owned: bool,
-}
-
-/// `Zone::of(addr) as usize`, branch-free (two compares, no jumps).
-#[inline(always)]
-fn zone_index(addr: u64) -> usize {
-    const _: () = assert!(Zone::Dma as usize == 0 && Zone::Dma32 as usize == 1);
-    const _: () = assert!(Zone::Normal as usize == 2);
-    (addr >= crate::types::DMA_END) as usize + (addr >= crate::types::DMA32_END) as usize
 }
 
 impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
@@ -180,7 +173,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             return Err(Error::MetadataTooSmall);
         }
         let mut g = self.buddy.lock();
-        let half = crate::metadata_bytes(pages);
+        let half = tags_at(pages);
         // SAFETY: the caller's contract covers `meta_bytes` >= 2 * half
         // bytes; the first half goes to the buddy.
         unsafe { g.add_section(start, pages, meta, half)? };
@@ -258,7 +251,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// writes `held[cpu]`; readers just sum).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        let c = &self.held[cpu].0[zone_index(frame)];
+        let c = &self.held[cpu].0[Zone::index_of(frame)];
         c.store(
             c.load(Ordering::Relaxed).wrapping_add(pages as u64),
             Ordering::Relaxed,

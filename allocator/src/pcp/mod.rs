@@ -47,4 +47,4 @@ pub use caches::PageCaches;
 pub use config::PcpConfig;
 pub use lists::{PCP_CAPACITY, PCP_ORDERS};
 #[cfg(not(loom))]
-pub use stats::{CacheStats, cache_metadata_bytes};
+pub use stats::CacheStats;

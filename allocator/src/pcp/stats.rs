@@ -1,17 +1,7 @@
-//! [`CacheStats`] and the metadata the caches need per page.
+//! [`CacheStats`]: what the buddy and the caches hold.
 
 use crate::buddy::Stats;
 use crate::types::Zone;
-
-/// Bytes of metadata [`PageCaches::add_section`] needs for `pages` pages:
-/// the buddy's 8 bytes per page plus an 8-byte tag per page.
-///
-/// ```
-/// assert_eq!(allocator::cache_metadata_bytes(1024), 16 * 1024);
-/// ```
-pub const fn cache_metadata_bytes(pages: u64) -> usize {
-    (pages as usize).saturating_mul(16)
-}
 
 /// Statistics of a [`PageCaches`]: the buddy's, plus what the per-CPU
 /// caches hold (allocated in the buddy's view, free in truth).

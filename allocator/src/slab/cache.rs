@@ -11,7 +11,7 @@ use crate::cpu::CpuLocal;
 use crate::cpu::per_cpu::{CpuInit, PerCpu};
 use crate::pcp::PageCaches;
 use crate::pcp::tags::{TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB};
-use crate::types::{PAGE_SIZE, PhysAddr};
+use crate::types::{PAGE_SIZE, PhysAddr, PhysMap};
 
 /// One CPU's state for one size class. `base`/`span` mirror the current
 /// slab (virtual address of object 0, `objects * size` bytes; `span == 0`
@@ -128,7 +128,12 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     /// One masked section. The fast path takes an object from the hint
     /// word of this CPU's current slab; everything else is `alloc_slow`.
     #[inline]
-    pub(crate) fn alloc(&self, frames: &PageCaches<P, N>, off: u64, k: usize) -> Option<*mut u8> {
+    pub(crate) fn alloc(
+        &self,
+        frames: &PageCaches<P, N>,
+        map: PhysMap,
+        k: usize,
+    ) -> Option<*mut u8> {
         self.cpus.local::<P, _>(|cpu, cs| {
             let c = &cs.classes[k];
             if !c.cur.is_null() {
@@ -138,7 +143,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                     return (c.base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8;
                 }
             }
-            self.alloc_slow(frames, off, cpu, cs, k)
+            self.alloc_slow(frames, map, cpu, cs, k)
         })
     }
 
@@ -166,7 +171,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     fn alloc_slow(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         cpu: usize,
         cs: &mut CpuSlab,
         k: usize,
@@ -195,7 +200,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                 cs.classes[k].set_cur(p);
                 continue;
             }
-            let d = self.new_slab(frames, off, cpu, cs, k);
+            let d = self.new_slab(frames, map, cpu, cs, k);
             if d.is_null() {
                 return core::ptr::null_mut();
             }
@@ -207,7 +212,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     fn new_slab(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         cpu: usize,
         cs: &mut CpuSlab,
         k: usize,
@@ -233,7 +238,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             own.order = order as u8;
             own.phys = phys.0;
             (*d).init(
-                phys.0.wrapping_add(off),
+                map.virt(phys) as u64,
                 size as u32,
                 objects(size) as u32,
                 cpu,
@@ -473,14 +478,11 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(crate) fn is_free(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         ptr: *mut u8,
         k: usize,
     ) -> Option<bool> {
-        let t = frames
-            .tags
-            .get((ptr as u64).wrapping_sub(off))?
-            .load(Ordering::Acquire);
+        let t = frames.tags.get(map.phys(ptr).0)?.load(Ordering::Acquire);
         if t & TAG_KIND != TAG_SLAB {
             return None;
         }

@@ -4,8 +4,8 @@
 //! share memory with anything handed out to users, or a write through a
 //! stale user pointer could forge it. So descriptors live where the
 //! per-page metadata lives: in memory given over at registration
-//! ([`heap_metadata_bytes`] sizes it), one descriptor for every
-//! [`PAGES_PER_DESCRIPTOR`] pages, never handed out and never freed.
+//! ([`heap_metadata_bytes`](crate::heap_metadata_bytes) sizes it), one descriptor for every
+//! [`PAGES_PER_DESCRIPTOR`](crate::PAGES_PER_DESCRIPTOR) pages, never handed out and never freed.
 //!
 //! The pool is a list of regions, one per registration, each handed out
 //! by a bump index: descriptors are never returned to it (a retired slab's
@@ -14,44 +14,9 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::metadata::{DESC_ALIGN, DESC_BYTES};
 use crate::pcp::tags::MAX_REGIONS;
 use crate::slab::remote::SlabDesc;
-
-/// Managed pages per slab descriptor reserved at registration: enough for
-/// slabs over all memory when they are 8 pages each, or over an eighth of
-/// it when they are single pages. Beyond that, small requests get whole
-/// pages (see [`Heap`](crate::Heap)).
-pub const PAGES_PER_DESCRIPTOR: u64 = 8;
-
-/// Bytes of one slab descriptor.
-pub(crate) const DESC_BYTES: usize = core::mem::size_of::<SlabDesc>();
-const DESC_ALIGN: usize = core::mem::align_of::<SlabDesc>();
-
-/// Descriptors reserved for `pages` managed pages.
-pub(crate) const fn descriptors_for(pages: u64) -> u64 {
-    pages.div_ceil(PAGES_PER_DESCRIPTOR)
-}
-
-/// Bytes of metadata a [`Heap`](crate::Heap) needs for `pages` pages: the
-/// page caches' ([`cache_metadata_bytes`](crate::cache_metadata_bytes)),
-/// then the slab descriptors reserved for them (room for aligning them
-/// included). `usize::MAX` if that does not fit.
-///
-/// ```
-/// let n = allocator::heap_metadata_bytes(8);
-/// assert!(n >= allocator::cache_metadata_bytes(8) + 64);
-/// ```
-pub const fn heap_metadata_bytes(pages: u64) -> usize {
-    let descs = descriptors_for(pages) as usize;
-    let cache = crate::pcp::cache_metadata_bytes(pages);
-    match descs.checked_mul(DESC_BYTES) {
-        Some(d) => match cache.checked_add(d) {
-            Some(n) => n.saturating_add(DESC_ALIGN),
-            None => usize::MAX,
-        },
-        None => usize::MAX,
-    }
-}
 
 struct Region {
     base: AtomicPtr<SlabDesc>,

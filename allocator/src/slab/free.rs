@@ -11,6 +11,7 @@ use super::remote::{SlabDesc, geom_nobj, geom_owner, geom_size, push_incoming};
 use crate::cpu::CpuLocal;
 use crate::pcp::PageCaches;
 use crate::pcp::tags::{TAG_KIND, TAG_SLAB};
+use crate::types::PhysMap;
 
 impl<P: CpuLocal, const N: usize> Slab<P, N> {
     /// Frees the object at `ptr` of class `k`. Errors leave everything
@@ -24,7 +25,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(crate) fn free(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         ptr: *mut u8,
         k: usize,
     ) -> Result<(), FaultKind> {
@@ -32,7 +33,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             let c = &cs.classes[k];
             let rel = (ptr as u64).wrapping_sub(c.base);
             if rel >= c.span {
-                return self.free_tagged_ending(saved, frames, off, cpu, cs, ptr, k);
+                return self.free_tagged_ending(saved, frames, map, cpu, cs, ptr, k);
             }
             // In the current slab (span != 0, so `cur` is set): a live
             // descriptor of class `k` owned by this CPU, and we are in its
@@ -54,7 +55,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         // (`free_tagged_ending` does, after its last use of `cs`).
         unsafe {
             self.cpus
-                .local_ending::<P, _>(local, || self.free_unowned(frames, off, ptr, k))
+                .local_ending::<P, _>(local, || self.free_unowned(frames, map, ptr, k))
         }
     }
 
@@ -65,13 +66,13 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         &self,
         saved: P::Saved,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         cpu: usize,
         cs: &mut CpuSlab,
         ptr: *mut u8,
         k: usize,
     ) -> Result<(), FaultKind> {
-        let r = self.free_tagged(frames, off, cpu, cs, ptr, k);
+        let r = self.free_tagged(frames, map, cpu, cs, ptr, k);
         P::restore(saved);
         r
     }
@@ -82,13 +83,13 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(super) fn free_tagged(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         cpu: usize,
         cs: &mut CpuSlab,
         ptr: *mut u8,
         k: usize,
     ) -> Result<(), FaultKind> {
-        let phys = (ptr as u64).wrapping_sub(off);
+        let phys = map.phys(ptr).0;
         let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
         let t = tag.load(Ordering::Acquire);
         if t & TAG_KIND != TAG_SLAB {
@@ -122,12 +123,12 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(super) fn free_unowned(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         ptr: *mut u8,
         k: usize,
     ) -> Result<(), FaultKind> {
         let s = P::save_and_disable();
-        let r = self.free_unowned_masked(frames, off, ptr, k);
+        let r = self.free_unowned_masked(frames, map, ptr, k);
         P::restore(s);
         r
     }
@@ -135,11 +136,11 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     pub(super) fn free_unowned_masked(
         &self,
         frames: &PageCaches<P, N>,
-        off: u64,
+        map: PhysMap,
         ptr: *mut u8,
         k: usize,
     ) -> Result<(), FaultKind> {
-        let phys = (ptr as u64).wrapping_sub(off);
+        let phys = map.phys(ptr).0;
         let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
         let t = tag.load(Ordering::Acquire);
         if t & TAG_KIND != TAG_SLAB {

@@ -79,6 +79,5 @@ pub use classes::{
     MAX_SMALL_SIZE, NR_CLASSES, SIZE_CLASSES, SLAB_RESERVE, class_align, size_class, slab_order,
 };
 #[cfg(not(loom))]
-pub use descriptors::{PAGES_PER_DESCRIPTOR, heap_metadata_bytes};
 #[cfg(not(loom))]
 pub use fault::{Fault, FaultKind};
