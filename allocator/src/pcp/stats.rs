@@ -3,7 +3,7 @@
 use crate::buddy::Stats;
 use crate::types::Zone;
 
-/// Statistics of a [`PageCaches`]: the buddy's, plus what the per-CPU
+/// Statistics of a [`PageCaches`](crate::PageCaches): the buddy's, plus what the per-CPU
 /// caches hold (allocated in the buddy's view, free in truth).
 ///
 /// ```
