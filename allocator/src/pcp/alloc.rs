@@ -29,31 +29,31 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// ```
     #[inline]
     pub fn alloc(&self, order: u32) -> Result<PhysAddr, Error> {
-        let o = order as usize;
-        if o >= PCP_ORDERS {
+        let order_index = order as usize;
+        if order_index >= PCP_ORDERS {
             return self.buddy_alloc(order, Constraint::ANY, TAG_NONE);
         }
-        self.alloc_as::<0>(o)
+        self.alloc_as::<0>(order_index)
     }
 
-    /// [`alloc`](Self::alloc) of a cached order `o` for `OWNER`, handing
-    /// the block out with [`handout_tag`]`(OWNER, o)` (which its free must
+    /// [`alloc`](Self::alloc) of a cached order `order` for `OWNER`, handing
+    /// the block out with [`handout_tag`]`(OWNER, order)` (which its free must
     /// present again). A constant owner gives each owner's fast path its
     /// own copy, inlined where it is used.
     #[inline(always)]
-    pub(crate) fn alloc_as<const OWNER: u64>(&self, o: usize) -> Result<PhysAddr, Error> {
-        let tag = handout_tag(OWNER, o);
-        let hit = self.cpus.local::<P, _>(|cpu, l| {
-            let f = l.pop(o)?;
-            self.hand_out(cpu, f, o, tag);
-            Some(PhysAddr(f))
+    pub(crate) fn alloc_as<const OWNER: u64>(&self, order: usize) -> Result<PhysAddr, Error> {
+        let tag = handout_tag(OWNER, order);
+        let hit = self.cpus.local::<P, _>(|cpu, lists| {
+            let frame = lists.pop(order)?;
+            self.hand_out(cpu, frame, order, tag);
+            Some(PhysAddr(frame))
         });
         // The slow paths run after the masked section, when no borrow of
         // the lists is live (they enter the per-CPU lists again).
         match hit {
-            Some(Some(f)) => Ok(f),
-            Some(None) => self.alloc_refill(o, tag),
-            None => self.buddy_alloc(o as u32, Constraint::ANY, tag),
+            Some(Some(frame)) => Ok(frame),
+            Some(None) => self.alloc_refill(order, tag),
+            None => self.buddy_alloc(order as u32, Constraint::ANY, tag),
         }
     }
 
@@ -61,20 +61,20 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// refill it (a new masked section: the CPU may have changed), or go
     /// to the buddy if this order is not cached.
     #[inline(never)]
-    pub(super) fn alloc_refill(&self, o: usize, tag: u64) -> Result<PhysAddr, Error> {
-        if self.cfg.high[o] != 0 {
-            let r = self.cpus.local::<P, _>(|cpu, l| {
-                let f = l.alloc(o, self.cfg.batch[o] as usize, |out| {
-                    self.refill(cpu, o, out)
+    pub(super) fn alloc_refill(&self, order: usize, tag: u64) -> Result<PhysAddr, Error> {
+        if self.cfg.high[order] != 0 {
+            let refilled = self.cpus.local::<P, _>(|cpu, lists| {
+                let frame = lists.alloc(order, self.cfg.batch[order] as usize, |out| {
+                    self.refill(cpu, order, out)
                 })?;
-                self.hand_out(cpu, f, o, tag);
-                Some(PhysAddr(f))
+                self.hand_out(cpu, frame, order, tag);
+                Some(PhysAddr(frame))
             });
-            if let Some(Some(f)) = r {
-                return Ok(f);
+            if let Some(Some(frame)) = refilled {
+                return Ok(frame);
             }
         }
-        self.buddy_alloc(o as u32, Constraint::ANY, tag)
+        self.buddy_alloc(order as u32, Constraint::ANY, tag)
     }
 
     /// A block straight from the buddy, tagged `tag` (nothing for
@@ -83,13 +83,13 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub(crate) fn buddy_alloc(
         &self,
         order: u32,
-        c: Constraint,
+        constraint: Constraint,
         tag: u64,
     ) -> Result<PhysAddr, Error> {
-        self.buddy_retry(|g| {
-            let a = g.alloc(order, c)?;
-            self.tag_new(g, a, 1 << order.min(MAX_ORDER), tag)?;
-            Ok(a)
+        self.buddy_retry(|buddy| {
+            let addr = buddy.alloc(order, constraint)?;
+            self.tag_new(buddy, addr, 1 << order.min(MAX_ORDER), tag)?;
+            Ok(addr)
         })
     }
 
@@ -107,85 +107,85 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         op(&mut self.buddy.lock())
     }
 
-    /// Tags the head of `count` pages at `a`, just allocated under the
-    /// buddy lock `g`. A page outside every tag region cannot carry an
-    /// owner: plain blocks go out untagged, owned ones are given back.
+    /// Tags the head of `count` pages at `addr`, just allocated from
+    /// `buddy` under its lock. A page outside every tag region cannot carry
+    /// an owner: plain blocks go out untagged, owned ones are given back.
     pub(crate) fn tag_new(
         &self,
-        g: &mut BuddyAllocator,
-        a: PhysAddr,
+        buddy: &mut BuddyAllocator,
+        addr: PhysAddr,
         count: u64,
         tag: u64,
     ) -> Result<(), Error> {
         if tag == TAG_NONE {
             return Ok(());
         }
-        match self.tags.prepare(a.0) {
-            Some(t) => t.store(tag, Ordering::Release),
+        match self.tags.prepare(addr.0) {
+            Some(slot) => slot.store(tag, Ordering::Release),
             None if tag & (TAG_KIND | TAG_OWNER) == TAG_ALLOC => {}
             None => {
                 // Just allocated under this lock: giving it back cannot fail.
-                let _ = g.free_pages(a, count as usize);
+                let _ = buddy.free_pages(addr, count as usize);
                 return Err(Error::OutOfMemory);
             }
         }
         Ok(())
     }
 
-    /// Fills `out` with up to `out.len()` blocks of order `o` under one
+    /// Fills `out` with up to `out.len()` blocks of order `order_index` under one
     /// lock acquisition, each tagged as cached while the lock is held
     /// (blocks whose pages have no tag are given back: a cache holds only
     /// blocks whose frees it can check).
     #[inline(never)]
-    pub(super) fn refill(&self, cpu: usize, o: usize, out: &mut [u64]) -> usize {
-        let order = o as u32;
-        let mut g = self.buddy.lock();
-        let mut n = 0;
+    pub(super) fn refill(&self, cpu: usize, order_index: usize, out: &mut [u64]) -> usize {
+        let order = order_index as u32;
+        let mut guard = self.buddy.lock();
+        let mut count = 0;
         if order == 0 {
-            n = g
+            count = guard
                 .alloc_bulk(Constraint::ANY, PhysAddr::from_u64s_mut(out))
                 .unwrap_or(0);
         } else {
-            while n < out.len() {
-                match g.alloc(order, Constraint::ANY) {
-                    Ok(a) => {
-                        out[n] = a.0;
-                        n += 1;
+            while count < out.len() {
+                match guard.alloc(order, Constraint::ANY) {
+                    Ok(addr) => {
+                        out[count] = addr.0;
+                        count += 1;
                     }
                     Err(_) => break,
                 }
             }
         }
         let mut kept = 0;
-        for i in 0..n {
-            let f = out[i];
-            match self.tags.prepare(f) {
-                Some(t) => {
-                    t.store(TAG_CACHED, Ordering::Relaxed);
-                    out[kept] = f;
+        for i in 0..count {
+            let frame = out[i];
+            match self.tags.prepare(frame) {
+                Some(slot) => {
+                    slot.store(TAG_CACHED, Ordering::Relaxed);
+                    out[kept] = frame;
                     kept += 1;
                 }
                 // Just allocated under this lock: giving it back cannot fail.
                 None => {
-                    let _ = g.free(PhysAddr(f), order);
+                    let _ = guard.free(PhysAddr(frame), order);
                 }
             }
         }
-        drop(g);
-        for &f in &out[..kept] {
-            self.add_held(cpu, f, 1 << order);
+        drop(guard);
+        for &frame in &out[..kept] {
+            self.add_held(cpu, frame, 1 << order);
         }
         kept
     }
 
-    /// Bookkeeping for block `f` of order `o` leaving `cpu`'s cache for
+    /// Bookkeeping for block `frame` of order `order` leaving `cpu`'s cache for
     /// its user: tagged `tag`, no longer counted as held. A plain store:
     /// the block is this CPU's alone while it is popped.
     #[inline(always)]
-    pub(super) fn hand_out(&self, cpu: usize, f: u64, o: usize, tag: u64) {
-        if let Some(t) = self.tags.get(f) {
-            t.store(tag, Ordering::Relaxed);
+    pub(super) fn hand_out(&self, cpu: usize, frame: u64, order: usize, tag: u64) {
+        if let Some(slot) = self.tags.get(frame) {
+            slot.store(tag, Ordering::Relaxed);
         }
-        self.add_held(cpu, f, -(1i64 << o));
+        self.add_held(cpu, frame, -(1i64 << order));
     }
 }

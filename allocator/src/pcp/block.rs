@@ -99,9 +99,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// ```
     #[inline]
     pub fn alloc_block(&self, order: u32) -> Result<Block<'_>, Error> {
-        let o = order as usize;
-        let addr = if o < PCP_ORDERS {
-            self.alloc_as::<TAG_HANDLE_OWNED>(o)?
+        let order_index = order as usize;
+        let addr = if order_index < PCP_ORDERS {
+            self.alloc_as::<TAG_HANDLE_OWNED>(order_index)?
         } else {
             self.buddy_alloc(order, Constraint::ANY, TAG_NONE)?
         };
@@ -133,10 +133,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         if block.owner != (self as *const Self).addr() {
             return Err(Error::NotInSection);
         }
-        let o = block.order as usize;
-        if o < PCP_ORDERS {
+        let order_index = block.order as usize;
+        if order_index < PCP_ORDERS {
             // Only this value could free the block: no claim needed.
-            return self.free_as::<false, TAG_HANDLE_OWNED>(block.addr, o);
+            return self.free_as::<false, TAG_HANDLE_OWNED>(block.addr, order_index);
         }
         self.free(block.addr, block.order)
     }

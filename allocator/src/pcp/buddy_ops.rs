@@ -17,7 +17,7 @@ use crate::cpu::CpuLocal;
 use crate::types::{Constraint, Error, PhysAddr, Zone};
 
 impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
-    /// A block of 2^`order` pages under `c`: unconstrained requests of the
+    /// A block of 2^`order` pages under `constraint`: unconstrained requests of the
     /// cached orders come from this CPU's cache ([`alloc`](Self::alloc)),
     /// everything else from the buddy. Free it with [`free`](Self::free).
     ///
@@ -30,14 +30,14 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// assert!(b.0 < 1 << 32);
     /// c.free(b, 2).unwrap();
     /// ```
-    pub fn alloc_in(&self, order: u32, c: Constraint) -> Result<PhysAddr, Error> {
-        if c == Constraint::ANY {
+    pub fn alloc_in(&self, order: u32, constraint: Constraint) -> Result<PhysAddr, Error> {
+        if constraint == Constraint::ANY {
             return self.alloc(order);
         }
-        self.buddy_alloc(order, c, TAG_NONE)
+        self.buddy_alloc(order, constraint, TAG_NONE)
     }
 
-    /// Exactly `count` contiguous pages under `c`
+    /// Exactly `count` contiguous pages under `constraint`
     /// ([`BuddyAllocator::alloc_pages`]); on out of memory, again after
     /// draining every CPU's cache. Free them with [`free_pages`](Self::free_pages).
     ///
@@ -48,11 +48,11 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// let run = c.alloc_pages(5, allocator::Constraint::ANY).unwrap();
     /// c.free_pages(run, 5).unwrap();
     /// ```
-    pub fn alloc_pages(&self, count: usize, c: Constraint) -> Result<PhysAddr, Error> {
-        self.buddy_retry(|g| g.alloc_pages(count, c))
+    pub fn alloc_pages(&self, count: usize, constraint: Constraint) -> Result<PhysAddr, Error> {
+        self.buddy_retry(|buddy| buddy.alloc_pages(count, constraint))
     }
 
-    /// Exactly `count` pages at a multiple of `align` bytes under `c`
+    /// Exactly `count` pages at a multiple of `align` bytes under `constraint`
     /// ([`BuddyAllocator::alloc_aligned`]). Free them with
     /// [`free_pages`](Self::free_pages).
     ///
@@ -68,9 +68,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         &self,
         count: usize,
         align: usize,
-        c: Constraint,
+        constraint: Constraint,
     ) -> Result<PhysAddr, Error> {
-        self.buddy_retry(|g| g.alloc_aligned(count, align, c))
+        self.buddy_retry(|buddy| buddy.alloc_aligned(count, align, constraint))
     }
 
     /// Frees the allocation of exactly `count` pages at `addr`: one made
@@ -93,7 +93,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// assert_eq!(c.free_pages(p, 1), Err(Error::DoubleFree));
     /// ```
     pub fn free_pages(&self, addr: PhysAddr, count: usize) -> Result<(), Error> {
-        self.free_run_as(addr, count as u64, TAG_NONE, |g| g.free_pages(addr, count))
+        self.free_run_as(addr, count as u64, TAG_NONE, |buddy| {
+            buddy.free_pages(addr, count)
+        })
     }
 
     /// Reserves the fixed range of `count` free pages at `start`
@@ -113,7 +115,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         self.buddy.lock().reserve_range(start, count)
     }
 
-    /// Fills `out` with single frames under `c` in one lock acquisition
+    /// Fills `out` with single frames under `constraint` in one lock acquisition
     /// ([`BuddyAllocator::alloc_bulk`]); how many it got.
     ///
     /// ```
@@ -124,8 +126,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// assert_eq!(c.alloc_bulk(allocator::Constraint::ANY, &mut f), Ok(8));
     /// c.free_bulk(&f).unwrap();
     /// ```
-    pub fn alloc_bulk(&self, c: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
-        self.buddy_retry(|g| g.alloc_bulk(c, out))
+    pub fn alloc_bulk(&self, constraint: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
+        self.buddy_retry(|buddy| buddy.alloc_bulk(constraint, out))
     }
 
     /// Frees single frames in one lock acquisition, all or nothing
@@ -146,14 +148,14 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// c.free_bulk(&[a]).unwrap();
     /// ```
     pub fn free_bulk(&self, frames: &[PhysAddr]) -> Result<(), BulkError> {
-        let mut g = self.buddy.lock();
+        let mut guard = self.buddy.lock();
         // Claim the cache-handed frames, so that no free through a cache
         // can take them meanwhile; undone if anything is refused.
-        for (index, f) in frames.iter().enumerate() {
-            let Some(t) = self.tags.get(f.0) else {
+        for (index, frame) in frames.iter().enumerate() {
+            let Some(slot) = self.tags.get(frame.0) else {
                 continue;
             };
-            let claimed = t.compare_exchange(
+            let claimed = slot.compare_exchange(
                 tag_alloc(0),
                 TAG_CLAIMED,
                 Ordering::Acquire,
@@ -170,18 +172,25 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
                 }
             }
         }
-        let r = g.free_bulk(frames);
-        self.unclaim(frames, if r.is_ok() { TAG_NONE } else { tag_alloc(0) });
-        r
+        let result = guard.free_bulk(frames);
+        self.unclaim(
+            frames,
+            if result.is_ok() {
+                TAG_NONE
+            } else {
+                tag_alloc(0)
+            },
+        );
+        result
     }
 
     /// Sets every [`TAG_CLAIMED`] tag among `frames` to `to`.
     fn unclaim(&self, frames: &[PhysAddr], to: u64) {
-        for f in frames {
-            if let Some(t) = self.tags.get(f.0)
-                && t.load(Ordering::Relaxed) == TAG_CLAIMED
+        for frame in frames {
+            if let Some(slot) = self.tags.get(frame.0)
+                && slot.load(Ordering::Relaxed) == TAG_CLAIMED
             {
-                t.store(to, Ordering::Release);
+                slot.store(to, Ordering::Release);
             }
         }
     }
@@ -272,10 +281,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         align: usize,
         tag: u64,
     ) -> Result<PhysAddr, Error> {
-        self.buddy_retry(|g| {
-            let a = g.alloc_aligned(count, align, Constraint::ANY)?;
-            self.tag_new(g, a, count as u64, tag)?;
-            Ok(a)
+        self.buddy_retry(|buddy| {
+            let addr = buddy.alloc_aligned(count, align, Constraint::ANY)?;
+            self.tag_new(buddy, addr, count as u64, tag)?;
+            Ok(addr)
         })
     }
 
@@ -288,22 +297,22 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         (old, old_tag): (usize, u64),
         (new, new_tag): (usize, u64),
     ) -> Result<bool, Error> {
-        let mut g = self.buddy.lock();
-        if g.frame_options() != FrameOptions::default() {
+        let mut guard = self.buddy.lock();
+        if guard.frame_options() != FrameOptions::default() {
             return Ok(false); // freeing would poison or zero the contents
         }
-        let t = self.tags.get(addr.0);
-        let actual = t.map_or(TAG_NONE, |t| t.load(Ordering::Acquire));
-        let Some(t) = t.filter(|_| actual == old_tag) else {
+        let slot = self.tags.get(addr.0);
+        let actual = slot.map_or(TAG_NONE, |slot| slot.load(Ordering::Acquire));
+        let Some(slot) = slot.filter(|_| actual == old_tag) else {
             return Err(tag_error(actual, old_tag));
         };
-        g.free_pages(addr, old)?;
-        if g.reserve_range(addr, new).is_ok() {
-            t.store(new_tag, Ordering::Release);
+        guard.free_pages(addr, old)?;
+        if guard.reserve_range(addr, new).is_ok() {
+            slot.store(new_tag, Ordering::Release);
             return Ok(true);
         }
         // Just freed under the same lock: taking it back cannot fail.
-        let _ = g.reserve_range(addr, old);
+        let _ = guard.reserve_range(addr, old);
         Ok(false)
     }
 }

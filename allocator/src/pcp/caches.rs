@@ -172,11 +172,11 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         if meta_bytes < cache_metadata_bytes(pages) {
             return Err(Error::MetadataTooSmall);
         }
-        let mut g = self.buddy.lock();
+        let mut guard = self.buddy.lock();
         let half = tags_at(pages);
         // SAFETY: the caller's contract covers `meta_bytes` >= 2 * half
         // bytes; the first half goes to the buddy.
-        unsafe { g.add_section(start, pages, meta, half)? };
+        unsafe { guard.add_section(start, pages, meta, half)? };
         // SAFETY: the second half (8-aligned: `meta` is, checked by the
         // buddy, and `half` is a multiple of 8) is ours alone until
         // remove_section; add and remove run under the buddy lock.
@@ -187,7 +187,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         };
         if !ok {
             // Just added with every page free: removal cannot fail.
-            let _ = g.remove_section(start);
+            let _ = guard.remove_section(start);
             return Err(Error::TooManySections);
         }
         Ok(())
@@ -241,19 +241,19 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             return Err(Error::NotRemovable);
         }
         self.drain_all();
-        let mut g = self.buddy.lock();
-        let r = g.remove_section(start)?;
+        let mut guard = self.buddy.lock();
+        let removed = guard.remove_section(start)?;
         self.tags.remove(start.0 >> PAGE_SHIFT);
-        Ok(r)
+        Ok(removed)
     }
 
     /// The owner's counter update: a plain load and store (only `cpu`
     /// writes `held[cpu]`; readers just sum).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        let c = &self.held[cpu].0[Zone::index_of(frame)];
-        c.store(
-            c.load(Ordering::Relaxed).wrapping_add(pages as u64),
+        let counter = &self.held[cpu].0[Zone::index_of(frame)];
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(pages as u64),
             Ordering::Relaxed,
         );
     }
@@ -269,12 +269,15 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// assert_eq!(c.stats().buddy.free_pages(), 64);
     /// ```
     pub fn drain_local(&self) {
-        self.cpus.local::<P, _>(|cpu, l| self.drain_lists(cpu, l));
+        self.cpus
+            .local::<P, _>(|cpu, lists| self.drain_lists(cpu, lists));
     }
 
-    pub(super) fn drain_lists(&self, cpu: usize, l: &mut PcpLists) {
-        for o in 0..PCP_ORDERS {
-            l.take_all(o, |fr| self.drain_to_buddy(cpu, o as u32, fr));
+    pub(super) fn drain_lists(&self, cpu: usize, lists: &mut PcpLists) {
+        for order in 0..PCP_ORDERS {
+            lists.take_all(order, |frames| {
+                self.drain_to_buddy(cpu, order as u32, frames)
+            });
         }
     }
 
@@ -290,7 +293,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// ```
     pub fn drain_cpu(&self, cpu: usize) -> bool {
         self.cpus
-            .on::<P, _>(cpu, |l| self.drain_lists(cpu, l))
+            .on::<P, _>(cpu, |lists| self.drain_lists(cpu, lists))
             .is_some()
     }
 
@@ -327,9 +330,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub fn stats(&self) -> CacheStats {
         let buddy = self.buddy.stats();
         let mut cached = [0u64; 3];
-        for h in &self.held {
-            for (z, c) in cached.iter_mut().enumerate() {
-                *c = c.wrapping_add(h.0[z].load(Ordering::Relaxed));
+        for held_by_cpu in &self.held {
+            for (zone, count) in cached.iter_mut().enumerate() {
+                *count = count.wrapping_add(held_by_cpu.0[zone].load(Ordering::Relaxed));
             }
         }
         CacheStats { buddy, cached }

@@ -43,19 +43,23 @@ impl PcpConfig {
     /// assert_eq!(c.batch, [4; 4]);
     /// ```
     pub const fn validated(mut self) -> Self {
-        let mut o = 0;
-        while o < PCP_ORDERS {
-            if self.high[o] as usize > PCP_CAPACITY {
-                self.high[o] = PCP_CAPACITY as u16;
+        let mut order = 0;
+        while order < PCP_ORDERS {
+            if self.high[order] as usize > PCP_CAPACITY {
+                self.high[order] = PCP_CAPACITY as u16;
             }
-            let max = if self.high[o] == 0 { 1 } else { self.high[o] };
-            if self.batch[o] == 0 {
-                self.batch[o] = 1;
+            let max = if self.high[order] == 0 {
+                1
+            } else {
+                self.high[order]
+            };
+            if self.batch[order] == 0 {
+                self.batch[order] = 1;
             }
-            if self.batch[o] > max {
-                self.batch[o] = max;
+            if self.batch[order] > max {
+                self.batch[order] = max;
             }
-            o += 1;
+            order += 1;
         }
         self
     }

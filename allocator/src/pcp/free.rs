@@ -19,23 +19,23 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// buddy under one lock acquisition, their tags cleared under it.
     #[inline(never)]
     pub(super) fn drain_to_buddy(&self, cpu: usize, order: u32, frames: &[u64]) {
-        let mut g = self.buddy.lock();
-        for &f in frames {
-            if let Some(t) = self.tags.get(f) {
-                t.store(TAG_NONE, Ordering::Relaxed);
+        let mut guard = self.buddy.lock();
+        for &frame in frames {
+            if let Some(slot) = self.tags.get(frame) {
+                slot.store(TAG_NONE, Ordering::Relaxed);
             }
         }
         if order == 0 {
             // Cached frames are allocated in the buddy: this cannot fail.
-            let _ = g.free_bulk(PhysAddr::from_u64s(frames));
+            let _ = guard.free_bulk(PhysAddr::from_u64s(frames));
         } else {
-            for &f in frames {
-                let _ = g.free(PhysAddr(f), order);
+            for &frame in frames {
+                let _ = guard.free(PhysAddr(frame), order);
             }
         }
-        drop(g);
-        for &f in frames {
-            self.add_held(cpu, f, -(1i64 << order));
+        drop(guard);
+        for &frame in frames {
+            self.add_held(cpu, frame, -(1i64 << order));
         }
     }
 
@@ -63,8 +63,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// ```
     #[inline]
     pub fn free(&self, addr: PhysAddr, order: u32) -> Result<(), Error> {
-        let o = order as usize;
-        if o >= PCP_ORDERS {
+        let order_index = order as usize;
+        if order_index >= PCP_ORDERS {
             if order > MAX_ORDER {
                 return Err(Error::TooLarge);
             }
@@ -72,12 +72,12 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
                 return Err(Error::Misaligned);
             }
             let count = 1u64 << order;
-            return self.free_run_as(addr, count, TAG_NONE, |g| g.free(addr, order));
+            return self.free_run_as(addr, count, TAG_NONE, |buddy| buddy.free(addr, order));
         }
-        self.free_as::<true, 0>(addr, o)
+        self.free_as::<true, 0>(addr, order_index)
     }
 
-    /// [`free`](Self::free) of a block of cached order `o` handed out to
+    /// [`free`](Self::free) of a block of cached order `order` handed out to
     /// `OWNER` (see [`alloc_as`](Self::alloc_as)). `ATOMIC` claims the tag with a compare-exchange, which
     /// safe callers need (nothing stops two of them freeing one block at
     /// once); the heap's frees, whose contract rules that out, check and
@@ -86,41 +86,41 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub(crate) fn free_as<const ATOMIC: bool, const OWNER: u64>(
         &self,
         addr: PhysAddr,
-        o: usize,
+        order: usize,
     ) -> Result<(), Error> {
-        let tag = handout_tag(OWNER, o);
-        if addr.0 & ((PAGE_SIZE << o) - 1) != 0 {
+        let tag = handout_tag(OWNER, order);
+        if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
             return Err(Error::Misaligned);
         }
-        let Some(t) = self.tags.get(addr.0) else {
-            return self.free_untagged(addr, o, tag);
+        let Some(slot) = self.tags.get(addr.0) else {
+            return self.free_untagged(addr, order, tag);
         };
         if ATOMIC {
             if let Err(actual) =
-                t.compare_exchange(tag, TAG_CACHED, Ordering::Acquire, Ordering::Relaxed)
+                slot.compare_exchange(tag, TAG_CACHED, Ordering::Acquire, Ordering::Relaxed)
             {
-                return self.free_mismatch(addr, o, actual, tag);
+                return self.free_mismatch(addr, order, actual, tag);
             }
         } else {
-            let actual = t.load(Ordering::Acquire);
+            let actual = slot.load(Ordering::Acquire);
             if actual != tag {
-                return self.free_mismatch(addr, o, actual, tag);
+                return self.free_mismatch(addr, order, actual, tag);
             }
-            t.store(TAG_CACHED, Ordering::Relaxed);
+            slot.store(TAG_CACHED, Ordering::Relaxed);
         }
         // Claimed: the block is this free's alone now.
-        let pushed = self.cpus.local::<P, _>(|cpu, l| {
-            let pushed = l.push(o, addr.0, self.cfg.high[o] as usize);
+        let pushed = self.cpus.local::<P, _>(|cpu, lists| {
+            let pushed = lists.push(order, addr.0, self.cfg.high[order] as usize);
             if pushed {
-                self.add_held(cpu, addr.0, 1 << o);
+                self.add_held(cpu, addr.0, 1 << order);
             }
             pushed
         });
         // As in `alloc`: the slow paths run after the masked section.
         match pushed {
             Some(true) => Ok(()),
-            Some(false) => self.free_overflow(addr, o),
-            None => self.release_claimed(addr, o),
+            Some(false) => self.free_overflow(addr, order),
+            None => self.release_claimed(addr, order),
         }
     }
 
@@ -128,11 +128,18 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// buddy's (or nobody's), checked there.
     #[cold]
     #[inline(never)]
-    pub(super) fn free_untagged(&self, addr: PhysAddr, o: usize, tag: u64) -> Result<(), Error> {
-        if tag != tag_alloc(o) {
+    pub(super) fn free_untagged(
+        &self,
+        addr: PhysAddr,
+        order: usize,
+        tag: u64,
+    ) -> Result<(), Error> {
+        if tag != tag_alloc(order) {
             return Err(Error::NotInSection);
         }
-        self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32))
+        self.free_run_as(addr, 1 << order, TAG_NONE, |buddy| {
+            buddy.free(addr, order as u32)
+        })
     }
 
     /// A cached-order free whose tag is `actual`, not the `expected` one.
@@ -141,12 +148,14 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub(super) fn free_mismatch(
         &self,
         addr: PhysAddr,
-        o: usize,
+        order: usize,
         actual: u64,
         expected: u64,
     ) -> Result<(), Error> {
-        if actual == TAG_NONE && expected == tag_alloc(o) {
-            return self.free_run_as(addr, 1 << o, TAG_NONE, |g| g.free(addr, o as u32));
+        if actual == TAG_NONE && expected == tag_alloc(order) {
+            return self.free_run_as(addr, 1 << order, TAG_NONE, |buddy| {
+                buddy.free(addr, order as u32)
+            });
         }
         Err(tag_error(actual, expected))
     }
@@ -155,34 +164,37 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// the order is not cached): push after draining a batch, in a new
     /// masked section, or give the (claimed) block to the buddy.
     #[inline(never)]
-    pub(super) fn free_overflow(&self, addr: PhysAddr, o: usize) -> Result<(), Error> {
-        let cached = self.cpus.local::<P, _>(|cpu, l| {
-            if self.cfg.high[o] == 0 {
+    pub(super) fn free_overflow(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
+        let cached = self.cpus.local::<P, _>(|cpu, lists| {
+            if self.cfg.high[order] == 0 {
                 return false;
             }
-            self.add_held(cpu, addr.0, 1 << o);
-            let (high, batch) = (self.cfg.high[o] as usize, self.cfg.batch[o] as usize);
-            l.free(o, addr.0, high, batch, |fr| {
-                self.drain_to_buddy(cpu, o as u32, fr)
+            self.add_held(cpu, addr.0, 1 << order);
+            let (high, batch) = (
+                self.cfg.high[order] as usize,
+                self.cfg.batch[order] as usize,
+            );
+            lists.free(order, addr.0, high, batch, |frames| {
+                self.drain_to_buddy(cpu, order as u32, frames)
             });
             true
         });
         if cached == Some(true) {
             return Ok(());
         }
-        self.release_claimed(addr, o)
+        self.release_claimed(addr, order)
     }
 
     /// Gives a block whose tag this free claimed (now [`TAG_CACHED`]) to
     /// the buddy.
     #[cold]
     #[inline(never)]
-    pub(super) fn release_claimed(&self, addr: PhysAddr, o: usize) -> Result<(), Error> {
-        let mut g = self.buddy.lock();
-        if let Some(t) = self.tags.get(addr.0) {
-            t.store(TAG_NONE, Ordering::Relaxed);
+    pub(super) fn release_claimed(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
+        let mut guard = self.buddy.lock();
+        if let Some(slot) = self.tags.get(addr.0) {
+            slot.store(TAG_NONE, Ordering::Relaxed);
         }
-        g.free(addr, o as u32)
+        guard.free(addr, order as u32)
     }
 
     /// Frees the allocation of `count` pages at `addr` to the buddy with
@@ -197,9 +209,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         expected: u64,
         release: impl FnOnce(&mut BuddyAllocator) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut g = self.buddy.lock();
+        let mut guard = self.buddy.lock();
         let tag = self.tags.get(addr.0);
-        let actual = tag.map_or(TAG_NONE, |t| t.load(Ordering::Acquire));
+        let actual = tag.map_or(TAG_NONE, |slot| slot.load(Ordering::Acquire));
         let ours = actual == expected
             || (expected == TAG_NONE
                 && actual & (TAG_KIND | TAG_OWNER) == TAG_ALLOC
@@ -207,19 +219,20 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         if !ours {
             return Err(tag_error(actual, expected));
         }
-        let Some(t) = tag.filter(|_| actual != TAG_NONE) else {
-            return release(&mut g);
+        let Some(slot) = tag.filter(|_| actual != TAG_NONE) else {
+            return release(&mut guard);
         };
-        if t.compare_exchange(actual, TAG_NONE, Ordering::Acquire, Ordering::Relaxed)
+        if slot
+            .compare_exchange(actual, TAG_NONE, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             // A free through the cache claimed it first.
             return Err(Error::DoubleFree);
         }
-        let r = release(&mut g);
-        if r.is_err() {
-            t.store(actual, Ordering::Release);
+        let result = release(&mut guard);
+        if result.is_err() {
+            slot.store(actual, Ordering::Release);
         }
-        r
+        result
     }
 }

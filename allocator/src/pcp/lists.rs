@@ -32,60 +32,60 @@ impl CpuInit for PcpLists {
 }
 
 impl PcpLists {
-    /// Frames held for order `o`.
+    /// Frames held for order `order`.
     #[allow(dead_code)]
     #[inline(always)]
-    pub(crate) fn len(&self, o: usize) -> usize {
-        self.n[o]
+    pub(crate) fn len(&self, order: usize) -> usize {
+        self.n[order]
     }
 
-    /// Pops a frame of order `o`; `None` if the list is empty.
+    /// Pops a frame of order `order`; `None` if the list is empty.
     #[inline(always)]
-    pub(crate) fn pop(&mut self, o: usize) -> Option<u64> {
-        let n = self.n[o];
-        if n == 0 {
+    pub(crate) fn pop(&mut self, order: usize) -> Option<u64> {
+        let count = self.n[order];
+        if count == 0 {
             return None;
         }
-        self.n[o] = n - 1;
-        // `n <= PCP_CAPACITY` (a power of two): the mask only spares the
+        self.n[order] = count - 1;
+        // `count <= PCP_CAPACITY` (a power of two): the mask only spares the
         // bounds check.
-        Some(self.frames[o][(n - 1) % PCP_CAPACITY])
+        Some(self.frames[order][(count - 1) % PCP_CAPACITY])
     }
 
     /// Pushes `frame` if the list holds fewer than `high` frames (`high`
     /// at most [`PCP_CAPACITY`]); `false` (nothing changed) otherwise.
     #[inline(always)]
-    pub(crate) fn push(&mut self, o: usize, frame: u64, high: usize) -> bool {
-        let n = self.n[o];
-        if n >= high {
+    pub(crate) fn push(&mut self, order: usize, frame: u64, high: usize) -> bool {
+        let count = self.n[order];
+        if count >= high {
             return false;
         }
-        self.frames[o][n % PCP_CAPACITY] = frame;
-        self.n[o] = n + 1;
+        self.frames[order][count % PCP_CAPACITY] = frame;
+        self.n[order] = count + 1;
         true
     }
 
-    /// Pops a frame of order `o`. When the list is empty, first calls
+    /// Pops a frame of order `order`. When the list is empty, first calls
     /// `refill` once with room for `batch` frames; it returns how many it
     /// wrote (0: the buddy is out of memory, and `None` is returned).
     #[inline(always)]
     pub(crate) fn alloc(
         &mut self,
-        o: usize,
+        order: usize,
         batch: usize,
         refill: impl FnOnce(&mut [u64]) -> usize,
     ) -> Option<u64> {
-        let mut n = self.n[o];
-        if n == 0 {
+        let mut count = self.n[order];
+        if count == 0 {
             let want = batch.clamp(1, PCP_CAPACITY);
-            n = refill(&mut self.frames[o][..want]).min(want);
-            if n == 0 {
+            count = refill(&mut self.frames[order][..want]).min(want);
+            if count == 0 {
                 return None;
             }
         }
-        n -= 1;
-        self.n[o] = n;
-        Some(self.frames[o][n])
+        count -= 1;
+        self.n[order] = count;
+        Some(self.frames[order][count])
     }
 
     /// Pushes `frame`. If the list then holds more than `high` frames (or
@@ -94,34 +94,34 @@ impl PcpLists {
     #[inline(always)]
     pub(crate) fn free(
         &mut self,
-        o: usize,
+        order: usize,
         frame: u64,
         high: usize,
         batch: usize,
         mut drain: impl FnMut(&[u64]),
     ) {
-        let n = self.n[o];
-        if n >= high.min(PCP_CAPACITY) {
-            let b = batch.clamp(1, n.max(1)).min(n);
-            drain(&self.frames[o][..b]);
-            self.frames[o].copy_within(b..n, 0);
-            self.n[o] = n - b;
+        let count = self.n[order];
+        if count >= high.min(PCP_CAPACITY) {
+            let moved = batch.clamp(1, count.max(1)).min(count);
+            drain(&self.frames[order][..moved]);
+            self.frames[order].copy_within(moved..count, 0);
+            self.n[order] = count - moved;
         }
-        let n = self.n[o];
-        if n < PCP_CAPACITY {
-            self.frames[o][n] = frame;
-            self.n[o] = n + 1;
+        let count = self.n[order];
+        if count < PCP_CAPACITY {
+            self.frames[order][count] = frame;
+            self.n[order] = count + 1;
         } else {
             drain(&[frame]);
         }
     }
 
-    /// Hands every frame of order `o` to `drain` and empties the list.
-    pub(crate) fn take_all(&mut self, o: usize, drain: impl FnOnce(&[u64])) {
-        let n = self.n[o];
-        if n > 0 {
-            drain(&self.frames[o][..n]);
-            self.n[o] = 0;
+    /// Hands every frame of order `order` to `drain` and empties the list.
+    pub(crate) fn take_all(&mut self, order: usize, drain: impl FnOnce(&[u64])) {
+        let count = self.n[order];
+        if count > 0 {
+            drain(&self.frames[order][..count]);
+            self.n[order] = 0;
         }
     }
 }

@@ -35,20 +35,20 @@ impl InterruptControl for Plat {
     type Saved = ();
     fn save_and_disable() {
         ME.with(|m| {
-            let (id, d) = m.get();
-            if d == 0 {
+            let (id, depth) = m.get();
+            if depth == 0 {
                 lock(id);
             }
-            m.set((id, d + 1));
+            m.set((id, depth + 1));
         })
     }
     fn restore(_: ()) {
         ME.with(|m| {
-            let (id, d) = m.get();
-            if d == 1 {
+            let (id, depth) = m.get();
+            if depth == 1 {
                 MASK[id].store(false, Ordering::Release);
             }
-            m.set((id, d - 1));
+            m.set((id, depth - 1));
         })
     }
 }
@@ -60,7 +60,7 @@ unsafe impl CpuLocal for Plat {
         ME.with(|m| m.get().0)
     }
     fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
-        let (me, d) = ME.with(|m| m.get());
+        let (me, depth) = ME.with(|m| m.get());
         if d != 0 {
             return false;
         }
@@ -81,37 +81,39 @@ struct World {
 
 impl World {
     fn alloc(&self) -> Option<u64> {
-        let f = self
+        let frame = self
             .cpus
-            .local::<Plat, _>(|_, l| {
-                l.alloc(0, 2, |slots| {
-                    let mut p = self.pool.lock().unwrap();
-                    let n = slots.len().min(p.len());
-                    for s in &mut slots[..n] {
-                        *s = p.pop().unwrap();
+            .local::<Plat, _>(|_, lists| {
+                lists.alloc(0, 2, |slots| {
+                    let mut pool = self.pool.lock().unwrap();
+                    let count = slots.len().min(pool.len());
+                    for slot in &mut slots[..count] {
+                        *slot = pool.pop().unwrap();
                     }
-                    n
+                    count
                 })
             })
             .unwrap()?;
         assert!(
-            !self.out[f as usize].swap(true, Ordering::Relaxed),
-            "frame {f} handed out twice"
+            !self.out[frame as usize].swap(true, Ordering::Relaxed),
+            "frame {frame} handed out twice"
         );
-        Some(f)
+        Some(frame)
     }
-    fn free(&self, f: u64) {
-        assert!(self.out[f as usize].swap(false, Ordering::Relaxed));
-        self.cpus.local::<Plat, _>(|_, l| {
-            l.free(0, f, 2, 1, |fr| {
-                self.pool.lock().unwrap().extend_from_slice(fr)
+    fn free(&self, frame: u64) {
+        assert!(self.out[frame as usize].swap(false, Ordering::Relaxed));
+        self.cpus.local::<Plat, _>(|_, lists| {
+            lists.free(0, frame, 2, 1, |frames| {
+                self.pool.lock().unwrap().extend_from_slice(frames)
             })
         });
     }
     fn drain(&self, cpu: usize) -> bool {
         self.cpus
-            .on::<Plat, _>(cpu, |l| {
-                l.take_all(0, |fr| self.pool.lock().unwrap().extend_from_slice(fr))
+            .on::<Plat, _>(cpu, |lists| {
+                lists.take_all(0, |frames| {
+                    self.pool.lock().unwrap().extend_from_slice(frames)
+                })
             })
             .is_some()
     }
@@ -123,28 +125,28 @@ impl World {
 #[test]
 fn refill_free_and_remote_drain() {
     loom::model(|| {
-        let w = Arc::new(World {
+        let world = Arc::new(World {
             cpus: PerCpu::new(),
             pool: Mutex::new(vec![1, 2, 3, 4]),
             out: std::array::from_fn(|_| AtomicBool::new(false)),
         });
-        let w1 = w.clone();
-        let t = loom::thread::spawn(move || {
+        let world1 = world.clone();
+        let cpu1 = loom::thread::spawn(move || {
             ME.with(|m| m.set((1, 0)));
-            let f = w1.alloc();
-            assert!(w1.drain(0));
-            if let Some(f) = f {
-                w1.free(f);
+            let frame = world1.alloc();
+            assert!(world1.drain(0));
+            if let Some(frame) = frame {
+                world1.free(frame);
             }
         });
         ME.with(|m| m.set((0, 0)));
-        let a = w.alloc().expect("4 frames for 2 CPUs");
-        w.free(a);
-        let b = w.alloc().expect("frames left");
-        w.free(b);
-        t.join().unwrap();
-        assert!(w.drain(0) && w.drain(1));
-        let mut all = w.pool.lock().unwrap().clone();
+        let a = world.alloc().expect("4 frames for 2 CPUs");
+        world.free(a);
+        let b = world.alloc().expect("frames left");
+        world.free(b);
+        cpu1.join().unwrap();
+        assert!(world.drain(0) && world.drain(1));
+        let mut all = world.pool.lock().unwrap().clone();
         all.sort();
         assert_eq!(all, vec![1, 2, 3, 4]);
     });

@@ -29,7 +29,9 @@ impl CacheStats {
     /// assert_eq!(c.stats().cached_pages(), 0);
     /// ```
     pub fn cached_pages(&self) -> u64 {
-        self.cached.iter().fold(0, |a, &c| a.saturating_add(c))
+        self.cached
+            .iter()
+            .fold(0, |total, &count| total.saturating_add(count))
     }
 
     /// Free pages, cached ones included.
@@ -50,10 +52,10 @@ impl CacheStats {
     /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
     /// assert_eq!(c.stats().zone_free_pages(allocator::Zone::Dma), 0);
     /// ```
-    pub fn zone_free_pages(&self, z: Zone) -> u64 {
+    pub fn zone_free_pages(&self, zone: Zone) -> u64 {
         self.buddy
-            .zone(z)
+            .zone(zone)
             .free_pages
-            .saturating_add(self.cached[z as usize])
+            .saturating_add(self.cached[zone as usize])
     }
 }

@@ -10,9 +10,9 @@
 //!
 //! A tag says who owns a page beyond the buddy's view:
 //! - [`TAG_NONE`]: the buddy's business (free there, or allocated directly);
-//! - [`tag_alloc`]`(k)`: head of an order-`k` block handed out by a per-CPU cache;
-//! - [`tag_alloc`]`(k) | `[`TAG_HEAP_OWNED`]: the same, handed out to the heap;
-//! - [`tag_alloc`]`(k) | `[`TAG_HANDLE_OWNED`]: the same, held by a [`Block`](crate::Block);
+//! - [`tag_alloc`]`(order)`: head of an order-`order` block handed out by a per-CPU cache;
+//! - [`tag_alloc`]`(order) | `[`TAG_HEAP_OWNED`]: the same, handed out to the heap;
+//! - [`tag_alloc`]`(order) | `[`TAG_HANDLE_OWNED`]: the same, held by a [`Block`](crate::Block);
 //! - [`TAG_CACHED`]: head of a block sitting in some CPU's cache;
 //! - `desc | TAG_SLAB`: every page of a slab, pointing at its descriptor;
 //! - [`TAG_INTERNAL`]: head of a block the slab is creating or retiring;
@@ -55,8 +55,8 @@ pub(crate) const fn tag_alloc(order: usize) -> u64 {
 }
 
 #[inline(always)]
-pub(crate) const fn tag_order(t: u64) -> usize {
-    (t >> 3) as usize & 0xf
+pub(crate) const fn tag_order(tag: u64) -> usize {
+    (tag >> 3) as usize & 0xf
 }
 
 #[inline(always)]
@@ -64,25 +64,25 @@ pub(crate) const fn tag_heap(key: u64) -> u64 {
     TAG_HEAP | (key << 3)
 }
 
-/// The tag a block of order `o` is handed out with to `owner`: an owner
+/// The tag a block of order `order` is handed out with to `owner`: an owner
 /// field value ([`TAG_OWNER`]), or [`TAG_INTERNAL`] for the slab's own.
 #[inline(always)]
-pub(crate) const fn handout_tag(owner: u64, o: usize) -> u64 {
+pub(crate) const fn handout_tag(owner: u64, order: usize) -> u64 {
     if owner == TAG_INTERNAL {
         TAG_INTERNAL
     } else {
-        tag_alloc(o) | owner
+        tag_alloc(order) | owner
     }
 }
 
-/// Whether tag `t` marks memory of the heap (its page-granular
+/// Whether tag `tag` marks memory of the heap (its page-granular
 /// allocations, or its slabs).
-pub(crate) const fn is_heap_tag(t: u64) -> bool {
-    let kind = t & TAG_KIND;
+pub(crate) const fn is_heap_tag(tag: u64) -> bool {
+    let kind = tag & TAG_KIND;
     kind == TAG_HEAP
         || kind == TAG_SLAB
         || kind == TAG_INTERNAL
-        || (kind == TAG_ALLOC && t & TAG_OWNER == TAG_HEAP_OWNED)
+        || (kind == TAG_ALLOC && tag & TAG_OWNER == TAG_HEAP_OWNED)
 }
 
 /// Most registrations the tag table tracks at once.
@@ -141,16 +141,16 @@ impl Tags {
     #[inline(always)]
     pub(crate) fn get(&self, phys: u64) -> Option<&AtomicU64> {
         let pfn = phys >> PAGE_SHIFT;
-        let r = &self.regions[0];
-        let ready = r.ready.load(Ordering::Acquire);
-        let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
+        let region = &self.regions[0];
+        let ready = region.ready.load(Ordering::Acquire);
+        let idx = pfn.wrapping_sub(region.base.load(Ordering::Relaxed));
         if idx < ready {
-            let t = r.tags.load(Ordering::Relaxed);
+            let tags = region.tags.load(Ordering::Relaxed);
             // `add` registered `pages` u64s that stay ours until `remove`
             // (which first sets `ready` to 0).
             // SAFETY: idx < ready, and the first `ready` tags were zeroed
             // (as AtomicU64s) before `ready` was published.
-            return Some(unsafe { &*t.add(idx as usize) });
+            return Some(unsafe { &*tags.add(idx as usize) });
         }
         self.get_other(pfn)
     }
@@ -159,13 +159,13 @@ impl Tags {
     #[inline(never)]
     fn get_other(&self, pfn: u64) -> Option<&AtomicU64> {
         let used = self.used.load(Ordering::Acquire);
-        for r in self.regions[..used.min(MAX_REGIONS)].iter().skip(1) {
-            let ready = r.ready.load(Ordering::Acquire);
-            let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
+        for region in self.regions[..used.min(MAX_REGIONS)].iter().skip(1) {
+            let ready = region.ready.load(Ordering::Acquire);
+            let idx = pfn.wrapping_sub(region.base.load(Ordering::Relaxed));
             if idx < ready {
-                let t = r.tags.load(Ordering::Relaxed);
+                let tags = region.tags.load(Ordering::Relaxed);
                 // SAFETY: as in `get`.
-                return Some(unsafe { &*t.add(idx as usize) });
+                return Some(unsafe { &*tags.add(idx as usize) });
             }
         }
         None
@@ -174,8 +174,8 @@ impl Tags {
     /// The tag value of the page at `phys`: `None` outside every region,
     /// [`TAG_NONE`] past a region's valid prefix.
     pub(crate) fn value(&self, phys: u64) -> Option<u64> {
-        if let Some(t) = self.get(phys) {
-            return Some(t.load(Ordering::Acquire));
+        if let Some(slot) = self.get(phys) {
+            return Some(slot.load(Ordering::Acquire));
         }
         self.region_of(phys >> PAGE_SHIFT).map(|_| TAG_NONE)
     }
@@ -183,10 +183,12 @@ impl Tags {
     /// The registered region containing frame `pfn`, and its index.
     fn region_of(&self, pfn: u64) -> Option<(&Region, u64)> {
         let used = self.used.load(Ordering::Acquire);
-        self.regions[..used.min(MAX_REGIONS)].iter().find_map(|r| {
-            let idx = pfn.wrapping_sub(r.base.load(Ordering::Relaxed));
-            (idx < r.pages.load(Ordering::Acquire)).then_some((r, idx))
-        })
+        self.regions[..used.min(MAX_REGIONS)]
+            .iter()
+            .find_map(|region| {
+                let idx = pfn.wrapping_sub(region.base.load(Ordering::Relaxed));
+                (idx < region.pages.load(Ordering::Acquire)).then_some((region, idx))
+            })
     }
 
     /// Like [`get`](Self::get), but first grows the region's valid prefix
@@ -195,7 +197,7 @@ impl Tags {
     #[inline(always)]
     pub(crate) fn prepare(&self, phys: u64) -> Option<&AtomicU64> {
         match self.get(phys) {
-            Some(t) => Some(t),
+            Some(slot) => Some(slot),
             None => self.grow(phys >> PAGE_SHIFT),
         }
     }
@@ -207,29 +209,29 @@ impl Tags {
     #[cold]
     #[inline(never)]
     fn grow(&self, pfn: u64) -> Option<&AtomicU64> {
-        let (r, idx) = self.region_of(pfn)?;
-        while r
+        let (region, idx) = self.region_of(pfn)?;
+        while region
             .growing
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             core::hint::spin_loop();
         }
-        let t = r.tags.load(Ordering::Relaxed);
-        let ready = r.ready.load(Ordering::Relaxed);
+        let tags = region.tags.load(Ordering::Relaxed);
+        let ready = region.ready.load(Ordering::Relaxed);
         if idx >= ready {
-            let base = r.base.load(Ordering::Relaxed);
-            let pages = r.pages.load(Ordering::Relaxed);
+            let base = region.base.load(Ordering::Relaxed);
+            let pages = region.pages.load(Ordering::Relaxed);
             let upto = (((base + idx) | (GROW_PAGES - 1)) + 1 - base).min(pages);
             // SAFETY: [ready, upto) lies within the region's `pages` tags,
             // which are ours (see `get`), and nobody reads or writes them
             // before `ready` covers them; growers are serialised.
-            unsafe { core::ptr::write_bytes(t.add(ready as usize), 0, (upto - ready) as usize) };
-            r.ready.store(upto, Ordering::Release);
+            unsafe { core::ptr::write_bytes(tags.add(ready as usize), 0, (upto - ready) as usize) };
+            region.ready.store(upto, Ordering::Release);
         }
-        r.growing.store(false, Ordering::Release);
+        region.growing.store(false, Ordering::Release);
         // SAFETY: idx < ready now (as in `get`).
-        Some(unsafe { &*t.add(idx as usize) })
+        Some(unsafe { &*tags.add(idx as usize) })
     }
 
     /// Registers `pages` tags for the frames from `base`, writing none of
@@ -243,18 +245,18 @@ impl Tags {
         let used = self.used.load(Ordering::Relaxed);
         let slot = match self.regions[..used]
             .iter()
-            .position(|r| r.pages.load(Ordering::Relaxed) == 0)
+            .position(|region| region.pages.load(Ordering::Relaxed) == 0)
         {
             Some(i) => i,
             None if used < MAX_REGIONS => used,
             None => return false,
         };
-        let r = &self.regions[slot];
-        r.ready.store(0, Ordering::Relaxed);
-        r.base.store(base, Ordering::Relaxed);
-        r.key.store(key, Ordering::Relaxed);
-        r.tags.store(tags.cast(), Ordering::Relaxed);
-        r.pages.store(pages, Ordering::Release);
+        let region = &self.regions[slot];
+        region.ready.store(0, Ordering::Relaxed);
+        region.base.store(base, Ordering::Relaxed);
+        region.key.store(key, Ordering::Relaxed);
+        region.tags.store(tags.cast(), Ordering::Relaxed);
+        region.pages.store(pages, Ordering::Release);
         if slot == used {
             self.used.store(used + 1, Ordering::Release);
         }
@@ -263,10 +265,12 @@ impl Tags {
 
     /// Forgets every region registered under `key`.
     pub(crate) fn remove(&self, key: u64) {
-        for r in &self.regions[..self.used.load(Ordering::Relaxed)] {
-            if r.pages.load(Ordering::Relaxed) != 0 && r.key.load(Ordering::Relaxed) == key {
-                r.ready.store(0, Ordering::Release);
-                r.pages.store(0, Ordering::Release);
+        for region in &self.regions[..self.used.load(Ordering::Relaxed)] {
+            if region.pages.load(Ordering::Relaxed) != 0
+                && region.key.load(Ordering::Relaxed) == key
+            {
+                region.ready.store(0, Ordering::Release);
+                region.pages.store(0, Ordering::Release);
             }
         }
     }
