@@ -155,26 +155,26 @@ impl PhysMap {
         self.offset
     }
 
-    /// The virtual address of physical `p`.
+    /// The virtual address of physical `addr`.
     ///
     /// ```
     /// let map = allocator::PhysMap::new(0x1000);
     /// assert_eq!(map.virt(allocator::PhysAddr(0x20)) as u64, 0x1020);
     /// ```
     #[inline(always)]
-    pub fn virt(self, p: PhysAddr) -> *mut u8 {
-        p.0.wrapping_add(self.offset) as *mut u8
+    pub fn virt(self, addr: PhysAddr) -> *mut u8 {
+        addr.0.wrapping_add(self.offset) as *mut u8
     }
 
-    /// The physical address that `v` maps.
+    /// The physical address that `ptr` maps.
     ///
     /// ```
     /// let map = allocator::PhysMap::new(0x1000);
     /// assert_eq!(map.phys(0x1020 as *const u8), allocator::PhysAddr(0x20));
     /// ```
     #[inline(always)]
-    pub fn phys(self, v: *const u8) -> PhysAddr {
-        PhysAddr((v as u64).wrapping_sub(self.offset))
+    pub fn phys(self, ptr: *const u8) -> PhysAddr {
+        PhysAddr((ptr as u64).wrapping_sub(self.offset))
     }
 }
 
@@ -265,8 +265,8 @@ impl Zone {
         }
     }
 
-    pub(crate) const fn from_index(i: usize) -> Zone {
-        match i {
+    pub(crate) const fn from_index(index: usize) -> Zone {
+        match index {
             0 => Zone::Dma,
             1 => Zone::Dma32,
             _ => Zone::Normal,

@@ -28,7 +28,7 @@ impl BuddyAllocator {
     /// own word is left as it is: the caller overwrites it.
     #[inline(always)]
     pub(super) fn unlink(&mut self, section: usize, idx: u32, order: u32, word: u64) {
-        let o = order as usize;
+        let order_index = order as usize;
         let sec = &mut self.secs[section];
         let prev = free_prev(word);
         let next = free_next(word);
@@ -37,7 +37,7 @@ impl BuddyAllocator {
             sec.raw_write(prev, with_next(prev_word, next));
         } else {
             let bucket = sec.bucket(idx);
-            sec.heads[o][bucket] = next;
+            sec.heads[order_index][bucket] = next;
             if next == NIL {
                 self.bucket_emptied(section, order, bucket);
             }
@@ -47,7 +47,7 @@ impl BuddyAllocator {
             let next_word = sec.raw_read(next);
             sec.raw_write(next, with_prev(next_word, prev));
         }
-        sec.free_count[o] -= 1;
+        sec.free_count[order_index] -= 1;
     }
 
     /// Takes the first block off the lowest-addressed non-empty bucket of
@@ -58,18 +58,18 @@ impl BuddyAllocator {
     /// be none. Its own word is left as it is: the caller overwrites it.
     #[inline(always)]
     pub(super) fn pop_first(&mut self, section: usize, order: u32) -> u32 {
-        let o = order as usize;
+        let order_index = order as usize;
         let sec = &mut self.secs[section];
-        let bucket = sec.list_mask[o].trailing_zeros() as usize % BUCKETS;
-        let idx = sec.heads[o][bucket];
+        let bucket = sec.list_mask[order_index].trailing_zeros() as usize % BUCKETS;
+        let idx = sec.heads[order_index][bucket];
         let next = free_next(sec.raw_read(idx));
         // Stale once the bucket is empty (its list_mask bit says so).
-        sec.heads[o][bucket] = next;
+        sec.heads[order_index][bucket] = next;
         sec.set_prev_of(next, NIL);
-        sec.free_count[o] -= 1;
+        sec.free_count[order_index] -= 1;
         // Clear the bucket's bit if it emptied, without a branch on it.
-        sec.list_mask[o] &= !(u32::from(next == NIL) << bucket);
-        if sec.list_mask[o] == 0 {
+        sec.list_mask[order_index] &= !(u32::from(next == NIL) << bucket);
+        if sec.list_mask[order_index] == 0 {
             self.order_emptied(section, order);
         }
         idx

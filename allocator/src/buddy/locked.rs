@@ -106,8 +106,12 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// assert_eq!(l.alloc(0, Constraint::ANY), Err(Error::OutOfMemory));
     /// ```
-    pub fn alloc(&self, order: u32, c: crate::Constraint) -> Result<crate::PhysAddr, crate::Error> {
-        self.lock().alloc(order, c)
+    pub fn alloc(
+        &self,
+        order: u32,
+        constraint: crate::Constraint,
+    ) -> Result<crate::PhysAddr, crate::Error> {
+        self.lock().alloc(order, constraint)
     }
 
     /// [`BuddyAllocator::free`] under the lock.

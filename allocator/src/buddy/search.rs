@@ -242,10 +242,10 @@ impl BuddyAllocator {
                 }
                 let sec = &self.secs[section];
                 let whole = sec.end() <= limit_pfn;
-                let o = block_order as usize;
+                let order_index = block_order as usize;
                 // Buckets in address order (bucket `b` holds the blocks at
                 // indexes `b << bucket_shift ..`), at most `bound` blocks.
-                let mut buckets = sec.list_mask[o];
+                let mut buckets = sec.list_mask[order_index];
                 let mut looked = 0;
                 while buckets != 0 {
                     let bucket = buckets.trailing_zeros() as usize % BUCKETS;
@@ -254,7 +254,7 @@ impl BuddyAllocator {
                         // This bucket and all later ones lie too high.
                         break;
                     }
-                    let mut idx = sec.heads[o][bucket];
+                    let mut idx = sec.heads[order_index][bucket];
                     while idx != NIL {
                         if looked == bound {
                             cut = true;

@@ -222,17 +222,17 @@ impl Section {
     /// free block of that order before (the zone masks need the bit).
     #[inline(always)]
     pub(super) fn push_local(&mut self, idx: u32, order: u32, checked: bool) -> bool {
-        let o = order as usize;
+        let order_index = order as usize;
         let bucket = self.bucket(idx);
-        let mask = self.list_mask[o];
+        let mask = self.list_mask[order_index];
         let occupied = mask & (1 << bucket) != 0;
         // The old head (if any) gets `idx` as its prev.
-        let next = core::hint::select_unpredictable(occupied, self.heads[o][bucket], NIL);
+        let next = core::hint::select_unpredictable(occupied, self.heads[order_index][bucket], NIL);
         self.set_prev_of(next, idx);
-        self.list_mask[o] = mask | (1 << bucket);
+        self.list_mask[order_index] = mask | (1 << bucket);
         self.write_head(idx, order, free_word(order, NIL, next), checked);
-        self.heads[o][bucket] = idx;
-        self.free_count[o] += 1;
+        self.heads[order_index][bucket] = idx;
+        self.free_count[order_index] += 1;
         mask == 0
     }
 

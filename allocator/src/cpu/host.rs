@@ -71,8 +71,8 @@ macro_rules! host_cpu_local {
                 ::std::thread_local! {
                     static T: Tls = const { Tls(::std::cell::Cell::new((usize::MAX - 1, 0))) };
                 }
-                T.with(|t| {
-                    if t.0.get().0 == usize::MAX - 1 {
+                T.with(|tls| {
+                    if tls.0.get().0 == usize::MAX - 1 {
                         let ids = &$name::__shared().0;
                         let mut cur = ids.load(::std::sync::atomic::Ordering::Relaxed);
                         let id = loop {
@@ -90,15 +90,15 @@ macro_rules! host_cpu_local {
                                 Err(c) => cur = c,
                             }
                         };
-                        t.0.set((id, 0));
+                        tls.0.set((id, 0));
                     }
-                    f(&t.0)
+                    f(&tls.0)
                 })
             }
 
             fn __lock(id: usize) {
-                let m = &$name::__shared().1[id];
-                while m
+                let flag = &$name::__shared().1[id];
+                while flag
                     .compare_exchange_weak(
                         false,
                         true,
@@ -119,21 +119,21 @@ macro_rules! host_cpu_local {
         impl $crate::InterruptControl for $name {
             type Saved = ();
             fn save_and_disable() {
-                $name::__tls(|t| {
-                    let (id, d) = t.get();
-                    if d == 0 && id < 64 {
+                $name::__tls(|tls| {
+                    let (id, depth) = tls.get();
+                    if depth == 0 && id < 64 {
                         $name::__lock(id);
                     }
-                    t.set((id, d + 1));
+                    tls.set((id, depth + 1));
                 })
             }
             fn restore(_: ()) {
-                $name::__tls(|t| {
-                    let (id, d) = t.get();
-                    if d == 1 && id < 64 {
+                $name::__tls(|tls| {
+                    let (id, depth) = tls.get();
+                    if depth == 1 && id < 64 {
                         $name::__unlock(id);
                     }
-                    t.set((id, d - 1));
+                    tls.set((id, depth - 1));
                 })
             }
         }
@@ -144,20 +144,20 @@ macro_rules! host_cpu_local {
         // run_on while it acts as that id, with cpu_id() reporting it).
         unsafe impl $crate::CpuLocal for $name {
             fn cpu_id() -> usize {
-                $name::__tls(|t| t.get().0)
+                $name::__tls(|tls| tls.get().0)
             }
             fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
                 if cpu >= Self::__N {
                     return false;
                 }
-                let (me, depth) = $name::__tls(|t| t.get());
+                let (me, depth) = $name::__tls(|tls| tls.get());
                 if depth != 0 {
                     return false;
                 }
                 $name::__lock(cpu);
-                $name::__tls(|t| t.set((cpu, 1)));
+                $name::__tls(|tls| tls.set((cpu, 1)));
                 f();
-                $name::__tls(|t| t.set((me, 0)));
+                $name::__tls(|tls| tls.set((me, 0)));
                 $name::__unlock(cpu);
                 true
             }

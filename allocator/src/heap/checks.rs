@@ -18,7 +18,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         &self,
         ptr: *mut u8,
         map: PhysMap,
-        k: usize,
+        class: usize,
         kind: FaultKind,
     ) -> Result<(), Fault> {
         let phys = map.phys(ptr);
@@ -31,19 +31,19 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         if !phys.is_page_aligned() {
             return Err(self.page_fault(ptr, phys, Error::Misaligned));
         }
-        let tag = small_page_tag(k);
+        let tag = small_page_tag(class);
         self.frames
-            .free_run_as(phys, 1, tag, |g| g.free_pages(phys, 1))
-            .map_err(|e| self.page_fault(ptr, phys, e))
+            .free_run_as(phys, 1, tag, |buddy| buddy.free_pages(phys, 1))
+            .map_err(|error| self.page_fault(ptr, phys, error))
     }
 
-    /// What a refused free of `ptr` (at `phys`; the page layer said `e`)
+    /// What a refused free of `ptr` (at `phys`; the page layer said `error`)
     /// was, told by the page's ownership tag: memory of the heap's freed
     /// with another layout, a second free, or something the heap never
     /// handed out.
     #[cold]
     #[inline(never)]
-    pub(super) fn page_fault(&self, ptr: *mut u8, phys: PhysAddr, e: Error) -> Fault {
+    pub(super) fn page_fault(&self, ptr: *mut u8, phys: PhysAddr, error: Error) -> Fault {
         // The tag of the page `ptr` is in; only a slab's pages are handed
         // out at addresses other than their start.
         let tag = self.frames.tags.value(phys.0);
@@ -55,7 +55,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             Some(t) if is_heap_tag(t) => FaultKind::WrongLayout,
             Some(_) if self.is_free_page(phys) => FaultKind::DoubleFree,
             Some(_) => FaultKind::NotAllocated,
-            None if e == Error::TooLarge => FaultKind::WrongLayout,
+            None if error == Error::TooLarge => FaultKind::WrongLayout,
             None => FaultKind::NotAllocated,
         };
         Fault {
@@ -67,7 +67,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// Whether the page at `phys` is free in the buddy.
     pub(super) fn is_free_page(&self, phys: PhysAddr) -> bool {
         self.frames
-            .with_buddy(|b| matches!(b.page_state(phys), Ok(PageState::Free { .. })))
+            .with_buddy(|buddy| matches!(buddy.page_state(phys), Ok(PageState::Free { .. })))
     }
 
     /// Checks that `ptr` is a live allocation made with a layout of
@@ -76,8 +76,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     pub(super) fn check_live(&self, ptr: *mut u8, size: usize, align: usize) -> Result<(), Fault> {
         let map = self.phys_map();
         let phys = map.phys(ptr);
-        let expect = if let Some(k) = size_class(size, align) {
-            match self.slab.is_free(&self.frames, map, ptr, k) {
+        let expect = if let Some(class) = size_class(size, align) {
+            match self.slab.is_free(&self.frames, map, ptr, class) {
                 Some(false) => return Ok(()),
                 Some(true) => {
                     return Err(Fault {
@@ -85,7 +85,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
                         addr: ptr as usize,
                     });
                 }
-                None => small_page_tag(k),
+                None => small_page_tag(class),
             }
         } else {
             match plan(size, align) {

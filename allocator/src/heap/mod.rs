@@ -190,17 +190,24 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         if !start.is_page_aligned() {
             return Err(Error::Misaligned);
         }
-        let m = metadata_pages(pages)?;
+        let meta_pages = metadata_pages(pages)?;
         let meta = self.phys_map().virt(start);
         let Some(meta) = NonNull::new(meta) else {
             return Err(Error::Misaligned);
         };
         // No wrap: `start` is page aligned and `pages` fit after it, or
         // the section registration below refuses the range.
-        let first = PhysAddr(start.0.wrapping_add(m * PAGE_SIZE));
+        let first = PhysAddr(start.0.wrapping_add(meta_pages * PAGE_SIZE));
         // SAFETY: the caller gives us the whole range, mapped at the
         // offset; its first m pages hold the metadata of the rest.
-        unsafe { self.add_section(first, pages - m, meta, (m * PAGE_SIZE) as usize) }
+        unsafe {
+            self.add_section(
+                first,
+                pages - meta_pages,
+                meta,
+                (meta_pages * PAGE_SIZE) as usize,
+            )
+        }
     }
 
     /// Adds memory with separately provided metadata of
@@ -283,12 +290,12 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// let h = allocator::Heap::<Cpu, 2>::new();
     /// h.set_fault_handler(|f| eprintln!("bad free: {f:?}"));
     /// ```
-    pub fn set_fault_handler(&self, f: fn(Fault)) {
-        self.slab.faults.set_handler(f);
+    pub fn set_fault_handler(&self, fault: fn(Fault)) {
+        self.slab.faults.set_handler(fault);
     }
 
-    fn report(&self, f: Fault) {
-        self.slab.faults.report(f);
+    fn report(&self, fault: Fault) {
+        self.slab.faults.report(fault);
     }
 
     /// Allocates like [`GlobalAlloc::alloc`] (a zero size counts as 1);
@@ -308,8 +315,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// ```
     #[inline]
     pub fn allocate(&self, layout: Layout) -> *mut u8 {
-        if let Some(k) = size_class(layout.size().max(1), layout.align())
-            && let Some(p) = self.slab.alloc_fast(k)
+        if let Some(class) = size_class(layout.size().max(1), layout.align())
+            && let Some(p) = self.slab.alloc_fast(class)
         {
             return p;
         }
@@ -322,16 +329,16 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         let size = layout.size().max(1);
         let align = layout.align();
         let map = self.phys_map();
-        if let Some(k) = size_class(size, align) {
-            return match self.slab.alloc(&self.frames, map, k) {
+        if let Some(class) = size_class(size, align) {
+            return match self.slab.alloc(&self.frames, map, class) {
                 Some(p) if !p.is_null() => p,
-                Some(_) => self.alloc_small_oom(k, map),
+                Some(_) => self.alloc_small_oom(class, map),
                 // No CPU slot: a page of its own.
-                None => self.alloc_small_page(k, map),
+                None => self.alloc_small_page(class, map),
             };
         }
-        if let Some(o) = cached_order(size, align)
-            && let Ok(p) = self.frames.alloc_as::<TAG_HEAP_OWNED>(o as usize)
+        if let Some(order) = cached_order(size, align)
+            && let Ok(p) = self.frames.alloc_as::<TAG_HEAP_OWNED>(order as usize)
         {
             // The common page-sized request, straight to the page cache
             // (`alloc_large` retries after reclaiming when this fails).
@@ -344,21 +351,21 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// reclaim, retry once, then a page of its own.
     #[cold]
     #[inline(never)]
-    fn alloc_small_oom(&self, k: usize, map: PhysMap) -> *mut u8 {
+    fn alloc_small_oom(&self, class: usize, map: PhysMap) -> *mut u8 {
         self.reclaim();
-        match self.slab.alloc(&self.frames, map, k) {
+        match self.slab.alloc(&self.frames, map, class) {
             Some(p) if !p.is_null() => p,
-            _ => self.alloc_small_page(k, map),
+            _ => self.alloc_small_page(class, map),
         }
     }
 
-    /// A whole page for a small request of class `k`, tagged with it.
+    /// A whole page for a small request of class `class`, tagged with it.
     #[cold]
     #[inline(never)]
-    fn alloc_small_page(&self, k: usize, map: PhysMap) -> *mut u8 {
+    fn alloc_small_page(&self, class: usize, map: PhysMap) -> *mut u8 {
         match self
             .frames
-            .alloc_run_as(1, PAGE_SIZE as usize, small_page_tag(k))
+            .alloc_run_as(1, PAGE_SIZE as usize, small_page_tag(class))
         {
             Ok(p) => map.virt(p),
             Err(_) => core::ptr::null_mut(),
@@ -377,14 +384,14 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
                     .alloc_run_as(pages, align, run_tag(pages, align))
             }
         };
-        let r = match once() {
+        let result = match once() {
             Err(Error::OutOfMemory) => {
                 self.reclaim();
                 once()
             }
-            r => r,
+            result => result,
         };
-        match r {
+        match result {
             Ok(p) => map.virt(p),
             Err(_) => core::ptr::null_mut(),
         }
@@ -452,20 +459,20 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         let size = layout.size().max(1);
         let align = layout.align();
         let map = self.phys_map();
-        if let Some(k) = size_class(size, align) {
-            return match self.slab.free(&self.frames, map, ptr, k) {
+        if let Some(class) = size_class(size, align) {
+            return match self.slab.free(&self.frames, map, ptr, class) {
                 Ok(()) => Ok(()),
-                Err(kind) => self.small_free_fault(ptr, map, k, kind),
+                Err(kind) => self.small_free_fault(ptr, map, class, kind),
             };
         }
         let phys = map.phys(ptr);
-        if let Some(o) = cached_order(size, align) {
+        if let Some(order) = cached_order(size, align) {
             return match self
                 .frames
-                .free_as::<false, TAG_HEAP_OWNED>(phys, o as usize)
+                .free_as::<false, TAG_HEAP_OWNED>(phys, order as usize)
             {
                 Ok(()) => Ok(()),
-                Err(e) => Err(self.page_fault(ptr, phys, e)),
+                Err(error) => Err(self.page_fault(ptr, phys, error)),
             };
         }
         self.free_large(ptr, phys, size, align)
@@ -480,19 +487,19 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         size: usize,
         align: usize,
     ) -> Result<(), Fault> {
-        let r = match plan(size, align) {
+        let result = match plan(size, align) {
             Some(Plan::Cached(order)) => self
                 .frames
                 .free_as::<false, TAG_HEAP_OWNED>(phys, order as usize),
             Some(Plan::Buddy(pages, align)) => {
                 self.frames
-                    .free_run_as(phys, pages as u64, run_tag(pages, align), |g| {
-                        g.free_pages(phys, pages)
+                    .free_run_as(phys, pages as u64, run_tag(pages, align), |buddy| {
+                        buddy.free_pages(phys, pages)
                     })
             }
             None => Err(Error::TooLarge),
         };
-        r.map_err(|e| self.page_fault(ptr, phys, e))
+        result.map_err(|error| self.page_fault(ptr, phys, error))
     }
 
     /// Heap statistics (exact when nobody allocates meanwhile).
@@ -537,8 +544,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// # unsafe { h.try_dealloc(p, l).unwrap() };
     /// ```
     pub fn is_free(&self, ptr: *mut u8, layout: Layout) -> Option<bool> {
-        let k = size_class(layout.size().max(1), layout.align())?;
-        self.slab.is_free(&self.frames, self.phys_map(), ptr, k)
+        let class = size_class(layout.size().max(1), layout.align())?;
+        self.slab.is_free(&self.frames, self.phys_map(), ptr, class)
     }
 
     /// In-place `realloc` of a checked allocation: `Ok(None)` if a move is
@@ -551,8 +558,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     ) -> Result<Option<*mut u8>, Fault> {
         let (old, new, align) = (layout.size().max(1), new_size.max(1), layout.align());
         self.check_live(ptr, old, align)?;
-        if let Some(k) = size_class(old, align) {
-            return Ok((size_class(new, align) == Some(k)).then_some(ptr));
+        if let Some(class) = size_class(old, align) {
+            return Ok((size_class(new, align) == Some(class)).then_some(ptr));
         }
         if size_class(new, align).is_some() {
             return Ok(None);
@@ -574,7 +581,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         {
             Ok(true) => Ok(Some(ptr)),
             Ok(false) => Ok(None),
-            Err(e) => Err(self.page_fault(ptr, phys, e)),
+            Err(error) => Err(self.page_fault(ptr, phys, error)),
         }
     }
 }
@@ -592,8 +599,8 @@ unsafe impl<P: CpuLocal, const N: usize> GlobalAlloc for Heap<P, N> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: GlobalAlloc's contract is try_dealloc's.
-        if let Err(f) = unsafe { self.try_dealloc(ptr, layout) } {
-            self.report(f);
+        if let Err(fault) = unsafe { self.try_dealloc(ptr, layout) } {
+            self.report(fault);
         }
     }
 
@@ -604,8 +611,8 @@ unsafe impl<P: CpuLocal, const N: usize> GlobalAlloc for Heap<P, N> {
         match self.realloc_in_place(ptr, layout, new_size) {
             Ok(Some(p)) => return p,
             Ok(None) => {}
-            Err(f) => {
-                self.report(f);
+            Err(fault) => {
+                self.report(fault);
                 return core::ptr::null_mut();
             }
         }

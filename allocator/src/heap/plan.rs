@@ -20,17 +20,20 @@ pub(super) enum Plan {
 #[inline(always)]
 pub(super) fn cached_order(size: usize, align: usize) -> Option<u32> {
     // pages - 1 is 0, 1, 3 or 7 exactly for 1, 2, 4 or 8 pages.
-    let m = (size - 1) >> PAGE_SHIFT;
-    if m < 8 && m & (m + 1) == 0 && align <= (m + 1) << PAGE_SHIFT {
-        return Some((m + 1).trailing_zeros());
+    let meta_pages = (size - 1) >> PAGE_SHIFT;
+    if meta_pages < 8
+        && meta_pages & (meta_pages + 1) == 0
+        && align <= (meta_pages + 1) << PAGE_SHIFT
+    {
+        return Some((meta_pages + 1).trailing_zeros());
     }
     None
 }
 
-/// The tag of a block of cached order `o` handed out to the heap.
+/// The tag of a block of cached order `order` handed out to the heap.
 #[inline(always)]
-pub(super) const fn cached_tag(o: u32) -> u64 {
-    tag_alloc(o as usize) | TAG_HEAP_OWNED
+pub(super) const fn cached_tag(order: u32) -> u64 {
+    tag_alloc(order as usize) | TAG_HEAP_OWNED
 }
 
 /// The tag of a run of `pages` pages at `align` bytes served by the buddy:
@@ -39,15 +42,15 @@ pub(super) const fn run_tag(pages: usize, align: usize) -> u64 {
     tag_heap(pages as u64 | ((align.trailing_zeros() as u64) << 20))
 }
 
-/// The tag of a page given to a small request of class `k` (on a CPU
+/// The tag of a page given to a small request of class `class` (on a CPU
 /// without a slot, or with no slab descriptor left).
-pub(super) const fn small_page_tag(k: usize) -> u64 {
-    tag_heap((1 << 40) | k as u64)
+pub(super) const fn small_page_tag(class: usize) -> u64 {
+    tag_heap((1 << 40) | class as u64)
 }
 
 pub(super) fn plan(size: usize, align: usize) -> Option<Plan> {
-    if let Some(o) = cached_order(size, align) {
-        return Some(Plan::Cached(o));
+    if let Some(order) = cached_order(size, align) {
+        return Some(Plan::Cached(order));
     }
     let pages = size.div_ceil(PAGE_SIZE as usize);
     let max = (PAGE_SIZE as usize) << MAX_ORDER;
@@ -67,14 +70,14 @@ pub(super) fn metadata_pages(pages: u64) -> Result<u64, Error> {
     // From a lower bound (whole bytes per page, rounding down) up to the
     // fewest pages that fit: the rounding adds a page or two at most.
     let per_page = bytes(PAGE_SIZE) / PAGE_SIZE;
-    let mut m = pages * per_page / (PAGE_SIZE + per_page);
-    while m < pages && bytes(pages - m) > m * PAGE_SIZE {
-        m += 1;
+    let mut meta_pages = pages * per_page / (PAGE_SIZE + per_page);
+    while meta_pages < pages && bytes(pages - meta_pages) > meta_pages * PAGE_SIZE {
+        meta_pages += 1;
     }
-    if m == 0 || m >= pages {
+    if meta_pages == 0 || meta_pages >= pages {
         return Err(Error::SectionTooSmall);
     }
-    Ok(m)
+    Ok(meta_pages)
 }
 
 #[cfg(test)]
@@ -86,10 +89,15 @@ mod tests {
     /// the rest, and impossible ranges are refused.
     #[test]
     fn metadata_pages_are_the_fewest_that_fit() {
-        let fits = |pages: u64, m: u64| heap_metadata_bytes(pages - m) as u64 <= m * PAGE_SIZE;
+        let fits = |pages: u64, meta_pages: u64| {
+            heap_metadata_bytes(pages - meta_pages) as u64 <= meta_pages * PAGE_SIZE
+        };
         for pages in (2..3000).chain([1 << 18, (1 << 20) + 7, 1 << 30]) {
             match metadata_pages(pages) {
-                Ok(m) => assert!(fits(pages, m) && !fits(pages, m - 1), "{pages} pages: {m}"),
+                Ok(meta_pages) => assert!(
+                    fits(pages, meta_pages) && !fits(pages, meta_pages - 1),
+                    "{pages} pages: {meta_pages}"
+                ),
                 Err(e) => assert_eq!((pages, e), (pages, Error::SectionTooSmall)),
             }
         }

@@ -107,9 +107,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// Caches for a [`Heap`](crate::Heap) (see `heap_owned`).
     pub(crate) const fn for_heap(cfg: PcpConfig) -> Self {
-        let mut c = Self::with_config(BuddyAllocator::new(), cfg);
-        c.heap_owned = true;
-        c
+        let mut caches = Self::with_config(BuddyAllocator::new(), cfg);
+        caches.heap_owned = true;
+        caches
     }
 
     /// The configuration in use.

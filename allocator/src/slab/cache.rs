@@ -28,19 +28,19 @@ pub(super) struct ClassState {
 }
 
 impl ClassState {
-    /// Makes `d` (null, or a live descriptor of this CPU whose class is
+    /// Makes `desc` (null, or a live descriptor of this CPU whose class is
     /// this one) the current slab.
     #[inline(always)]
-    fn set_cur(&mut self, d: *mut SlabDesc) {
-        self.cur = d;
-        if d.is_null() {
+    fn set_cur(&mut self, desc: *mut SlabDesc) {
+        self.cur = desc;
+        if desc.is_null() {
             (self.base, self.span) = (0, 0);
         } else {
             // SAFETY: the caller's contract: a live descriptor.
-            let d = unsafe { &*d };
-            let g = d.geom.load(Ordering::Relaxed);
-            self.base = d.base.load(Ordering::Relaxed);
-            self.span = geom_nobj(g) as u64 * geom_size(g) as u64;
+            let desc = unsafe { &*desc };
+            let geom = desc.geom.load(Ordering::Relaxed);
+            self.base = desc.base.load(Ordering::Relaxed);
+            self.span = geom_nobj(geom) as u64 * geom_size(geom) as u64;
         }
     }
 }
@@ -115,14 +115,14 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             .sum()
     }
 
-    fn bump(c: &AtomicU64, by: i64) {
-        c.store(
-            c.load(Ordering::Relaxed).wrapping_add(by as u64),
+    fn bump(counter: &AtomicU64, by: i64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(by as u64),
             Ordering::Relaxed,
         );
     }
 
-    /// Allocates an object of class `k` on the current CPU. `None`: the
+    /// Allocates an object of class `class` on the current CPU. `None`: the
     /// CPU id is out of range; `Some(null)`: out of memory.
     ///
     /// One masked section. The fast path takes an object from the hint
@@ -132,37 +132,37 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         &self,
         frames: &PageCaches<P, N>,
         map: PhysMap,
-        k: usize,
+        class: usize,
     ) -> Option<*mut u8> {
-        self.cpus.local::<P, _>(|cpu, cs| {
-            let c = &cs.classes[k];
-            if !c.cur.is_null() {
+        self.cpus.local::<P, _>(|cpu, cpu_slab| {
+            let class_state = &cpu_slab.classes[class];
+            if !class_state.cur.is_null() {
                 // SAFETY: `cur` is a live descriptor owned by this CPU, and
                 // we are in this CPU's masked section.
-                if let Some(i) = unsafe { (*c.cur).alloc_hint() } {
-                    return (c.base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8;
+                if let Some(i) = unsafe { (*class_state.cur).alloc_hint() } {
+                    return (class_state.base + i as u64 * SIZE_CLASSES[class] as u64) as *mut u8;
                 }
             }
-            self.alloc_slow(frames, map, cpu, cs, k)
+            self.alloc_slow(frames, map, cpu, cpu_slab, class)
         })
     }
 
     /// The allocation fast path on its own: an object from the hint word
-    /// of this CPU's current slab of class `k`, in one masked section, or
+    /// of this CPU's current slab of class `class`, in one masked section, or
     /// `None` (nothing changed; use [`alloc`](Self::alloc)). Small enough
     /// to inline without spilling registers.
     #[inline(always)]
-    pub(crate) fn alloc_fast(&self, k: usize) -> Option<*mut u8> {
+    pub(crate) fn alloc_fast(&self, class: usize) -> Option<*mut u8> {
         self.cpus
-            .local::<P, _>(|_, cs| {
-                let c = &cs.classes[k];
-                if c.cur.is_null() {
+            .local::<P, _>(|_, cpu_slab| {
+                let class_state = &cpu_slab.classes[class];
+                if class_state.cur.is_null() {
                     return None;
                 }
                 // SAFETY: `cur` is a live descriptor owned by this CPU, and
                 // we are in this CPU's masked section.
-                let i = unsafe { (*c.cur).alloc_hint() }?;
-                Some((c.base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8)
+                let i = unsafe { (*class_state.cur).alloc_hint() }?;
+                Some((class_state.base + i as u64 * SIZE_CLASSES[class] as u64) as *mut u8)
             })
             .flatten()
     }
@@ -173,287 +173,287 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         frames: &PageCaches<P, N>,
         map: PhysMap,
         cpu: usize,
-        cs: &mut CpuSlab,
-        k: usize,
+        cpu_slab: &mut CpuSlab,
+        class: usize,
     ) -> *mut u8 {
-        self.collect_incoming(frames, cpu, cs);
+        self.collect_incoming(frames, cpu, cpu_slab);
         loop {
-            let cur = cs.classes[k].cur;
+            let cur = cpu_slab.classes[class].cur;
             if !cur.is_null() {
                 // SAFETY: a live descriptor of this CPU, in its masked section.
-                let d = unsafe { &*cur };
+                let desc = unsafe { &*cur };
                 // SAFETY: as above.
-                if let Some(i) = unsafe { d.alloc_obj() } {
-                    let base = d.base.load(Ordering::Relaxed);
-                    return (base + i as u64 * SIZE_CLASSES[k] as u64) as *mut u8;
+                if let Some(i) = unsafe { desc.alloc_obj() } {
+                    let base = desc.base.load(Ordering::Relaxed);
+                    return (base + i as u64 * SIZE_CLASSES[class] as u64) as *mut u8;
                 }
             }
-            let p = cs.classes[k].partial;
-            if !p.is_null() {
+            let partial = cpu_slab.classes[class].partial;
+            if !partial.is_null() {
                 // SAFETY: on this CPU's partial list: live and owned by us.
                 unsafe {
-                    Self::unlist(cs, p);
-                    if (*p).own().inuse == 0 {
-                        cs.classes[k].nempty -= 1;
+                    Self::unlist(cpu_slab, partial);
+                    if (*partial).own().inuse == 0 {
+                        cpu_slab.classes[class].nempty -= 1;
                     }
                 }
-                cs.classes[k].set_cur(p);
+                cpu_slab.classes[class].set_cur(partial);
                 continue;
             }
-            let d = self.new_slab(frames, map, cpu, cs, k);
-            if d.is_null() {
+            let desc = self.new_slab(frames, map, cpu, cpu_slab, class);
+            if desc.is_null() {
                 return core::ptr::null_mut();
             }
-            cs.classes[k].set_cur(d);
+            cpu_slab.classes[class].set_cur(desc);
         }
     }
 
-    /// A fresh slab of class `k` owned by `cpu`, tagged and ready.
+    /// A fresh slab of class `class` owned by `cpu`, tagged and ready.
     fn new_slab(
         &self,
         frames: &PageCaches<P, N>,
         map: PhysMap,
         cpu: usize,
-        cs: &mut CpuSlab,
-        k: usize,
+        cpu_slab: &mut CpuSlab,
+        class: usize,
     ) -> *mut SlabDesc {
-        if cs.spare.is_null() && !self.grow_descs(cs) {
+        if cpu_slab.spare.is_null() && !self.grow_descs(cpu_slab) {
             return core::ptr::null_mut();
         }
-        let size = SIZE_CLASSES[k];
+        let size = SIZE_CLASSES[class];
         let order = slab_order(size);
         // Tagged as the slab's own until the slab tags replace it.
         let Ok(phys) = frames.alloc_as::<TAG_INTERNAL>(order as usize) else {
             return core::ptr::null_mut();
         };
-        let d = cs.spare;
+        let desc = cpu_slab.spare;
         // SAFETY: spare descriptors are owned by this CPU and unused.
         unsafe {
-            let own = (*d).own();
-            cs.spare = own.next;
+            let own = (*desc).own();
+            cpu_slab.spare = own.next;
             own.next = core::ptr::null_mut();
             own.prev = core::ptr::null_mut();
             own.listed = false;
-            own.class = k as u8;
+            own.class = class as u8;
             own.order = order as u8;
             own.phys = phys.0;
-            (*d).init(
+            (*desc).init(
                 map.virt(phys) as u64,
                 size as u32,
                 objects(size) as u32,
                 cpu,
             );
         }
-        let t = d as u64 | TAG_SLAB;
+        let tag_value = desc as u64 | TAG_SLAB;
         for i in 0..1u64 << order {
             if let Some(tag) = frames.tags.prepare(phys.0 + i * PAGE_SIZE) {
-                tag.store(t, Ordering::Release);
+                tag.store(tag_value, Ordering::Release);
             }
         }
         Self::bump(&self.shared[cpu].slab_pages, 1 << order);
-        d
+        desc
     }
 
     /// Takes a few descriptors from the pool onto this CPU's spare list;
     /// `false` if the pool is used up.
     #[cold]
-    fn grow_descs(&self, cs: &mut CpuSlab) -> bool {
+    fn grow_descs(&self, cpu_slab: &mut CpuSlab) -> bool {
         for _ in 0..DESC_BATCH {
-            let Some(d) = self.descs.take() else {
+            let Some(desc) = self.descs.take() else {
                 break;
             };
             // SAFETY: a fresh descriptor, ours alone (DescPool::take).
-            unsafe { (*d).own().next = cs.spare };
-            cs.spare = d;
+            unsafe { (*desc).own().next = cpu_slab.spare };
+            cpu_slab.spare = desc;
         }
-        !cs.spare.is_null()
+        !cpu_slab.spare.is_null()
     }
 
-    /// Removes `d` from its class's partial list.
+    /// Removes `desc` from its class's partial list.
     ///
     /// # Safety
-    /// `d` is a live descriptor of this CPU on its partial list.
-    unsafe fn unlist(cs: &mut CpuSlab, d: *mut SlabDesc) {
+    /// `desc` is a live descriptor of this CPU on its partial list.
+    unsafe fn unlist(cpu_slab: &mut CpuSlab, desc: *mut SlabDesc) {
         // SAFETY: the caller's contract; links point to descriptors of the
         // same list.
         unsafe {
-            let own = (*d).own();
+            let own = (*desc).own();
             let (prev, next) = (own.prev, own.next);
             if prev.is_null() {
-                cs.classes[own.class as usize].partial = next;
+                cpu_slab.classes[own.class as usize].partial = next;
             } else {
                 (*prev).own().next = next;
             }
             if !next.is_null() {
                 (*next).own().prev = prev;
             }
-            let own = (*d).own();
+            let own = (*desc).own();
             own.prev = core::ptr::null_mut();
             own.next = core::ptr::null_mut();
             own.listed = false;
         }
     }
 
-    /// After objects of `d` were freed (in use: `was` -> `now`): list it,
+    /// After objects of `desc` were freed (in use: `was` -> `now`): list it,
     /// count it empty, retire it beyond the reserve (`reserve`).
     ///
     /// # Safety
-    /// `d` is a live descriptor of `cpu`, we are in `cpu`'s masked section.
+    /// `desc` is a live descriptor of `cpu`, we are in `cpu`'s masked section.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn after_free(
         &self,
         frames: &PageCaches<P, N>,
         cpu: usize,
-        cs: &mut CpuSlab,
-        d: *mut SlabDesc,
+        cpu_slab: &mut CpuSlab,
+        desc: *mut SlabDesc,
         was: u32,
         now: u32,
         reserve: u32,
     ) {
         // SAFETY: the caller's contract.
-        let own = unsafe { (*d).own() };
-        let k = own.class as usize;
-        if cs.classes[k].cur == d {
+        let own = unsafe { (*desc).own() };
+        let class = own.class as usize;
+        if cpu_slab.classes[class].cur == desc {
             return;
         }
         if !own.listed {
             own.listed = true;
             own.prev = core::ptr::null_mut();
-            own.next = cs.classes[k].partial;
+            own.next = cpu_slab.classes[class].partial;
             if !own.next.is_null() {
                 // SAFETY: list members are live descriptors of this CPU.
-                unsafe { (*own.next).own().prev = d };
+                unsafe { (*own.next).own().prev = desc };
             }
-            cs.classes[k].partial = d;
+            cpu_slab.classes[class].partial = desc;
         }
         if now == 0 {
             if was != 0 {
-                cs.classes[k].nempty += 1;
+                cpu_slab.classes[class].nempty += 1;
             }
-            if cs.classes[k].nempty > reserve {
+            if cpu_slab.classes[class].nempty > reserve {
                 // SAFETY: forwarded.
-                unsafe { self.retire(frames, cpu, cs, d) };
+                unsafe { self.retire(frames, cpu, cpu_slab, desc) };
             }
         }
     }
 
-    /// Gives empty, listed slab `d` back to the page caches, unless a
+    /// Gives empty, listed slab `desc_ptr` back to the page caches, unless a
     /// remote free is in the way (then it stays, and is retried after the
     /// owner collects it).
     ///
     /// # Safety
-    /// As for `after_free`; `d` is empty and on the partial list.
+    /// As for `after_free`; `desc_ptr` is empty and on the partial list.
     unsafe fn retire(
         &self,
         frames: &PageCaches<P, N>,
         cpu: usize,
-        cs: &mut CpuSlab,
-        d: *mut SlabDesc,
+        cpu_slab: &mut CpuSlab,
+        desc_ptr: *mut SlabDesc,
     ) {
         // SAFETY: the caller's contract.
-        let dr = unsafe { &*d };
-        if !dr.may_retire() {
+        let desc = unsafe { &*desc_ptr };
+        if !desc.may_retire() {
             return;
         }
         // SAFETY: the caller's contract.
-        let (phys, order, k) = unsafe {
-            let own = dr.own();
+        let (phys, order, class) = unsafe {
+            let own = desc.own();
             (own.phys, own.order as u32, own.class as usize)
         };
         let pages = 1u64 << order;
         for i in 0..pages {
             if let Some(tag) = frames.tags.get(phys + i * PAGE_SIZE) {
-                let t = if i == 0 { TAG_INTERNAL } else { TAG_NONE };
-                tag.store(t, Ordering::Relaxed);
+                let tag_value = if i == 0 { TAG_INTERNAL } else { TAG_NONE };
+                tag.store(tag_value, Ordering::Relaxed);
             }
         }
-        if !dr.finish_retire() {
-            let t = d as u64 | TAG_SLAB;
+        if !desc.finish_retire() {
+            let tag_value = desc_ptr as u64 | TAG_SLAB;
             for i in 0..pages {
                 if let Some(tag) = frames.tags.get(phys + i * PAGE_SIZE) {
-                    tag.store(t, Ordering::Release);
+                    tag.store(tag_value, Ordering::Release);
                 }
             }
             return;
         }
         // SAFETY: the caller's contract.
-        unsafe { Self::unlist(cs, d) };
-        cs.classes[k].nempty -= 1;
+        unsafe { Self::unlist(cpu_slab, desc_ptr) };
+        cpu_slab.classes[class].nempty -= 1;
         // Tagged as the slab's own block of this order just above.
         let _ = frames.free_as::<false, TAG_INTERNAL>(PhysAddr(phys), order as usize);
         Self::bump(&self.shared[cpu].slab_pages, -(pages as i64));
         // SAFETY: the descriptor is unused now and owned by this CPU.
-        unsafe { dr.own().next = cs.spare };
-        cs.spare = d;
+        unsafe { desc.own().next = cpu_slab.spare };
+        cpu_slab.spare = desc_ptr;
     }
 
     /// Folds in every remote free queued for `cpu`.
-    fn collect_incoming(&self, frames: &PageCaches<P, N>, cpu: usize, cs: &mut CpuSlab) {
-        self.collect_with_reserve(frames, cpu, cs, SLAB_RESERVE)
+    fn collect_incoming(&self, frames: &PageCaches<P, N>, cpu: usize, cpu_slab: &mut CpuSlab) {
+        self.collect_with_reserve(frames, cpu, cpu_slab, SLAB_RESERVE)
     }
 
     fn collect_with_reserve(
         &self,
         frames: &PageCaches<P, N>,
         cpu: usize,
-        cs: &mut CpuSlab,
+        cpu_slab: &mut CpuSlab,
         reserve: u32,
     ) {
-        let mut d = take_incoming(&self.shared[cpu].incoming);
-        while !d.is_null() {
-            // SAFETY: `d` is on the list we just took; read its link before
+        let mut desc = take_incoming(&self.shared[cpu].incoming);
+        while !desc.is_null() {
+            // SAFETY: `desc` is on the list we just took; read its link before
             // collecting it (collecting lets it be queued again).
-            let next = unsafe { next_incoming(d) };
+            let next = unsafe { next_incoming(desc) };
             // SAFETY: queued descriptors are live (a queued one is never
             // retired) and owned by this CPU; we are in its masked section.
             unsafe {
-                let was = (*d).own().inuse;
-                let now = (*d).collect(|i| self.report_late(d, i));
-                self.after_free(frames, cpu, cs, d, was, now, reserve);
+                let was = (*desc).own().inuse;
+                let now = (*desc).collect(|i| self.report_late(desc, i));
+                self.after_free(frames, cpu, cpu_slab, desc, was, now, reserve);
             }
-            d = next;
+            desc = next;
         }
     }
 
-    /// Reports object `idx` of `d` as a double free found by collecting
+    /// Reports object `idx` of `desc` as a double free found by collecting
     /// (the remote free that made it could not see it).
     #[cold]
-    fn report_late(&self, d: *const SlabDesc, idx: u32) {
-        // SAFETY: `d` is a live descriptor (collect is running on it).
-        let (base, g) = unsafe {
+    fn report_late(&self, desc: *const SlabDesc, idx: u32) {
+        // SAFETY: `desc` is a live descriptor (collect is running on it).
+        let (base, geom) = unsafe {
             (
-                (*d).base.load(Ordering::Relaxed),
-                (*d).geom.load(Ordering::Relaxed),
+                (*desc).base.load(Ordering::Relaxed),
+                (*desc).geom.load(Ordering::Relaxed),
             )
         };
         self.faults.report(Fault {
             kind: FaultKind::DoubleFree,
-            addr: (base + idx as u64 * geom_size(g) as u64) as usize,
+            addr: (base + idx as u64 * geom_size(geom) as u64) as usize,
         });
     }
 
     /// Runs on `cpu` (as that CPU): collects its remote frees and gives
     /// every empty slab back (no reserve).
-    fn trim_cpu(&self, frames: &PageCaches<P, N>, cpu: usize, cs: &mut CpuSlab) {
-        self.collect_with_reserve(frames, cpu, cs, 0);
-        for k in 0..NR_CLASSES {
+    fn trim_cpu(&self, frames: &PageCaches<P, N>, cpu: usize, cpu_slab: &mut CpuSlab) {
+        self.collect_with_reserve(frames, cpu, cpu_slab, 0);
+        for class in 0..NR_CLASSES {
             // The current slab too, if it is empty.
-            let cur = cs.classes[k].cur;
+            let cur = cpu_slab.classes[class].cur;
             // SAFETY: live descriptor of this CPU, in its masked section.
             if !cur.is_null() && unsafe { (*cur).own().inuse } == 0 {
-                cs.classes[k].set_cur(core::ptr::null_mut());
+                cpu_slab.classes[class].set_cur(core::ptr::null_mut());
                 // SAFETY: as above; now not current, so it gets listed.
-                unsafe { self.after_free(frames, cpu, cs, cur, 1, 0, 0) };
+                unsafe { self.after_free(frames, cpu, cpu_slab, cur, 1, 0, 0) };
             }
-            let mut d = cs.classes[k].partial;
-            while !d.is_null() {
+            let mut desc = cpu_slab.classes[class].partial;
+            while !desc.is_null() {
                 // SAFETY: list members are live descriptors of this CPU.
-                let (next, empty) = unsafe { ((*d).own().next, (*d).own().inuse == 0) };
+                let (next, empty) = unsafe { ((*desc).own().next, (*desc).own().inuse == 0) };
                 if empty {
                     // SAFETY: empty and listed.
-                    unsafe { self.retire(frames, cpu, cs, d) };
+                    unsafe { self.retire(frames, cpu, cpu_slab, desc) };
                 }
-                d = next;
+                desc = next;
             }
         }
     }
@@ -464,7 +464,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         for cpu in 0..N {
             match self
                 .cpus
-                .on::<P, _>(cpu, |cs| self.trim_cpu(frames, cpu, cs))
+                .on::<P, _>(cpu, |cpu_slab| self.trim_cpu(frames, cpu, cpu_slab))
             {
                 Some(()) => {}
                 None => all = false,
@@ -473,22 +473,22 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         all
     }
 
-    /// Whether the object at `ptr` (class `k`) is currently free in its
+    /// Whether the object at `ptr` (class `class`) is currently free in its
     /// owner's view (test support).
     pub(crate) fn is_free(
         &self,
         frames: &PageCaches<P, N>,
         map: PhysMap,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Option<bool> {
-        let t = frames.tags.get(map.phys(ptr).0)?.load(Ordering::Acquire);
-        if t & TAG_KIND != TAG_SLAB {
+        let tag = frames.tags.get(map.phys(ptr).0)?.load(Ordering::Acquire);
+        if tag & TAG_KIND != TAG_SLAB {
             return None;
         }
         // SAFETY: type-stable descriptor.
-        let d = unsafe { &*((t & !63) as *const SlabDesc) };
-        let idx = Self::index(d, d.geom.load(Ordering::Relaxed), ptr, k).ok()?;
-        Some(d.is_free(idx))
+        let desc = unsafe { &*((tag & !63) as *const SlabDesc) };
+        let idx = Self::index(desc, desc.geom.load(Ordering::Relaxed), ptr, class).ok()?;
+        Some(desc.is_free(idx))
     }
 }

@@ -45,47 +45,47 @@ pub const fn class_align(size: usize) -> usize {
 /// assert_eq!(allocator::slab_order(1536), 2);  // 10 objects in 16 KiB
 /// ```
 pub const fn slab_order(size: usize) -> u32 {
-    let mut o = 0;
-    while o < 3 {
-        let bytes = (PAGE_SIZE as usize) << o;
-        let n = bytes / if size == 0 { 1 } else { size };
-        if n >= 8 && bytes - n * size <= bytes / 16 {
-            return o;
+    let mut order = 0;
+    while order < 3 {
+        let bytes = (PAGE_SIZE as usize) << order;
+        let count = bytes / if size == 0 { 1 } else { size };
+        if count >= 8 && bytes - count * size <= bytes / 16 {
+            return order;
         }
-        o += 1;
+        order += 1;
     }
     3
 }
 
 pub(crate) const fn objects(size: usize) -> usize {
-    let n = ((PAGE_SIZE as usize) << slab_order(size)) / size;
-    if n > MAX_OBJS { MAX_OBJS } else { n }
+    let count = ((PAGE_SIZE as usize) << slab_order(size)) / size;
+    if count > MAX_OBJS { MAX_OBJS } else { count }
 }
 
 const LOOKUP: [u8; MAX_SMALL_SIZE / 8 + 1] = {
-    let mut t = [0u8; MAX_SMALL_SIZE / 8 + 1];
+    let mut table = [0u8; MAX_SMALL_SIZE / 8 + 1];
     let mut i = 0;
-    let mut c = 0;
-    while i < t.len() {
-        while SIZE_CLASSES[c] < i * 8 {
-            c += 1;
+    let mut class = 0;
+    while i < table.len() {
+        while SIZE_CLASSES[class] < i * 8 {
+            class += 1;
         }
-        t[i] = c as u8;
+        table[i] = class as u8;
         i += 1;
     }
-    t
+    table
 };
 
 /// ceil(2^32 / size): `(offset * RECIP) >> 32 == offset / size` for every
 /// offset inside a slab (< 2^15), without a division.
 pub(crate) const RECIP: [u64; NR_CLASSES] = {
-    let mut t = [0u64; NR_CLASSES];
-    let mut c = 0;
-    while c < NR_CLASSES {
-        t[c] = (1u64 << 32).div_ceil(SIZE_CLASSES[c] as u64);
-        c += 1;
+    let mut table = [0u64; NR_CLASSES];
+    let mut class = 0;
+    while class < NR_CLASSES {
+        table[class] = (1u64 << 32).div_ceil(SIZE_CLASSES[class] as u64);
+        class += 1;
     }
-    t
+    table
 };
 
 /// The size class for `size` bytes at alignment `align`, or `None` if the
@@ -103,16 +103,16 @@ pub const fn size_class(size: usize, align: usize) -> Option<usize> {
     if size > MAX_SMALL_SIZE || align > MAX_SMALL_SIZE {
         return None;
     }
-    let mut c = LOOKUP[size.div_ceil(8)] as usize;
+    let mut class = LOOKUP[size.div_ceil(8)] as usize;
     if align <= 8 {
         // Every class is a multiple of 8 bytes, so 8-aligned.
-        return Some(c);
+        return Some(class);
     }
-    while class_align(SIZE_CLASSES[c]) < align {
-        c += 1;
-        if c == NR_CLASSES {
+    while class_align(SIZE_CLASSES[class]) < align {
+        class += 1;
+        if class == NR_CLASSES {
             return None;
         }
     }
-    Some(c)
+    Some(class)
 }

@@ -71,12 +71,13 @@ impl DescPool {
             self.used.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        let r = &self.regions[slot];
+        let region = &self.regions[slot];
         // SAFETY: `pad < bytes`, so the aligned start is inside the memory.
-        r.base
+        region
+            .base
             .store(unsafe { mem.add(pad) }.cast(), Ordering::Relaxed);
-        r.next.store(0, Ordering::Relaxed);
-        r.len.store(count, Ordering::Release);
+        region.next.store(0, Ordering::Relaxed);
+        region.len.store(count, Ordering::Release);
         self.capacity.fetch_add(count as u64, Ordering::Relaxed);
         true
     }
@@ -85,20 +86,20 @@ impl DescPool {
     /// every region is used up.
     pub(crate) fn take(&self) -> Option<*mut SlabDesc> {
         let used = self.used.load(Ordering::Acquire).min(MAX_REGIONS);
-        for r in &self.regions[..used] {
-            let len = r.len.load(Ordering::Acquire);
-            if r.next.load(Ordering::Relaxed) >= len {
+        for region in &self.regions[..used] {
+            let len = region.len.load(Ordering::Acquire);
+            if region.next.load(Ordering::Relaxed) >= len {
                 continue;
             }
-            let i = r.next.fetch_add(1, Ordering::Relaxed);
+            let i = region.next.fetch_add(1, Ordering::Relaxed);
             if i < len {
                 self.taken.fetch_add(1, Ordering::Relaxed);
-                let d = r.base.load(Ordering::Relaxed).wrapping_add(i as usize);
+                let desc = region.base.load(Ordering::Relaxed).wrapping_add(i as usize);
                 // SAFETY: descriptor `i < len` of the region, registered as
                 // ours (`add`), aligned, and taken by nobody else (the
                 // bump index gave `i` to this call alone).
-                unsafe { d.write(SlabDesc::blank()) };
-                return Some(d);
+                unsafe { desc.write(SlabDesc::blank()) };
+                return Some(desc);
             }
         }
         None

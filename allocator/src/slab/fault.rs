@@ -54,8 +54,8 @@ impl FaultSink {
         }
     }
 
-    pub(crate) fn set_handler(&self, f: fn(Fault)) {
-        self.handler.store(f as *mut (), Ordering::Release);
+    pub(crate) fn set_handler(&self, fault: fn(Fault)) {
+        self.handler.store(fault as *mut (), Ordering::Release);
     }
 
     /// Faults reported so far.
@@ -64,20 +64,20 @@ impl FaultSink {
     }
 
     #[cold]
-    pub(crate) fn report(&self, f: Fault) {
+    pub(crate) fn report(&self, fault: Fault) {
         self.faults.fetch_add(1, Ordering::Relaxed);
-        let h = self.handler.load(Ordering::Acquire);
-        if !h.is_null() {
+        let handler = self.handler.load(Ordering::Acquire);
+        if !handler.is_null() {
             // SAFETY: `handler` only ever holds a `fn(Fault)` (set_handler).
-            let h = unsafe { core::mem::transmute::<*mut (), fn(Fault)>(h) };
-            h(f);
+            let handler = unsafe { core::mem::transmute::<*mut (), fn(Fault)>(handler) };
+            handler(fault);
         }
     }
 }
 
 impl From<BitFault> for FaultKind {
-    fn from(f: BitFault) -> Self {
-        match f {
+    fn from(fault: BitFault) -> Self {
+        match fault {
             BitFault::DoubleFree => FaultKind::DoubleFree,
         }
     }

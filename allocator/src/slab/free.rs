@@ -14,10 +14,10 @@ use crate::pcp::tags::{TAG_KIND, TAG_SLAB};
 use crate::types::PhysMap;
 
 impl<P: CpuLocal, const N: usize> Slab<P, N> {
-    /// Frees the object at `ptr` of class `k`. Errors leave everything
+    /// Frees the object at `ptr` of class `class`. Errors leave everything
     /// unchanged.
     ///
-    /// One masked section: a free into this CPU's current slab of class `k`
+    /// One masked section: a free into this CPU's current slab of class `class`
     /// is recognised by its address range and needs no tag lookup; any
     /// other free reads the page tag once, inside the section (so an
     /// interrupt cannot retire the slab between the read and the use).
@@ -27,35 +27,35 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         frames: &PageCaches<P, N>,
         map: PhysMap,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Result<(), FaultKind> {
-        let local = |saved: P::Saved, cpu: usize, cs: &mut CpuSlab| {
-            let c = &cs.classes[k];
-            let rel = (ptr as u64).wrapping_sub(c.base);
-            if rel >= c.span {
-                return self.free_tagged_ending(saved, frames, map, cpu, cs, ptr, k);
+        let local = |saved: P::Saved, cpu: usize, cpu_slab: &mut CpuSlab| {
+            let class_state = &cpu_slab.classes[class];
+            let rel = (ptr as u64).wrapping_sub(class_state.base);
+            if rel >= class_state.span {
+                return self.free_tagged_ending(saved, frames, map, cpu, cpu_slab, ptr, class);
             }
             // In the current slab (span != 0, so `cur` is set): a live
-            // descriptor of class `k` owned by this CPU, and we are in its
+            // descriptor of class `class` owned by this CPU, and we are in its
             // masked section. The current slab is never listed or retired,
             // so `after_free` has nothing to do.
-            let idx = (rel * RECIP[k]) >> 32;
-            let r = if idx * SIZE_CLASSES[k] as u64 != rel {
+            let idx = (rel * RECIP[class]) >> 32;
+            let result = if idx * SIZE_CLASSES[class] as u64 != rel {
                 Err(FaultKind::NotObjectStart)
             } else {
                 // SAFETY: as above.
-                unsafe { (*c.cur).free_local(idx as u32) }
+                unsafe { (*class_state.cur).free_local(idx as u32) }
                     .map(|_| ())
                     .map_err(FaultKind::from)
             };
             P::restore(saved);
-            r
+            result
         };
         // SAFETY: both branches of `local` end the section exactly once
-        // (`free_tagged_ending` does, after its last use of `cs`).
+        // (`free_tagged_ending` does, after its last use of `cpu_slab`).
         unsafe {
             self.cpus
-                .local_ending::<P, _>(local, || self.free_unowned(frames, map, ptr, k))
+                .local_ending::<P, _>(local, || self.free_unowned(frames, map, ptr, class))
         }
     }
 
@@ -68,13 +68,13 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         frames: &PageCaches<P, N>,
         map: PhysMap,
         cpu: usize,
-        cs: &mut CpuSlab,
+        cpu_slab: &mut CpuSlab,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Result<(), FaultKind> {
-        let r = self.free_tagged(frames, map, cpu, cs, ptr, k);
+        let result = self.free_tagged(frames, map, cpu, cpu_slab, ptr, class);
         P::restore(saved);
-        r
+        result
     }
 
     /// `free` of an object outside the current slab, in `cpu`'s masked
@@ -85,32 +85,32 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         frames: &PageCaches<P, N>,
         map: PhysMap,
         cpu: usize,
-        cs: &mut CpuSlab,
+        cpu_slab: &mut CpuSlab,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Result<(), FaultKind> {
         let phys = map.phys(ptr).0;
         let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
-        let t = tag.load(Ordering::Acquire);
-        if t & TAG_KIND != TAG_SLAB {
+        let tag_value = tag.load(Ordering::Acquire);
+        if tag_value & TAG_KIND != TAG_SLAB {
             return Err(FaultKind::NotAllocated);
         }
-        let d = (t & !63) as *mut SlabDesc;
+        let desc_ptr = (tag_value & !63) as *mut SlabDesc;
         // SAFETY: tags only ever hold addresses of descriptors, which are
         // never freed (type-stable), so this is a valid SlabDesc.
-        let dr = unsafe { &*d };
-        let g = dr.geom.load(Ordering::Relaxed);
-        if geom_owner(g) != cpu {
-            return self.free_remote(tag, t, d, ptr, k);
+        let desc = unsafe { &*desc_ptr };
+        let geom = desc.geom.load(Ordering::Relaxed);
+        if geom_owner(geom) != cpu {
+            return self.free_remote(tag, tag_value, desc_ptr, ptr, class);
         }
         // Ours, and the tag was read inside our masked section: nobody
         // retires or re-initialises the slab meanwhile.
-        let idx = Self::index(dr, g, ptr, k)?;
+        let idx = Self::index(desc, geom, ptr, class)?;
         // SAFETY: owned by this CPU, in its masked section.
         unsafe {
-            let was = dr.own().inuse;
-            let now = dr.free_local(idx)?;
-            self.after_free(frames, cpu, cs, d, was, now, SLAB_RESERVE);
+            let was = desc.own().inuse;
+            let now = desc.free_local(idx)?;
+            self.after_free(frames, cpu, cpu_slab, desc_ptr, was, now, SLAB_RESERVE);
         }
         Ok(())
     }
@@ -125,12 +125,12 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         frames: &PageCaches<P, N>,
         map: PhysMap,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Result<(), FaultKind> {
-        let s = P::save_and_disable();
-        let r = self.free_unowned_masked(frames, map, ptr, k);
-        P::restore(s);
-        r
+        let saved = P::save_and_disable();
+        let result = self.free_unowned_masked(frames, map, ptr, class);
+        P::restore(saved);
+        result
     }
 
     pub(super) fn free_unowned_masked(
@@ -138,59 +138,70 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         frames: &PageCaches<P, N>,
         map: PhysMap,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Result<(), FaultKind> {
         let phys = map.phys(ptr).0;
         let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
-        let t = tag.load(Ordering::Acquire);
-        if t & TAG_KIND != TAG_SLAB {
+        let tag_value = tag.load(Ordering::Acquire);
+        if tag_value & TAG_KIND != TAG_SLAB {
             return Err(FaultKind::NotAllocated);
         }
-        self.free_remote(tag, t, (t & !63) as *mut SlabDesc, ptr, k)
+        self.free_remote(
+            tag,
+            tag_value,
+            (tag_value & !63) as *mut SlabDesc,
+            ptr,
+            class,
+        )
     }
 
     pub(super) fn free_remote(
         &self,
         tag: &AtomicU64,
-        t: u64,
-        d: *mut SlabDesc,
+        tag_value: u64,
+        desc_ptr: *mut SlabDesc,
         ptr: *mut u8,
-        k: usize,
+        class: usize,
     ) -> Result<(), FaultKind> {
         // SAFETY: type-stable descriptor (see `free`).
-        let dr = unsafe { &*d };
-        if !dr.enter(|| tag.load(Ordering::Relaxed) == t) {
+        let desc = unsafe { &*desc_ptr };
+        if !desc.enter(|| tag.load(Ordering::Relaxed) == tag_value) {
             // Retired meanwhile: the object cannot have been live.
             return Err(FaultKind::NotAllocated);
         }
-        let g = dr.geom.load(Ordering::Relaxed);
-        let r = Self::index(dr, g, ptr, k).and_then(|idx| {
-            let (push, fault) = dr.free_remote(idx);
+        let geom = desc.geom.load(Ordering::Relaxed);
+        let result = Self::index(desc, geom, ptr, class).and_then(|idx| {
+            let (push, fault) = desc.free_remote(idx);
             if push {
-                let owner = geom_owner(g);
+                let owner = geom_owner(geom);
                 if let Some(sh) = self.shared.get(owner) {
-                    // SAFETY: we switched `pending` 0 -> 1; `d` stays valid.
-                    unsafe { push_incoming(&sh.incoming, d) };
+                    // SAFETY: we switched `pending` 0 -> 1; `desc_ptr` stays valid.
+                    unsafe { push_incoming(&sh.incoming, desc_ptr) };
                 }
             }
             fault.map_or(Ok(()), |f| Err(f.into()))
         });
-        dr.leave();
-        r
+        desc.leave();
+        result
     }
 
     /// The object index of `ptr` in the slab, checked.
     #[inline(always)]
-    pub(super) fn index(d: &SlabDesc, g: u64, ptr: *mut u8, k: usize) -> Result<u32, FaultKind> {
-        if geom_size(g) as usize != SIZE_CLASSES[k] {
+    pub(super) fn index(
+        desc: &SlabDesc,
+        geom: u64,
+        ptr: *mut u8,
+        class: usize,
+    ) -> Result<u32, FaultKind> {
+        if geom_size(geom) as usize != SIZE_CLASSES[class] {
             return Err(FaultKind::WrongLayout);
         }
-        let off = (ptr as u64).wrapping_sub(d.base.load(Ordering::Relaxed));
-        let idx = (off * RECIP[k]) >> 32;
-        if off >= (geom_nobj(g) as u64) * SIZE_CLASSES[k] as u64 {
+        let off = (ptr as u64).wrapping_sub(desc.base.load(Ordering::Relaxed));
+        let idx = (off * RECIP[class]) >> 32;
+        if off >= (geom_nobj(geom) as u64) * SIZE_CLASSES[class] as u64 {
             return Err(FaultKind::NotObjectStart);
         }
-        if idx * SIZE_CLASSES[k] as u64 != off {
+        if idx * SIZE_CLASSES[class] as u64 != off {
             return Err(FaultKind::NotObjectStart);
         }
         Ok(idx as u32)

@@ -8,54 +8,57 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 struct Shared {
-    d: SlabDesc,
+    desc: SlabDesc,
     incoming: AtomicPtr<SlabDesc>,
     tag: AtomicU64,
 }
 
 fn setup(nobj: u32) -> Arc<Shared> {
-    let s = Arc::new(Shared {
-        d: SlabDesc::blank(),
+    let shared = Arc::new(Shared {
+        desc: SlabDesc::blank(),
         incoming: AtomicPtr::new(std::ptr::null_mut()),
         tag: AtomicU64::new(1),
     });
     // SAFETY: the descriptor is not shared yet.
-    unsafe { s.d.init(0x1000, 64, nobj, 0) };
-    s
+    unsafe { shared.desc.init(0x1000, 64, nobj, 0) };
+    shared
 }
 
-fn dptr(s: &Shared) -> *mut SlabDesc {
-    &s.d as *const SlabDesc as *mut SlabDesc
+fn dptr(shared: &Shared) -> *mut SlabDesc {
+    &shared.desc as *const SlabDesc as *mut SlabDesc
 }
 
 /// The remote side of a free, as `Slab::free_remote` runs it.
-fn remote_free(s: &Shared, idx: u32) -> Result<(), Option<BitFault>> {
-    if !s.d.enter(|| s.tag.load(Ordering::Relaxed) == 1) {
+fn remote_free(shared: &Shared, idx: u32) -> Result<(), Option<BitFault>> {
+    if !shared
+        .desc
+        .enter(|| shared.tag.load(Ordering::Relaxed) == 1)
+    {
         return Err(None);
     }
-    let (push, fault) = s.d.free_remote(idx);
+    let (push, fault) = shared.desc.free_remote(idx);
     if push {
         // SAFETY: we switched pending 0 -> 1; the descriptor is alive.
-        unsafe { push_incoming(&s.incoming, dptr(s)) };
+        unsafe { push_incoming(&shared.incoming, dptr(shared)) };
     }
-    s.d.leave();
+    shared.desc.leave();
     fault.map_or(Ok(()), |f| Err(Some(f)))
 }
 
 /// The owner folding in its incoming list; returns (in use, double frees).
-fn owner_collect(s: &Shared) -> Option<(u32, u32)> {
-    let mut d = take_incoming(&s.incoming);
-    let mut r = None;
-    while !d.is_null() {
+fn owner_collect(shared: &Shared) -> Option<(u32, u32)> {
+    let mut desc = take_incoming(&shared.incoming);
+    let mut result = None;
+    while !desc.is_null() {
         // SAFETY: taken from the list, not yet collected.
-        let next = unsafe { next_incoming(d) };
+        let next = unsafe { next_incoming(desc) };
         // SAFETY: the owner (this thread) is the only user of `own`.
         let mut dups = 0;
-        let inuse = unsafe { (*d).collect(|_| dups += 1) };
-        r = Some((inuse, dups));
-        d = next;
+        let inuse = unsafe { (*desc).collect(|_| dups += 1) };
+        result = Some((inuse, dups));
+        desc = next;
     }
-    r
+    result
 }
 
 /// A remote free races the owner's local free, allocations and collection:
@@ -63,30 +66,35 @@ fn owner_collect(s: &Shared) -> Option<(u32, u32)> {
 #[test]
 fn remote_free_vs_owner() {
     loom::model(|| {
-        let s = setup(3);
-        // SAFETY: the main thread is the owner (here and for every call on `s.d` below).
-        let (a, b) = unsafe { (s.d.alloc_obj().unwrap(), s.d.alloc_obj().unwrap()) };
-        let s2 = s.clone();
-        let t = loom::thread::spawn(move || remote_free(&s2, b));
+        let shared = setup(3);
+        // SAFETY: the main thread is the owner (here and for every call on `shared.desc` below).
+        let (a, b) = unsafe {
+            (
+                shared.desc.alloc_obj().unwrap(),
+                shared.desc.alloc_obj().unwrap(),
+            )
+        };
+        let shared2 = shared.clone();
+        let remote = loom::thread::spawn(move || remote_free(&shared2, b));
         // SAFETY: the main thread is the owner.
-        unsafe { s.d.free_local(a).unwrap() };
+        unsafe { shared.desc.free_local(a).unwrap() };
         // Live now: b until collected. The next allocation must not be b
         // unless b was collected.
-        let collected = owner_collect(&s).is_some();
+        let collected = owner_collect(&shared).is_some();
         // SAFETY: the main thread is the owner.
-        let x = unsafe { s.d.alloc_obj() }.unwrap();
+        let x = unsafe { shared.desc.alloc_obj() }.unwrap();
         if !collected {
             assert_ne!(x, b, "handed out an object whose free was not collected");
         }
-        assert_eq!(t.join().unwrap(), Ok(()));
-        owner_collect(&s);
+        assert_eq!(remote.join().unwrap(), Ok(()));
+        owner_collect(&shared);
         // SAFETY: the main thread is the owner.
-        unsafe { s.d.free_local(x).unwrap() };
-        owner_collect(&s);
+        unsafe { shared.desc.free_local(x).unwrap() };
+        owner_collect(&shared);
         // SAFETY: the main thread is the owner.
-        assert_eq!(unsafe { s.d.own().inuse }, 0);
+        assert_eq!(unsafe { shared.desc.own().inuse }, 0);
         for i in 0..3 {
-            assert!(s.d.is_free(i));
+            assert!(shared.desc.is_free(i));
         }
     });
 }
@@ -96,21 +104,25 @@ fn remote_free_vs_owner() {
 #[test]
 fn concurrent_remote_double_free() {
     loom::model(|| {
-        let s = setup(2);
+        let shared = setup(2);
         // SAFETY: the main thread is the owner.
-        let a = unsafe { s.d.alloc_obj().unwrap() };
-        let (s1, s2) = (s.clone(), s.clone());
+        let a = unsafe { shared.desc.alloc_obj().unwrap() };
+        let (s1, shared2) = (shared.clone(), shared.clone());
         let t1 = loom::thread::spawn(move || remote_free(&s1, a));
-        let t2 = loom::thread::spawn(move || remote_free(&s2, a));
-        let r = [t1.join().unwrap(), t2.join().unwrap()];
-        assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 1, "{r:?}");
-        let (inuse, _) = owner_collect(&s).expect("queued");
+        let t2 = loom::thread::spawn(move || remote_free(&shared2, a));
+        let result = [t1.join().unwrap(), t2.join().unwrap()];
+        assert_eq!(
+            result.iter().filter(|result| result.is_ok()).count(),
+            1,
+            "{result:?}"
+        );
+        let (inuse, _) = owner_collect(&shared).expect("queued");
         assert_eq!(inuse, 0);
         // SAFETY: owner.
-        let (x, y) = unsafe { (s.d.alloc_obj(), s.d.alloc_obj()) };
+        let (x, y) = unsafe { (shared.desc.alloc_obj(), shared.desc.alloc_obj()) };
         assert!(x.is_some() && y.is_some() && x != y);
         // SAFETY: owner.
-        assert_eq!(unsafe { s.d.alloc_obj() }, None);
+        assert_eq!(unsafe { shared.desc.alloc_obj() }, None);
     });
 }
 
@@ -121,39 +133,39 @@ fn concurrent_remote_double_free() {
 #[test]
 fn retire_vs_late_remote_free() {
     loom::model(|| {
-        let s = setup(1);
+        let shared = setup(1);
         // SAFETY: the main thread is the owner (here and for the owner calls below).
-        let a = unsafe { s.d.alloc_obj().unwrap() };
-        let s2 = s.clone();
-        let t = loom::thread::spawn(move || remote_free(&s2, a)); // a double free
+        let a = unsafe { shared.desc.alloc_obj().unwrap() };
+        let shared2 = shared.clone();
+        let t = loom::thread::spawn(move || remote_free(&shared2, a)); // a double free
         // SAFETY: owner.
-        let local = unsafe { s.d.free_local(a) };
-        let retired = local == Ok(0) && s.d.may_retire() && {
-            s.tag.store(0, Ordering::Relaxed);
-            if s.d.finish_retire() {
+        let local = unsafe { shared.desc.free_local(a) };
+        let retired = local == Ok(0) && shared.desc.may_retire() && {
+            shared.tag.store(0, Ordering::Relaxed);
+            if shared.desc.finish_retire() {
                 true
             } else {
-                s.tag.store(1, Ordering::Release);
+                shared.tag.store(1, Ordering::Release);
                 false
             }
         };
-        let r = t.join().unwrap();
+        let result = t.join().unwrap();
         if retired {
             // Backed off (tag gone), or saw the free bit: nothing written.
-            assert_ne!(r, Ok(()), "a remote free touched a retired descriptor");
+            assert_ne!(result, Ok(()), "a remote free touched a retired descriptor");
             // SAFETY: retired: the owner may re-initialise it.
-            unsafe { s.d.init(0x2000, 64, 1, 0) };
+            unsafe { shared.desc.init(0x2000, 64, 1, 0) };
         } else {
             // Exactly one of the two frees took effect (the other was
             // reported, or, racing the local free, parked and dropped).
-            assert!(local.is_ok() || r.is_ok(), "{local:?} {r:?}");
-            let (inuse, _) = owner_collect(&s).expect("queued");
+            assert!(local.is_ok() || result.is_ok(), "{local:?} {result:?}");
+            let (inuse, _) = owner_collect(&shared).expect("queued");
             assert_eq!(inuse, 0);
         }
         // SAFETY: the main thread is the owner.
-        assert_eq!(unsafe { s.d.alloc_obj() }, Some(0));
+        assert_eq!(unsafe { shared.desc.alloc_obj() }, Some(0));
         // SAFETY: the main thread is the owner.
-        assert_eq!(unsafe { s.d.alloc_obj() }, None);
+        assert_eq!(unsafe { shared.desc.alloc_obj() }, None);
     });
 }
 
@@ -167,25 +179,30 @@ fn retire_vs_late_remote_free() {
 #[test]
 fn remote_free_vs_collect_of_queued_slab() {
     loom::model(|| {
-        let s = setup(2);
+        let shared = setup(2);
         // SAFETY: the main thread is the owner.
-        let (a, b) = unsafe { (s.d.alloc_obj().unwrap(), s.d.alloc_obj().unwrap()) };
+        let (a, b) = unsafe {
+            (
+                shared.desc.alloc_obj().unwrap(),
+                shared.desc.alloc_obj().unwrap(),
+            )
+        };
         // An earlier remote free queues the descriptor (pending = 1).
-        assert_eq!(remote_free(&s, a), Ok(()));
-        let s2 = s.clone();
-        let t = loom::thread::spawn(move || remote_free(&s2, b));
-        let first = owner_collect(&s);
+        assert_eq!(remote_free(&shared, a), Ok(()));
+        let shared2 = shared.clone();
+        let t = loom::thread::spawn(move || remote_free(&shared2, b));
+        let first = owner_collect(&shared);
         assert_eq!(
             t.join().unwrap(),
             Ok(()),
             "a correct remote free was reported"
         );
-        let second = owner_collect(&s);
+        let second = owner_collect(&shared);
         let inuse = second.or(first).expect("collected").0;
         assert_eq!(inuse, 0);
         // SAFETY: owner.
-        assert_eq!(unsafe { s.d.own().inuse }, 0);
-        assert!(s.d.is_free(a) && s.d.is_free(b));
+        assert_eq!(unsafe { shared.desc.own().inuse }, 0);
+        assert!(shared.desc.is_free(a) && shared.desc.is_free(b));
     });
 }
 
@@ -196,15 +213,15 @@ fn remote_free_vs_collect_of_queued_slab() {
 #[test]
 fn remote_double_free_vs_collect_is_reported_once() {
     loom::model(|| {
-        let s = setup(2);
+        let shared = setup(2);
         // SAFETY: the main thread is the owner.
-        let a = unsafe { s.d.alloc_obj().unwrap() };
-        assert_eq!(remote_free(&s, a), Ok(()));
-        let s2 = s.clone();
-        let t = loom::thread::spawn(move || remote_free(&s2, a));
-        let first = owner_collect(&s);
+        let a = unsafe { shared.desc.alloc_obj().unwrap() };
+        assert_eq!(remote_free(&shared, a), Ok(()));
+        let shared2 = shared.clone();
+        let t = loom::thread::spawn(move || remote_free(&shared2, a));
+        let first = owner_collect(&shared);
         let remote = t.join().unwrap();
-        let second = owner_collect(&s);
+        let second = owner_collect(&shared);
         let late = first.map_or(0, |c| c.1) + second.map_or(0, |c| c.1);
         assert_eq!(
             remote.is_err() as u32 + late,
@@ -212,7 +229,7 @@ fn remote_double_free_vs_collect_is_reported_once() {
             "reported {late} late, remote {remote:?}"
         );
         // SAFETY: owner.
-        assert_eq!(unsafe { s.d.own().inuse }, 0);
-        assert!(s.d.is_free(a));
+        assert_eq!(unsafe { shared.desc.own().inuse }, 0);
+        assert!(shared.desc.is_free(a));
     });
 }

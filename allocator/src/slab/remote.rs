@@ -91,18 +91,18 @@ pub(crate) const fn geom(size: u32, nobj: u32, owner: usize) -> u64 {
 }
 
 #[inline(always)]
-pub(crate) const fn geom_size(g: u64) -> u32 {
-    g as u32
+pub(crate) const fn geom_size(geom: u64) -> u32 {
+    geom as u32
 }
 
 #[inline(always)]
-pub(crate) const fn geom_nobj(g: u64) -> u32 {
-    (g >> 32) as u32 & 0xffff
+pub(crate) const fn geom_nobj(geom: u64) -> u32 {
+    (geom >> 32) as u32 & 0xffff
 }
 
 #[inline(always)]
-pub(crate) const fn geom_owner(g: u64) -> usize {
-    (g >> 48) as usize
+pub(crate) const fn geom_owner(geom: u64) -> usize {
+    (geom >> 48) as usize
 }
 
 impl SlabDesc {
@@ -149,8 +149,8 @@ impl SlabDesc {
     /// As for [`own`](Self::own); the descriptor is not in use by any slab.
     pub(crate) unsafe fn init(&self, base: u64, size: u32, nobj: u32, owner: usize) {
         debug_assert!(nobj as usize <= MAX_OBJS && nobj > 0);
-        for w in 0..WORDS {
-            let lo = w as u32 * 64;
+        for word in 0..WORDS {
+            let lo = word as u32 * 64;
             let bits = if nobj >= lo + 64 {
                 u64::MAX
             } else if nobj > lo {
@@ -158,8 +158,8 @@ impl SlabDesc {
             } else {
                 0
             };
-            self.free[w].store(bits, Ordering::Relaxed);
-            self.remote[w].store(0, Ordering::Relaxed);
+            self.free[word].store(bits, Ordering::Relaxed);
+            self.remote[word].store(0, Ordering::Relaxed);
         }
         self.base.store(base, Ordering::Relaxed);
         self.geom.store(geom(size, nobj, owner), Ordering::Relaxed);
@@ -178,20 +178,20 @@ impl SlabDesc {
     pub(crate) unsafe fn alloc_obj(&self) -> Option<u32> {
         // SAFETY: forwarded from the caller.
         let own = unsafe { self.own() };
-        let mut w = own.hint as usize;
-        while w < WORDS {
-            let f = self.free[w].load(Ordering::Relaxed);
-            if f != 0 {
-                let avail = f & !self.remote[w].load(Ordering::Relaxed);
+        let mut word = own.hint as usize;
+        while word < WORDS {
+            let free_bits = self.free[word].load(Ordering::Relaxed);
+            if free_bits != 0 {
+                let avail = free_bits & !self.remote[word].load(Ordering::Relaxed);
                 if avail != 0 {
-                    let b = avail.trailing_zeros();
-                    self.free[w].store(f & !(1u64 << b), Ordering::Relaxed);
+                    let bit = avail.trailing_zeros();
+                    self.free[word].store(free_bits & !(1u64 << bit), Ordering::Relaxed);
                     own.inuse += 1;
-                    own.hint = w as u32;
-                    return Some(w as u32 * 64 + b);
+                    own.hint = word as u32;
+                    return Some(word as u32 * 64 + bit);
                 }
             }
-            w += 1;
+            word += 1;
         }
         own.hint = WORDS as u32;
         None
@@ -207,16 +207,16 @@ impl SlabDesc {
     pub(crate) unsafe fn alloc_hint(&self) -> Option<u32> {
         // SAFETY: forwarded from the caller.
         let own = unsafe { self.own() };
-        let w = own.hint as usize;
-        let f = self.free.get(w)?.load(Ordering::Relaxed);
-        let avail = f & !self.remote[w].load(Ordering::Relaxed);
+        let word = own.hint as usize;
+        let free_bits = self.free.get(word)?.load(Ordering::Relaxed);
+        let avail = free_bits & !self.remote[word].load(Ordering::Relaxed);
         if avail == 0 {
             return None;
         }
-        let b = avail.trailing_zeros();
-        self.free[w].store(f & !(1u64 << b), Ordering::Relaxed);
+        let bit = avail.trailing_zeros();
+        self.free[word].store(free_bits & !(1u64 << bit), Ordering::Relaxed);
         own.inuse += 1;
-        Some(w as u32 * 64 + b)
+        Some(word as u32 * 64 + bit)
     }
 
     /// Owner only: frees object `idx` (< the object count); returns the
@@ -226,16 +226,16 @@ impl SlabDesc {
     /// As for [`own`](Self::own).
     #[inline(always)]
     pub(crate) unsafe fn free_local(&self, idx: u32) -> Result<u32, BitFault> {
-        let (w, bit) = ((idx / 64) as usize, 1u64 << (idx % 64));
-        let f = self.free[w].load(Ordering::Relaxed);
-        if f & bit != 0 || self.remote[w].load(Ordering::Acquire) & bit != 0 {
+        let (word, bit) = ((idx / 64) as usize, 1u64 << (idx % 64));
+        let free_bits = self.free[word].load(Ordering::Relaxed);
+        if free_bits & bit != 0 || self.remote[word].load(Ordering::Acquire) & bit != 0 {
             return Err(BitFault::DoubleFree);
         }
-        self.free[w].store(f | bit, Ordering::Relaxed);
+        self.free[word].store(free_bits | bit, Ordering::Relaxed);
         // SAFETY: forwarded from the caller.
         let own = unsafe { self.own() };
         own.inuse -= 1;
-        own.hint = own.hint.min(w as u32);
+        own.hint = own.hint.min(word as u32);
         Ok(own.inuse)
     }
 
@@ -267,7 +267,7 @@ impl SlabDesc {
     /// owner's incoming list, and the fault if this was a double free.
     #[inline]
     pub(crate) fn free_remote(&self, idx: u32) -> (bool, Option<BitFault>) {
-        let (w, bit) = ((idx / 64) as usize, 1u64 << (idx % 64));
+        let (word, bit) = ((idx / 64) as usize, 1u64 << (idx % 64));
         // The free bit is checked *before* our remote bit is published:
         // once it is, the owner may collect it at any moment (the
         // descriptor may already be on its incoming list from an earlier
@@ -276,10 +276,10 @@ impl SlabDesc {
         // sets free bits; a free of an already free object is ordered
         // after the free that made it free (or it races, see the module
         // documentation), so this acquire load sees that bit.
-        if self.free[w].load(Ordering::Acquire) & bit != 0 {
+        if self.free[word].load(Ordering::Acquire) & bit != 0 {
             return (false, Some(BitFault::DoubleFree));
         }
-        let old = self.remote[w].fetch_or(bit, Ordering::AcqRel);
+        let old = self.remote[word].fetch_or(bit, Ordering::AcqRel);
         if old & bit != 0 {
             // Already freed remotely and not collected: the earlier free
             // queued the descriptor.
@@ -303,21 +303,21 @@ impl SlabDesc {
         // First: a remote free that comes later queues the descriptor again.
         self.pending.swap(0, Ordering::AcqRel);
         let mut freed = 0;
-        for w in 0..WORDS {
-            let r = self.remote[w].load(Ordering::Acquire);
-            if r == 0 {
+        for word in 0..WORDS {
+            let remote_bits = self.remote[word].load(Ordering::Acquire);
+            if remote_bits == 0 {
                 continue;
             }
-            let f = self.free[w].load(Ordering::Relaxed);
-            freed += (r & !f).count_ones();
+            let free_bits = self.free[word].load(Ordering::Relaxed);
+            freed += (remote_bits & !free_bits).count_ones();
             // Free bits first, then clear the remote bits (release): a
             // remote free that sees the cleared bit also sees the free bit.
-            self.free[w].store(f | r, Ordering::Relaxed);
-            self.remote[w].fetch_and(!r, Ordering::AcqRel);
-            let mut d = r & f;
-            while d != 0 {
-                dup(w as u32 * 64 + d.trailing_zeros());
-                d &= d - 1;
+            self.free[word].store(free_bits | remote_bits, Ordering::Relaxed);
+            self.remote[word].fetch_and(!remote_bits, Ordering::AcqRel);
+            let mut doubles = remote_bits & free_bits;
+            while doubles != 0 {
+                dup(word as u32 * 64 + doubles.trailing_zeros());
+                doubles &= doubles - 1;
             }
         }
         // SAFETY: forwarded from the caller.
@@ -352,20 +352,20 @@ impl SlabDesc {
     }
 }
 
-/// Pushes `d` onto an incoming list (any CPU).
+/// Pushes `desc` onto an incoming list (any CPU).
 ///
 /// # Safety
-/// `d` points to a live descriptor whose `pending` this caller just
+/// `desc` points to a live descriptor whose `pending` this caller just
 /// switched from 0 to 1 (so nobody else links it now).
 #[inline]
-pub(crate) unsafe fn push_incoming(head: &AtomicPtr<SlabDesc>, d: *mut SlabDesc) {
-    let mut h = head.load(Ordering::Relaxed);
+pub(crate) unsafe fn push_incoming(head: &AtomicPtr<SlabDesc>, desc: *mut SlabDesc) {
+    let mut seen = head.load(Ordering::Relaxed);
     loop {
-        // SAFETY: the caller's contract: `d` is valid and only we link it.
-        unsafe { (*d).next_in.store(h, Ordering::Relaxed) };
-        match head.compare_exchange_weak(h, d, Ordering::Release, Ordering::Relaxed) {
+        // SAFETY: the caller's contract: `desc` is valid and only we link it.
+        unsafe { (*desc).next_in.store(seen, Ordering::Relaxed) };
+        match head.compare_exchange_weak(seen, desc, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return,
-            Err(cur) => h = cur,
+            Err(cur) => seen = cur,
         }
     }
 }
@@ -381,12 +381,12 @@ pub(crate) fn take_incoming(head: &AtomicPtr<SlabDesc>) -> *mut SlabDesc {
 }
 
 /// The next descriptor of a list returned by [`take_incoming`]. Read it
-/// *before* collecting `d` (collecting lets remote frees queue `d` again).
+/// *before* collecting `desc` (collecting lets remote frees queue `desc` again).
 ///
 /// # Safety
-/// `d` is on a list taken by [`take_incoming`] and not yet collected.
+/// `desc` is on a list taken by [`take_incoming`] and not yet collected.
 #[inline]
-pub(crate) unsafe fn next_incoming(d: *mut SlabDesc) -> *mut SlabDesc {
+pub(crate) unsafe fn next_incoming(desc: *mut SlabDesc) -> *mut SlabDesc {
     // SAFETY: the caller's contract.
-    unsafe { (*d).next_in.load(Ordering::Relaxed) }
+    unsafe { (*desc).next_in.load(Ordering::Relaxed) }
 }

@@ -61,21 +61,21 @@ fn bulk_alloc_and_free() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 32);
-    let mut g = [PhysAddr(0); 16];
-    assert_eq!(t.buddy.alloc_bulk(Constraint::ANY, &mut g), Ok(8)); // partial: memory ran out
+    let mut partial = [PhysAddr(0); 16];
+    assert_eq!(t.buddy.alloc_bulk(Constraint::ANY, &mut partial), Ok(8)); // partial: memory ran out
     rejects(&mut t, Error::OutOfMemory, |a| {
         a.alloc_bulk(Constraint::ANY, &mut [PhysAddr(0); 4])
     });
     rejects(&mut t, Error::ZeroCount, |a| {
         a.alloc_bulk(Constraint::ANY, &mut [])
     });
-    let bulk = |frames: Vec<PhysAddr>, idx: usize, e: Error, t: &mut Fixture| {
+    let bulk = |frames: Vec<PhysAddr>, idx: usize, expected: Error, t: &mut Fixture| {
         let before = t.snap();
         assert_eq!(
             t.buddy.free_bulk(&frames),
             Err(BulkError {
                 index: idx,
-                error: e
+                error: expected
             })
         );
         assert_eq!(t.snap(), before);
@@ -97,7 +97,7 @@ fn bulk_alloc_and_free() {
     t.buddy.free_bulk(&f[..4]).unwrap();
     bulk(vec![f[5], f[0]], 1, Error::DoubleFree, &mut t);
     t.buddy.free_bulk(&f[4..]).unwrap();
-    t.buddy.free_bulk(&g[..8]).unwrap();
+    t.buddy.free_bulk(&partial[..8]).unwrap();
     assert_eq!(t.free(), 40);
     assert_eq!(t.buddy.free_blocks().count(), 2); // 32 + 8
 }

@@ -220,8 +220,8 @@ fn parked_pages_of_the_top_zone_merge_before_a_fallback() {
     t.buddy.free(b, 4).unwrap();
     // A request confined to DMA32 does not use parked Normal pages.
     park_all(&mut t, 16);
-    let d = t.buddy.alloc(0, Constraint::Zone(Zone::Dma32)).unwrap();
-    assert!(d.0 < 4 * GIB);
+    let dma = t.buddy.alloc(0, Constraint::Zone(Zone::Dma32)).unwrap();
+    assert!(dma.0 < 4 * GIB);
     assert_eq!(t.buddy.stats().zone(Zone::Normal).hot_pages, 16);
     // A limit inside the zone does not take parked pages above it.
     let lim = PhysAddr(4 * GIB + 4 * 4096);

@@ -41,17 +41,17 @@ fn interrupt_control_is_called() {
         fn save_and_disable() -> usize {
             DEPTH.fetch_add(1, Ordering::SeqCst)
         }
-        fn restore(s: usize) {
-            assert_eq!(DEPTH.fetch_sub(1, Ordering::SeqCst), s + 1);
+        fn restore(saved: usize) {
+            assert_eq!(DEPTH.fetch_sub(1, Ordering::SeqCst), saved + 1);
         }
     }
     let l = LockedAllocator::<Counting>::new(BuddyAllocator::new());
     {
-        let g = l.lock();
+        let guard = l.lock();
         assert_eq!(DEPTH.load(Ordering::SeqCst), 1);
         assert!(l.try_lock().is_none());
         assert_eq!(DEPTH.load(Ordering::SeqCst), 1); // restored after the failed try
-        drop(g);
+        drop(guard);
     }
     assert_eq!(DEPTH.load(Ordering::SeqCst), 0);
 }

@@ -94,9 +94,9 @@ fn dma32_lookup_ignores_high_free_blocks() {
         }
         let _ = i;
     }
-    let d = t.buddy.alloc(0, Constraint::Zone(Zone::Dma32)).unwrap();
-    assert_eq!(d, PhysAddr(GIB));
-    t.buddy.free(d, 0).unwrap();
+    let dma = t.buddy.alloc(0, Constraint::Zone(Zone::Dma32)).unwrap();
+    assert_eq!(dma, PhysAddr(GIB));
+    t.buddy.free(dma, 0).unwrap();
 }
 
 /// An aligned run near the end of a section, where no block of the

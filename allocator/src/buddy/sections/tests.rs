@@ -67,11 +67,11 @@ fn too_many_sections() {
 #[test]
 fn carve_metadata_fits() {
     for pages in [2u64, 3, 100, 513, 1 << 20] {
-        let c = carve_metadata(PhysAddr(GIB), pages).unwrap();
-        assert_eq!(c.meta_pages + c.pages, pages);
-        assert!(c.meta_pages * 4096 >= metadata_bytes(c.pages) as u64);
+        let carved = carve_metadata(PhysAddr(GIB), pages).unwrap();
+        assert_eq!(carved.meta_pages + carved.pages, pages);
+        assert!(carved.meta_pages * 4096 >= metadata_bytes(carved.pages) as u64);
         // Minimal: one page fewer would not do.
-        assert!((c.meta_pages - 1) * 4096 < metadata_bytes(c.pages + 1) as u64);
+        assert!((carved.meta_pages - 1) * 4096 < metadata_bytes(carved.pages + 1) as u64);
     }
     assert_eq!(carve_metadata(PhysAddr(1), 10), Err(Error::Misaligned));
     assert_eq!(carve_metadata(PhysAddr(0), 0), Err(Error::ZeroCount));
@@ -100,16 +100,16 @@ fn carve_metadata_refuses_impossible_ranges() {
         );
     }
     // Just below the limit: fine, and exactly the range given.
-    let c = carve_metadata(PhysAddr(MAX_PHYS_ADDR - 10 * 4096), 10).unwrap();
-    assert_eq!(c.start.0 + c.pages * 4096, MAX_PHYS_ADDR);
+    let carved = carve_metadata(PhysAddr(MAX_PHYS_ADDR - 10 * 4096), 10).unwrap();
+    assert_eq!(carved.start.0 + carved.pages * 4096, MAX_PHYS_ADDR);
     // More managed pages than a section holds.
     let big = MAX_SECTION_PAGES + MAX_SECTION_PAGES / 512 + 2;
     assert_eq!(
         carve_metadata(PhysAddr(0), big),
         Err(Error::SectionTooLarge)
     );
-    let c = carve_metadata(PhysAddr(0), big - 2).unwrap();
-    assert!(c.pages <= MAX_SECTION_PAGES);
+    let carved = carve_metadata(PhysAddr(0), big - 2).unwrap();
+    assert!(carved.pages <= MAX_SECTION_PAGES);
 }
 
 #[test]

@@ -58,9 +58,9 @@ fn requests_start_in_the_highest_zone_with_memory() {
         t.buddy.alloc(0, Constraint::ANY).map(Zone::of),
         Ok(Zone::Dma32)
     );
-    let mut d = Fixture::new(&[(8 * MIB, 16)]);
+    let mut dma_only = Fixture::new(&[(8 * MIB, 16)]);
     assert_eq!(
-        d.buddy.alloc(0, Constraint::ANY).map(Zone::of),
+        dma_only.buddy.alloc(0, Constraint::ANY).map(Zone::of),
         Ok(Zone::Dma)
     );
     let _ = q;
