@@ -10,7 +10,7 @@
 //!   zone they accept or a physical limit ([`Constraint`]); Normal first,
 //!   with a configurable reserve of the lower zones ([`BuddyAllocator::set_reserve`]).
 //! - Hot lists: a freed single page whose buddy is in use is parked and
-//!   handed out again first (a few instructions a pair); parked pages are
+//!   handed out again first (no search, no merge); parked pages are
 //!   merged when a list overflows, before a request would fall back or
 //!   fail, or on [`BuddyAllocator::drain_hot`].
 //! - Exact page counts, alignment beyond the size, fixed ranges, bulk
@@ -32,6 +32,51 @@
 //! - [`Stats`] like Linux's buddyinfo, with a `Display` table.
 //! - [`LockedAllocator`]: an interrupt-masking spin lock ([`InterruptControl`]).
 //! - Feature `x86_64`: `FrameAllocator<Size4KiB>` and `FrameDeallocator<Size4KiB>`.
+//!
+//! # Layers
+//!
+//! Each layer wraps the one below it; use the highest one that fits.
+//!
+//! - [`BuddyAllocator`]: the page-frame allocator itself, single-threaded
+//!   (`&mut self`). Everything else is built on it.
+//! - [`LockedAllocator`]: a `BuddyAllocator` behind a spin lock that masks
+//!   interrupts while held, for sharing between CPUs and interrupt handlers.
+//! - [`PageCaches`]: a `LockedAllocator` with a per-CPU cache of free
+//!   blocks of orders 0..=3 in front, so that most small allocations and
+//!   frees take no lock; per-page ownership tags check every free.
+//! - [`Heap`]: a `GlobalAlloc` over `PageCaches`: a per-CPU slab for small
+//!   objects, the per-CPU caches for page-sized ones, the buddy beyond.
+//! - [`CpuLocal`] and [`InterruptControl`]: what the kernel supplies to the
+//!   layers above the buddy (interrupt masking, the CPU id, running code on
+//!   another CPU). On the host, [`host_cpu_local!`] makes threads stand in
+//!   for CPUs; [`doc_allocator!`] builds a small `BuddyAllocator` for
+//!   examples and tests.
+//!
+//! # Glossary
+//!
+//! - **buddy**: the [`BuddyAllocator`]; also a block's buddy, the block of
+//!   the same order it merges with.
+//! - **section**: a physically contiguous range of registered memory, with
+//!   its own metadata; blocks never cross one.
+//! - **zone**: DMA, DMA32 or Normal ([`Zone`]), by physical address.
+//! - **order**: a block of order `n` is 2^n pages, aligned to its size.
+//! - **parked block**, **hot list**: a freed block of the buddy that is not
+//!   merged yet but kept on a short per-zone, per-order stack (its hot
+//!   list), to be handed out again first.
+//! - **per-CPU cache**: one CPU's lists of free blocks in [`PageCaches`]
+//!   (the module is `pcp`, after Linux's per-CPU page lists).
+//! - **held**: pages a CPU's cache holds: free in truth, allocated in the
+//!   buddy's view ([`CacheStats::cached`]).
+//! - **ownership tag**: the per-page word that says which layer (a per-CPU
+//!   cache, a [`Block`], the slab, the heap) owns a block, so that no other
+//!   layer can free it.
+//! - **slab**: a block cut into objects of one size class for the [`Heap`].
+//! - **descriptor**: a slab's bookkeeping (free bitmap, owner CPU, remote
+//!   frees), kept outside the slab.
+//! - **remote free**: a free of a slab object on a CPU other than the
+//!   slab's owner; it is queued for the owner to collect.
+//! - [`Block`]: a block from the per-CPU caches held as a value, which
+//!   cannot be copied, so freeing it needs no atomic claim.
 //!
 //! ```
 //! use allocator::{BuddyAllocator, Constraint, Zone, PhysAddr, metadata_bytes};
@@ -119,9 +164,16 @@ pub use types::{
     MAX_SECTIONS, NR_ORDERS, PAGE_SHIFT, PAGE_SIZE, PAGEBLOCK_ORDER, Pfn, PhysAddr, PhysMap, Zone,
 };
 
-/// Doctest helper: an allocator with one DMA32 section of `$pages` pages at
-/// 16 MiB, metadata leaked from a `Vec` (needs `std`).
-#[doc(hidden)]
+/// For examples and tests (needs `std`): a [`BuddyAllocator`] with one
+/// DMA32 section of `$pages` pages at 16 MiB, whose metadata is leaked
+/// from a `Vec` so that it lives as long as the program.
+///
+/// ```
+/// let mut a = allocator::doc_allocator!(64);
+/// let p = a.alloc(0, allocator::Constraint::ANY).unwrap();
+/// assert!(p.0 >= 0x100_0000 && p.0 < 0x100_0000 + 64 * 4096);
+/// a.free(p, 0).unwrap();
+/// ```
 #[macro_export]
 macro_rules! doc_allocator {
     ($pages:expr) => {{

@@ -55,7 +55,7 @@ pub use interrupts::{InterruptControl, NoInterrupts};
 /// }
 /// ```
 ///
-/// On the host, threads stand in for CPUs (see `tests/common/cpu.rs`):
+/// On the host, threads stand in for CPUs (see [`host_cpu_local!`](crate::host_cpu_local)):
 ///
 /// ```
 /// allocator::host_cpu_local!(HostCpu, 8);
