@@ -1,4 +1,4 @@
-//! Every bad call from the list is rejected with a specific error
+//! Every bad call in the specification's list is rejected with a specific error
 //! and leaves the allocator exactly as it was. Meant for release builds
 //! (`cargo test -p allocator --release --test bad_calls`), where no
 //! `debug_assert!` can help; it runs in debug builds too.

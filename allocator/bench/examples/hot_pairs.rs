@@ -1,4 +1,4 @@
-//! The hot pairs alone, for counting instructions: one warm-up pass, then
+//! The fast-path pairs alone, for counting instructions: one warm-up pass, then
 //! `N` alloc+free pairs of one kind, nothing else.
 //!
 //! ```text

@@ -1,7 +1,8 @@
 //! Hot lists: recently freed blocks of orders below [`HOT_ORDERS`] parked
 //! in a small stack per zone and order, so that the next allocation of
 //! that order takes one back at once, with no list links to update (Linux
-//! keeps lists like these per CPU for orders up to 3, `pcp`).
+//! keeps lists like these per CPU for orders up to 3; here that is the
+//! job of the per-CPU caches, [`PageCaches`](crate::PageCaches)).
 //! Every order below `HOT_ORDERS` takes the same path on allocation and on
 //! free, so a churn of mixed orders takes no branch on the order, which
 //! would mispredict.
@@ -68,7 +69,7 @@ pub const HOT_CAP: usize = 32;
 /// Order of the block a single-page allocation breaks up when its zone has
 /// no free single page: the page asked for is handed out and the other
 /// `2^REFILL_ORDER - 1` are parked, in address order (Linux refills its
-/// `pcp` lists in batches the same way). They are the pages a run of
+/// per-CPU page lists in batches the same way). They are the pages a run of
 /// single-page requests would have split off that block one by one.
 ///
 /// ```

@@ -26,7 +26,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             }
         }
         if order == 0 {
-            // Cached frames are allocated in the buddy: this cannot fail.
+            // Frames a cache holds are allocated in the buddy's view: this cannot fail.
             let _ = guard.free_bulk(PhysAddr::from_u64s(frames));
         } else {
             for &frame in frames {

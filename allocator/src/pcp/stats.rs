@@ -14,7 +14,7 @@ use crate::types::Zone;
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct CacheStats {
-    /// The buddy allocator's statistics (cached frames count as used there).
+    /// The buddy allocator's statistics (pages the per-CPU caches hold count as used there).
     pub buddy: Stats,
     /// Pages held by the per-CPU caches, per zone (`Zone as usize`).
     pub cached: [u64; 3],
@@ -34,7 +34,7 @@ impl CacheStats {
             .fold(0, |total, &count| total.saturating_add(count))
     }
 
-    /// Free pages, cached ones included.
+    /// Free pages, those the per-CPU caches hold included.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 4);
@@ -45,7 +45,7 @@ impl CacheStats {
         self.buddy.free_pages().saturating_add(self.cached_pages())
     }
 
-    /// Free pages of one zone, cached ones included.
+    /// Free pages of one zone, those the per-CPU caches hold included.
     ///
     /// ```
     /// # allocator::host_cpu_local!(Cpu, 4);

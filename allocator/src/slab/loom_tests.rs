@@ -174,8 +174,8 @@ fn retire_vs_late_remote_free() {
 /// new free's bit before the remote side has finished, which must not make
 /// that correct free look like a double free. (loom 0.7 does not reach
 /// that interleaving — the owner's store landing between the remote side's
-/// OR and its next plain load — so this passes on the old check too; the
-/// race is caught by `hammer_threads_8` in `tests/heap.rs`.)
+/// OR and its next plain load — so this model cannot catch that race; the
+/// stress test `hammer_threads_8` in `tests/heap.rs` does.)
 #[test]
 fn remote_free_vs_collect_of_queued_slab() {
     loom::model(|| {

@@ -25,7 +25,7 @@ impl Rng {
 /// An order distribution: draws the order of the next allocation.
 pub type PickOrder = fn(&mut Rng) -> u32;
 
-/// Orders 0..=9, equally likely (the trace).
+/// Orders 0..=9, equally likely (the reference trace).
 pub fn uniform(r: &mut Rng) -> u32 {
     r.below(10) as u32
 }

@@ -1,12 +1,11 @@
-//! Peer-comparison benchmark of the `allocator` buddy frame allocator
-//! (issue 3, "How it is proven -> A benchmark").
+//! Peer-comparison benchmark of the `allocator` buddy frame allocator.
 //!
 //! Runs the same traces, in the same process, on our allocator and on
 //! buddy-slab-allocator 0.6.1, buddy_system_allocator 0.13 (`FrameAllocator`)
 //! and the ArceOS bitmap page allocator (ax-allocator 0.5.6,
 //! `BitmapPageAllocator`), then prints one table: the median of several
 //! samples per allocator (samples taken round-robin across allocators),
-//! the ratio ours/peer, and PASS/MISS against the issue's targets and
+//! the ratio ours/peer, and PASS/MISS against the targets and
 //! against every peer. Run it with `cargo bench -p allocator-bench`.
 
 mod host;
@@ -83,7 +82,7 @@ fn main() {
     let started = Instant::now();
     let pinned = pin();
     let timer_ns = timer_overhead();
-    println!("allocator-bench: frames — issue 3 peer comparison");
+    println!("allocator-bench: frames — peer comparison");
     println!(
         "{pinned}; 4 KiB pages; {PAGES} pages (1 GiB) per region; timer overhead {timer_ns:.0} ns"
     );
@@ -440,7 +439,7 @@ fn main() {
     println!("{}", table::render(&rows_out));
     for line in [
         "/bsa, /bsys, /bmp: ratio ours/peer (< 1 is better for ns and us, > 1 for %).",
-        "target: ours against the issue's absolute target. peers: ours ahead of (or equal to) every",
+        "target: ours against the absolute target. peers: ours ahead of (or equal to) every",
         "peer that has the operation (a peer that is wrong or out of memory counts as behind).",
         "bsa = buddy-slab-allocator BuddyAllocator, bsys = buddy_system_allocator FrameAllocator<33>,",
         "bitmap = ax-allocator BitmapPageAllocator (bitmap-allocator BitAlloc1M).",

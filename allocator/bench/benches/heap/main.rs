@@ -1,4 +1,4 @@
-//! Heap benchmark (issue 5): our slab + per-CPU page cache `GlobalAlloc`
+//! Heap benchmark: our slab + per-CPU page cache `GlobalAlloc`
 //! (`allocator::Heap`) against buddy-slab-allocator 0.6.1's
 //! `GlobalAllocator`, talc 5 (`TalcLock` with a spin lock),
 //! linked_list_allocator 0.10 and `buddy_system_allocator::Heap` (both
@@ -251,7 +251,7 @@ fn churn_sampler<C: Contender>(c: &'static C) -> Sampler<'static> {
 
 struct Row {
     label: String,
-    /// The issue's target, in ns on the machine `peers.md` was measured on.
+    /// The target, in ns on the machine `peers.md` was measured on.
     target: Option<f64>,
     /// That target on this machine: scaled by how much slower talc runs
     /// here than in `peers.md` (set once the whole table is measured).
@@ -260,7 +260,7 @@ struct Row {
 }
 
 /// talc's figures in `../shared/docs/peers.md` (same workloads, the
-/// machine the issue's targets refer to): alloc+free pair of a small
+/// machine the targets refer to): alloc+free pair of a small
 /// object, and random-size churn with 10k live objects.
 const TALC_PEERS_PAIR: f64 = 15.1;
 const TALC_PEERS_CHURN: f64 = 21.5;
@@ -311,7 +311,7 @@ fn main() {
     }
     let pinned = pin();
     peers::set_cpu(0);
-    println!("allocator-bench: heap — issue 5 peer comparison");
+    println!("allocator-bench: heap — peer comparison");
     println!(
         "{pinned}; timer overhead {:.0} ns; medians of round-robin samples; ours masks \
          \"interrupts\" by saving, setting and restoring a thread-local flag (host), CPU ids are thread-locals",
@@ -455,7 +455,7 @@ fn main() {
     println!();
     print!("{}", render(&rows));
     println!(
-        "\n\"scaled\": the issue's target times (talc in this row / talc in peers.md: \
+        "\n\"scaled\": the targets (talc in this row / talc in peers.md: \
          {TALC_PEERS_PAIR} ns per small pair, {TALC_PEERS_CHURN} ns per churn op); the page rows \
          use the median factor of the 16..256-byte rows, {page_factor:.2}x. \
          \"met\" compares ours with it."
