@@ -89,12 +89,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         ptr: *mut u8,
         class: usize,
     ) -> Result<(), FaultKind> {
-        let phys = map.phys(ptr).0;
-        let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
-        let tag_value = tag.load(Ordering::Acquire);
-        if tag_value & TAG_KIND != TAG_SLAB {
-            return Err(FaultKind::NotAllocated);
-        }
+        let (tag, tag_value) = Self::slab_tag(frames, map, ptr)?;
         let desc_ptr = (tag_value & !63) as *mut SlabDesc;
         // SAFETY: tags only ever hold addresses of descriptors, which are
         // never freed (type-stable), so this is a valid SlabDesc.
@@ -133,6 +128,24 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         result
     }
 
+    /// The ownership tag of the page holding `ptr` and its value, if that
+    /// page belongs to a slab; [`FaultKind::NotAllocated`] if not.
+    fn slab_tag(
+        frames: &PageCaches<P, N>,
+        map: PhysMap,
+        ptr: *mut u8,
+    ) -> Result<(&AtomicU64, u64), FaultKind> {
+        let tag = frames
+            .tags
+            .get(map.phys(ptr).0)
+            .ok_or(FaultKind::NotAllocated)?;
+        let tag_value = tag.load(Ordering::Acquire);
+        if tag_value & TAG_KIND != TAG_SLAB {
+            return Err(FaultKind::NotAllocated);
+        }
+        Ok((tag, tag_value))
+    }
+
     pub(super) fn free_unowned_masked(
         &self,
         frames: &PageCaches<P, N>,
@@ -140,12 +153,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         ptr: *mut u8,
         class: usize,
     ) -> Result<(), FaultKind> {
-        let phys = map.phys(ptr).0;
-        let tag = frames.tags.get(phys).ok_or(FaultKind::NotAllocated)?;
-        let tag_value = tag.load(Ordering::Acquire);
-        if tag_value & TAG_KIND != TAG_SLAB {
-            return Err(FaultKind::NotAllocated);
-        }
+        let (tag, tag_value) = Self::slab_tag(frames, map, ptr)?;
         self.free_remote(
             tag,
             tag_value,
