@@ -61,7 +61,7 @@ unsafe impl CpuLocal for Plat {
     }
     fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
         let (me, depth) = ME.with(|m| m.get());
-        if d != 0 {
+        if depth != 0 {
             return false;
         }
         lock(cpu);
