@@ -144,3 +144,15 @@ impl<T: CpuInit, const N: usize> PerCpu<T, N> {
         }
     }
 }
+
+/// Adds `by` to a counter only one CPU writes (others just read it): a
+/// plain load and store, no read-modify-write.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn add_owned(counter: &core::sync::atomic::AtomicU64, by: i64) {
+    use core::sync::atomic::Ordering;
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by as u64),
+        Ordering::Relaxed,
+    );
+}

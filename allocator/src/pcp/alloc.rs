@@ -86,9 +86,22 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         constraint: Constraint,
         tag: u64,
     ) -> Result<PhysAddr, Error> {
+        let pages = 1 << order.min(MAX_ORDER);
+        self.buddy_alloc_tagged(pages, tag, |buddy| buddy.alloc(order, constraint))
+    }
+
+    /// Runs the buddy allocation `alloc` of `pages` pages under the lock
+    /// (again after draining every cache if it runs out of memory) and
+    /// tags the block's head with `tag` under the same lock.
+    pub(crate) fn buddy_alloc_tagged(
+        &self,
+        pages: u64,
+        tag: u64,
+        mut alloc: impl FnMut(&mut BuddyAllocator) -> Result<PhysAddr, Error>,
+    ) -> Result<PhysAddr, Error> {
         self.buddy_retry(|buddy| {
-            let addr = buddy.alloc(order, constraint)?;
-            self.tag_new(buddy, addr, 1 << order.min(MAX_ORDER), tag)?;
+            let addr = alloc(buddy)?;
+            self.tag_new(buddy, addr, pages, tag)?;
             Ok(addr)
         })
     }

@@ -281,10 +281,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         align: usize,
         tag: u64,
     ) -> Result<PhysAddr, Error> {
-        self.buddy_retry(|buddy| {
-            let addr = buddy.alloc_aligned(count, align, Constraint::ANY)?;
-            self.tag_new(buddy, addr, count as u64, tag)?;
-            Ok(addr)
+        self.buddy_alloc_tagged(count as u64, tag, |buddy| {
+            buddy.alloc_aligned(count, align, Constraint::ANY)
         })
     }
 

@@ -35,7 +35,7 @@ use super::tags::Tags;
 use crate::buddy::LockedAllocator;
 use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::cpu::CpuLocal;
-use crate::cpu::per_cpu::PerCpu;
+use crate::cpu::per_cpu::{PerCpu, add_owned};
 use crate::metadata::{cache_metadata_bytes, tags_at};
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
@@ -251,11 +251,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// writes `held[cpu]`; readers just sum).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        let counter = &self.held[cpu].0[Zone::index_of(frame)];
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(pages as u64),
-            Ordering::Relaxed,
-        );
+        add_owned(&self.held[cpu].0[Zone::index_of(frame)], pages);
     }
 
     /// Empties the current CPU's cache into the buddy.

@@ -8,7 +8,7 @@ use super::descriptors::DescPool;
 use super::fault::{Fault, FaultKind, FaultSink};
 use super::remote::{SlabDesc, geom_nobj, geom_size, next_incoming, take_incoming};
 use crate::cpu::CpuLocal;
-use crate::cpu::per_cpu::{CpuInit, PerCpu};
+use crate::cpu::per_cpu::{CpuInit, PerCpu, add_owned};
 use crate::pcp::PageCaches;
 use crate::pcp::tags::{TAG_INTERNAL, TAG_KIND, TAG_NONE, TAG_SLAB};
 use crate::types::{PAGE_SIZE, PhysAddr, PhysMap};
@@ -116,10 +116,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
     }
 
     fn bump(counter: &AtomicU64, by: i64) {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(by as u64),
-            Ordering::Relaxed,
-        );
+        add_owned(counter, by);
     }
 
     /// Allocates an object of class `class` on the current CPU. `None`: the
