@@ -35,7 +35,7 @@ run: qemu kernel boot-image
 test: host-test kernel-test
 
 host-test: toolchain
-	$(CARGO) test -p allocator -p allocator-bench -p boot-image
+	$(CARGO) test -p framekeep -p allocator-bench -p boot-image
 
 # The test kernel is built by cargo's test harness; its path comes from
 # cargo's JSON messages, and boot-image runs it on every machine and prints
@@ -59,7 +59,7 @@ debug: qemu kernel boot-image
 lint: toolchain
 	$(CARGO) fmt --all --check
 	cd allocator/fuzz && $(CARGO) fmt --check
-	$(CARGO) clippy -p allocator -p allocator-bench -p boot-image --all-targets -- -D warnings
+	$(CARGO) clippy -p framekeep -p allocator-bench -p boot-image --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --all-targets -- -D warnings
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --features bench -- -D warnings
 
@@ -68,9 +68,9 @@ lint: toolchain
 ## Stacked Borrows. About 3.5 minutes (plus 25 s for Miri's sysroot once).
 miri: toolchain
 	@$(CARGO) miri --version >/dev/null 2>&1 || rustup component add miri
-	MIRIFLAGS="$(MIRI_FLAGS)" $(CARGO) miri test -p allocator --test miri
-	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-tree-borrows" $(CARGO) miri test -p allocator --test miri
-	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p allocator --lib
+	MIRIFLAGS="$(MIRI_FLAGS)" $(CARGO) miri test -p framekeep --test miri
+	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-tree-borrows" $(CARGO) miri test -p framekeep --test miri
+	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p framekeep --lib
 
 ## In-kernel cycle counts (BIOS, KVM when available, 6 GiB so DMA32 and
 ## Normal both exist); prints a table, asserts nothing.

@@ -79,7 +79,7 @@
 //!   cannot be copied, so freeing it needs no atomic claim.
 //!
 //! ```
-//! use allocator::{BuddyAllocator, Constraint, Zone, PhysAddr, metadata_bytes};
+//! use framekeep::{BuddyAllocator, Constraint, Zone, PhysAddr, metadata_bytes};
 //! use core::ptr::NonNull;
 //!
 //! let pages = 4096; // 16 MiB at 4 GiB - 8 MiB: half DMA32, half Normal
@@ -169,8 +169,8 @@ pub use types::{
 /// from a `Vec` so that it lives as long as the program.
 ///
 /// ```
-/// let mut a = allocator::doc_allocator!(64);
-/// let p = a.alloc(0, allocator::Constraint::ANY).unwrap();
+/// let mut a = framekeep::doc_allocator!(64);
+/// let p = a.alloc(0, framekeep::Constraint::ANY).unwrap();
 /// assert!(p.0 >= 0x100_0000 && p.0 < 0x100_0000 + 64 * 4096);
 /// a.free(p, 0).unwrap();
 /// ```

@@ -33,7 +33,7 @@ pub(crate) const fn descriptors_at(pages: u64) -> usize {
 /// needs for `pages` pages: the buddy's words, then a tag per page.
 ///
 /// ```
-/// assert_eq!(allocator::cache_metadata_bytes(1024), 16 * 1024);
+/// assert_eq!(framekeep::cache_metadata_bytes(1024), 16 * 1024);
 /// ```
 pub const fn cache_metadata_bytes(pages: u64) -> usize {
     let tags = (pages as usize).saturating_mul(TAG_BYTES_PER_PAGE);
@@ -57,8 +57,8 @@ pub(crate) const fn descriptors_for(pages: u64) -> u64 {
 /// included). `usize::MAX` if that does not fit.
 ///
 /// ```
-/// let n = allocator::heap_metadata_bytes(8);
-/// assert!(n >= allocator::cache_metadata_bytes(8) + 64);
+/// let n = framekeep::heap_metadata_bytes(8);
+/// assert!(n >= framekeep::cache_metadata_bytes(8) + 64);
 /// ```
 pub const fn heap_metadata_bytes(pages: u64) -> usize {
     let descs = descriptors_for(pages) as usize;

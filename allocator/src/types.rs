@@ -25,7 +25,7 @@ pub const MAX_PHYS_ADDR: u64 = 1 << 52;
 /// A physical address.
 ///
 /// ```
-/// use allocator::{PhysAddr, Pfn};
+/// use framekeep::{PhysAddr, Pfn};
 /// let a = PhysAddr::new(0x20_0000);
 /// assert!(a.is_page_aligned());
 /// assert_eq!(a.pfn(), Pfn(0x200));
@@ -54,7 +54,7 @@ impl PhysAddr {
     /// Wraps a raw physical address.
     ///
     /// ```
-    /// assert_eq!(allocator::PhysAddr::new(4096).as_u64(), 4096);
+    /// assert_eq!(framekeep::PhysAddr::new(4096).as_u64(), 4096);
     /// ```
     pub const fn new(addr: u64) -> Self {
         PhysAddr(addr)
@@ -62,7 +62,7 @@ impl PhysAddr {
     /// The raw address.
     ///
     /// ```
-    /// assert_eq!(allocator::PhysAddr(7).as_u64(), 7);
+    /// assert_eq!(framekeep::PhysAddr(7).as_u64(), 7);
     /// ```
     pub const fn as_u64(self) -> u64 {
         self.0
@@ -70,7 +70,7 @@ impl PhysAddr {
     /// Whether the address is a multiple of [`PAGE_SIZE`].
     ///
     /// ```
-    /// assert!(!allocator::PhysAddr(4097).is_page_aligned());
+    /// assert!(!framekeep::PhysAddr(4097).is_page_aligned());
     /// ```
     pub const fn is_page_aligned(self) -> bool {
         self.0.is_multiple_of(PAGE_SIZE)
@@ -78,7 +78,7 @@ impl PhysAddr {
     /// The frame number containing this address (rounds down).
     ///
     /// ```
-    /// assert_eq!(allocator::PhysAddr(8191).pfn().0, 1);
+    /// assert_eq!(framekeep::PhysAddr(8191).pfn().0, 1);
     /// ```
     pub const fn pfn(self) -> Pfn {
         Pfn(self.0 >> PAGE_SHIFT)
@@ -100,7 +100,7 @@ impl fmt::Display for PhysAddr {
 /// A physical frame number (physical address / 4096).
 ///
 /// ```
-/// use allocator::{Pfn, PhysAddr};
+/// use framekeep::{Pfn, PhysAddr};
 /// assert_eq!(Pfn(3).addr(), PhysAddr(3 * 4096));
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
@@ -113,7 +113,7 @@ impl Pfn {
     /// such address: its top 12 bits are shifted out.
     ///
     /// ```
-    /// assert_eq!(allocator::Pfn(1).addr().0, 4096);
+    /// assert_eq!(framekeep::Pfn(1).addr().0, 4096);
     /// ```
     pub const fn addr(self) -> PhysAddr {
         PhysAddr(self.0 << PAGE_SHIFT)
@@ -125,7 +125,7 @@ impl Pfn {
 /// The heap and frame poisoning reach frames through it.
 ///
 /// ```
-/// use allocator::{PhysAddr, PhysMap};
+/// use framekeep::{PhysAddr, PhysMap};
 /// let map = PhysMap::new(0xffff_8000_0000_0000);
 /// let v = map.virt(PhysAddr(0x1000));
 /// assert_eq!(v as u64, 0xffff_8000_0000_1000);
@@ -140,7 +140,7 @@ impl PhysMap {
     /// The mapping at `offset`.
     ///
     /// ```
-    /// assert_eq!(allocator::PhysMap::new(8).offset(), 8);
+    /// assert_eq!(framekeep::PhysMap::new(8).offset(), 8);
     /// ```
     pub const fn new(offset: u64) -> Self {
         PhysMap { offset }
@@ -149,7 +149,7 @@ impl PhysMap {
     /// The offset added to a physical address.
     ///
     /// ```
-    /// assert_eq!(allocator::PhysMap::default().offset(), 0);
+    /// assert_eq!(framekeep::PhysMap::default().offset(), 0);
     /// ```
     pub const fn offset(self) -> u64 {
         self.offset
@@ -158,8 +158,8 @@ impl PhysMap {
     /// The virtual address of physical `addr`.
     ///
     /// ```
-    /// let map = allocator::PhysMap::new(0x1000);
-    /// assert_eq!(map.virt(allocator::PhysAddr(0x20)) as u64, 0x1020);
+    /// let map = framekeep::PhysMap::new(0x1000);
+    /// assert_eq!(map.virt(framekeep::PhysAddr(0x20)) as u64, 0x1020);
     /// ```
     #[inline(always)]
     pub fn virt(self, addr: PhysAddr) -> *mut u8 {
@@ -169,8 +169,8 @@ impl PhysMap {
     /// The physical address that `ptr` maps.
     ///
     /// ```
-    /// let map = allocator::PhysMap::new(0x1000);
-    /// assert_eq!(map.phys(0x1020 as *const u8), allocator::PhysAddr(0x20));
+    /// let map = framekeep::PhysMap::new(0x1000);
+    /// assert_eq!(map.phys(0x1020 as *const u8), framekeep::PhysAddr(0x20));
     /// ```
     #[inline(always)]
     pub fn phys(self, ptr: *const u8) -> PhysAddr {
@@ -181,7 +181,7 @@ impl PhysMap {
 /// A memory zone, ordered from lowest to highest.
 ///
 /// ```
-/// use allocator::{PhysAddr, Zone};
+/// use framekeep::{PhysAddr, Zone};
 /// assert_eq!(Zone::of(PhysAddr(0x100_0000)), Zone::Dma32);
 /// assert!(Zone::Dma < Zone::Normal);
 /// ```
@@ -200,14 +200,14 @@ impl Zone {
     /// All zones, lowest first.
     ///
     /// ```
-    /// assert_eq!(allocator::Zone::ALL.len(), 3);
+    /// assert_eq!(framekeep::Zone::ALL.len(), 3);
     /// ```
     pub const ALL: [Zone; 3] = [Zone::Dma, Zone::Dma32, Zone::Normal];
 
     /// The zone a physical address belongs to.
     ///
     /// ```
-    /// use allocator::{PhysAddr, Zone};
+    /// use framekeep::{PhysAddr, Zone};
     /// assert_eq!(Zone::of(PhysAddr(0xFFFF_F000)), Zone::Dma32);
     /// assert_eq!(Zone::of(PhysAddr(0x1_0000_0000)), Zone::Normal);
     /// ```
@@ -219,7 +219,7 @@ impl Zone {
     /// compares added): the zone classifier every layer uses.
     ///
     /// ```
-    /// assert_eq!(allocator::Zone::index_of(1 << 32), allocator::Zone::Normal as usize);
+    /// assert_eq!(framekeep::Zone::index_of(1 << 32), framekeep::Zone::Normal as usize);
     /// ```
     #[inline(always)]
     pub const fn index_of(addr: u64) -> usize {
@@ -229,7 +229,7 @@ impl Zone {
     /// First physical address of the zone.
     ///
     /// ```
-    /// assert_eq!(allocator::Zone::Dma32.start().0, 16 << 20);
+    /// assert_eq!(framekeep::Zone::Dma32.start().0, 16 << 20);
     /// ```
     pub const fn start(self) -> PhysAddr {
         PhysAddr(match self {
@@ -242,7 +242,7 @@ impl Zone {
     /// End (exclusive) of the zone.
     ///
     /// ```
-    /// assert_eq!(allocator::Zone::Dma32.end().0, 1 << 32);
+    /// assert_eq!(framekeep::Zone::Dma32.end().0, 1 << 32);
     /// ```
     pub const fn end(self) -> PhysAddr {
         PhysAddr(match self {
@@ -255,7 +255,7 @@ impl Zone {
     /// Short name, as in Linux's `/proc/buddyinfo`.
     ///
     /// ```
-    /// assert_eq!(allocator::Zone::Dma32.name(), "DMA32");
+    /// assert_eq!(framekeep::Zone::Dma32.name(), "DMA32");
     /// ```
     pub const fn name(self) -> &'static str {
         match self {
@@ -288,7 +288,7 @@ pub const DMA32_END: u64 = 1 << 32;
 /// Where an allocation may come from.
 ///
 /// ```
-/// use allocator::{Constraint, PhysAddr, Zone};
+/// use framekeep::{Constraint, PhysAddr, Zone};
 /// let any = Constraint::ANY;                       // Normal, then DMA32, then DMA
 /// let dev = Constraint::Zone(Zone::Dma32);         // below 4 GiB
 /// let isa = Constraint::Below(PhysAddr(1 << 24));  // below 16 MiB
@@ -322,7 +322,7 @@ impl Constraint {
 /// leaves the allocator exactly as it was.
 ///
 /// ```
-/// use allocator::{BuddyAllocator, Error, PhysAddr};
+/// use framekeep::{BuddyAllocator, Error, PhysAddr};
 /// let mut a = BuddyAllocator::new();
 /// assert_eq!(a.free(PhysAddr(0x1000), 0), Err(Error::NotInSection));
 /// ```

@@ -2,7 +2,7 @@
 //! about half of memory live, how many 2 MiB blocks can still be had,
 //! as a share of the theoretical maximum (free pages / 512)?
 
-use allocator::{BuddyAllocator, Constraint, PhysAddr, metadata_bytes};
+use framekeep::{BuddyAllocator, Constraint, PhysAddr, metadata_bytes};
 use std::ptr::NonNull;
 
 #[path = "common/churn_trace.rs"]

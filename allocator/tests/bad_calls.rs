@@ -1,9 +1,9 @@
 //! Every bad call in the specification's list is rejected with a specific error
 //! and leaves the allocator exactly as it was. Meant for release builds
-//! (`cargo test -p allocator --release --test bad_calls`), where no
+//! (`cargo test -p framekeep --release --test bad_calls`), where no
 //! `debug_assert!` can help; it runs in debug builds too.
 
-use allocator::*;
+use framekeep::*;
 use std::ptr::NonNull;
 
 const GIB: u64 = 1 << 30;
@@ -362,7 +362,7 @@ fn reservations_are_limited_to_the_largest_order() {
 /// public) never overflow.
 #[test]
 fn statistics_take_any_order_and_any_values() {
-    let a = allocator::doc_allocator!(64);
+    let a = framekeep::doc_allocator!(64);
     let st = a.stats();
     for order in [MAX_ORDER + 1, 32, 64, u32::MAX] {
         assert_eq!(st.free_blocks(order), 0, "{order}");
@@ -681,7 +681,7 @@ fn locked_allocator_rejects_extreme_arguments() {
 /// any value: an answer, never a panic or a wrap.
 #[test]
 fn upper_layer_functions_take_any_value() {
-    use allocator::{
+    use framekeep::{
         CacheStats, cache_metadata_bytes, class_align, heap_metadata_bytes, size_class, slab_order,
     };
     for v in [0usize, 1, 3, 4095, 4096, usize::MAX / 2, usize::MAX] {
@@ -696,12 +696,12 @@ fn upper_layer_functions_take_any_value() {
         assert!(heap_metadata_bytes(p) >= cache_metadata_bytes(p).min(usize::MAX / 2));
     }
     assert_eq!(heap_metadata_bytes(u64::MAX), usize::MAX);
-    let st = allocator::BuddyAllocator::new().stats();
+    let st = framekeep::BuddyAllocator::new().stats();
     let c = CacheStats {
         buddy: st,
         cached: [u64::MAX; 3],
     };
     assert_eq!(c.cached_pages(), u64::MAX);
     assert_eq!(c.free_pages(), u64::MAX);
-    assert_eq!(c.zone_free_pages(allocator::Zone::Dma), u64::MAX);
+    assert_eq!(c.zone_free_pages(framekeep::Zone::Dma), u64::MAX);
 }

@@ -6,7 +6,7 @@ mod host;
 
 use std::alloc::Layout;
 
-use allocator::FaultKind;
+use framekeep::FaultKind;
 use host::heap;
 
 fn lay(size: usize, align: usize) -> Layout {

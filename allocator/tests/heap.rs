@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, mpsc};
 
-use allocator::{FaultKind, MAX_SMALL_SIZE, SIZE_CLASSES, SLAB_RESERVE, size_class};
+use framekeep::{FaultKind, MAX_SMALL_SIZE, SIZE_CLASSES, SLAB_RESERVE, size_class};
 use host::{TestHeap, as_cpu, heap, my_cpu};
 
 fn lay(size: usize, align: usize) -> Layout {
@@ -433,7 +433,7 @@ fn pages_freed_on_another_cpu_go_to_its_cache() {
 /// (`run_on` refuses); unmasked, every cache is drained.
 #[test]
 fn out_of_memory_while_masked_drains_own_cache() {
-    use allocator::{BuddyAllocator, Error, PhysAddr};
+    use framekeep::{BuddyAllocator, Error, PhysAddr};
     use host::TestCaches;
     let c = Box::new(TestCaches::new(BuddyAllocator::new()));
     c.add_section_static(PhysAddr(1 << 32), 64, vec![0u64; 128].leak())
@@ -470,7 +470,7 @@ fn out_of_memory_while_masked_drains_own_cache() {
 /// out by a cache, order 0" (the tag for exactly that is 1).
 #[test]
 fn registration_writes_no_tags_and_garbage_is_never_read() {
-    use allocator::{BuddyAllocator, Constraint, Error, PhysAddr, cache_metadata_bytes};
+    use framekeep::{BuddyAllocator, Constraint, Error, PhysAddr, cache_metadata_bytes};
     use host::TestCaches;
     let pages = 4096u64;
     let meta: &'static mut [u64] = vec![1u64; 2 * pages as usize].leak();
@@ -536,7 +536,7 @@ fn heap_on_garbage_memory() {
     let h = Box::new(TestHeap::new());
     // SAFETY: `ram` outlives `h` (dropped first).
     unsafe {
-        h.add_memory(allocator::PhysAddr(ram.start()), ram.pages())
+        h.add_memory(framekeep::PhysAddr(ram.start()), ram.pages())
             .unwrap()
     };
     let managed = h.stats().frames.buddy.managed_pages();
@@ -704,7 +704,7 @@ fn hammer_threads_8() {
 }
 
 #[test]
-#[ignore = "heavy: cargo test -p allocator --release --test heap -- --ignored"]
+#[ignore = "heavy: cargo test -p framekeep --release --test heap -- --ignored"]
 fn hammer_threads_heavy() {
     hammer(8, 400_000);
 }
@@ -715,7 +715,7 @@ fn hammer_threads_heavy() {
 fn small_requests_get_pages_when_descriptors_run_out() {
     let (h, _ram) = heap(512);
     let cap = h.stats().descriptor_capacity;
-    assert!(cap >= 512 / allocator::PAGES_PER_DESCRIPTOR);
+    assert!(cap >= 512 / framekeep::PAGES_PER_DESCRIPTOR);
     let mut live = Live::default();
     let mut got = Vec::new();
     // Every class on every CPU: more slabs than there are descriptors.

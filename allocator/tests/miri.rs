@@ -23,7 +23,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
-use allocator::{
+use framekeep::{
     BuddyAllocator, Constraint, Error, FaultKind, FrameOptions, LockedAllocator, NoInterrupts,
     PageCaches, PcpConfig, PhysAddr, SLAB_RESERVE, Zone, cache_metadata_bytes, metadata_bytes,
 };
@@ -428,7 +428,7 @@ fn slab_trim_other_cpu() {
 
 static FAULTS: AtomicUsize = AtomicUsize::new(0);
 
-fn on_fault(_: allocator::Fault) {
+fn on_fault(_: framekeep::Fault) {
     FAULTS.fetch_add(1, Ordering::Relaxed);
 }
 

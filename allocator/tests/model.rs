@@ -58,7 +58,7 @@ proptest! {
         // Free everything: all sections must be whole again.
         let live: Vec<(u64, u64)> = h.live.iter().map(|(&a, &n)| (a, n)).collect();
         for (a, n) in live {
-            h.a.free_pages(allocator::PhysAddr(a), n as usize).unwrap();
+            h.a.free_pages(framekeep::PhysAddr(a), n as usize).unwrap();
             h.live.remove(&a);
         }
         h.check();
@@ -72,7 +72,7 @@ proptest! {
             let end = p + sec.pages;
             let mut expect = 0;
             while p < end {
-                let o = p.trailing_zeros().min(63 - (end - p).leading_zeros()).min(allocator::MAX_ORDER);
+                let o = p.trailing_zeros().min(63 - (end - p).leading_zeros()).min(framekeep::MAX_ORDER);
                 expect += 1;
                 p += 1 << o;
             }

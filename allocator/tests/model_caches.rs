@@ -11,7 +11,7 @@ mod model;
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 
-use allocator::*;
+use framekeep::*;
 use host::{TestCaches, TestHeap, as_cpu};
 use model::REGIONS;
 use proptest::prelude::*;

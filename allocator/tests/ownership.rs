@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
-use allocator::{BuddyAllocator, Constraint, Error, FaultKind, PhysAddr};
+use framekeep::{BuddyAllocator, Constraint, Error, FaultKind, PhysAddr};
 use host::{Ram, TestCaches, TestHeap, heap};
 
 fn lay(size: usize, align: usize) -> Layout {
@@ -21,7 +21,7 @@ fn lay(size: usize, align: usize) -> Layout {
 }
 
 /// Everything observable about a heap's memory, to compare before/after.
-fn snapshot(h: &TestHeap) -> (u64, u64, u64, Vec<allocator::FreeBlock>) {
+fn snapshot(h: &TestHeap) -> (u64, u64, u64, Vec<framekeep::FreeBlock>) {
     let st = h.stats();
     let blocks = h.frames().with_buddy(|b| b.free_blocks().collect());
     (
@@ -65,7 +65,7 @@ const LAYOUTS: [(usize, usize); 12] = [
 
 fn plan_of(size: usize, align: usize) -> (usize, usize) {
     // Layouts the heap serves identically count as the same.
-    if let Some(k) = allocator::size_class(size, align) {
+    if let Some(k) = framekeep::size_class(size, align) {
         return (0, k);
     }
     let pages = size.div_ceil(4096);
@@ -211,7 +211,7 @@ fn memory_cannot_be_registered_by_name_under_a_heap() {
 #[test]
 fn poisoning_refuses_memory_named_only() {
     let c = TestCaches::new(BuddyAllocator::new());
-    let opts = allocator::FrameOptions {
+    let opts = framekeep::FrameOptions {
         poison: true,
         zero_on_alloc: false,
     };
@@ -302,14 +302,14 @@ fn racing_frees_of_one_block_succeed_once() {
 fn heap_memory_added_with_separate_metadata_needs_room_for_descriptors() {
     let h = TestHeap::new();
     let ram = Ram::new(64, 4096);
-    let meta = vec![0u64; allocator::cache_metadata_bytes(64) / 8].leak();
+    let meta = vec![0u64; framekeep::cache_metadata_bytes(64) / 8].leak();
     // SAFETY: both buffers are ours; the call is refused before use.
     let r = unsafe {
         h.add_section(
             PhysAddr(ram.start()),
             64,
             std::ptr::NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
-            allocator::cache_metadata_bytes(64),
+            framekeep::cache_metadata_bytes(64),
         )
     };
     assert_eq!(r, Err(Error::MetadataTooSmall));

@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 use core::hint::black_box;
 
-use allocator::{Constraint, PhysAddr, Zone};
+use framekeep::{Constraint, PhysAddr, Zone};
 use x86_64::structures::paging::{Page, PageTableFlags, PhysFrame, Size4KiB};
 
 use crate::arch::x86_64::tsc;

@@ -17,9 +17,9 @@
 use std::alloc::Layout;
 use std::hint::black_box;
 
-use allocator::{BuddyAllocator, Constraint, Heap, PageCaches, PhysAddr};
+use framekeep::{BuddyAllocator, Constraint, Heap, PageCaches, PhysAddr};
 
-allocator::host_cpu_local!(Cpu, 4);
+framekeep::host_cpu_local!(Cpu, 4);
 
 fn main() {
     let mut args = std::env::args().skip(1);

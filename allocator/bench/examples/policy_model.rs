@@ -37,9 +37,9 @@ mod churn_trace;
 
 use churn_trace::{Churned, PAGES, PickOrder, churn};
 
-use allocator::{HOT_CAP, HOT_ORDERS, NR_ORDERS, REFILL_ORDER};
+use framekeep::{HOT_CAP, HOT_ORDERS, NR_ORDERS, REFILL_ORDER};
 
-const PAGEBLOCK_ORDER: usize = allocator::PAGEBLOCK_ORDER as usize;
+const PAGEBLOCK_ORDER: usize = framekeep::PAGEBLOCK_ORDER as usize;
 /// Address bucket shift of the allocator for a 1 GiB section (32 buckets).
 const BUCKET_SHIFT: u32 = 13;
 

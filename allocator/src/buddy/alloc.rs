@@ -19,8 +19,8 @@ impl BuddyAllocator {
     /// [`Error::OutOfMemory`]). The same holds for every allocating call.
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(4096);
-    /// use allocator::{Constraint, Zone};
+    /// # let mut a = framekeep::doc_allocator!(4096);
+    /// use framekeep::{Constraint, Zone};
     /// let b = a.alloc(3, Constraint::Zone(Zone::Dma32)).unwrap();
     /// assert!(b.0 < 1 << 32 && b.0 % (8 * 4096) == 0);
     /// a.free(b, 3).unwrap();
@@ -105,8 +105,8 @@ impl BuddyAllocator {
     /// pages), [`Error::OutOfMemory`].
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::Constraint;
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::Constraint;
     /// let before = a.stats().free_pages();
     /// let p = a.alloc_pages(5, Constraint::ANY).unwrap();
     /// assert_eq!(a.stats().free_pages(), before - 5);
@@ -144,8 +144,8 @@ impl BuddyAllocator {
     /// [`Error::OutOfMemory`].
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(2048);
-    /// # use allocator::Constraint;
+    /// # let mut a = framekeep::doc_allocator!(2048);
+    /// # use framekeep::Constraint;
     /// let p = a.alloc_aligned(1, 2 << 20, Constraint::ANY).unwrap();
     /// assert_eq!(p.0 % (2 << 20), 0);
     /// assert_eq!(a.stats().free_pages(), 2047);
@@ -229,8 +229,8 @@ impl BuddyAllocator {
     /// reserved then).
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Error, PhysAddr};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Error, PhysAddr};
     /// let base = a.sections().next().unwrap().start;
     /// let r = PhysAddr(base.0 + 3 * 4096);
     /// a.reserve_range(r, 10).unwrap();
@@ -316,8 +316,8 @@ impl BuddyAllocator {
     /// [`Error::Corrupted`] (all frames of this call freed again).
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Constraint, PhysAddr};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Constraint, PhysAddr};
     /// let mut frames = [PhysAddr(0); 16];
     /// assert_eq!(a.alloc_bulk(Constraint::ANY, &mut frames), Ok(16));
     /// a.free_bulk(&frames).unwrap();

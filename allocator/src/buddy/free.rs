@@ -13,7 +13,7 @@ use crate::types::{Error, MAX_ORDER, PAGE_SIZE, PhysAddr};
 /// rejected and nothing was freed.
 ///
 /// ```
-/// let bulk = allocator::BulkError { index: 3, error: allocator::Error::DoubleFree };
+/// let bulk = framekeep::BulkError { index: 3, error: framekeep::Error::DoubleFree };
 /// assert_eq!(bulk.index, 3);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -33,8 +33,8 @@ impl BuddyAllocator {
     /// [`Error::InteriorPage`], [`Error::WrongCount`].
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Constraint, Error};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Constraint, Error};
     /// let b = a.alloc(2, Constraint::ANY).unwrap();
     /// assert_eq!(a.free(b, 1), Err(Error::WrongCount { allocated: 4 }));
     /// a.free(b, 2).unwrap();
@@ -107,8 +107,8 @@ impl BuddyAllocator {
     /// [`Error::DoubleFree`], [`Error::InteriorPage`], [`Error::WrongCount`].
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Constraint, Error, PhysAddr};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Constraint, Error, PhysAddr};
     /// let p = a.alloc_pages(3, Constraint::ANY).unwrap();
     /// assert_eq!(a.free_pages(PhysAddr(p.0 + 4096), 1), Err(Error::InteriorPage));
     /// a.free_pages(p, 3).unwrap();
@@ -223,8 +223,8 @@ impl BuddyAllocator {
     /// freed and the first bad index is reported.
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Constraint, Error, PhysAddr};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Constraint, Error, PhysAddr};
     /// let mut f = [PhysAddr(0); 2];
     /// a.alloc_bulk(Constraint::ANY, &mut f).unwrap();
     /// let bulk = a.free_bulk(&[f[0], f[1], f[0]]).unwrap_err();

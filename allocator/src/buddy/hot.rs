@@ -40,8 +40,8 @@ use super::{BuddyAllocator, floor_log2};
 /// Orders with hot lists: `0..HOT_ORDERS` (1, 2, ... 512 pages).
 ///
 /// ```
-/// # let mut a = allocator::doc_allocator!(64);
-/// # use allocator::{Constraint, Zone};
+/// # let mut a = framekeep::doc_allocator!(64);
+/// # use framekeep::{Constraint, Zone};
 /// let x = a.alloc(2, Constraint::ANY).unwrap();
 /// let y = a.alloc(2, Constraint::ANY).unwrap(); // x's buddy
 /// a.free(x, 2).unwrap();                         // y in use: x is parked
@@ -55,14 +55,14 @@ pub const HOT_ORDERS: usize = 10;
 /// ones send more frees down the slower list path.
 ///
 /// ```
-/// # let mut a = allocator::doc_allocator!(256);
-/// # use allocator::{Constraint, HOT_CAP};
+/// # let mut a = framekeep::doc_allocator!(256);
+/// # use framekeep::{Constraint, HOT_CAP};
 /// // Free every other page: each buddy stays in use, so each free parks.
 /// let pages: Vec<_> = (0..2 * HOT_CAP).map(|_| a.alloc(0, Constraint::ANY).unwrap()).collect();
 /// for p in pages.iter().step_by(2) {
 ///     a.free(*p, 0).unwrap();
 /// }
-/// assert!(a.stats().zone(allocator::Zone::Dma32).hot_pages <= HOT_CAP as u64);
+/// assert!(a.stats().zone(framekeep::Zone::Dma32).hot_pages <= HOT_CAP as u64);
 /// ```
 pub const HOT_CAP: usize = 32;
 
@@ -73,8 +73,8 @@ pub const HOT_CAP: usize = 32;
 /// single-page requests would have split off that block one by one.
 ///
 /// ```
-/// # let mut a = allocator::doc_allocator!(64);
-/// # use allocator::{Constraint, REFILL_ORDER, Zone};
+/// # let mut a = framekeep::doc_allocator!(64);
+/// # use framekeep::{Constraint, REFILL_ORDER, Zone};
 /// let p = a.alloc(0, Constraint::ANY).unwrap(); // no free single page: refill
 /// assert_eq!(a.stats().zone(Zone::Dma32).hot_pages, (1 << REFILL_ORDER) - 1);
 /// let q = a.alloc(0, Constraint::ANY).unwrap(); // the next page, off the hot list
@@ -349,11 +349,11 @@ impl BuddyAllocator {
     /// (before a fragmentation report, say). Changes no free page count.
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::Constraint;
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::Constraint;
     /// let p = a.alloc(0, Constraint::ANY).unwrap(); // parks the 15 pages after it
     /// a.free(p, 0).unwrap();                        // buddy parked: parked too
-    /// assert_eq!(a.stats().zone(allocator::Zone::Dma32).hot_pages, 16);
+    /// assert_eq!(a.stats().zone(framekeep::Zone::Dma32).hot_pages, 16);
     /// assert_eq!(a.free_blocks().count(), 16 + 2);  // 16 parked pages, blocks of 16 and 32
     /// a.drain_hot();
     /// assert_eq!(a.free_blocks().count(), 1);       // all 64 pages again

@@ -12,7 +12,7 @@ use crate::cpu::InterruptControl;
 /// `I`) for as long as it is held. `const`-constructible for a `static`.
 ///
 /// ```
-/// use allocator::{BuddyAllocator, Constraint, LockedAllocator, NoInterrupts, PhysAddr};
+/// use framekeep::{BuddyAllocator, Constraint, LockedAllocator, NoInterrupts, PhysAddr};
 /// static FRAMES: LockedAllocator<NoInterrupts> = LockedAllocator::new(BuddyAllocator::new());
 /// FRAMES.lock().add_section_static(PhysAddr(1 << 32), 64, vec![0u64; 64].leak()).unwrap();
 /// let f = FRAMES.alloc(0, Constraint::ANY).unwrap();
@@ -32,8 +32,8 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// Wraps an allocator.
     ///
     /// ```
-    /// let l = allocator::LockedAllocator::<allocator::NoInterrupts>::new(
-    ///     allocator::BuddyAllocator::new());
+    /// let l = framekeep::LockedAllocator::<framekeep::NoInterrupts>::new(
+    ///     framekeep::BuddyAllocator::new());
     /// # let _ = l;
     /// ```
     pub const fn new(a: BuddyAllocator) -> Self {
@@ -48,7 +48,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// for batches of operations (one acquisition for many frames).
     ///
     /// ```
-    /// # use allocator::*;
+    /// # use framekeep::*;
     /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// let g = l.lock();
     /// assert!(l.try_lock().is_none());
@@ -77,7 +77,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// (interrupts are restored then).
     ///
     /// ```
-    /// # use allocator::*;
+    /// # use framekeep::*;
     /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// assert!(l.try_lock().is_some());
     /// ```
@@ -102,7 +102,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// [`BuddyAllocator::alloc`] under the lock.
     ///
     /// ```
-    /// # use allocator::*;
+    /// # use framekeep::*;
     /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// assert_eq!(l.alloc(0, Constraint::ANY), Err(Error::OutOfMemory));
     /// ```
@@ -117,7 +117,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// [`BuddyAllocator::free`] under the lock.
     ///
     /// ```
-    /// # use allocator::*;
+    /// # use framekeep::*;
     /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// assert_eq!(l.free(PhysAddr(0), 0), Err(Error::NotInSection));
     /// ```
@@ -128,7 +128,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// [`BuddyAllocator::stats`] under the lock.
     ///
     /// ```
-    /// # use allocator::*;
+    /// # use framekeep::*;
     /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// assert_eq!(l.stats().free_pages(), 0);
     /// ```
@@ -139,7 +139,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
     /// The allocator itself, without locking: `&mut self` proves exclusivity.
     ///
     /// ```
-    /// # use allocator::*;
+    /// # use framekeep::*;
     /// let mut l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
     /// assert_eq!(l.get_mut().stats().free_pages(), 0);
     /// ```
@@ -153,7 +153,7 @@ impl<I: InterruptControl> LockedAllocator<I> {
 /// interrupts, on drop. Not `Send`: the interrupt state belongs to this CPU.
 ///
 /// ```
-/// # use allocator::*;
+/// # use framekeep::*;
 /// let l = LockedAllocator::<NoInterrupts>::new(BuddyAllocator::new());
 /// let mut g: LockGuard<'_, NoInterrupts> = l.lock();
 /// g.set_reserve(Zone::Dma32, 10);

@@ -66,7 +66,7 @@ use zone::ZoneState;
 /// [`add_section`](Self::add_section).
 ///
 /// ```
-/// use allocator::{BuddyAllocator, Constraint, PhysAddr, metadata_bytes};
+/// use framekeep::{BuddyAllocator, Constraint, PhysAddr, metadata_bytes};
 /// use core::ptr::NonNull;
 ///
 /// let mut meta = vec![0u64; 1024];
@@ -83,7 +83,7 @@ use zone::ZoneState;
 /// assert_eq!(a.stats().free_pages(), 1024 - 512 - 5);
 /// a.free_pages(p, 5).unwrap();
 /// a.free(b, 9).unwrap();
-/// assert_eq!(a.free(b, 9), Err(allocator::Error::DoubleFree));
+/// assert_eq!(a.free(b, 9), Err(framekeep::Error::DoubleFree));
 /// ```
 pub struct BuddyAllocator {
     /// Indexed by `Zone as usize` (the fourth entry is never used; it
@@ -125,8 +125,8 @@ impl BuddyAllocator {
     /// An empty allocator with no sections.
     ///
     /// ```
-    /// static A: allocator::LockedAllocator<allocator::NoInterrupts> =
-    ///     allocator::LockedAllocator::new(allocator::BuddyAllocator::new());
+    /// static A: framekeep::LockedAllocator<framekeep::NoInterrupts> =
+    ///     framekeep::LockedAllocator::new(framekeep::BuddyAllocator::new());
     /// assert_eq!(A.lock().stats().free_pages(), 0);
     /// ```
     pub const fn new() -> Self {

@@ -15,7 +15,7 @@ const POISON_WORD: u64 = u64::from_ne_bytes([POISON_BYTE; 8]);
 /// Frame-content options (they need the physical memory mapping).
 ///
 /// ```
-/// let o = allocator::FrameOptions { poison: true, zero_on_alloc: false };
+/// let o = framekeep::FrameOptions { poison: true, zero_on_alloc: false };
 /// assert!(o.poison);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
@@ -127,7 +127,7 @@ impl BuddyAllocator {
     /// (free frames are written to and read back).
     ///
     /// ```
-    /// use allocator::{BuddyAllocator, Constraint, Error, FrameOptions, PhysAddr, metadata_bytes};
+    /// use framekeep::{BuddyAllocator, Constraint, Error, FrameOptions, PhysAddr, metadata_bytes};
     /// use core::ptr::NonNull;
     ///
     /// /// One page of host memory standing for a physical frame.
@@ -202,9 +202,9 @@ impl BuddyAllocator {
     /// Turns poisoning and zeroing off (frame memory is no longer touched).
     ///
     /// ```
-    /// let mut a = allocator::BuddyAllocator::new();
+    /// let mut a = framekeep::BuddyAllocator::new();
     /// a.clear_frame_options();
-    /// assert_eq!(a.frame_options(), allocator::FrameOptions::default());
+    /// assert_eq!(a.frame_options(), framekeep::FrameOptions::default());
     /// ```
     pub fn clear_frame_options(&mut self) {
         self.opts = FrameOptions::default();
@@ -215,7 +215,7 @@ impl BuddyAllocator {
     /// The active frame options.
     ///
     /// ```
-    /// assert!(!allocator::BuddyAllocator::new().frame_options().poison);
+    /// assert!(!framekeep::BuddyAllocator::new().frame_options().poison);
     /// ```
     pub fn frame_options(&self) -> FrameOptions {
         self.opts

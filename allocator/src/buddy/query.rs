@@ -12,7 +12,7 @@ use crate::types::{Error, MAX_SECTIONS, PAGE_SHIFT, PhysAddr, Zone};
 /// What one page currently is.
 ///
 /// ```
-/// use allocator::PageState;
+/// use framekeep::PageState;
 /// let state = PageState::Allocated { pages: 5 };
 /// assert_ne!(state, PageState::Interior);
 /// ```
@@ -37,7 +37,7 @@ pub enum PageState {
 /// A free block, as yielded by [`BuddyAllocator::free_blocks`].
 ///
 /// ```
-/// use allocator::{FreeBlock, PhysAddr, Zone};
+/// use framekeep::{FreeBlock, PhysAddr, Zone};
 /// let b = FreeBlock { addr: PhysAddr(0), order: 0, zone: Zone::Dma, hot: false };
 /// assert_eq!(b.pages(), 1);
 /// ```
@@ -59,7 +59,7 @@ impl FreeBlock {
     /// more, which only a hand-made `FreeBlock` can have).
     ///
     /// ```
-    /// # use allocator::{FreeBlock, PhysAddr, Zone};
+    /// # use framekeep::{FreeBlock, PhysAddr, Zone};
     /// let b = FreeBlock { addr: PhysAddr(0), order: 9, zone: Zone::Dma, hot: false };
     /// assert_eq!(b.pages(), 512);
     /// ```
@@ -76,7 +76,7 @@ impl FreeBlock {
 /// A registered (zone-split) section, as yielded by [`BuddyAllocator::sections`].
 ///
 /// ```
-/// let mut a = allocator::BuddyAllocator::new();
+/// let mut a = framekeep::BuddyAllocator::new();
 /// assert_eq!(a.sections().count(), 0);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -97,8 +97,8 @@ pub struct SectionInfo {
 /// Iterator returned by [`BuddyAllocator::free_blocks`].
 ///
 /// ```
-/// # let a = allocator::doc_allocator!(64);
-/// let it: allocator::FreeBlocks<'_> = a.free_blocks();
+/// # let a = framekeep::doc_allocator!(64);
+/// let it: framekeep::FreeBlocks<'_> = a.free_blocks();
 /// assert_eq!(it.count(), 1);
 /// ```
 pub struct FreeBlocks<'a> {
@@ -188,8 +188,8 @@ impl BuddyAllocator {
     /// Errors: [`Error::Misaligned`], [`Error::NotInSection`].
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Constraint, PageState, PhysAddr};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Constraint, PageState, PhysAddr};
     /// let p = a.alloc_pages(2, Constraint::ANY).unwrap();
     /// assert_eq!(a.page_state(p), Ok(PageState::Allocated { pages: 2 }));
     /// assert_eq!(a.page_state(PhysAddr(p.0 + 4096)), Ok(PageState::Interior));
@@ -219,7 +219,7 @@ impl BuddyAllocator {
     /// hot lists (`hot: true`) zone by zone and order by order, oldest first.
     ///
     /// ```
-    /// # let a = allocator::doc_allocator!(64);
+    /// # let a = framekeep::doc_allocator!(64);
     /// let pages: u64 = a.free_blocks().map(|b| b.pages()).sum();
     /// assert_eq!(pages, 64);
     /// ```
@@ -237,7 +237,7 @@ impl BuddyAllocator {
     /// Iterates over the registered sections (zone pieces), in slot order.
     ///
     /// ```
-    /// # let a = allocator::doc_allocator!(64);
+    /// # let a = framekeep::doc_allocator!(64);
     /// assert_eq!(a.sections().map(|section| section.pages).sum::<u64>(), 64);
     /// ```
     pub fn sections(&self) -> impl Iterator<Item = SectionInfo> + '_ {
@@ -258,7 +258,7 @@ impl BuddyAllocator {
     /// Free and managed pages per zone and order (O(sections x orders)).
     ///
     /// ```
-    /// # let a = allocator::doc_allocator!(64);
+    /// # let a = framekeep::doc_allocator!(64);
     /// let st = a.stats();
     /// assert_eq!(st.free_pages(), 64);
     /// println!("{st}");

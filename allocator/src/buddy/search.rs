@@ -20,8 +20,8 @@ use crate::types::{Constraint, Error, MAX_ORDER, MAX_SECTIONS};
 /// bound is taken before one of a lower order beyond it).
 ///
 /// ```
-/// # let mut a = allocator::doc_allocator!(64);  // 16 MiB .. 16 MiB + 256 KiB
-/// use allocator::{Constraint, PhysAddr};
+/// # let mut a = framekeep::doc_allocator!(64);  // 16 MiB .. 16 MiB + 256 KiB
+/// use framekeep::{Constraint, PhysAddr};
 /// let p = a.alloc(0, Constraint::Below(PhysAddr((16 << 20) + 4096))).unwrap();
 /// assert_eq!(p, PhysAddr(16 << 20));              // the one page below the limit
 /// ```

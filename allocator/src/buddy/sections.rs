@@ -19,8 +19,8 @@ use crate::types::{
 /// is that large).
 ///
 /// ```
-/// assert_eq!(allocator::metadata_bytes(1 << 20), 8 << 20); // 4 GiB -> 8 MiB
-/// assert_eq!(allocator::metadata_bytes(u64::MAX), usize::MAX);
+/// assert_eq!(framekeep::metadata_bytes(1 << 20), 8 << 20); // 4 GiB -> 8 MiB
+/// assert_eq!(framekeep::metadata_bytes(u64::MAX), usize::MAX);
 /// ```
 pub const fn metadata_bytes(pages: u64) -> usize {
     // Compared as u64 first: on a 32-bit target `pages as usize` would
@@ -48,7 +48,7 @@ const fn metadata_pages(pages: u64) -> u64 {
 /// A section split so that its first pages hold the metadata for the rest.
 ///
 /// ```
-/// use allocator::{carve_metadata, PhysAddr};
+/// use framekeep::{carve_metadata, PhysAddr};
 /// let c = carve_metadata(PhysAddr(0x10_0000), 1000).unwrap();
 /// assert_eq!(c.meta_start, PhysAddr(0x10_0000));
 /// assert_eq!(c.meta_pages, 2); // 2 pages hold 8 bytes for each of 998 pages
@@ -76,7 +76,7 @@ pub struct Carved {
 /// [`MAX_SECTION_PAGES`] would be (the same limits `add_section` applies).
 ///
 /// ```
-/// use allocator::{carve_metadata, Error, PhysAddr};
+/// use framekeep::{carve_metadata, Error, PhysAddr};
 /// assert_eq!(carve_metadata(PhysAddr(0), 1), Err(Error::SectionTooSmall));
 /// assert_eq!(carve_metadata(PhysAddr(1 << 52), 1), Err(Error::SectionWraps));
 /// ```
@@ -118,7 +118,7 @@ pub const fn carve_metadata(start: PhysAddr, pages: u64) -> Result<Carved, Error
 /// that was given to [`BuddyAllocator::add_section`], now the caller's again.
 ///
 /// ```
-/// # fn f(r: allocator::RemovedSection) { let _ = (r.meta, r.meta_bytes, r.pages); }
+/// # fn f(r: framekeep::RemovedSection) { let _ = (r.meta, r.meta_bytes, r.pages); }
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct RemovedSection {
@@ -184,7 +184,7 @@ impl BuddyAllocator {
     /// (they are poisoned now if poisoning is on).
     ///
     /// ```
-    /// use allocator::{BuddyAllocator, PhysAddr, metadata_bytes, Zone};
+    /// use framekeep::{BuddyAllocator, PhysAddr, metadata_bytes, Zone};
     /// use core::ptr::NonNull;
     /// let mut meta = vec![0u64; 8192];
     /// let mut a = BuddyAllocator::new();
@@ -271,8 +271,8 @@ impl BuddyAllocator {
     /// Errors: [`Error::FramesNotMapped`], and those of `add_section`.
     ///
     /// ```
-    /// let mut a = allocator::BuddyAllocator::new();
-    /// a.add_section_static(allocator::PhysAddr(0x10_0000), 32, vec![0u64; 32].leak()).unwrap();
+    /// let mut a = framekeep::BuddyAllocator::new();
+    /// a.add_section_static(framekeep::PhysAddr(0x10_0000), 32, vec![0u64; 32].leak()).unwrap();
     /// assert_eq!(a.stats().free_pages(), 32);
     /// ```
     pub fn add_section_static(
@@ -298,8 +298,8 @@ impl BuddyAllocator {
     /// Errors: [`Error::NoSuchSection`], [`Error::SectionInUse`] (nothing removed).
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);
-    /// # use allocator::{Constraint, Error};
+    /// # let mut a = framekeep::doc_allocator!(64);
+    /// # use framekeep::{Constraint, Error};
     /// let start = a.sections().next().unwrap().registered_at;
     /// let p = a.alloc(0, Constraint::ANY).unwrap();
     /// assert_eq!(a.remove_section(start), Err(Error::SectionInUse));

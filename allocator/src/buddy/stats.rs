@@ -7,8 +7,8 @@ use crate::types::{NR_ORDERS, PAGEBLOCK_ORDER, Zone};
 /// Statistics of one zone.
 ///
 /// ```
-/// let st = allocator::BuddyAllocator::new().stats();
-/// assert_eq!(st.zone(allocator::Zone::Normal).largest_free_order(), None);
+/// let st = framekeep::BuddyAllocator::new().stats();
+/// assert_eq!(st.zone(framekeep::Zone::Normal).largest_free_order(), None);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct ZoneStats {
@@ -44,8 +44,8 @@ impl ZoneStats {
     /// free than managed pages).
     ///
     /// ```
-    /// let st = allocator::BuddyAllocator::new().stats();
-    /// assert_eq!(st.zone(allocator::Zone::Dma).used_pages(), 0);
+    /// let st = framekeep::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(framekeep::Zone::Dma).used_pages(), 0);
     /// ```
     pub fn used_pages(&self) -> u64 {
         self.managed_pages.saturating_sub(self.free_pages)
@@ -54,8 +54,8 @@ impl ZoneStats {
     /// Order of the largest free block, if any page is free.
     ///
     /// ```
-    /// let st = allocator::BuddyAllocator::new().stats();
-    /// assert!(st.zone(allocator::Zone::Dma).largest_free_order().is_none());
+    /// let st = framekeep::BuddyAllocator::new().stats();
+    /// assert!(st.zone(framekeep::Zone::Dma).largest_free_order().is_none());
     /// ```
     pub fn largest_free_order(&self) -> Option<u32> {
         (0..NR_ORDERS)
@@ -68,8 +68,8 @@ impl ZoneStats {
     /// order; saturates at `u64::MAX` for hand-made values).
     ///
     /// ```
-    /// let st = allocator::BuddyAllocator::new().stats();
-    /// assert_eq!(st.zone(allocator::Zone::Dma).free_pages_at_least(9), 0);
+    /// let st = framekeep::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(framekeep::Zone::Dma).free_pages_at_least(9), 0);
     /// ```
     pub fn free_pages_at_least(&self, order: u32) -> u64 {
         (order as usize..NR_ORDERS)
@@ -83,8 +83,8 @@ impl ZoneStats {
     /// 0 when nothing is free.
     ///
     /// ```
-    /// let st = allocator::BuddyAllocator::new().stats();
-    /// assert_eq!(st.zone(allocator::Zone::Dma).fragmentation_permille(9), 0);
+    /// let st = framekeep::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(framekeep::Zone::Dma).fragmentation_permille(9), 0);
     /// ```
     pub fn fragmentation_permille(&self, order: u32) -> u32 {
         permille_unusable(self.free_pages, self.free_pages_at_least(order))
@@ -94,7 +94,7 @@ impl ZoneStats {
 /// Statistics of the whole allocator; `Display` prints a compact table.
 ///
 /// ```
-/// let st = allocator::BuddyAllocator::new().stats();
+/// let st = framekeep::BuddyAllocator::new().stats();
 /// let text = format!("{st}");
 /// assert!(text.contains("DMA32"));
 /// ```
@@ -108,8 +108,8 @@ impl Stats {
     /// The statistics of one zone.
     ///
     /// ```
-    /// let st = allocator::BuddyAllocator::new().stats();
-    /// assert_eq!(st.zone(allocator::Zone::Dma32).zone, allocator::Zone::Dma32);
+    /// let st = framekeep::BuddyAllocator::new().stats();
+    /// assert_eq!(st.zone(framekeep::Zone::Dma32).zone, framekeep::Zone::Dma32);
     /// ```
     pub fn zone(&self, zone: Zone) -> &ZoneStats {
         &self.zones[zone as usize]
@@ -118,7 +118,7 @@ impl Stats {
     /// Free pages in all zones.
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().stats().free_pages(), 0);
+    /// assert_eq!(framekeep::BuddyAllocator::new().stats().free_pages(), 0);
     /// ```
     pub fn free_pages(&self) -> u64 {
         self.zones
@@ -130,7 +130,7 @@ impl Stats {
     /// Managed pages in all zones.
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().stats().managed_pages(), 0);
+    /// assert_eq!(framekeep::BuddyAllocator::new().stats().managed_pages(), 0);
     /// ```
     pub fn managed_pages(&self) -> u64 {
         self.zones
@@ -142,7 +142,7 @@ impl Stats {
     /// Pages in use in all zones.
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().stats().used_pages(), 0);
+    /// assert_eq!(framekeep::BuddyAllocator::new().stats().used_pages(), 0);
     /// ```
     pub fn used_pages(&self) -> u64 {
         self.managed_pages().saturating_sub(self.free_pages())
@@ -152,7 +152,7 @@ impl Stats {
     /// [`MAX_ORDER`](crate::MAX_ORDER) (there are none).
     ///
     /// ```
-    /// let st = allocator::BuddyAllocator::new().stats();
+    /// let st = framekeep::BuddyAllocator::new().stats();
     /// assert_eq!(st.free_blocks(0), 0);
     /// assert_eq!(st.free_blocks(u32::MAX), 0);
     /// ```
@@ -166,7 +166,7 @@ impl Stats {
     /// Largest free order in any zone.
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().stats().largest_free_order(), None);
+    /// assert_eq!(framekeep::BuddyAllocator::new().stats().largest_free_order(), None);
     /// ```
     pub fn largest_free_order(&self) -> Option<u32> {
         self.zones
@@ -179,7 +179,7 @@ impl Stats {
     /// [`ZoneStats::fragmentation_permille`]).
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().stats().fragmentation_permille(9), 0);
+    /// assert_eq!(framekeep::BuddyAllocator::new().stats().fragmentation_permille(9), 0);
     /// ```
     pub fn fragmentation_permille(&self, order: u32) -> u32 {
         let usable = self

@@ -177,8 +177,8 @@ impl BuddyAllocator {
     /// than `pages` free there (like Linux's `lowmem_reserve`).
     ///
     /// ```
-    /// # let mut a = allocator::doc_allocator!(64);   // all DMA32
-    /// use allocator::{Constraint, Error, Zone};
+    /// # let mut a = framekeep::doc_allocator!(64);   // all DMA32
+    /// use framekeep::{Constraint, Error, Zone};
     /// a.set_reserve(Zone::Dma32, 64);
     /// assert_eq!(a.alloc(0, Constraint::ANY), Err(Error::OutOfMemory));
     /// assert!(a.alloc(0, Constraint::Zone(Zone::Dma32)).is_ok());
@@ -191,7 +191,7 @@ impl BuddyAllocator {
     /// The reserve set by [`set_reserve`](Self::set_reserve) (0 by default).
     ///
     /// ```
-    /// assert_eq!(allocator::BuddyAllocator::new().reserve(allocator::Zone::Dma32), 0);
+    /// assert_eq!(framekeep::BuddyAllocator::new().reserve(framekeep::Zone::Dma32), 0);
     /// ```
     pub fn reserve(&self, zone: Zone) -> u64 {
         self.zones[zone as usize].reserve

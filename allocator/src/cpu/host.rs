@@ -17,8 +17,8 @@
 ///   avoid waiting for an IPI with interrupts off).
 ///
 /// ```
-/// allocator::host_cpu_local!(Cpu, 4);
-/// use allocator::{CpuLocal, InterruptControl};
+/// framekeep::host_cpu_local!(Cpu, 4);
+/// use framekeep::{CpuLocal, InterruptControl};
 /// let me = Cpu::cpu_id();
 /// let s = Cpu::save_and_disable();
 /// assert!(!Cpu::run_on(me, &mut || ()));   // not from a masked section
@@ -31,7 +31,7 @@ macro_rules! host_cpu_local {
         $crate::host_cpu_local!(pub(self) $name, $n);
     };
     ($vis:vis $name:ident, $n:expr) => {
-        /// Host stand-in for CPUs (see `allocator::host_cpu_local!`).
+        /// Host stand-in for CPUs (see `framekeep::host_cpu_local!`).
         #[derive(Debug)]
         $vis struct $name;
 

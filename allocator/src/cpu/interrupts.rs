@@ -7,15 +7,15 @@
 /// layer) run their fast path under the same masking.
 ///
 /// ```
-/// use allocator::InterruptControl;
+/// use framekeep::InterruptControl;
 /// struct Cli;
 /// impl InterruptControl for Cli {
 ///     type Saved = bool;
 ///     fn save_and_disable() -> bool { /* read IF, then cli */ false }
 ///     fn restore(was_enabled: bool) { if was_enabled { /* sti */ } }
 /// }
-/// static A: allocator::LockedAllocator<Cli> =
-///     allocator::LockedAllocator::new(allocator::BuddyAllocator::new());
+/// static A: framekeep::LockedAllocator<Cli> =
+///     framekeep::LockedAllocator::new(framekeep::BuddyAllocator::new());
 /// assert_eq!(A.lock().stats().free_pages(), 0);
 /// ```
 pub trait InterruptControl {
@@ -30,7 +30,7 @@ pub trait InterruptControl {
 /// The host implementation: there are no interrupts, nothing to mask.
 ///
 /// ```
-/// use allocator::{InterruptControl, NoInterrupts};
+/// use framekeep::{InterruptControl, NoInterrupts};
 /// NoInterrupts::restore(NoInterrupts::save_and_disable());
 /// ```
 #[derive(Copy, Clone, Debug, Default)]

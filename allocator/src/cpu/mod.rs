@@ -40,13 +40,13 @@ pub use interrupts::{InterruptControl, NoInterrupts};
 ///
 /// ```ignore
 /// struct Cpu;
-/// impl allocator::InterruptControl for Cpu {
+/// impl framekeep::InterruptControl for Cpu {
 ///     type Saved = bool;
 ///     fn save_and_disable() -> bool { let f = interrupts::are_enabled(); interrupts::disable(); f }
 ///     fn restore(was: bool) { if was { interrupts::enable() } }
 /// }
 /// // SAFETY: ids come from per-CPU data; IPIs run `f` on the target with IF=0.
-/// unsafe impl allocator::CpuLocal for Cpu {
+/// unsafe impl framekeep::CpuLocal for Cpu {
 ///     fn cpu_id() -> usize { percpu::current().index }          // e.g. from GS base
 ///     fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
 ///         if !interrupts::are_enabled() { return false; }       // waiting could deadlock
@@ -58,8 +58,8 @@ pub use interrupts::{InterruptControl, NoInterrupts};
 /// On the host, threads stand in for CPUs (see [`host_cpu_local!`](crate::host_cpu_local)):
 ///
 /// ```
-/// allocator::host_cpu_local!(HostCpu, 8);
-/// use allocator::CpuLocal;
+/// framekeep::host_cpu_local!(HostCpu, 8);
+/// use framekeep::CpuLocal;
 /// let me = HostCpu::cpu_id();
 /// assert!(me < 8);
 /// let mut seen = usize::MAX;

@@ -21,8 +21,8 @@ use plan::{Plan, cached_order, metadata_pages, plan, run_tag, small_page_tag};
 /// descriptors live in registration metadata, outside the managed pages).
 ///
 /// ```
-/// # allocator::host_cpu_local!(Cpu, 2);
-/// let h = allocator::Heap::<Cpu, 2>::new();
+/// # framekeep::host_cpu_local!(Cpu, 2);
+/// let h = framekeep::Heap::<Cpu, 2>::new();
 /// let st = h.stats();
 /// assert_eq!((st.slab_pages, st.descriptors, st.faults), (0, 0, 0));
 /// ```
@@ -65,9 +65,9 @@ pub struct HeapStats {
 /// the virtual address where physical 0 is mapped ([`set_phys_offset`](Self::set_phys_offset)).
 ///
 /// ```
-/// use allocator::{Heap, PhysAddr};
+/// use framekeep::{Heap, PhysAddr};
 /// use core::alloc::{GlobalAlloc, Layout};
-/// allocator::host_cpu_local!(Cpu, 4);
+/// framekeep::host_cpu_local!(Cpu, 4);
 /// static HEAP: Heap<Cpu, 4> = Heap::new();  // in a kernel: #[global_allocator]
 ///
 /// // Host: "physical" memory is a leaked buffer, mapped at offset 0.
@@ -82,7 +82,7 @@ pub struct HeapStats {
 ///     assert!(!p.is_null());
 ///     p.write_bytes(7, 100);
 ///     HEAP.dealloc(p, l);
-///     assert_eq!(HEAP.try_dealloc(p, l).unwrap_err().kind, allocator::FaultKind::DoubleFree);
+///     assert_eq!(HEAP.try_dealloc(p, l).unwrap_err().kind, framekeep::FaultKind::DoubleFree);
 /// }
 /// ```
 pub struct Heap<P: CpuLocal, const N: usize> {
@@ -101,8 +101,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// An empty heap (no memory yet), default page-cache configuration.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// static H: allocator::Heap<Cpu, 2> = allocator::Heap::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// static H: framekeep::Heap<Cpu, 2> = framekeep::Heap::new();
     /// assert!(H.allocate(core::alloc::Layout::new::<u64>()).is_null()); // no memory
     /// ```
     pub const fn new() -> Self {
@@ -112,8 +112,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// An empty heap whose page caches use `cfg`.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let h = allocator::Heap::<Cpu, 2>::with_config(allocator::PcpConfig { high: [8; 4], batch: [4; 4] });
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let h = framekeep::Heap::<Cpu, 2>::with_config(framekeep::PcpConfig { high: [8; 4], batch: [4; 4] });
     /// assert_eq!(h.frames().config().high[0], 8);
     /// ```
     pub const fn with_config(cfg: PcpConfig) -> Self {
@@ -131,8 +131,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// Call it before any memory is added, and never change it afterwards.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let h = framekeep::Heap::<Cpu, 2>::new();
     /// // SAFETY: no memory added yet.
     /// unsafe { h.set_phys_offset(0xffff_8000_0000_0000) };
     /// assert_eq!(h.phys_offset(), 0xffff_8000_0000_0000);
@@ -144,8 +144,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// The physical-to-virtual offset.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// assert_eq!(allocator::Heap::<Cpu, 2>::new().phys_offset(), 0);
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// assert_eq!(framekeep::Heap::<Cpu, 2>::new().phys_offset(), 0);
     /// ```
     pub fn phys_offset(&self) -> u64 {
         self.offset.load(Ordering::Relaxed)
@@ -154,9 +154,9 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// Where physical memory is mapped ([`set_phys_offset`](Self::set_phys_offset)).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let h = allocator::Heap::<Cpu, 2>::new();
-    /// assert_eq!(h.phys_map(), allocator::PhysMap::new(0));
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let h = framekeep::Heap::<Cpu, 2>::new();
+    /// assert_eq!(h.phys_map(), framekeep::PhysMap::new(0));
     /// ```
     #[inline(always)]
     pub fn phys_map(&self) -> PhysMap {
@@ -177,12 +177,12 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// nothing else.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let h = framekeep::Heap::<Cpu, 2>::new();
     /// let ram = Box::leak(vec![0u8; 65 * 4096].into_boxed_slice());
     /// let start = (ram.as_ptr() as u64).next_multiple_of(4096);
     /// // SAFETY: leaked, so ours for good.
-    /// unsafe { h.add_memory(allocator::PhysAddr(start), 64).unwrap() };
+    /// unsafe { h.add_memory(framekeep::PhysAddr(start), 64).unwrap() };
     /// assert_eq!(h.stats().frames.free_pages(), 63); // one page of metadata
     /// assert!(h.stats().descriptor_capacity >= 63 / 8); // slab descriptors, in the same page
     /// ```
@@ -224,13 +224,13 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// to this heap for good, and used by nothing else.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// use allocator::{Heap, PhysAddr, heap_metadata_bytes};
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// use framekeep::{Heap, PhysAddr, heap_metadata_bytes};
     /// use core::ptr::NonNull;
     /// let h = Heap::<Cpu, 2>::new();
     /// let ram = Box::leak(vec![0u8; 9 * 4096].into_boxed_slice());
     /// let start = (ram.as_ptr() as u64).next_multiple_of(4096);
-    /// let meta = Box::leak(vec![0u8; allocator::heap_metadata_bytes(8)].into_boxed_slice());
+    /// let meta = Box::leak(vec![0u8; framekeep::heap_metadata_bytes(8)].into_boxed_slice());
     /// // SAFETY: both leaked, used only by `h`.
     /// unsafe {
     ///     h.add_section(PhysAddr(start), 8, NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
@@ -272,8 +272,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// remove memory.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let h = framekeep::Heap::<Cpu, 2>::new();
     /// assert_eq!(h.frames().stats().free_pages(), 0);
     /// ```
     pub fn frames(&self) -> &PageCaches<P, N> {
@@ -286,8 +286,8 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// free is reported later, by the owner, when it collects that slab.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let h = framekeep::Heap::<Cpu, 2>::new();
     /// h.set_fault_handler(|f| eprintln!("bad free: {f:?}"));
     /// ```
     pub fn set_fault_handler(&self, fault: fn(Fault)) {
@@ -302,11 +302,11 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// null when out of memory.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let h = framekeep::Heap::<Cpu, 2>::new();
     /// # let ram = Box::leak(vec![0u8; 65 * 4096].into_boxed_slice());
     /// # // SAFETY: leaked host memory, used only by `h`.
-    /// # unsafe { h.add_memory(allocator::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
+    /// # unsafe { h.add_memory(framekeep::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
     /// let l = core::alloc::Layout::from_size_align(3000, 1024).unwrap();
     /// let p = h.allocate(l);
     /// assert_eq!(p as usize % 1024, 0);
@@ -404,11 +404,11 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// an allocation fails.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let h = framekeep::Heap::<Cpu, 2>::new();
     /// # let ram = Box::leak(vec![0u8; 65 * 4096].into_boxed_slice());
     /// # // SAFETY: leaked host memory, used only by `h`.
-    /// # unsafe { h.add_memory(allocator::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
+    /// # unsafe { h.add_memory(framekeep::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
     /// let l = core::alloc::Layout::new::<[u64; 4]>();
     /// let p = h.allocate(l);
     /// // SAFETY: from `allocate` with `l`, freed once.
@@ -437,12 +437,12 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// and nobody uses the memory any more.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let h = framekeep::Heap::<Cpu, 2>::new();
     /// # let ram = Box::leak(vec![0u8; 65 * 4096].into_boxed_slice());
     /// # // SAFETY: leaked host memory, used only by `h`.
-    /// # unsafe { h.add_memory(allocator::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
-    /// use allocator::FaultKind;
+    /// # unsafe { h.add_memory(framekeep::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
+    /// use framekeep::FaultKind;
     /// let l = core::alloc::Layout::new::<[u8; 40]>();
     /// let p = h.allocate(l);
     /// // SAFETY: bad pointers are rejected before anything is touched.
@@ -505,11 +505,11 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// Heap statistics (exact when nobody allocates meanwhile).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let h = framekeep::Heap::<Cpu, 2>::new();
     /// # let ram = Box::leak(vec![0u8; 65 * 4096].into_boxed_slice());
     /// # // SAFETY: leaked host memory, used only by `h`.
-    /// # unsafe { h.add_memory(allocator::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
+    /// # unsafe { h.add_memory(framekeep::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
     /// let p = h.allocate(core::alloc::Layout::new::<u32>());
     /// let st = h.stats();
     /// assert_eq!(st.slab_pages, 1);
@@ -532,11 +532,11 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
     /// until its owner collects it).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let h = allocator::Heap::<Cpu, 2>::new();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let h = framekeep::Heap::<Cpu, 2>::new();
     /// # let ram = Box::leak(vec![0u8; 65 * 4096].into_boxed_slice());
     /// # // SAFETY: leaked host memory, used only by `h`.
-    /// # unsafe { h.add_memory(allocator::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
+    /// # unsafe { h.add_memory(framekeep::PhysAddr((ram.as_ptr() as u64).next_multiple_of(4096)), 64).unwrap() };
     /// let l = core::alloc::Layout::new::<u64>();
     /// let p = h.allocate(l);
     /// assert_eq!(h.is_free(p, l), Some(false));

@@ -20,9 +20,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// interrupts masked, only the current CPU's cache can be drained.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// let b = c.alloc(3).unwrap();
     /// assert_eq!(b.0 % (8 * 4096), 0);
     /// c.free(b, 3).unwrap();

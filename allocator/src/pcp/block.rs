@@ -21,13 +21,13 @@ use crate::types::{Constraint, Error, PAGE_SIZE, PhysAddr};
 /// [`PageCaches::free_block`]. It borrows the caches it came from.
 ///
 /// ```
-/// # allocator::host_cpu_local!(Cpu, 2);
-/// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-/// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+/// # framekeep::host_cpu_local!(Cpu, 2);
+/// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+/// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
 /// let b = c.alloc_block(1).unwrap();
 /// assert_eq!((b.order(), b.bytes()), (1, 8192));
 /// let addr = b.addr();
-/// assert_eq!(c.free(addr, 1), Err(allocator::Error::OwnedByHandle)); // not by address
+/// assert_eq!(c.free(addr, 1), Err(framekeep::Error::OwnedByHandle)); // not by address
 /// c.free_block(b).unwrap();
 /// ```
 #[must_use = "a Block leaks unless given back with free_block"]
@@ -44,9 +44,9 @@ impl Block<'_> {
     /// Physical address of the first page.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// let b = c.alloc_block(0).unwrap();
     /// assert!(b.addr().0 >= 1 << 32);
     /// # c.free_block(b).unwrap();
@@ -58,9 +58,9 @@ impl Block<'_> {
     /// The block's order: it is 2^order pages, aligned to its size.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// let b = c.alloc_block(2).unwrap();
     /// assert_eq!(b.addr().0 % (4 << 12), 0);
     /// # c.free_block(b).unwrap();
@@ -72,9 +72,9 @@ impl Block<'_> {
     /// Size in bytes.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// let b = c.alloc_block(0).unwrap();
     /// assert_eq!(b.bytes(), 4096);
     /// # c.free_block(b).unwrap();
@@ -90,9 +90,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// needs no atomic claim, and nothing can free it by address.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// let b = c.alloc_block(0).unwrap();
     /// assert_eq!(c.stats().free_pages(), 63);
     /// c.free_block(b).unwrap();
@@ -121,12 +121,12 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// anything else, which cannot fail for a block of these caches.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// # let d = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # let d = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
     /// let b = c.alloc_block(0).unwrap();
-    /// assert_eq!(d.free_block(b), Err(allocator::Error::NotInSection));
+    /// assert_eq!(d.free_block(b), Err(framekeep::Error::NotInSection));
     /// ```
     #[inline]
     pub fn free_block(&self, block: Block<'_>) -> Result<(), Error> {

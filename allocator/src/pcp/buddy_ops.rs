@@ -22,10 +22,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// everything else from the buddy. Free it with [`free`](Self::free).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(0x100_0000), 64, vec![0u64; 128].leak()).unwrap();
-    /// use allocator::{Constraint, Zone};
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(0x100_0000), 64, vec![0u64; 128].leak()).unwrap();
+    /// use framekeep::{Constraint, Zone};
     /// let b = c.alloc_in(2, Constraint::Zone(Zone::Dma32)).unwrap();
     /// assert!(b.0 < 1 << 32);
     /// c.free(b, 2).unwrap();
@@ -42,10 +42,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// draining every CPU's cache. Free them with [`free_pages`](Self::free_pages).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// let run = c.alloc_pages(5, allocator::Constraint::ANY).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let run = c.alloc_pages(5, framekeep::Constraint::ANY).unwrap();
     /// c.free_pages(run, 5).unwrap();
     /// ```
     pub fn alloc_pages(&self, count: usize, constraint: Constraint) -> Result<PhysAddr, Error> {
@@ -57,10 +57,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// [`free_pages`](Self::free_pages).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// let p = c.alloc_aligned(1, 64 << 10, allocator::Constraint::ANY).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let p = c.alloc_aligned(1, 64 << 10, framekeep::Constraint::ANY).unwrap();
     /// assert_eq!(p.0 % (64 << 10), 0);
     /// c.free_pages(p, 1).unwrap();
     /// ```
@@ -84,10 +84,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// [`Heap`](crate::Heap) on top; nothing changes then.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// use allocator::Error;
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// use framekeep::Error;
     /// let p = c.alloc(0).unwrap();
     /// c.free(p, 0).unwrap();                            // now in this CPU's cache
     /// assert_eq!(c.free_pages(p, 1), Err(Error::DoubleFree));
@@ -104,10 +104,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// use ([`drain_all`](Self::drain_all) first to give them back).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// let r = allocator::PhysAddr((1 << 32) + 8 * 4096);
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let r = framekeep::PhysAddr((1 << 32) + 8 * 4096);
     /// c.reserve_range(r, 4).unwrap();
     /// c.free_pages(r, 4).unwrap();
     /// ```
@@ -119,11 +119,11 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// ([`BuddyAllocator::alloc_bulk`]); how many it got.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// let mut f = [allocator::PhysAddr(0); 8];
-    /// assert_eq!(c.alloc_bulk(allocator::Constraint::ANY, &mut f), Ok(8));
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// let mut f = [framekeep::PhysAddr(0); 8];
+    /// assert_eq!(c.alloc_bulk(framekeep::Constraint::ANY, &mut f), Ok(8));
     /// c.free_bulk(&f).unwrap();
     /// ```
     pub fn alloc_bulk(&self, constraint: Constraint, out: &mut [PhysAddr]) -> Result<usize, Error> {
@@ -137,10 +137,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// rejected as in [`free_pages`](Self::free_pages).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// use allocator::{Error, PhysAddr};
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// use framekeep::{Error, PhysAddr};
     /// let a = c.alloc(0).unwrap();
     /// let b = c.alloc(0).unwrap();
     /// c.free(b, 0).unwrap();                            // b is cached
@@ -199,10 +199,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// ([`BuddyAllocator::set_reserve`]).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// c.set_reserve(allocator::Zone::Dma32, 16);
-    /// assert_eq!(c.with_buddy(|b| b.reserve(allocator::Zone::Dma32)), 16);
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// c.set_reserve(framekeep::Zone::Dma32, 16);
+    /// assert_eq!(c.with_buddy(|b| b.reserve(framekeep::Zone::Dma32)), 16);
     /// ```
     pub fn set_reserve(&self, zone: Zone, pages: u64) {
         self.buddy.lock().set_reserve(zone, pages);
@@ -213,9 +213,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// some CPU's cache could not be reached ([`drain_all`](Self::drain_all)).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// c.free(c.alloc(0).unwrap(), 0).unwrap();
     /// assert!(c.drain());
     /// assert_eq!(c.with_buddy(|b| b.free_blocks().count()), 1); // merged whole
@@ -232,9 +232,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// interrupts are masked meanwhile.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// assert_eq!(c.with_buddy(|b| b.sections().count()), 1);
     /// ```
     pub fn with_buddy<R>(&self, f: impl FnOnce(&BuddyAllocator) -> R) -> R {
@@ -250,9 +250,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// used by nothing else while it is free.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// let opts = allocator::FrameOptions { poison: true, zero_on_alloc: false };
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// let opts = framekeep::FrameOptions { poison: true, zero_on_alloc: false };
     /// // SAFETY: no memory registered yet, and none will be.
     /// unsafe { c.set_frame_options(core::ptr::null_mut(), opts) };
     /// assert!(c.with_buddy(|b| b.frame_options().poison));
@@ -265,8 +265,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// Turns poisoning and zeroing off again.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
     /// c.clear_frame_options();
     /// assert_eq!(c.with_buddy(|b| b.frame_options()), Default::default());
     /// ```

@@ -47,8 +47,8 @@ struct Held([AtomicU64; 3]);
 /// the buddy directly). `const`-constructible for a `static`.
 ///
 /// ```
-/// use allocator::{BuddyAllocator, Error, PageCaches, PhysAddr, cache_metadata_bytes};
-/// allocator::host_cpu_local!(Cpu, 4);
+/// use framekeep::{BuddyAllocator, Error, PageCaches, PhysAddr, cache_metadata_bytes};
+/// framekeep::host_cpu_local!(Cpu, 4);
 /// static FRAMES: PageCaches<Cpu, 4> = PageCaches::new(BuddyAllocator::new());
 ///
 /// let meta: &'static mut [u64] = vec![0u64; 2 * 1024].leak();
@@ -76,10 +76,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// Caches in front of `buddy`, with [`PcpConfig::DEFAULT`].
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// static F: allocator::PageCaches<Cpu, 2> =
-    ///     allocator::PageCaches::new(allocator::BuddyAllocator::new());
-    /// assert_eq!(F.config(), allocator::PcpConfig::DEFAULT);
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// static F: framekeep::PageCaches<Cpu, 2> =
+    ///     framekeep::PageCaches::new(framekeep::BuddyAllocator::new());
+    /// assert_eq!(F.config(), framekeep::PcpConfig::DEFAULT);
     /// ```
     pub const fn new(buddy: BuddyAllocator) -> Self {
         Self::with_config(buddy, PcpConfig::DEFAULT)
@@ -88,8 +88,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// Caches in front of `buddy` with the given (validated) configuration.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// use allocator::{BuddyAllocator, PageCaches, PcpConfig};
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// use framekeep::{BuddyAllocator, PageCaches, PcpConfig};
     /// let c = PageCaches::<Cpu, 2>::with_config(BuddyAllocator::new(),
     ///     PcpConfig { high: [16, 0, 0, 0], batch: [8, 1, 1, 1] });
     /// assert_eq!(c.config().high[1], 0);
@@ -115,8 +115,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// The configuration in use.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
     /// assert_eq!(c.config().high[0], 96);
     /// ```
     pub fn config(&self) -> PcpConfig {
@@ -126,9 +126,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// Changes the configuration (`&mut self`: no CPU is using the caches).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let mut c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// c.set_config(allocator::PcpConfig { high: [8; 4], batch: [4; 4] });
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let mut c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// c.set_config(framekeep::PcpConfig { high: [8; 4], batch: [4; 4] });
     /// assert_eq!(c.config().batch[0], 4);
     /// ```
     pub fn set_config(&mut self, cfg: PcpConfig) {
@@ -150,8 +150,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// else, for good (the heap writes them).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// use allocator::{BuddyAllocator, PageCaches, PhysAddr, cache_metadata_bytes};
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// use framekeep::{BuddyAllocator, PageCaches, PhysAddr, cache_metadata_bytes};
     /// use core::ptr::NonNull;
     /// let c = PageCaches::<Cpu, 2>::new(BuddyAllocator::new());
     /// let mut meta = vec![0u64; 2 * 64];
@@ -201,9 +201,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// caches belong to a [`Heap`](crate::Heap).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// c.add_section_static(allocator::PhysAddr(1 << 32), 8, vec![0u64; 16].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// c.add_section_static(framekeep::PhysAddr(1 << 32), 8, vec![0u64; 16].leak()).unwrap();
     /// assert_eq!(c.stats().free_pages(), 8);
     /// ```
     pub fn add_section_static(
@@ -228,12 +228,12 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// [`Heap`](crate::Heap) cannot be removed ([`Error::NotRemovable`]).
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 8, vec![0u64; 16].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 8, vec![0u64; 16].leak()).unwrap();
     /// let p = c.alloc(0).unwrap();
     /// c.free(p, 0).unwrap();                        // cached
-    /// let r = c.remove_section(allocator::PhysAddr(1 << 32)).unwrap();
+    /// let r = c.remove_section(framekeep::PhysAddr(1 << 32)).unwrap();
     /// assert_eq!(r.pages, 8);
     /// ```
     pub fn remove_section(&self, start: PhysAddr) -> Result<RemovedSection, Error> {
@@ -257,9 +257,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// Empties the current CPU's cache into the buddy.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// c.free(c.alloc(0).unwrap(), 0).unwrap();
     /// c.drain_local();
     /// assert_eq!(c.stats().buddy.free_pages(), 64);
@@ -282,8 +282,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// `false` if the platform could not.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
     /// assert!(c.drain_cpu(1));
     /// assert!(!c.drain_cpu(2));   // no such CPU
     /// ```
@@ -298,8 +298,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// (`run_on` refuses the others) and returns `false` if there are others.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
     /// assert!(c.drain_all());
     /// ```
     pub fn drain_all(&self) -> bool {
@@ -314,9 +314,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// CPU is allocating at the same time.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
     /// let p = c.alloc(0).unwrap();
     /// let st = c.stats();
     /// assert_eq!(st.free_pages(), 63);

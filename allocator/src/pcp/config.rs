@@ -11,7 +11,7 @@ use super::lists::{PCP_CAPACITY, PCP_ORDERS};
 /// 96 + 24 * (2 + 4 + 8) = 432 pages (1.7 MiB) per CPU.
 ///
 /// ```
-/// use allocator::PcpConfig;
+/// use framekeep::PcpConfig;
 /// let c = PcpConfig { high: [200, 8, 8, 0], batch: [0, 4, 4, 4] }.validated();
 /// assert_eq!(c.high[0], 128);        // capped at PCP_CAPACITY
 /// assert_eq!(c.batch[0], 1);         // at least 1
@@ -29,7 +29,7 @@ impl PcpConfig {
     /// The default: `high = [96, 24, 24, 24]`, `batch = [32, 8, 8, 8]`.
     ///
     /// ```
-    /// assert_eq!(allocator::PcpConfig::DEFAULT.batch[0], 32);
+    /// assert_eq!(framekeep::PcpConfig::DEFAULT.batch[0], 32);
     /// ```
     pub const DEFAULT: PcpConfig = PcpConfig {
         high: [96, 24, 24, 24],
@@ -39,7 +39,7 @@ impl PcpConfig {
     /// `high` capped at [`PCP_CAPACITY`], `batch` clamped to `1..=max(high, 1)`.
     ///
     /// ```
-    /// let c = allocator::PcpConfig { high: [4; 4], batch: [9; 4] }.validated();
+    /// let c = framekeep::PcpConfig { high: [4; 4], batch: [9; 4] }.validated();
     /// assert_eq!(c.batch, [4; 4]);
     /// ```
     pub const fn validated(mut self) -> Self {

@@ -53,10 +53,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// [`Heap`](crate::Heap) on top), and the buddy's errors.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 2);
-    /// # let c = allocator::PageCaches::<Cpu, 2>::new(allocator::BuddyAllocator::new());
-    /// # c.add_section_static(allocator::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
-    /// use allocator::Error;
+    /// # framekeep::host_cpu_local!(Cpu, 2);
+    /// # let c = framekeep::PageCaches::<Cpu, 2>::new(framekeep::BuddyAllocator::new());
+    /// # c.add_section_static(framekeep::PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
+    /// use framekeep::Error;
     /// let b = c.alloc(1).unwrap();
     /// assert_eq!(c.free(b, 0), Err(Error::WrongCount { allocated: 2 }));
     /// c.free(b, 1).unwrap();

@@ -2,7 +2,7 @@
 //! batch refill and drain against a locked pool, and a remote drain
 //! through `run_on`, on the library's own `PerCpu` and `PcpLists`.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --lib loom`
+//! `RUSTFLAGS="--cfg loom" cargo test -p framekeep --release --lib loom`
 
 use std::cell::Cell;
 

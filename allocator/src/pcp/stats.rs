@@ -7,8 +7,8 @@ use crate::types::Zone;
 /// caches hold (allocated in the buddy's view, free in truth).
 ///
 /// ```
-/// # allocator::host_cpu_local!(Cpu, 4);
-/// let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+/// # framekeep::host_cpu_local!(Cpu, 4);
+/// let c = framekeep::PageCaches::<Cpu, 4>::new(framekeep::BuddyAllocator::new());
 /// let st = c.stats();
 /// assert_eq!(st.free_pages(), st.buddy.free_pages() + st.cached_pages());
 /// ```
@@ -24,8 +24,8 @@ impl CacheStats {
     /// Pages held by all caches.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 4);
-    /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 4);
+    /// # let c = framekeep::PageCaches::<Cpu, 4>::new(framekeep::BuddyAllocator::new());
     /// assert_eq!(c.stats().cached_pages(), 0);
     /// ```
     pub fn cached_pages(&self) -> u64 {
@@ -37,8 +37,8 @@ impl CacheStats {
     /// Free pages, those the per-CPU caches hold included.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 4);
-    /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
+    /// # framekeep::host_cpu_local!(Cpu, 4);
+    /// # let c = framekeep::PageCaches::<Cpu, 4>::new(framekeep::BuddyAllocator::new());
     /// assert_eq!(c.stats().free_pages(), 0);
     /// ```
     pub fn free_pages(&self) -> u64 {
@@ -48,9 +48,9 @@ impl CacheStats {
     /// Free pages of one zone, those the per-CPU caches hold included.
     ///
     /// ```
-    /// # allocator::host_cpu_local!(Cpu, 4);
-    /// # let c = allocator::PageCaches::<Cpu, 4>::new(allocator::BuddyAllocator::new());
-    /// assert_eq!(c.stats().zone_free_pages(allocator::Zone::Dma), 0);
+    /// # framekeep::host_cpu_local!(Cpu, 4);
+    /// # let c = framekeep::PageCaches::<Cpu, 4>::new(framekeep::BuddyAllocator::new());
+    /// assert_eq!(c.stats().zone_free_pages(framekeep::Zone::Dma), 0);
     /// ```
     pub fn zone_free_pages(&self, zone: Zone) -> u64 {
         self.buddy

@@ -7,8 +7,8 @@ use crate::types::PAGE_SIZE;
 /// The object sizes, smallest first (see the module documentation).
 ///
 /// ```
-/// assert_eq!(allocator::SIZE_CLASSES[2], 24);
-/// assert_eq!(*allocator::SIZE_CLASSES.last().unwrap(), allocator::MAX_SMALL_SIZE);
+/// assert_eq!(framekeep::SIZE_CLASSES[2], 24);
+/// assert_eq!(*framekeep::SIZE_CLASSES.last().unwrap(), framekeep::MAX_SMALL_SIZE);
 /// ```
 pub const SIZE_CLASSES: [usize; NR_CLASSES] = [
     8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
@@ -25,8 +25,8 @@ pub const SLAB_RESERVE: u32 = 1;
 /// (0 for 0).
 ///
 /// ```
-/// assert_eq!(allocator::class_align(48), 16);
-/// assert_eq!(allocator::class_align(2048), 2048);
+/// assert_eq!(framekeep::class_align(48), 16);
+/// assert_eq!(framekeep::class_align(2048), 2048);
 /// ```
 pub const fn class_align(size: usize) -> usize {
     if size == 0 {
@@ -40,9 +40,9 @@ pub const fn class_align(size: usize) -> usize {
 /// order `<= 3` giving at least 8 objects and at most 1/16 waste.
 ///
 /// ```
-/// assert_eq!(allocator::slab_order(8), 0);     // 512 objects in 4 KiB
-/// assert_eq!(allocator::slab_order(768), 1);   // 10 objects in 8 KiB
-/// assert_eq!(allocator::slab_order(1536), 2);  // 10 objects in 16 KiB
+/// assert_eq!(framekeep::slab_order(8), 0);     // 512 objects in 4 KiB
+/// assert_eq!(framekeep::slab_order(768), 1);   // 10 objects in 8 KiB
+/// assert_eq!(framekeep::slab_order(1536), 2);  // 10 objects in 16 KiB
 /// ```
 pub const fn slab_order(size: usize) -> u32 {
     let mut order = 0;
@@ -92,7 +92,7 @@ pub(crate) const RECIP: [u64; NR_CLASSES] = {
 /// request is too big for the slab.
 ///
 /// ```
-/// use allocator::{size_class, SIZE_CLASSES};
+/// use framekeep::{size_class, SIZE_CLASSES};
 /// assert_eq!(SIZE_CLASSES[size_class(20, 8).unwrap()], 24);
 /// assert_eq!(SIZE_CLASSES[size_class(20, 16).unwrap()], 32);   // 24 is only 8-aligned
 /// assert_eq!(SIZE_CLASSES[size_class(1, 1024).unwrap()], 1024);

@@ -7,8 +7,8 @@ use super::remote::BitFault;
 /// What kind of bad free was detected.
 ///
 /// ```
-/// let f = allocator::Fault { kind: allocator::FaultKind::DoubleFree, addr: 0x1000 };
-/// assert_eq!(f.kind, allocator::FaultKind::DoubleFree);
+/// let f = framekeep::Fault { kind: framekeep::FaultKind::DoubleFree, addr: 0x1000 };
+/// assert_eq!(f.kind, framekeep::FaultKind::DoubleFree);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum FaultKind {
@@ -27,7 +27,7 @@ pub enum FaultKind {
 /// A bad free detected (and ignored) by the [`Heap`](crate::Heap).
 ///
 /// ```
-/// let f = allocator::Fault { kind: allocator::FaultKind::NotAllocated, addr: 8 };
+/// let f = framekeep::Fault { kind: framekeep::FaultKind::NotAllocated, addr: 8 };
 /// assert_eq!(f.addr, 8);
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]

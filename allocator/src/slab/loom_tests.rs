@@ -1,7 +1,7 @@
 //! Loom model of the slab's lock-free remote free protocol, on the
 //! library's own `remote.rs`.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p allocator --release --lib loom`
+//! `RUSTFLAGS="--cfg loom" cargo test -p framekeep --release --lib loom`
 
 use super::remote::{BitFault, SlabDesc, next_incoming, push_incoming, take_incoming};
 use loom::sync::Arc;

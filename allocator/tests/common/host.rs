@@ -3,13 +3,13 @@
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 
-allocator::host_cpu_local!(pub HostCpu, 32);
+framekeep::host_cpu_local!(pub HostCpu, 32);
 
 /// Number of CPU slots the tests' heaps have.
 pub const CPUS: usize = 32;
 
-pub type TestHeap = allocator::Heap<HostCpu, CPUS>;
-pub type TestCaches = allocator::PageCaches<HostCpu, CPUS>;
+pub type TestHeap = framekeep::Heap<HostCpu, CPUS>;
+pub type TestCaches = framekeep::PageCaches<HostCpu, CPUS>;
 
 /// Page-aligned host memory standing in for physical RAM (offset 0).
 pub struct Ram {
@@ -48,15 +48,15 @@ impl Drop for Ram {
 /// A heap over fresh host memory (the heap must not outlive the Ram: keep
 /// both in the returned tuple, heap first so it is dropped first).
 pub fn heap(pages: usize) -> (Box<TestHeap>, Ram) {
-    heap_with(pages, allocator::PcpConfig::DEFAULT)
+    heap_with(pages, framekeep::PcpConfig::DEFAULT)
 }
 
-pub fn heap_with(pages: usize, cfg: allocator::PcpConfig) -> (Box<TestHeap>, Ram) {
+pub fn heap_with(pages: usize, cfg: framekeep::PcpConfig) -> (Box<TestHeap>, Ram) {
     let ram = Ram::new(pages, 1 << 21);
     let h = Box::new(TestHeap::with_config(cfg));
     // SAFETY: `ram` is ours and outlives the heap in every test.
     unsafe {
-        h.add_memory(allocator::PhysAddr(ram.start()), ram.pages())
+        h.add_memory(framekeep::PhysAddr(ram.start()), ram.pages())
             .unwrap()
     };
     (h, ram)
@@ -64,7 +64,7 @@ pub fn heap_with(pages: usize, cfg: allocator::PcpConfig) -> (Box<TestHeap>, Ram
 
 /// Runs `f` as CPU `cpu` (from this thread), like an IPI would.
 pub fn as_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
-    use allocator::CpuLocal;
+    use framekeep::CpuLocal;
     let mut f = Some(f);
     let mut out = None;
     assert!(HostCpu::run_on(cpu, &mut || out = Some((f.take().unwrap())())));
@@ -72,5 +72,5 @@ pub fn as_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> R {
 }
 
 pub fn my_cpu() -> usize {
-    <HostCpu as allocator::CpuLocal>::cpu_id()
+    <HostCpu as framekeep::CpuLocal>::cpu_id()
 }

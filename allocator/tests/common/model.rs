@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ptr::NonNull;
 
-use allocator::*;
+use framekeep::*;
 
 /// Candidate registrations: (start, pages). Chosen to straddle the 16 MiB
 /// and 4 GiB zone boundaries and to start/end unaligned.

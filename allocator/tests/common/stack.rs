@@ -25,7 +25,7 @@ use std::fmt::Debug;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use allocator::{
+use framekeep::{
     Constraint, CpuLocal, DMA_END, DMA32_END, Error, FaultKind, FreeBlock, PcpConfig, PhysAddr,
     SIZE_CLASSES, Zone, size_class, slab_order,
 };
@@ -36,9 +36,9 @@ use crate::host::Ram;
 /// meet each other's caches and slabs often).
 pub const CPUS: usize = 4;
 
-allocator::host_cpu_local!(pub StackCpu, CPUS);
+framekeep::host_cpu_local!(pub StackCpu, CPUS);
 
-pub type StackHeap = allocator::Heap<StackCpu, CPUS>;
+pub type StackHeap = framekeep::Heap<StackCpu, CPUS>;
 
 /// Heap sizes (pages, metadata included) the input chooses from.
 pub const MIN_PAGES: u64 = 512;
@@ -591,7 +591,7 @@ struct Setup {
     cfg: PcpConfig,
     /// Physical address of the memory (`None`: identity).
     at: Option<u64>,
-    opts: allocator::FrameOptions,
+    opts: framekeep::FrameOptions,
 }
 
 pub struct Driver<'r> {
@@ -634,7 +634,7 @@ pub fn run(data: &[u8], ram: &Ram) {
         garbage: g,
         cfg: CONFIGS[usize::from(c & 3)],
         at: PLACEMENTS[usize::from(c >> 2 & 7) % PLACEMENTS.len()],
-        opts: allocator::FrameOptions {
+        opts: framekeep::FrameOptions {
             poison: c & 0x40 != 0,
             zero_on_alloc: c & 0x80 != 0,
         },
@@ -699,9 +699,9 @@ impl<'r> Driver<'r> {
     /// Gives the heap `pages` more pages of the buffer, `gap` pages after
     /// what it has (their first pages become metadata, filled with the
     /// run's garbage first).
-    fn add_memory(&mut self, gap: u64, pages: u64) -> Result<(), allocator::Error> {
+    fn add_memory(&mut self, gap: u64, pages: u64) -> Result<(), framekeep::Error> {
         let start = self.ram.start() as usize + ((self.used + gap) * 4096) as usize;
-        let meta = (allocator::heap_metadata_bytes(pages).div_ceil(PAGE) + 1).min(pages as usize);
+        let meta = (framekeep::heap_metadata_bytes(pages).div_ceil(PAGE) + 1).min(pages as usize);
         // SAFETY: this part of the Ram is not the heap's yet (nor used by
         // anything else: each run's heap is dropped before the next one).
         unsafe { (start as *mut u8).write_bytes(self.garbage, meta * PAGE) };

@@ -3,7 +3,7 @@
 //! both the kernel's virtual address and the device's (physical) address.
 //! The frames go back to the allocator on drop.
 
-use allocator::{Constraint, Error, PhysAddr, Zone};
+use framekeep::{Constraint, Error, PhysAddr, Zone};
 
 use super::frames::{self, FrameRun, PAGE_SIZE};
 

@@ -1,4 +1,4 @@
-//! The kernel's memory: one `allocator::Heap` (per-CPU page caches and
+//! The kernel's memory: one `framekeep::Heap` (per-CPU page caches and
 //! slabs over a buddy allocator whose lock is taken with interrupts masked),
 //! fed from the sanitised memory map.
 //!
@@ -9,7 +9,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use allocator::{Constraint, Error, Heap, PhysAddr, Stats, Zone};
+use framekeep::{Constraint, Error, Heap, PhysAddr, Stats, Zone};
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr as X86PhysAddr, VirtAddr};
 
@@ -18,7 +18,7 @@ use crate::arch::x86_64::cpu_local::{KernelCpu, MAX_CPUS};
 use crate::arch::x86_64::tsc;
 use crate::kprintln;
 
-pub const PAGE_SIZE: u64 = allocator::PAGE_SIZE;
+pub const PAGE_SIZE: u64 = framekeep::PAGE_SIZE;
 
 /// All of the kernel's memory; `heap::KernelHeap` forwards to it.
 pub(super) static MEMORY: Heap<KernelCpu, MAX_CPUS> = Heap::new();
@@ -100,7 +100,7 @@ pub fn alloc_bulk(constraint: Constraint, out: &mut [PhysAddr]) -> Result<usize,
 }
 
 /// Frees single frames under one lock acquisition; all or nothing.
-pub fn free_bulk(frames: &[PhysAddr]) -> Result<(), allocator::BulkError> {
+pub fn free_bulk(frames: &[PhysAddr]) -> Result<(), framekeep::BulkError> {
     MEMORY.frames().free_bulk(frames)
 }
 
@@ -177,7 +177,7 @@ pub fn print_report() {
         let zone_stats = stats.zone(zone);
         // Metadata describing this zone's pages (carved from the start of
         // each range, so it may physically sit in a lower zone).
-        let metadata = allocator::heap_metadata_bytes(zone_stats.managed_pages) as u64;
+        let metadata = framekeep::heap_metadata_bytes(zone_stats.managed_pages) as u64;
         kprintln!(
             "  {:<6} {:>10} {:>10} {:>10}  {}  {}",
             zone.name(),

@@ -5,7 +5,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use allocator::Fault;
+use framekeep::Fault;
 
 use super::frames::MEMORY;
 
@@ -28,7 +28,7 @@ pub fn init() {
     MEMORY.set_fault_handler(report_fault);
 }
 
-// SAFETY: forwards to `allocator::Heap`, itself a `GlobalAlloc` with the
+// SAFETY: forwards to `framekeep::Heap`, itself a `GlobalAlloc` with the
 // same contract.
 unsafe impl GlobalAlloc for KernelHeap {
     /// # Safety

@@ -205,8 +205,8 @@ mod tests {
     use crate::arch::x86_64::exception::ExceptionKind;
     use crate::ktest::should_fault;
     use crate::mem::frames::{self, PAGE_SIZE};
-    use allocator::Constraint;
     use core::ops::Range;
+    use framekeep::Constraint;
     use x86_64::structures::paging::Size2MiB;
 
     const DATA: PageTableFlags = PageTableFlags::PRESENT
@@ -239,14 +239,14 @@ mod tests {
                 .as_mut_ptr::<u64>()
                 .write_volatile(0x5eed)
         };
-        let via_linear = frames::phys_to_virt(allocator::PhysAddr(frame.start_address().as_u64()));
+        let via_linear = frames::phys_to_virt(framekeep::PhysAddr(frame.start_address().as_u64()));
         // SAFETY: the frame is ours; the linear map aliases it.
         let read_back = unsafe { via_linear.as_ptr::<u64>().read_volatile() };
         assert_eq!(read_back, 0x5eed);
         assert_eq!(unmap(page).expect("unmap"), frame);
         assert!(translate(page.start_address()).is_none());
         assert!(matches!(unmap(page), Err(PagingError::NotMapped)));
-        frames::free_order(allocator::PhysAddr(frame.start_address().as_u64()), 0).unwrap();
+        frames::free_order(framekeep::PhysAddr(frame.start_address().as_u64()), 0).unwrap();
         assert_eq!(
             frames::stats().free_pages(),
             free_before,
@@ -279,7 +279,7 @@ mod tests {
     /// A frame for a mapping that must fail; freed again right away.
     fn frame_4k_leak_checked() -> PhysFrame<Size4KiB> {
         let frame = frame_4k();
-        frames::free_order(allocator::PhysAddr(frame.start_address().as_u64()), 0).unwrap();
+        frames::free_order(framekeep::PhysAddr(frame.start_address().as_u64()), 0).unwrap();
         frame
     }
 
@@ -293,7 +293,7 @@ mod tests {
         let (_, flags) = translate(page.start_address()).unwrap();
         assert!(!flags.contains(PageTableFlags::WRITABLE));
         unmap(page).unwrap();
-        frames::free_order(allocator::PhysAddr(frame.start_address().as_u64()), 0).unwrap();
+        frames::free_order(framekeep::PhysAddr(frame.start_address().as_u64()), 0).unwrap();
     }
 
     /// Where the fault tests below map their page; set before the fault.

@@ -2,7 +2,7 @@
 //! mapping area, with an unmapped guard page below, so an overflow faults
 //! instead of silently overwriting whatever lies beneath.
 
-use allocator::Constraint;
+use framekeep::Constraint;
 use x86_64::VirtAddr;
 use x86_64::structures::paging::{Page, PageTableFlags, PhysFrame, Size4KiB};
 
@@ -21,7 +21,7 @@ pub struct KernelStack {
 /// Why a stack could not be made.
 #[derive(Debug)]
 pub enum StackError {
-    Frames(allocator::Error),
+    Frames(framekeep::Error),
     Paging(PagingError),
 }
 

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::time::Instant;
 
-use allocator::{BuddyAllocator, Constraint, PhysAddr, Zone, metadata_bytes};
+use framekeep::{BuddyAllocator, Constraint, PhysAddr, Zone, metadata_bytes};
 
 use crate::host::{Frames, GIB};
 use crate::measure::{Sampler, calibrate, ns_per, settle};
@@ -98,7 +98,7 @@ impl<const BASE: u64> Contender for Ours<BASE> {
 
 #[cold]
 #[inline(never)]
-fn failed(what: &str, e: allocator::Error) -> ! {
+fn failed(what: &str, e: framekeep::Error) -> ! {
     panic!("our allocator: {what} failed: {e}")
 }
 

@@ -1,5 +1,5 @@
 //! Heap benchmark: our slab + per-CPU page cache `GlobalAlloc`
-//! (`allocator::Heap`) against buddy-slab-allocator 0.6.1's
+//! (`framekeep::Heap`) against buddy-slab-allocator 0.6.1's
 //! `GlobalAllocator`, talc 5 (`TalcLock` with a spin lock),
 //! linked_list_allocator 0.10 and `buddy_system_allocator::Heap` (both
 //! behind the same test-and-test-and-set spin lock), in one run.
@@ -91,7 +91,7 @@ impl Contender for Ours {
     }
     #[inline(always)]
     fn unpage(&self, p: usize) {
-        let _ = self.frames().free(allocator::PhysAddr(p as u64), 0);
+        let _ = self.frames().free(framekeep::PhysAddr(p as u64), 0);
     }
     #[inline(always)]
     fn page_pair(&self) {

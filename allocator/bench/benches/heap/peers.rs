@@ -5,9 +5,9 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering, compiler_fence};
 
-use allocator::{CpuLocal, Heap, InterruptControl, PhysAddr};
 use buddy_slab_allocator::interface::BuddySlabIf;
 use buddy_slab_allocator::{GlobalAllocator, PerCpuSlab, SlabPoolTrait, StaticSlabPool};
+use framekeep::{CpuLocal, Heap, InterruptControl, PhysAddr};
 
 /// Bytes of memory each allocator manages.
 pub const REGION: usize = 256 << 20;

@@ -1,7 +1,7 @@
 //! What the frame allocator needs from the CPU: interrupt masking around its
 //! locks and per-CPU caches, and which CPU is running.
 
-use allocator::{CpuLocal, InterruptControl};
+use framekeep::{CpuLocal, InterruptControl};
 use x86_64::instructions::interrupts;
 
 /// The allocator's view of the CPU: interrupts are masked while a lock or a
