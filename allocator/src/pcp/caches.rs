@@ -137,8 +137,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// Registers memory like [`BuddyAllocator::add_section`], but `meta`
     /// must hold [`cache_metadata_bytes`]`(pages)` bytes: the buddy's words
-    /// followed by one tag per page (zeroed here, so registration writes
-    /// 8 bytes per page).
+    /// followed by one tag per page. Registration writes no tag: they are
+    /// zeroed a chunk at a time as pages first get one.
     ///
     /// Errors: those of [`BuddyAllocator::add_section`], and
     /// [`Error::TooManySections`] when the tag table is full.
