@@ -114,35 +114,35 @@ pub struct Bytes<'a>(pub &'a [u8]);
 
 impl Bytes<'_> {
     fn u8(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
+        let (&byte, rest) = self.0.split_first()?;
         self.0 = rest;
-        Some(b)
+        Some(byte)
     }
     fn u16(&mut self) -> Option<u16> {
         Some(u16::from(self.u8()?) | (u16::from(self.u8()?) << 8))
     }
     fn layout(&mut self) -> Option<Layout> {
-        let b = self.u8()?;
-        let v = usize::from(self.u16()?);
-        let (size, align) = match b & 7 {
-            0..=2 => (1 + v % 2048, 0),
-            3 => (1 + v % 128, 0),
+        let byte = self.u8()?;
+        let value = usize::from(self.u16()?);
+        let (size, align) = match byte & 7 {
+            0..=2 => (1 + value % 2048, 0),
+            3 => (1 + value % 128, 0),
             // 1, 2, 4 or 8 pages, sometimes a little less.
-            4 => ((PAGE << (v % 4)) - (v >> 2) % 3000, 0),
-            5 => (2049 + v * 3 % (200 << 10), 0),
-            6 => (PAGE * (1 + v % 50), 0),
-            _ => FIXED[v % FIXED.len()],
+            4 => ((PAGE << (value % 4)) - (value >> 2) % 3000, 0),
+            5 => (2049 + value * 3 % (200 << 10), 0),
+            6 => (PAGE * (1 + value % 50), 0),
+            _ => FIXED[value % FIXED.len()],
         };
         let align = match align {
-            0 if b & 8 == 0 => 1 << ((b >> 4) % 4),
-            0 => 1 << ((b >> 4) + 1), // up to 64 KiB
+            0 if byte & 8 == 0 => 1 << ((byte >> 4) % 4),
+            0 => 1 << ((byte >> 4) + 1), // up to 64 KiB
             a => a,
         };
         Layout::from_size_align(size, align).ok()
     }
     fn con(&mut self) -> Option<Con> {
-        let b = self.u8()?;
-        Some(match b % 8 {
+        let byte = self.u8()?;
+        Some(match byte % 8 {
             0..=3 => Con::Any,
             4 => Con::Zone(Zone::Dma32),
             5 => Con::Zone(Zone::Dma),
@@ -150,15 +150,15 @@ impl Bytes<'_> {
         })
     }
     fn op(&mut self) -> Option<Step> {
-        let b = self.u8()?;
-        let cpu = (b >> 5 >= 4).then(|| usize::from(b >> 5) - 4);
-        let op = match b & 31 {
+        let byte = self.u8()?;
+        let cpu = (byte >> 5 >= 4).then(|| usize::from(byte >> 5) - 4);
+        let op = match byte & 31 {
             0..=3 => Op::Alloc {
-                l: self.layout()?,
+                layout: self.layout()?,
                 n: 1,
             },
             4 => Op::Alloc {
-                l: self.layout()?,
+                layout: self.layout()?,
                 n: 1 + self.u8()? % 48,
             },
             5..=7 => Op::Free { which: self.u16()? },
@@ -168,14 +168,14 @@ impl Bytes<'_> {
             },
             8 => Op::FreeAs {
                 which: self.u16()?,
-                l: self.layout()?,
+                layout: self.layout()?,
             },
             9 => Op::DoubleFree { which: self.u16()? },
             10 => Op::StaleFree { which: self.u16()? },
             11 => Op::Foreign {
                 kind: self.u8()?,
                 which: self.u16()?,
-                l: self.layout()?,
+                layout: self.layout()?,
             },
             12 => Op::Interior {
                 which: self.u16()?,
@@ -188,29 +188,29 @@ impl Bytes<'_> {
             },
             15 => Op::ReallocWrong {
                 which: self.u16()?,
-                l: self.layout()?,
+                layout: self.layout()?,
                 v: self.u16()?,
             },
             16 | 17 => Op::FAlloc {
                 order: self.u8()? % 6,
-                c: self.con()?,
+                con: self.con()?,
             },
             18 => Op::FAllocPages {
                 count: usize::from(self.u8()? % 65),
-                c: self.con()?,
+                con: self.con()?,
             },
             19 => {
-                let b = self.u8()?;
+                let byte = self.u8()?;
                 Op::FAllocAligned {
-                    count: usize::from(b % 9),
+                    count: usize::from(byte % 9),
                     // 17 and up: not a power of two.
-                    shift: (b >> 4) + self.u8()? % 4,
-                    c: self.con()?,
+                    shift: (byte >> 4) + self.u8()? % 4,
+                    con: self.con()?,
                 }
             }
             20 => Op::FAllocBulk {
                 n: usize::from(self.u8()? % 33),
-                c: self.con()?,
+                con: self.con()?,
             },
             21 | 22 => Op::FFree {
                 which: self.u16()?,
@@ -218,9 +218,9 @@ impl Bytes<'_> {
             },
             23 => {
                 let n = self.u8()?;
-                let b = self.u8()?;
-                let bad = match b & 1 {
-                    1 => Some((self.u8()?, b >> 1)),
+                let byte = self.u8()?;
+                let bad = match byte & 1 {
+                    1 => Some((self.u8()?, byte >> 1)),
                     _ => None,
                 };
                 Op::FFreeBulk {
@@ -247,12 +247,12 @@ impl Bytes<'_> {
             29 => Op::Drain { kind: self.u8()? },
             // Rarely: more memory makes running out of it rarer.
             _ => match self.u8()? {
-                b if b & 7 == 0 => Op::AddMemory {
-                    gap: b >> 3 & 3,
+                byte if byte & 7 == 0 => Op::AddMemory {
+                    gap: byte >> 3 & 3,
                     pages: self.u16()?,
                 },
                 _ => Op::Alloc {
-                    l: self.layout()?,
+                    layout: self.layout()?,
                     n: 1,
                 },
             },
@@ -274,9 +274,9 @@ pub enum Con {
 /// One operation; `which` indexes are reduced modulo what they pick from.
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
-    /// `n` heap allocations of `l`.
+    /// `n` heap allocations of `layout`.
     Alloc {
-        l: Layout,
+        layout: Layout,
         n: u8,
     },
     /// A live heap block freed with its layout.
@@ -289,11 +289,11 @@ pub enum Op {
         which: u16,
         n: u8,
     },
-    /// A live heap block freed with `l`: fine if the heap serves `l` as
+    /// A live heap block freed with `layout`: fine if the heap serves `layout` as
     /// the block's layout, else refused (`WrongLayout`).
     FreeAs {
         which: u16,
-        l: Layout,
+        layout: Layout,
     },
     /// A live heap block freed twice in a row.
     DoubleFree {
@@ -307,7 +307,7 @@ pub enum Op {
     Foreign {
         kind: u8,
         which: u16,
-        l: Layout,
+        layout: Layout,
     },
     /// A heap free of a pointer inside a live heap block.
     Interior {
@@ -324,26 +324,26 @@ pub enum Op {
     /// serve as the block's (null, nothing changed, one fault reported).
     ReallocWrong {
         which: u16,
-        l: Layout,
+        layout: Layout,
         v: u16,
     },
     /// `frames().alloc` / `alloc_in`.
     FAlloc {
         order: u8,
-        c: Con,
+        con: Con,
     },
     FAllocPages {
         count: usize,
-        c: Con,
+        con: Con,
     },
     FAllocAligned {
         count: usize,
         shift: u8,
-        c: Con,
+        con: Con,
     },
     FAllocBulk {
         n: usize,
-        c: Con,
+        con: Con,
     },
     /// A live page-layer block freed the way it was allocated.
     FFree {
@@ -402,7 +402,7 @@ pub struct Step {
 enum Kind {
     /// A heap allocation; `own_page`: a small request served by a whole
     /// page (no slab descriptor was left).
-    Heap { l: Layout, own_page: bool },
+    Heap { layout: Layout, own_page: bool },
     /// `frames().alloc` / `alloc_in` of this order.
     Order(u32),
     /// This many pages from `alloc_pages`, `alloc_aligned` or `reserve_range`.
@@ -433,8 +433,8 @@ enum Plan {
     Never,
 }
 
-fn plan(l: Layout) -> Plan {
-    let (size, align) = (l.size().max(1), l.align());
+fn plan(layout: Layout) -> Plan {
+    let (size, align) = (layout.size().max(1), layout.align());
     if let Some(k) = size_class(size, align) {
         return Plan::Small(k);
     }
@@ -556,8 +556,8 @@ impl Hit {
 }
 static COUNTS: [AtomicU64; HITS] = [const { AtomicU64::new(0) }; HITS];
 
-fn hit(h: Hit) {
-    COUNTS[h as usize].fetch_add(1, Ordering::Relaxed);
+fn hit(path: Hit) {
+    COUNTS[path as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// How often each path was reached so far.
@@ -595,7 +595,7 @@ struct Setup {
 }
 
 pub struct Driver<'r> {
-    h: Box<StackHeap>,
+    heap: Box<StackHeap>,
     ram: &'r Ram,
     garbage: u8,
     /// The physical-to-virtual offset.
@@ -626,45 +626,45 @@ pub struct Driver<'r> {
 /// Panics on any disagreement with the model.
 pub fn run(data: &[u8], ram: &Ram) {
     let mut input = Bytes(data);
-    let (Some(g), Some(p), Some(c)) = (input.u8(), input.u16(), input.u8()) else {
+    let (Some(garbage), Some(size), Some(config)) = (input.u8(), input.u16(), input.u8()) else {
         return;
     };
     let setup = Setup {
-        pages: MIN_PAGES + u64::from(p) % (MAX_PAGES - MIN_PAGES + 1),
-        garbage: g,
-        cfg: CONFIGS[usize::from(c & 3)],
-        at: PLACEMENTS[usize::from(c >> 2 & 7) % PLACEMENTS.len()],
+        pages: MIN_PAGES + u64::from(size) % (MAX_PAGES - MIN_PAGES + 1),
+        garbage,
+        cfg: CONFIGS[usize::from(config & 3)],
+        at: PLACEMENTS[usize::from(config >> 2 & 7) % PLACEMENTS.len()],
         opts: framekeep::FrameOptions {
-            poison: c & 0x40 != 0,
-            zero_on_alloc: c & 0x80 != 0,
+            poison: config & 0x40 != 0,
+            zero_on_alloc: config & 0x80 != 0,
         },
     };
     if trace() {
         eprintln!("stack: {setup:?}");
     }
-    let mut d = Driver::new(ram, setup);
+    let mut driver = Driver::new(ram, setup);
     while let Some(step) = input.op() {
         if trace() {
             eprintln!("stack: {step:?}");
         }
-        d.step(step);
+        driver.step(step);
     }
-    d.finish();
+    driver.finish();
 }
 
 impl<'r> Driver<'r> {
     fn new(ram: &'r Ram, s: Setup) -> Self {
         assert!(ram.pages() >= MAX_PAGES + EXTRA_PAGES);
         let off = s.at.map_or(0, |p| ram.start().wrapping_sub(p));
-        let h = Box::new(StackHeap::with_config(s.cfg));
+        let heap = Box::new(StackHeap::with_config(s.cfg));
         // SAFETY: no memory added yet; the host buffer is what physical
         // memory at `at` maps to, at this offset.
-        unsafe { h.set_phys_offset(off) };
+        unsafe { heap.set_phys_offset(off) };
         // SAFETY: every page the heap will manage is in the Ram, mapped
         // read-write at `phys + off`, and used by nothing else.
-        unsafe { h.frames().set_frame_options(off as *mut u8, s.opts) };
-        let mut d = Driver {
-            h,
+        unsafe { heap.frames().set_frame_options(off as *mut u8, s.opts) };
+        let mut driver = Driver {
+            heap,
             ram,
             garbage: s.garbage,
             off,
@@ -680,10 +680,10 @@ impl<'r> Driver<'r> {
             masked: false,
             foreign: Box::new([0; 1024]),
         };
-        d.add_memory(0, s.pages).unwrap();
-        d.meta_end = d.secs[0].0;
-        assert_eq!(d.h.stats().frames.free_pages(), d.managed);
-        d
+        driver.add_memory(0, s.pages).unwrap();
+        driver.meta_end = driver.secs[0].0;
+        assert_eq!(driver.heap.stats().frames.free_pages(), driver.managed);
+        driver
     }
 
     /// Physical address of virtual address `v` of the heap's memory.
@@ -707,10 +707,10 @@ impl<'r> Driver<'r> {
         unsafe { (start as *mut u8).write_bytes(self.garbage, meta * PAGE) };
         // SAFETY: the Ram outlives the driver, which owns the heap; the
         // range is mapped at `phys + off` and used by nothing else.
-        unsafe { self.h.add_memory(self.phys(start), pages)? };
+        unsafe { self.heap.add_memory(self.phys(start), pages)? };
         self.used += gap + pages;
         self.secs = self
-            .h
+            .heap
             .frames()
             .with_buddy(|b| {
                 b.sections()
@@ -721,7 +721,7 @@ impl<'r> Driver<'r> {
             .map(|(s, e)| (self.virt(s), self.virt(PhysAddr(e))))
             .collect();
         self.secs.sort();
-        self.managed = self.h.stats().frames.buddy.managed_pages();
+        self.managed = self.heap.stats().frames.buddy.managed_pages();
         Ok(())
     }
 
@@ -735,20 +735,20 @@ impl<'r> Driver<'r> {
     }
 
     fn snap(&self) -> Snap {
-        let st = self.h.stats();
+        let stats = self.heap.stats();
         Snap {
-            free: st.frames.free_pages(),
-            cached: st.frames.cached_pages(),
-            slab: st.slab_pages,
-            descriptors: st.descriptors,
-            blocks: self.h.frames().with_buddy(|b| b.free_blocks().collect()),
+            free: stats.frames.free_pages(),
+            cached: stats.frames.cached_pages(),
+            slab: stats.slab_pages,
+            descriptors: stats.descriptors,
+            blocks: self.heap.frames().with_buddy(|b| b.free_blocks().collect()),
         }
     }
 
     /// Runs a call that must be refused, and checks that it changed nothing.
     fn refused<E: Debug>(&self, what: impl Debug, f: impl FnOnce() -> Result<(), E>) -> E {
         let before = self.snap();
-        let faults = self.h.stats().faults;
+        let faults = self.heap.stats().faults;
         let e = match f() {
             Ok(()) => panic!("{what:?}: accepted"),
             Err(e) => e,
@@ -758,7 +758,7 @@ impl<'r> Driver<'r> {
             before,
             "{what:?} (refused: {e:?}) changed state"
         );
-        assert_eq!(self.h.stats().faults, faults, "{what:?}: fault reported");
+        assert_eq!(self.heap.stats().faults, faults, "{what:?}: fault reported");
         e
     }
 
@@ -767,42 +767,44 @@ impl<'r> Driver<'r> {
         self.stamp
     }
 
-    fn fill(&self, addr: usize, b: &Block) {
+    fn fill(&self, addr: usize, block: &Block) {
         // SAFETY: a live block of ours, at least `size` bytes, in the Ram.
-        let s = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, b.size) };
-        for (i, x) in s.iter_mut().enumerate() {
-            *x = pattern(b.stamp, i);
+        let bytes = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, block.size) };
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = pattern(block.stamp, i);
         }
     }
 
-    /// Checks the first `n` bytes at `addr` against `b`'s pattern.
-    fn check_pattern(&self, addr: usize, b: &Block, n: usize) {
+    /// Checks the first `n` bytes at `addr` against `block`'s pattern.
+    fn check_pattern(&self, addr: usize, block: &Block, n: usize) {
         // SAFETY: a live block (or one just moved from it) of >= n bytes.
-        let s = unsafe { std::slice::from_raw_parts(addr as *const u8, n) };
-        if let Some(i) = (0..n).find(|&i| s[i] != pattern(b.stamp, i)) {
+        let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, n) };
+        if let Some(i) = (0..n).find(|&i| bytes[i] != pattern(block.stamp, i)) {
             panic!(
-                "{addr:#x} ({b:?}): byte {i} is {:#04x}, not {:#04x}",
-                s[i],
-                pattern(b.stamp, i)
+                "{addr:#x} ({block:?}): byte {i} is {:#04x}, not {:#04x}",
+                bytes[i],
+                pattern(block.stamp, i)
             );
         }
     }
 
     fn inside(&self, addr: usize, len: usize) -> bool {
-        self.secs.iter().any(|&(s, e)| s <= addr && addr + len <= e)
+        self.secs
+            .iter()
+            .any(|&(start, end)| start <= addr && addr + len <= end)
     }
 
     /// The live block overlapping `[addr, addr + len)`, if any.
     fn overlap(&self, addr: usize, len: usize) -> Option<(usize, Block)> {
-        if let Some((&a, &b)) = self.live.range(..=addr).next_back()
-            && a + b.len > addr
+        if let Some((&start, &block)) = self.live.range(..=addr).next_back()
+            && start + block.len > addr
         {
-            return Some((a, b));
+            return Some((start, block));
         }
         self.live
             .range(addr..addr + len.max(1))
             .next()
-            .map(|(&a, &b)| (a, b))
+            .map(|(&start, &block)| (start, block))
     }
 
     /// A new block: checked (aligned, inside the managed memory, no
@@ -817,240 +819,278 @@ impl<'r> Driver<'r> {
             "{addr:#x}+{len} ({kind:?}) outside {:x?}",
             self.secs
         );
-        if let Some((a, b)) = self.overlap(addr, len) {
-            panic!("{addr:#x}+{len} ({kind:?}) overlaps live {a:#x}: {b:?}");
+        if let Some((other, block)) = self.overlap(addr, len) {
+            panic!("{addr:#x}+{len} ({kind:?}) overlaps live {other:#x}: {block:?}");
         }
-        let b = Block {
+        let block = Block {
             len,
             size,
             stamp: self.next_stamp(),
             kind,
             cpu: StackCpu::cpu_id(),
         };
-        self.fill(addr, &b);
-        self.live.insert(addr, b);
+        self.fill(addr, &block);
+        self.live.insert(addr, block);
     }
 
     fn remove(&mut self, addr: usize) -> Block {
-        let b = self.live.remove(&addr).unwrap();
-        self.bury(addr, b);
-        b
+        let block = self.live.remove(&addr).unwrap();
+        self.bury(addr, block);
+        block
     }
 
     /// Remembers a freed block for stale frees (the last 64 of each layer).
-    fn bury(&mut self, addr: usize, b: Block) {
-        let dead = match b.kind {
+    fn bury(&mut self, addr: usize, block: Block) {
+        let dead = match block.kind {
             Kind::Heap { .. } => &mut self.dead_heap,
             _ => &mut self.dead_frames,
         };
         if dead.len() == 64 {
             dead.remove(0);
         }
-        dead.push((addr, b));
+        dead.push((addr, block));
     }
 
     /// The `which`-th live block (mod their number) accepted by `f`.
-    fn pick(&self, which: u16, f: impl Fn(&Block) -> bool) -> Option<(usize, Block)> {
-        let n = self.live.values().filter(|b| f(b)).count();
+    fn pick(&self, which: u16, keep: impl Fn(&Block) -> bool) -> Option<(usize, Block)> {
+        let n = self.live.values().filter(|block| keep(block)).count();
         if n == 0 {
             return None;
         }
         self.live
             .iter()
-            .filter(|(_, b)| f(b))
+            .filter(|(_, block)| keep(block))
             .nth(usize::from(which) % n)
-            .map(|(&a, &b)| (a, b))
+            .map(|(&addr, &block)| (addr, block))
     }
 
     fn pick_heap(&self, which: u16) -> Option<(usize, Block, Layout)> {
-        let (a, b) = self.pick(which, |b| matches!(b.kind, Kind::Heap { .. }))?;
-        let Kind::Heap { l, .. } = b.kind else {
+        let (addr, block) = self.pick(which, |block| matches!(block.kind, Kind::Heap { .. }))?;
+        let Kind::Heap { layout, .. } = block.kind else {
             unreachable!()
         };
-        Some((a, b, l))
+        Some((addr, block, layout))
     }
 
     /// A slab object allocated on this CPU that is the only live object
     /// of its slab.
     fn pick_alone(&self, which: u16) -> Option<(usize, Block, Layout)> {
-        let slab_of = |a: usize, b: &Block| match b.kind {
-            Kind::Heap { l, own_page: false } if matches!(plan(l), Plan::Small(_)) => {
-                Some(a & !((PAGE << slab_order(b.len)) - 1))
+        let slab_of = |addr: usize, block: &Block| match block.kind {
+            Kind::Heap {
+                layout,
+                own_page: false,
+            } if matches!(plan(layout), Plan::Small(_)) => {
+                Some(addr & !((PAGE << slab_order(block.len)) - 1))
             }
             _ => None,
         };
         let mut per_slab: BTreeMap<usize, usize> = BTreeMap::new();
-        for (&a, b) in &self.live {
-            if let Some(s) = slab_of(a, b) {
-                *per_slab.entry(s).or_default() += 1;
+        for (&addr, block) in &self.live {
+            if let Some(slab) = slab_of(addr, block) {
+                *per_slab.entry(slab).or_default() += 1;
             }
         }
         let me = StackCpu::cpu_id();
         let alone: Vec<_> = self
             .live
             .iter()
-            .filter(|(a, b)| b.cpu == me && slab_of(**a, b).is_some_and(|s| per_slab[&s] == 1))
-            .map(|(&a, &b)| (a, b))
+            .filter(|(addr, block)| {
+                block.cpu == me && slab_of(**addr, block).is_some_and(|slab| per_slab[&slab] == 1)
+            })
+            .map(|(&addr, &block)| (addr, block))
             .collect();
-        let (a, b) = *alone.get(usize::from(which) % alone.len().max(1))?;
-        let Kind::Heap { l, .. } = b.kind else {
+        let (addr, block) = *alone.get(usize::from(which) % alone.len().max(1))?;
+        let Kind::Heap { layout, .. } = block.kind else {
             unreachable!()
         };
-        Some((a, b, l))
+        Some((addr, block, layout))
     }
 
     fn pick_frames(&self, which: u16) -> Option<(usize, Block)> {
         self.pick(which, |b| !matches!(b.kind, Kind::Heap { .. }))
     }
 
-    /// The footprint of a fresh heap block of `l` at `p`.
-    fn heap_block(&self, p: *mut u8, l: Layout) -> (usize, Kind) {
-        match plan(l) {
-            Plan::Small(k) => match self.h.is_free(p, l) {
-                Some(false) => (SIZE_CLASSES[k], Kind::Heap { l, own_page: false }),
+    /// The footprint of a fresh heap block of `layout` at `p`.
+    fn heap_block(&self, ptr: *mut u8, layout: Layout) -> (usize, Kind) {
+        match plan(layout) {
+            Plan::Small(class) => match self.heap.is_free(ptr, layout) {
+                Some(false) => (
+                    SIZE_CLASSES[class],
+                    Kind::Heap {
+                        layout,
+                        own_page: false,
+                    },
+                ),
                 None => {
                     hit(Hit::OwnPage);
-                    (PAGE, Kind::Heap { l, own_page: true })
+                    (
+                        PAGE,
+                        Kind::Heap {
+                            layout,
+                            own_page: true,
+                        },
+                    )
                 }
-                Some(true) => panic!("{p:?} ({l:?}) handed out but free in its slab"),
+                Some(true) => panic!("{ptr:?} ({layout:?}) handed out but free in its slab"),
             },
-            Plan::Cached(o) => (PAGE << o, Kind::Heap { l, own_page: false }),
-            Plan::Run(pages, _) => (pages * PAGE, Kind::Heap { l, own_page: false }),
-            Plan::Never => panic!("{l:?} cannot be served, got {p:?}"),
+            Plan::Cached(order) => (
+                PAGE << order,
+                Kind::Heap {
+                    layout,
+                    own_page: false,
+                },
+            ),
+            Plan::Run(pages, _) => (
+                pages * PAGE,
+                Kind::Heap {
+                    layout,
+                    own_page: false,
+                },
+            ),
+            Plan::Never => panic!("{layout:?} cannot be served, got {ptr:?}"),
         }
     }
 
-    /// After a heap allocation of `l` returned null: the page layer really
+    /// After a heap allocation of `layout` returned null: the page layer really
     /// had nothing to give. The heap drained every cache it could reach
     /// (the current CPU's only, when masked) and the buddy merged its
     /// parked pages before giving up.
-    fn check_heap_oom(&self, l: Layout) {
-        let st = self.h.stats().frames;
-        let p = plan(l);
-        if p == Plan::Never {
+    fn check_heap_oom(&self, layout: Layout) {
+        let stats = self.heap.stats().frames;
+        let plan = plan(layout);
+        if plan == Plan::Never {
             return;
         }
-        let k = plan_order(p);
-        let largest = st.buddy.largest_free_order();
+        let order = plan_order(plan);
+        let largest = stats.buddy.largest_free_order();
         assert!(
-            largest.is_none_or(|o| o < k),
-            "{l:?} ({p:?}): null, but a free block of order {largest:?} >= {k}"
+            largest.is_none_or(|largest| largest < order),
+            "{layout:?} ({plan:?}): null, but a free block of order {largest:?} >= {order}"
         );
         if !self.masked {
-            assert_eq!(st.cached_pages(), 0, "{l:?}: null with pages cached");
+            assert_eq!(
+                stats.cached_pages(),
+                0,
+                "{layout:?}: null with pages cached"
+            );
         }
     }
 
     /// After a page-layer request for a block of order `k` failed with
     /// out of memory (without a constraint).
-    fn check_frames_oom(&self, what: impl Debug, k: u32) {
+    fn check_frames_oom(&self, what: impl Debug, order: u32) {
         hit(Hit::FramesOom);
-        let st = self.h.stats().frames;
-        let largest = st.buddy.largest_free_order();
+        let stats = self.heap.stats().frames;
+        let largest = stats.buddy.largest_free_order();
         assert!(
-            largest.is_none_or(|o| o < k),
-            "{what:?}: out of memory, but a free block of order {largest:?} >= {k}"
+            largest.is_none_or(|largest| largest < order),
+            "{what:?}: out of memory, but a free block of order {largest:?} >= {order}"
         );
         if !self.masked {
             assert_eq!(
-                st.cached_pages(),
+                stats.cached_pages(),
                 0,
                 "{what:?}: out of memory with pages cached"
             );
         }
     }
 
-    fn constraint(&self, c: Con) -> Constraint {
-        match c {
+    fn constraint(&self, con: Con) -> Constraint {
+        match con {
             Con::Any => Constraint::ANY,
-            Con::Zone(z) => Constraint::Zone(z),
-            Con::Below(v) => {
+            Con::Zone(zone) => Constraint::Zone(zone),
+            Con::Below(limit) => {
                 let base = self.phys(self.secs[0].0).0;
                 let pages = MAX_PAGES + EXTRA_PAGES + 64;
-                Constraint::Below(PhysAddr(base + u64::from(v) % pages * 4096))
+                Constraint::Below(PhysAddr(base + u64::from(limit) % pages * 4096))
             }
         }
     }
 
     /// Whether `[addr, addr + len)` satisfies `c`.
-    fn satisfies(addr: usize, len: usize, c: Constraint) -> bool {
+    fn satisfies(addr: usize, len: usize, constraint: Constraint) -> bool {
         let end = (addr + len) as u64;
-        match c {
-            Constraint::Below(PhysAddr(l)) => end <= l,
+        match constraint {
+            Constraint::Below(PhysAddr(limit)) => end <= limit,
             Constraint::Zone(Zone::Dma) => end <= DMA_END,
             Constraint::Zone(Zone::Dma32) => end <= DMA32_END,
             Constraint::Zone(Zone::Normal) => true,
         }
     }
 
-    fn heap_free(&mut self, a: usize, l: Layout) {
-        let b = self.live[&a];
-        self.check_pattern(a, &b, b.size);
-        // SAFETY: a live block allocated with a layout the heap serves as `l`.
-        if let Err(f) = unsafe { self.h.try_dealloc(a as *mut u8, l) } {
-            panic!("free of {a:#x} ({b:?}) as {l:?}: {f:?}");
+    fn heap_free(&mut self, addr: usize, layout: Layout) {
+        let block = self.live[&addr];
+        self.check_pattern(addr, &block, block.size);
+        // SAFETY: a live block allocated with a layout the heap serves as `layout`.
+        if let Err(fault) = unsafe { self.heap.try_dealloc(addr as *mut u8, layout) } {
+            panic!("free of {addr:#x} ({block:?}) as {layout:?}: {fault:?}");
         }
         hit(Hit::HeapFree);
-        if b.cpu != StackCpu::cpu_id() {
+        if block.cpu != StackCpu::cpu_id() {
             hit(Hit::RemoteFree);
         }
-        self.remove(a);
+        self.remove(addr);
     }
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Alloc { l, n } => {
+            Op::Alloc { layout, n } => {
                 for _ in 0..n {
-                    let p = self.h.allocate(l);
-                    if p.is_null() {
+                    let ptr = self.heap.allocate(layout);
+                    if ptr.is_null() {
                         hit(Hit::HeapOom);
-                        self.check_heap_oom(l);
+                        self.check_heap_oom(layout);
                         break;
                     }
                     hit(Hit::HeapAlloc);
-                    let (len, kind) = self.heap_block(p, l);
-                    self.add(p as usize, len, l.size(), l.align(), kind);
+                    let (len, kind) = self.heap_block(ptr, layout);
+                    self.add(ptr as usize, len, layout.size(), layout.align(), kind);
                 }
             }
             Op::Free { which } => {
-                if let Some((a, _, l)) = self.pick_heap(which) {
-                    self.heap_free(a, l);
+                if let Some((addr, _, layout)) = self.pick_heap(which) {
+                    self.heap_free(addr, layout);
                 }
             }
             Op::FreeRun { which, n } => {
-                let Some((a, _, _)) = self.pick_heap(which) else {
+                let Some((addr, _, _)) = self.pick_heap(which) else {
                     return;
                 };
                 let run: Vec<_> = self
                     .live
-                    .range(a..)
-                    .filter_map(|(&a, b)| match b.kind {
-                        Kind::Heap { l, .. } => Some((a, l)),
+                    .range(addr..)
+                    .filter_map(|(&addr, block)| match block.kind {
+                        Kind::Heap { layout, .. } => Some((addr, layout)),
                         _ => None,
                     })
                     .take(usize::from(n))
                     .collect();
-                for (a, l) in run {
-                    self.heap_free(a, l);
+                for (addr, layout) in run {
+                    self.heap_free(addr, layout);
                 }
             }
-            Op::FreeAs { which, l: l2 } => {
-                let Some((a, b, l)) = self.pick_heap(which) else {
+            Op::FreeAs {
+                which,
+                layout: other,
+            } => {
+                let Some((addr, block, layout)) = self.pick_heap(which) else {
                     return;
                 };
-                if plan(l2) == plan(l) {
+                if plan(other) == plan(layout) {
                     hit(Hit::FreeEquivalent);
-                    return self.heap_free(a, l2);
+                    return self.heap_free(addr, other);
                 }
                 // SAFETY: refused before anything is touched (what is tested).
-                let f = self.refused(op, || unsafe { self.h.try_dealloc(a as *mut u8, l2) });
+                let fault = self.refused(op, || unsafe {
+                    self.heap.try_dealloc(addr as *mut u8, other)
+                });
                 assert_eq!(
-                    f.kind,
+                    fault.kind,
                     FaultKind::WrongLayout,
-                    "{a:#x} {b:?} freed as {l2:?}"
+                    "{addr:#x} {block:?} freed as {other:?}"
                 );
                 hit(Hit::WrongLayout);
-                self.check_pattern(a, &b, b.size);
+                self.check_pattern(addr, &block, block.size);
             }
             Op::DoubleFree { which } => {
                 // With the top bit: an object alone in its slab, allocated
@@ -1059,266 +1099,322 @@ impl<'r> Driver<'r> {
                     0 => self.pick_heap(which),
                     _ => self.pick_alone(which),
                 };
-                let Some((a, b, l)) = pick else {
+                let Some((addr, block, layout)) = pick else {
                     return;
                 };
-                self.heap_free(a, l);
-                let slab_state = self.h.is_free(a as *mut u8, l);
+                self.heap_free(addr, layout);
+                let slab_state = self.heap.is_free(addr as *mut u8, layout);
                 // SAFETY: refused.
-                let f = self.refused(op, || unsafe { self.h.try_dealloc(a as *mut u8, l) });
-                let slab_gone = matches!(plan(l), Plan::Small(_))
-                    && b.kind == (Kind::Heap { l, own_page: false })
+                let fault = self.refused(op, || unsafe {
+                    self.heap.try_dealloc(addr as *mut u8, layout)
+                });
+                let slab_gone = matches!(plan(layout), Plan::Small(_))
+                    && block.kind
+                        == (Kind::Heap {
+                            layout,
+                            own_page: false,
+                        })
                     && slab_state.is_none();
                 // An object whose slab was retired by the first free is
                 // no longer in any slab: a second free cannot tell it from
                 // a foreign pointer unless it starts a page.
-                let ok = f.kind == FaultKind::DoubleFree
-                    || (slab_gone && f.kind == FaultKind::NotAllocated);
+                let ok = fault.kind == FaultKind::DoubleFree
+                    || (slab_gone && fault.kind == FaultKind::NotAllocated);
                 hit(match slab_gone {
                     true => Hit::DoubleFreeSlabGone,
                     false => Hit::DoubleFree,
                 });
                 assert!(
                     ok,
-                    "second free of {a:#x} {b:?}: {f:?} (slab: {slab_state:?})"
+                    "second free of {addr:#x} {block:?}: {fault:?} (slab: {slab_state:?})"
                 );
             }
             Op::StaleFree { which } => {
                 if self.dead_heap.is_empty() {
                     return;
                 }
-                let (a, b) = self.dead_heap[usize::from(which) % self.dead_heap.len()];
-                if self.overlap(a, b.len).is_some() {
+                let (addr, block) = self.dead_heap[usize::from(which) % self.dead_heap.len()];
+                if self.overlap(addr, block.len).is_some() {
                     return; // handed out again: not ours to free
                 }
-                let Kind::Heap { l, .. } = b.kind else {
+                let Kind::Heap { layout, .. } = block.kind else {
                     unreachable!()
                 };
                 // SAFETY: refused.
-                let f = self.refused(op, || unsafe { self.h.try_dealloc(a as *mut u8, l) });
+                let fault = self.refused(op, || unsafe {
+                    self.heap.try_dealloc(addr as *mut u8, layout)
+                });
                 // Where its memory went since decides how it is told apart
                 // from a live block: free pages and objects are double
                 // frees, a slab that is gone makes it foreign, an empty
                 // slab now in its page makes it the slab's memory.
                 let ok = matches!(
-                    f.kind,
+                    fault.kind,
                     FaultKind::DoubleFree | FaultKind::NotAllocated | FaultKind::WrongLayout
                 );
-                assert!(ok, "stale free of {a:#x} {b:?}: {f:?}");
+                assert!(ok, "stale free of {addr:#x} {block:?}: {fault:?}");
                 hit(Hit::StaleFree);
             }
-            Op::Foreign { kind, which, l } => {
-                let Some(p) = self.foreign_ptr(kind, which) else {
+            Op::Foreign {
+                kind,
+                which,
+                layout,
+            } => {
+                let Some(ptr) = self.foreign_ptr(kind, which) else {
                     return;
                 };
                 // SAFETY: refused before anything is touched.
-                let f = self.refused(op, || unsafe { self.h.try_dealloc(p, l) });
-                assert_eq!(f.kind, FaultKind::NotAllocated, "foreign {p:?} as {l:?}");
+                let fault = self.refused(op, || unsafe { self.heap.try_dealloc(ptr, layout) });
+                assert_eq!(
+                    fault.kind,
+                    FaultKind::NotAllocated,
+                    "foreign {ptr:?} as {layout:?}"
+                );
                 hit(Hit::Foreign);
             }
             Op::Interior { which, off } => {
-                let Some((a, b, l)) = self.pick_heap(which) else {
+                let Some((addr, block, layout)) = self.pick_heap(which) else {
                     return;
                 };
-                if b.size < 2 {
+                if block.size < 2 {
                     return;
                 }
-                let p = a + 1 + usize::from(off) * 61 % (b.size - 1);
+                let inner = addr + 1 + usize::from(off) * 61 % (block.size - 1);
                 // SAFETY: refused.
-                let f = self.refused(op, || unsafe { self.h.try_dealloc(p as *mut u8, l) });
-                if b.kind == (Kind::Heap { l, own_page: false }) && b.len < PAGE {
+                let fault = self.refused(op, || unsafe {
+                    self.heap.try_dealloc(inner as *mut u8, layout)
+                });
+                if block.kind
+                    == (Kind::Heap {
+                        layout,
+                        own_page: false,
+                    })
+                    && block.len < PAGE
+                {
                     assert_eq!(
-                        f.kind,
+                        fault.kind,
                         FaultKind::NotObjectStart,
-                        "{p:#x} inside {a:#x} {b:?}"
+                        "{inner:#x} inside {addr:#x} {block:?}"
                     );
                 }
                 hit(Hit::Interior);
-                self.check_pattern(a, &b, b.size);
+                self.check_pattern(addr, &block, block.size);
             }
             Op::Realloc { which, how, v } => self.realloc(which, how, v),
-            Op::ReallocWrong { which, l: l2, v } => {
-                let Some((a, b, l)) = self.pick_heap(which) else {
+            Op::ReallocWrong {
+                which,
+                layout: other,
+                v,
+            } => {
+                let Some((addr, block, layout)) = self.pick_heap(which) else {
                     return;
                 };
-                if plan(l2) == plan(l) {
+                if plan(other) == plan(layout) {
                     return;
                 }
                 let new = 1 + usize::from(v) * 7 % (300 << 10);
                 let before = self.snap();
-                let faults = self.h.stats().faults;
+                let faults = self.heap.stats().faults;
                 // SAFETY: refused before anything is read or written (what
                 // is tested); `new` is a valid size at `l2.align()`.
-                let r = unsafe { self.h.realloc(a as *mut u8, l2, new) };
+                let result = unsafe { self.heap.realloc(addr as *mut u8, other, new) };
                 assert!(
-                    r.is_null(),
-                    "realloc of {a:#x} {b:?} as {l2:?} accepted: {r:?}"
+                    result.is_null(),
+                    "realloc of {addr:#x} {block:?} as {other:?} accepted: {result:?}"
                 );
                 assert_eq!(self.snap(), before, "{op:?} changed state");
                 assert_eq!(
-                    self.h.stats().faults,
+                    self.heap.stats().faults,
                     faults + 1,
                     "{op:?}: no fault reported"
                 );
                 self.faults += 1;
                 hit(Hit::ReallocWrong);
-                self.check_pattern(a, &b, b.size);
+                self.check_pattern(addr, &block, block.size);
             }
-            Op::FAlloc { order, c } => {
+            Op::FAlloc { order, con } => {
                 let order = u32::from(order);
-                let c = self.constraint(c);
-                let r = self.h.frames().alloc_in(order, c);
-                match r {
-                    Ok(p) => {
+                let constraint = self.constraint(con);
+                let result = self.heap.frames().alloc_in(order, constraint);
+                match result {
+                    Ok(frame) => {
                         let len = PAGE << order;
-                        assert!(Self::satisfies(p.0 as usize, len, c), "{op:?}: {p:?}");
-                        hit(match c {
+                        assert!(
+                            Self::satisfies(frame.0 as usize, len, constraint),
+                            "{op:?}: {frame:?}"
+                        );
+                        hit(match constraint {
                             Constraint::ANY => Hit::FramesAlloc,
                             Constraint::Zone(_) => Hit::LowZone,
                             _ => Hit::ConstrainedAlloc,
                         });
-                        self.add(self.virt(p), len, len, len, Kind::Order(order));
+                        self.add(self.virt(frame), len, len, len, Kind::Order(order));
                     }
-                    Err(Error::OutOfMemory) if c == Constraint::ANY => {
+                    Err(Error::OutOfMemory) if constraint == Constraint::ANY => {
                         self.check_frames_oom(op, order)
                     }
                     Err(Error::OutOfMemory) => {}
-                    Err(e) => panic!("{op:?}: {e:?}"),
+                    Err(error) => panic!("{op:?}: {error:?}"),
                 }
             }
-            Op::FAllocPages { count, c } => {
-                let c = self.constraint(c);
+            Op::FAllocPages { count, con } => {
+                let constraint = self.constraint(con);
                 if count == 0 {
-                    let e = self.refused(op, || self.h.frames().alloc_pages(0, c).map(drop));
-                    assert_eq!(e, Error::ZeroCount);
+                    let error = self.refused(op, || {
+                        self.heap.frames().alloc_pages(0, constraint).map(drop)
+                    });
+                    assert_eq!(error, Error::ZeroCount);
                     return;
                 }
-                match self.h.frames().alloc_pages(count, c) {
-                    Ok(p) => {
+                match self.heap.frames().alloc_pages(count, constraint) {
+                    Ok(frame) => {
                         let len = count * PAGE;
-                        assert!(Self::satisfies(p.0 as usize, len, c), "{op:?}: {p:?}");
-                        self.add(self.virt(p), len, len, PAGE, Kind::Pages(count));
+                        assert!(
+                            Self::satisfies(frame.0 as usize, len, constraint),
+                            "{op:?}: {frame:?}"
+                        );
+                        self.add(self.virt(frame), len, len, PAGE, Kind::Pages(count));
                     }
-                    Err(Error::OutOfMemory) if c == Constraint::ANY => {
+                    Err(Error::OutOfMemory) if constraint == Constraint::ANY => {
                         self.check_frames_oom(op, ceil_log2(count))
                     }
                     Err(Error::OutOfMemory) => {}
-                    Err(e) => panic!("{op:?}: {e:?}"),
+                    Err(error) => panic!("{op:?}: {error:?}"),
                 }
             }
-            Op::FAllocAligned { count, shift, c } => {
-                let c = self.constraint(c);
+            Op::FAllocAligned { count, shift, con } => {
+                let constraint = self.constraint(con);
                 let align = match shift {
                     0..=16 => 1usize << shift,
                     s => (3 << 12) << (s - 17),
                 };
-                let f = self.h.frames();
+                let frames = self.heap.frames();
                 if count == 0 || !align.is_power_of_two() {
-                    let e = self.refused(op, || f.alloc_aligned(count, align, c).map(drop));
+                    let error = self.refused(op, || {
+                        frames.alloc_aligned(count, align, constraint).map(drop)
+                    });
                     let want = match count {
                         0 if align.is_power_of_two() => Error::ZeroCount,
                         _ => Error::BadAlignment,
                     };
-                    assert!(e == want || e == Error::ZeroCount, "{op:?}: {e:?}");
+                    assert!(
+                        error == want || error == Error::ZeroCount,
+                        "{op:?}: {error:?}"
+                    );
                     return;
                 }
-                match f.alloc_aligned(count, align, c) {
-                    Ok(p) => {
+                match frames.alloc_aligned(count, align, constraint) {
+                    Ok(frame) => {
                         let len = count * PAGE;
-                        assert!(Self::satisfies(p.0 as usize, len, c), "{op:?}: {p:?}");
-                        self.add(self.virt(p), len, len, align.max(PAGE), Kind::Pages(count));
+                        assert!(
+                            Self::satisfies(frame.0 as usize, len, constraint),
+                            "{op:?}: {frame:?}"
+                        );
+                        self.add(
+                            self.virt(frame),
+                            len,
+                            len,
+                            align.max(PAGE),
+                            Kind::Pages(count),
+                        );
                     }
-                    Err(Error::OutOfMemory) if c == Constraint::ANY => {
-                        let k = ceil_log2(count).max((align / PAGE).trailing_zeros());
-                        self.check_frames_oom(op, k)
+                    Err(Error::OutOfMemory) if constraint == Constraint::ANY => {
+                        let order = ceil_log2(count).max((align / PAGE).trailing_zeros());
+                        self.check_frames_oom(op, order)
                     }
                     Err(Error::OutOfMemory) => {}
-                    Err(e) => panic!("{op:?}: {e:?}"),
+                    Err(error) => panic!("{op:?}: {error:?}"),
                 }
             }
-            Op::FAllocBulk { n, c } => {
-                let c = self.constraint(c);
+            Op::FAllocBulk { n, con } => {
+                let constraint = self.constraint(con);
                 let mut out = [PhysAddr(0); 32];
                 if n == 0 {
-                    let e = self.refused(op, || {
-                        self.h.frames().alloc_bulk(c, &mut out[..0]).map(drop)
+                    let error = self.refused(op, || {
+                        self.heap
+                            .frames()
+                            .alloc_bulk(constraint, &mut out[..0])
+                            .map(drop)
                     });
-                    assert_eq!(e, Error::ZeroCount);
+                    assert_eq!(error, Error::ZeroCount);
                     return;
                 }
-                match self.h.frames().alloc_bulk(c, &mut out[..n]) {
-                    Ok(k) => {
-                        assert!(k >= 1 && k <= n, "{op:?}: {k}");
-                        for p in &out[..k] {
-                            assert!(Self::satisfies(p.0 as usize, PAGE, c), "{op:?}: {p:?}");
-                            self.add(self.virt(*p), PAGE, PAGE, PAGE, Kind::Bulk);
+                match self.heap.frames().alloc_bulk(constraint, &mut out[..n]) {
+                    Ok(count) => {
+                        assert!(count >= 1 && count <= n, "{op:?}: {count}");
+                        for frame in &out[..count] {
+                            assert!(
+                                Self::satisfies(frame.0 as usize, PAGE, constraint),
+                                "{op:?}: {frame:?}"
+                            );
+                            self.add(self.virt(*frame), PAGE, PAGE, PAGE, Kind::Bulk);
                         }
                     }
-                    Err(Error::OutOfMemory) if c == Constraint::ANY => {
+                    Err(Error::OutOfMemory) if constraint == Constraint::ANY => {
                         self.check_frames_oom(op, 0);
-                        assert_eq!(self.h.stats().frames.buddy.free_pages(), 0);
+                        assert_eq!(self.heap.stats().frames.buddy.free_pages(), 0);
                     }
                     Err(Error::OutOfMemory) => {}
-                    Err(e) => panic!("{op:?}: {e:?}"),
+                    Err(error) => panic!("{op:?}: {error:?}"),
                 }
             }
             Op::FFree { which, how } => {
-                if let Some((a, b)) = self.pick_frames(which) {
-                    self.frames_free(a, b, how);
+                if let Some((addr, block)) = self.pick_frames(which) {
+                    self.frames_free(addr, block, how);
                 }
             }
             Op::FFreeBulk { n, at, bad } => self.free_bulk(n, at, bad),
             Op::FWrongCount { which, v } => {
-                let Some((a, b)) = self.pick_frames(which) else {
+                let Some((addr, block)) = self.pick_frames(which) else {
                     return;
                 };
-                let pages = b.len / PAGE;
-                let f = self.h.frames();
-                let p = self.phys(a);
-                let e = if v & 1 == 0 {
-                    let o = u32::from(v >> 1) % 7;
-                    if matches!(b.kind, Kind::Pages(_)) || 1 << o == pages {
+                let pages = block.len / PAGE;
+                let frames = self.heap.frames();
+                let frame = self.phys(addr);
+                let error = if v & 1 == 0 {
+                    let order = u32::from(v >> 1) % 7;
+                    if matches!(block.kind, Kind::Pages(_)) || 1 << order == pages {
                         return;
                     }
-                    self.refused(op, || f.free(p, o))
+                    self.refused(op, || frames.free(frame, order))
                 } else {
                     let n = usize::from(v >> 1) % 70;
                     if n == pages {
                         return;
                     }
-                    self.refused(op, || f.free_pages(p, n))
+                    self.refused(op, || frames.free_pages(frame, n))
                 };
                 let ok = matches!(
-                    e,
+                    error,
                     Error::WrongCount { .. } | Error::Misaligned | Error::ZeroCount
                 );
-                assert!(ok, "{op:?} of {a:#x} {b:?}: {e:?}");
+                assert!(ok, "{op:?} of {addr:#x} {block:?}: {error:?}");
                 hit(Hit::WrongCount);
-                self.check_pattern(a, &b, b.size);
+                self.check_pattern(addr, &block, block.size);
             }
             Op::Attack { which, how, page } => self.attack(op, which, how, page),
             Op::FStale { which } => {
                 if self.dead_frames.is_empty() {
                     return;
                 }
-                let (a, b) = self.dead_frames[usize::from(which) % self.dead_frames.len()];
-                if self.overlap(a, b.len).is_some() {
+                let (addr, block) = self.dead_frames[usize::from(which) % self.dead_frames.len()];
+                if self.overlap(addr, block.len).is_some() {
                     return;
                 }
-                let (f, p) = (self.h.frames(), self.phys(a));
-                let e = match b.kind {
-                    Kind::Order(o) => self.refused(op, || f.free(p, o)),
-                    Kind::Bulk => self.refused(op, || f.free_bulk(&[p])).error,
-                    _ => self.refused(op, || f.free_pages(p, b.len / PAGE)),
+                let (frames, frame) = (self.heap.frames(), self.phys(addr));
+                let error = match block.kind {
+                    Kind::Order(order) => self.refused(op, || frames.free(frame, order)),
+                    Kind::Bulk => self.refused(op, || frames.free_bulk(&[frame])).error,
+                    _ => self.refused(op, || frames.free_pages(frame, block.len / PAGE)),
                 };
                 // Free pages are double frees; a page inside a block a
                 // cache holds is an interior page to the buddy; a page an
                 // (empty) slab took is the slab's.
                 let ok = matches!(
-                    e,
+                    error,
                     Error::DoubleFree | Error::InteriorPage | Error::OwnedBySlab
                 );
-                assert!(ok, "stale free of {a:#x} {b:?}: {e:?}");
+                assert!(ok, "stale free of {addr:#x} {block:?}: {error:?}");
                 hit(Hit::StaleFrames);
             }
             Op::Reserve {
@@ -1335,16 +1431,20 @@ impl<'r> Driver<'r> {
                     return;
                 }
                 let before = self.snap();
-                let capacity = self.h.stats().descriptor_capacity;
+                let capacity = self.heap.stats().descriptor_capacity;
                 match self.add_memory(gap, pages) {
                     Ok(()) => {
                         hit(Hit::AddMemory);
-                        assert!(self.h.stats().descriptor_capacity > capacity);
+                        assert!(self.heap.stats().descriptor_capacity > capacity);
                     }
-                    Err(e) => {
-                        assert_eq!(e, Error::TooManySections, "{op:?}");
-                        assert_eq!(self.snap(), before, "{op:?} (refused: {e:?}) changed state");
-                        assert_eq!(self.h.stats().descriptor_capacity, capacity);
+                    Err(error) => {
+                        assert_eq!(error, Error::TooManySections, "{op:?}");
+                        assert_eq!(
+                            self.snap(),
+                            before,
+                            "{op:?} (refused: {error:?}) changed state"
+                        );
+                        assert_eq!(self.heap.stats().descriptor_capacity, capacity);
                     }
                 }
             }
@@ -1353,85 +1453,87 @@ impl<'r> Driver<'r> {
 
     /// A pointer the heap never handed out.
     fn foreign_ptr(&self, kind: u8, which: u16) -> Option<*mut u8> {
-        let w = usize::from(which);
+        let index = usize::from(which);
         Some(match kind % 6 {
             // Host memory: a stack slot, the driver's own buffer (word
             // and page positions in it).
             0 => {
                 let local = [0u64; 4];
-                std::hint::black_box(&local).as_ptr().wrapping_add(w % 4) as *mut u8
+                std::hint::black_box(&local)
+                    .as_ptr()
+                    .wrapping_add(index % 4) as *mut u8
             }
-            1 => self.foreign.as_ptr().wrapping_add(w % 1024) as *mut u8,
+            1 => self.foreign.as_ptr().wrapping_add(index % 1024) as *mut u8,
             // The heap's metadata pages (in its memory, never managed).
             2 => {
                 let meta = self.meta_end - self.ram.start() as usize;
-                (self.ram.start() as usize + w * 8 % meta) as *mut u8
+                (self.ram.start() as usize + index * 8 % meta) as *mut u8
             }
             // Just past the managed memory.
-            3 => (self.secs.last().unwrap().1 + w % 4 * PAGE) as *mut u8,
+            3 => (self.secs.last().unwrap().1 + index % 4 * PAGE) as *mut u8,
             // A page-layer block, or a page inside one.
-            k => {
-                let (a, b) = self.pick_frames(which)?;
-                let pages = b.len / PAGE;
-                let page = if k == 4 { 0 } else { w / 7 % pages };
-                (a + page * PAGE) as *mut u8
+            other => {
+                let (addr, block) = self.pick_frames(which)?;
+                let pages = block.len / PAGE;
+                let page = if other == 4 { 0 } else { index / 7 % pages };
+                (addr + page * PAGE) as *mut u8
             }
         })
     }
 
-    fn realloc(&mut self, which: u16, how: u8, v: u16) {
-        let Some((a, b, l)) = self.pick_heap(which) else {
+    fn realloc(&mut self, which: u16, how: u8, value: u16) {
+        let Some((addr, block, layout)) = self.pick_heap(which) else {
             return;
         };
-        let v = usize::from(v);
+        let value = usize::from(value);
         let new = match how % 4 {
-            0 => l.size().max(1),
-            1 => 1 + v % l.size().max(1),
-            2 => l.size() + 1 + v * 3 % (200 << 10),
-            _ => 1 + v * 5 % (300 << 10),
+            0 => layout.size().max(1),
+            1 => 1 + value % layout.size().max(1),
+            2 => layout.size() + 1 + value * 3 % (200 << 10),
+            _ => 1 + value * 5 % (300 << 10),
         };
-        let Ok(nl) = Layout::from_size_align(new, l.align()) else {
+        let Ok(nl) = Layout::from_size_align(new, layout.align()) else {
             return;
         };
-        self.check_pattern(a, &b, b.size);
-        // SAFETY: a live block of layout `l`, `new` > 0 and valid at its
+        self.check_pattern(addr, &block, block.size);
+        // SAFETY: a live block of layout `layout`, `new` > 0 and valid at its
         // alignment.
-        let q = unsafe { self.h.realloc(a as *mut u8, l, new) };
-        if q.is_null() {
+        let moved = unsafe { self.heap.realloc(addr as *mut u8, layout, new) };
+        if moved.is_null() {
             hit(Hit::ReallocNull);
             self.check_heap_oom(nl);
-            return self.check_pattern(a, &b, b.size);
+            return self.check_pattern(addr, &block, block.size);
         }
-        let kept = b.size.min(new);
-        self.check_pattern(q as usize, &b, kept);
-        self.live.remove(&a);
-        let (len, kind) = self.heap_block(q, nl);
-        self.add(q as usize, len, new, l.align(), kind);
-        if q as usize != a {
+        let kept = block.size.min(new);
+        self.check_pattern(moved as usize, &block, kept);
+        self.live.remove(&addr);
+        let (len, kind) = self.heap_block(moved, nl);
+        self.add(moved as usize, len, new, layout.align(), kind);
+        if moved as usize != addr {
             // Moved: the old block is dead.
             hit(Hit::ReallocMoved);
-            self.bury(a, b);
+            self.bury(addr, block);
         } else {
             hit(Hit::ReallocInPlace);
         }
     }
 
-    fn frames_free(&mut self, a: usize, b: Block, how: u8) {
-        self.check_pattern(a, &b, b.size);
-        let (f, p) = (self.h.frames(), self.phys(a));
-        let r = match (b.kind, how % 3) {
-            (Kind::Order(o), 0) => f.free(p, o),
-            (Kind::Order(o), _) => f.free_pages(p, 1 << o),
-            (Kind::Bulk, 0) => f.free(p, 0),
-            (Kind::Bulk, 1) => f.free_pages(p, 1),
-            (Kind::Bulk, _) => f.free_bulk(&[p]).map_err(|e| e.error),
-            (Kind::Pages(n), _) => f.free_pages(p, n),
+    fn frames_free(&mut self, addr: usize, block: Block, how: u8) {
+        self.check_pattern(addr, &block, block.size);
+        let (frames, frame) = (self.heap.frames(), self.phys(addr));
+        let result = match (block.kind, how % 3) {
+            (Kind::Order(order), 0) => frames.free(frame, order),
+            (Kind::Order(order), _) => frames.free_pages(frame, 1 << order),
+            (Kind::Bulk, 0) => frames.free(frame, 0),
+            (Kind::Bulk, 1) => frames.free_pages(frame, 1),
+            (Kind::Bulk, _) => frames.free_bulk(&[frame]).map_err(|error| error.error),
+            (Kind::Pages(n), _) => frames.free_pages(frame, n),
             (Kind::Heap { .. }, _) => unreachable!(),
         };
-        if let Err(e) = r {
-            panic!("free of {a:#x} {b:?} ({how}): {e:?}");
+        if let Err(error) = result {
+            panic!("free of {addr:#x} {block:?} ({how}): {error:?}");
         }
-        self.remove(a);
+        self.remove(addr);
     }
 
     /// Single frames freed together, with at most one bad frame among them.
@@ -1439,8 +1541,8 @@ impl<'r> Driver<'r> {
         let singles: Vec<usize> = self
             .live
             .iter()
-            .filter(|(_, b)| matches!(b.kind, Kind::Bulk | Kind::Order(0)))
-            .map(|(&a, _)| a)
+            .filter(|(_, block)| matches!(block.kind, Kind::Bulk | Kind::Order(0)))
+            .map(|(&addr, _)| addr)
             .collect();
         let n = n.min(singles.len());
         let start = if singles.is_empty() {
@@ -1451,22 +1553,22 @@ impl<'r> Driver<'r> {
         let mut list: Vec<PhysAddr> = (0..n)
             .map(|i| self.phys(singles[(start + i) % singles.len()]))
             .collect();
-        let f = self.h.frames();
+        let frames = self.heap.frames();
         let Some((pos, kind)) = bad else {
             if list.is_empty() {
-                let e = self.refused("empty bulk free", || f.free_bulk(&list));
-                assert_eq!((e.index, e.error), (0, Error::ZeroCount));
+                let error = self.refused("empty bulk free", || frames.free_bulk(&list));
+                assert_eq!((error.index, error.error), (0, Error::ZeroCount));
                 return;
             }
-            for &p in &list {
-                let b = self.live[&self.virt(p)];
-                self.check_pattern(self.virt(p), &b, b.size);
+            for &frame in &list {
+                let block = self.live[&self.virt(frame)];
+                self.check_pattern(self.virt(frame), &block, block.size);
             }
-            if let Err(e) = f.free_bulk(&list) {
-                panic!("bulk free of {list:x?}: {e:?}");
+            if let Err(error) = frames.free_bulk(&list) {
+                panic!("bulk free of {list:x?}: {error:?}");
             }
-            for p in list {
-                self.remove(self.virt(p));
+            for frame in list {
+                self.remove(self.virt(frame));
             }
             hit(Hit::BulkFree);
             return;
@@ -1476,9 +1578,9 @@ impl<'r> Driver<'r> {
             // A page-granular heap block's first page, or a slab's page.
             0 | 1 => {
                 let slab = kind % 5 == 1;
-                let Some((a, b)) = self.pick(u16::from(pos), |b| match b.kind {
-                    Kind::Heap { l, own_page } => {
-                        slab == (matches!(plan(l), Plan::Small(_)) && !own_page)
+                let Some((addr, block)) = self.pick(u16::from(pos), |block| match block.kind {
+                    Kind::Heap { layout, own_page } => {
+                        slab == (matches!(plan(layout), Plan::Small(_)) && !own_page)
                     }
                     _ => false,
                 }) else {
@@ -1489,8 +1591,8 @@ impl<'r> Driver<'r> {
                 } else {
                     Error::OwnedByHeap
                 };
-                let _ = b;
-                (self.phys(a & !(PAGE - 1)), Some(want))
+                let _ = block;
+                (self.phys(addr & !(PAGE - 1)), Some(want))
             }
             // A frame already in the list.
             2 => {
@@ -1504,8 +1606,8 @@ impl<'r> Driver<'r> {
                 let dead: Vec<_> = self
                     .dead_frames
                     .iter()
-                    .filter(|(a, b)| self.overlap(*a, b.len).is_none())
-                    .map(|&(a, _)| a)
+                    .filter(|(addr, block)| self.overlap(*addr, block.len).is_none())
+                    .map(|&(addr, _)| addr)
                     .collect();
                 if dead.is_empty() {
                     return;
@@ -1515,74 +1617,78 @@ impl<'r> Driver<'r> {
             // Not a frame of this allocator.
             _ => {
                 let outside = self.secs.last().unwrap().1 + usize::from(pos) * 4096;
-                let p = if pos & 1 == 0 { outside } else { outside + 8 };
-                (self.phys(p), None)
+                let frame = if pos & 1 == 0 { outside } else { outside + 8 };
+                (self.phys(frame), None)
             }
         };
         // A duplicate goes after its original; anything else anywhere.
         let at = match kind % 5 {
             2 => {
-                let orig = list.iter().position(|&p| p == frame).unwrap();
+                let orig = list.iter().position(|&other| other == frame).unwrap();
                 orig + 1 + usize::from(pos / 3) % (list.len() - orig)
             }
             _ => usize::from(pos / 3) % (list.len() + 1),
         };
         list.insert(at, frame);
-        let e = self.refused(("bulk free", &list, at), || f.free_bulk(&list));
-        assert_eq!(e.index, at, "bulk free of {list:x?}: {e:?}");
+        let error = self.refused(("bulk free", &list, at), || frames.free_bulk(&list));
+        assert_eq!(error.index, at, "bulk free of {list:x?}: {error:?}");
         hit(Hit::BulkBad);
-        if let Some(w) = want {
-            assert_eq!(e.error, w, "bulk free of {list:x?} (bad at {at})");
+        if let Some(wanted) = want {
+            assert_eq!(error.error, wanted, "bulk free of {list:x?} (bad at {at})");
         }
     }
 
     /// Page-layer frees of the heap's memory: refused as the heap's or the
     /// slab's, nothing changed.
     fn attack(&mut self, op: Op, which: u16, how: u8, page: u8) {
-        let Some((a, b, l)) = self.pick_heap(which) else {
+        let Some((addr, block, layout)) = self.pick_heap(which) else {
             return;
         };
-        let slab =
-            matches!(plan(l), Plan::Small(_)) && b.kind == (Kind::Heap { l, own_page: false });
+        let slab = matches!(plan(layout), Plan::Small(_))
+            && block.kind
+                == (Kind::Heap {
+                    layout,
+                    own_page: false,
+                });
         // The pages it lives in: its slab's, or its own.
         let (first, pages) = if slab {
-            let o = slab_order(b.len);
-            (a & !((PAGE << o) - 1), 1usize << o)
+            let order = slab_order(block.len);
+            (addr & !((PAGE << order) - 1), 1usize << order)
         } else {
-            (a, b.len / PAGE)
+            (addr, block.len / PAGE)
         };
         let idx = usize::from(page) % pages;
-        let v = first + idx * PAGE;
-        let p = self.phys(v);
+        let virt = first + idx * PAGE;
+        let frame = self.phys(virt);
         let head = idx == 0;
-        let f = self.h.frames();
-        let e = match how % 5 {
+        let frames = self.heap.frames();
+        let error = match how % 5 {
             0 => {
                 // The block's own order where it has one, else a page.
-                let o = match (slab, head, plan(l)) {
-                    (false, true, Plan::Cached(o)) => o,
+                let order = match (slab, head, plan(layout)) {
+                    (false, true, Plan::Cached(order)) => order,
                     _ => 0,
                 };
-                self.refused(op, || f.free(p, o))
+                self.refused(op, || frames.free(frame, order))
             }
             1 => {
                 let n = if head && !slab { pages } else { 1 };
-                self.refused(op, || f.free_pages(p, n))
+                self.refused(op, || frames.free_pages(frame, n))
             }
-            2 => self.refused(op, || f.free_bulk(&[p])).error,
+            2 => self.refused(op, || frames.free_bulk(&[frame])).error,
             3 => {
                 let n = 1 + usize::from(page) % 4;
-                let e = self.refused(op, || f.reserve_range(p, n));
-                let want = match self.inside(v, n * PAGE) {
+                let error = self.refused(op, || frames.reserve_range(frame, n));
+                let want = match self.inside(virt, n * PAGE) {
                     true => Error::RangeInUse,
                     false => Error::RangeCrossesSection,
                 };
-                assert_eq!(e, want, "{op:?}: {p:?} of {a:#x} {b:?}");
+                assert_eq!(error, want, "{op:?}: {frame:?} of {addr:#x} {block:?}");
                 return;
             }
             _ => {
                 // Any order: refused, but possibly for its alignment.
-                self.refused(op, || f.free(p, u32::from(page) % 6));
+                self.refused(op, || frames.free(frame, u32::from(page) % 6));
                 return;
             }
         };
@@ -1592,26 +1698,29 @@ impl<'r> Driver<'r> {
             // A page inside a heap block: the buddy's view (interior).
             (false, false) => None,
         };
-        if let Some(w) = want {
-            assert_eq!(e, w, "{op:?}: {p:?} of {a:#x} {b:?}");
+        if let Some(wanted) = want {
+            assert_eq!(error, wanted, "{op:?}: {frame:?} of {addr:#x} {block:?}");
         }
         hit(Hit::Attack);
-        self.check_pattern(a, &b, b.size);
+        self.check_pattern(addr, &block, block.size);
     }
 
     /// Pages the live blocks occupy (slab objects: their whole slab).
     fn occupied(&self) -> BTreeMap<usize, usize> {
         let mut pages = BTreeMap::new();
-        for (&a, b) in &self.live {
-            let (first, n) = match b.kind {
-                Kind::Heap { l, own_page: false } if matches!(plan(l), Plan::Small(_)) => {
-                    let o = slab_order(b.len);
-                    (a & !((PAGE << o) - 1), 1 << o)
+        for (&addr, block) in &self.live {
+            let (first, n) = match block.kind {
+                Kind::Heap {
+                    layout,
+                    own_page: false,
+                } if matches!(plan(layout), Plan::Small(_)) => {
+                    let order = slab_order(block.len);
+                    (addr & !((PAGE << order) - 1), 1 << order)
                 }
-                _ => (a, b.len / PAGE),
+                _ => (addr, block.len / PAGE),
             };
             for i in 0..n {
-                pages.insert(first + i * PAGE, a);
+                pages.insert(first + i * PAGE, addr);
             }
         }
         pages
@@ -1624,16 +1733,16 @@ impl<'r> Driver<'r> {
         let occupied = self.occupied();
         let slab_pages = occupied
             .values()
-            .filter(|&&a| {
-                let b = self.live[&a];
-                matches!(b.kind, Kind::Heap { l, own_page: false } if matches!(plan(l), Plan::Small(_)))
+            .filter(|&&addr| {
+                let block = self.live[&addr];
+                matches!(block.kind, Kind::Heap { layout, own_page: false } if matches!(plan(layout), Plan::Small(_)))
             })
             .count() as u64;
-        let st = self.h.stats();
-        assert_eq!(st.frames.cached_pages(), 0, "drained, but pages cached");
-        assert_eq!(st.slab_pages, slab_pages, "slab pages after a drain");
+        let stats = self.heap.stats();
+        assert_eq!(stats.frames.cached_pages(), 0, "drained, but pages cached");
+        assert_eq!(stats.slab_pages, slab_pages, "slab pages after a drain");
         assert_eq!(
-            st.frames.free_pages(),
+            stats.frames.free_pages(),
             self.managed - occupied.len() as u64,
             "free pages after a drain ({} live blocks)",
             self.live.len()
@@ -1645,21 +1754,21 @@ impl<'r> Driver<'r> {
         if drained {
             // The caches and empty slabs give everything back; parked
             // pages stay parked (the reservation must take them too).
-            assert!(self.h.drain());
+            assert!(self.heap.drain());
             self.check_drained();
         }
         let base = self.secs[0].0;
         let start = base + usize::from(off & 0x7fff) % (MAX_PAGES as usize + 8) * PAGE;
         let start = if off & 0x8000 != 0 { start + 8 } else { start };
-        let f = self.h.frames();
-        let p = self.phys(start);
+        let frames = self.heap.frames();
+        let frame = self.phys(start);
         let fits = count > 0 && start % PAGE == 0 && self.inside(start, count * PAGE);
         let free = drained && fits && {
             let occ = self.occupied();
             occ.range(start..start + count * PAGE).next().is_none()
         };
         if count == 0 || start % PAGE != 0 || !fits || (drained && !free) {
-            let e = self.refused(op, || f.reserve_range(p, count));
+            let error = self.refused(op, || frames.reserve_range(frame, count));
             let want = match () {
                 _ if count == 0 => Error::ZeroCount,
                 _ if start % PAGE != 0 => Error::Misaligned,
@@ -1667,14 +1776,14 @@ impl<'r> Driver<'r> {
                 _ if !fits => Error::NotInSection,
                 _ => Error::RangeInUse,
             };
-            assert_eq!(e, want, "{op:?} at {start:#x}");
+            assert_eq!(error, want, "{op:?} at {start:#x}");
             if want == Error::RangeInUse {
                 hit(Hit::ReserveRefusedDrained);
             }
             return;
         }
         let before = self.snap();
-        match f.reserve_range(p, count) {
+        match frames.reserve_range(frame, count) {
             Ok(()) => {
                 hit(if drained {
                     Hit::ReserveDrained
@@ -1683,56 +1792,67 @@ impl<'r> Driver<'r> {
                 });
                 self.add(start, count * PAGE, count * PAGE, PAGE, Kind::Pages(count))
             }
-            Err(e) => {
-                assert!(!free, "{op:?}: {start:#x}+{count} pages is free, but {e:?}");
-                assert_eq!(self.snap(), before, "{op:?} (refused: {e:?}) changed state");
+            Err(error) => {
+                assert!(
+                    !free,
+                    "{op:?}: {start:#x}+{count} pages is free, but {error:?}"
+                );
+                assert_eq!(
+                    self.snap(),
+                    before,
+                    "{op:?} (refused: {error:?}) changed state"
+                );
             }
         }
     }
 
     fn drain(&mut self, kind: u8) {
         let all = !self.masked;
-        let f = self.h.frames();
+        let frames = self.heap.frames();
         match kind % 6 {
             0 | 1 => {
-                assert_eq!(self.h.drain(), all, "heap drain");
+                assert_eq!(self.heap.drain(), all, "heap drain");
                 if all {
                     if kind % 6 == 1 {
                         // Parked pages merged too.
-                        assert!(f.drain());
+                        assert!(frames.drain());
                     }
                     self.check_drained();
                 }
             }
-            2 => assert_eq!(f.drain(), all),
-            3 => assert_eq!(f.drain_all(), all),
-            4 => f.drain_local(),
+            2 => assert_eq!(frames.drain(), all),
+            3 => assert_eq!(frames.drain_all(), all),
+            4 => frames.drain_local(),
             _ => {
                 let cpu = usize::from(kind / 6) % CPUS;
                 let here = StackCpu::cpu_id() == cpu;
-                assert_eq!(f.drain_cpu(cpu), all || here, "drain of CPU {cpu}");
+                assert_eq!(frames.drain_cpu(cpu), all || here, "drain of CPU {cpu}");
             }
         }
         if all && kind % 6 < 4 {
-            assert_eq!(self.h.stats().frames.cached_pages(), 0);
+            assert_eq!(self.heap.stats().frames.cached_pages(), 0);
         }
     }
 
     /// Frees everything (checking every pattern), drains, and checks that
     /// every managed page is free and no slab is left.
     fn finish(mut self) {
-        while let Some((&a, &b)) = self.live.iter().next() {
-            match b.kind {
-                Kind::Heap { l, .. } => self.heap_free(a, l),
-                _ => self.frames_free(a, b, a as u8),
+        while let Some((&addr, &block)) = self.live.iter().next() {
+            match block.kind {
+                Kind::Heap { layout, .. } => self.heap_free(addr, layout),
+                _ => self.frames_free(addr, block, addr as u8),
             }
         }
-        assert!(self.h.drain());
-        assert!(self.h.frames().drain());
-        let st = self.h.stats();
-        assert_eq!(st.slab_pages, 0, "slab pages left: {st:?}");
-        assert_eq!(st.frames.cached_pages(), 0);
-        assert_eq!(st.frames.free_pages(), self.managed, "pages lost: {st:?}");
-        assert_eq!(st.faults, self.faults, "faults reported");
+        assert!(self.heap.drain());
+        assert!(self.heap.frames().drain());
+        let stats = self.heap.stats();
+        assert_eq!(stats.slab_pages, 0, "slab pages left: {stats:?}");
+        assert_eq!(stats.frames.cached_pages(), 0);
+        assert_eq!(
+            stats.frames.free_pages(),
+            self.managed,
+            "pages lost: {stats:?}"
+        );
+        assert_eq!(stats.faults, self.faults, "faults reported");
     }
 }
