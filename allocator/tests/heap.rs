@@ -16,10 +16,10 @@ fn lay(size: usize, align: usize) -> Layout {
 }
 
 /// Pages not accounted as free or in slabs: page-sized allocations.
-fn pages_out(h: &TestHeap) -> i64 {
-    let st = h.stats();
-    let managed = st.frames.buddy.managed_pages() as i64;
-    managed - st.frames.free_pages() as i64 - st.slab_pages as i64
+fn pages_out(heap: &TestHeap) -> i64 {
+    let stats = heap.stats();
+    let managed = stats.frames.buddy.managed_pages() as i64;
+    managed - stats.frames.free_pages() as i64 - stats.slab_pages as i64
 }
 
 /// Live-range checker: no two live blocks may overlap.
@@ -27,24 +27,27 @@ fn pages_out(h: &TestHeap) -> i64 {
 struct Live(BTreeMap<usize, usize>);
 
 impl Live {
-    fn add(&mut self, p: *mut u8, len: usize) {
-        let a = p as usize;
-        if let Some((&s, &l)) = self.0.range(..=a).next_back() {
-            assert!(s + l <= a, "{a:#x} handed out inside live {s:#x}+{l}");
+    fn add(&mut self, ptr: *mut u8, len: usize) {
+        let a = ptr as usize;
+        if let Some((&s, &layout)) = self.0.range(..=a).next_back() {
+            assert!(
+                s + layout <= a,
+                "{a:#x} handed out inside live {s:#x}+{layout}"
+            );
         }
         if let Some((&s, _)) = self.0.range(a..).next() {
             assert!(a + len <= s, "{a:#x}+{len} overlaps live {s:#x}");
         }
         self.0.insert(a, len);
     }
-    fn remove(&mut self, p: *mut u8) {
-        assert!(self.0.remove(&(p as usize)).is_some());
+    fn remove(&mut self, ptr: *mut u8) {
+        assert!(self.0.remove(&(ptr as usize)).is_some());
     }
 }
 
 #[test]
 fn classes_alignment_and_contents() {
-    let (h, _ram) = heap(8192);
+    let (heap, _ram) = heap(8192);
     let mut live = Live::default();
     let mut blocks = Vec::new();
     for size in [
@@ -52,37 +55,44 @@ fn classes_alignment_and_contents() {
         12288, 40000,
     ] {
         for align in [1usize, 8, 16, 64, 256, 2048, 4096, 65536] {
-            let l = lay(size, align);
+            let layout = lay(size, align);
             for i in 0..5 {
-                let p = h.allocate(l);
-                assert!(!p.is_null(), "size {size} align {align}: {:?}", h.stats());
-                assert_eq!(p as usize % align, 0);
-                live.add(p, size);
+                let ptr = heap.allocate(layout);
+                assert!(
+                    !ptr.is_null(),
+                    "size {size} align {align}: {:?}",
+                    heap.stats()
+                );
+                assert_eq!(ptr as usize % align, 0);
+                live.add(ptr, size);
                 // SAFETY: fresh block of `size` bytes.
-                unsafe { p.write_bytes((size + i) as u8, size) };
-                blocks.push((p, l, (size + i) as u8));
+                unsafe { ptr.write_bytes((size + i) as u8, size) };
+                blocks.push((ptr, layout, (size + i) as u8));
             }
         }
     }
-    for &(p, l, b) in &blocks {
+    for &(ptr, layout, b) in &blocks {
         // SAFETY: live block of l.size() bytes.
-        let s = unsafe { std::slice::from_raw_parts(p, l.size()) };
-        assert!(s.iter().all(|&x| x == b), "block {p:?} {l:?} overwritten");
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+        assert!(
+            bytes.iter().all(|&x| x == b),
+            "block {ptr:?} {layout:?} overwritten"
+        );
     }
-    for (p, l, _) in blocks {
-        live.remove(p);
+    for (ptr, layout, _) in blocks {
+        live.remove(ptr);
         // SAFETY: allocated with l, freed once.
-        unsafe { h.try_dealloc(p, l).unwrap() };
+        unsafe { heap.try_dealloc(ptr, layout).unwrap() };
     }
-    assert_eq!(pages_out(&h), 0);
-    assert!(h.drain());
-    let st = h.stats();
-    assert_eq!(st.slab_pages, 0);
-    assert_eq!(st.frames.cached_pages(), 0);
-    assert_eq!(st.faults, 0);
+    assert_eq!(pages_out(&heap), 0);
+    assert!(heap.drain());
+    let stats = heap.stats();
+    assert_eq!(stats.slab_pages, 0);
+    assert_eq!(stats.frames.cached_pages(), 0);
+    assert_eq!(stats.faults, 0);
     assert_eq!(
-        st.frames.buddy.free_pages(),
-        st.frames.buddy.managed_pages()
+        stats.frames.buddy.free_pages(),
+        stats.frames.buddy.managed_pages()
     );
 }
 
@@ -90,14 +100,14 @@ fn classes_alignment_and_contents() {
 fn size_class_table() {
     for size in 1..=MAX_SMALL_SIZE {
         for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048] {
-            let k = size_class(size, align).unwrap();
-            let c = SIZE_CLASSES[k];
-            assert!(c >= size && c.is_multiple_of(align));
+            let class = size_class(size, align).unwrap();
+            let class_size = SIZE_CLASSES[class];
+            assert!(class_size >= size && class_size.is_multiple_of(align));
             // Smallest such class.
             assert!(
-                SIZE_CLASSES[..k]
+                SIZE_CLASSES[..class]
                     .iter()
-                    .all(|&s| s < size || s % align != 0)
+                    .all(|&other| other < size || other % align != 0)
             );
         }
     }
@@ -107,92 +117,94 @@ fn size_class_table() {
 
 #[test]
 fn faults_are_detected_and_harmless() {
-    let (h, _ram) = heap(1024);
-    let l = lay(64, 8);
-    let ps: Vec<_> = (0..100).map(|_| h.allocate(l)).collect();
+    let (heap, _ram) = heap(1024);
+    let layout = lay(64, 8);
+    let ps: Vec<_> = (0..100).map(|_| heap.allocate(layout)).collect();
     let victim = ps[10];
     // SAFETY: every bad call below is rejected before anything is touched.
     unsafe {
-        h.try_dealloc(victim, l).unwrap();
+        heap.try_dealloc(victim, layout).unwrap();
         assert_eq!(
-            h.try_dealloc(victim, l).unwrap_err().kind,
+            heap.try_dealloc(victim, layout).unwrap_err().kind,
             FaultKind::DoubleFree
         );
         assert_eq!(
-            h.try_dealloc(ps[11].add(1), l).unwrap_err().kind,
+            heap.try_dealloc(ps[11].add(1), layout).unwrap_err().kind,
             FaultKind::NotObjectStart
         );
         assert_eq!(
-            h.try_dealloc(ps[11], lay(128, 8)).unwrap_err().kind,
+            heap.try_dealloc(ps[11], lay(128, 8)).unwrap_err().kind,
             FaultKind::WrongLayout
         );
         let mut x = [0u64; 8];
         assert_eq!(
-            h.try_dealloc(x.as_mut_ptr().cast(), l).unwrap_err().kind,
+            heap.try_dealloc(x.as_mut_ptr().cast(), layout)
+                .unwrap_err()
+                .kind,
             FaultKind::NotAllocated
         );
         // A page freed as an object, a slab page freed as a page: the
         // heap's memory with another layout.
-        let page = h.allocate(lay(4096, 4096));
+        let page = heap.allocate(lay(4096, 4096));
         assert_eq!(
-            h.try_dealloc(page, l).unwrap_err().kind,
+            heap.try_dealloc(page, layout).unwrap_err().kind,
             FaultKind::WrongLayout
         );
         let base = (ps[0] as usize & !4095) as *mut u8;
         assert_eq!(
-            h.try_dealloc(base, lay(4096, 4096)).unwrap_err().kind,
+            heap.try_dealloc(base, lay(4096, 4096)).unwrap_err().kind,
             FaultKind::WrongLayout
         );
-        h.try_dealloc(page, lay(4096, 4096)).unwrap();
+        heap.try_dealloc(page, lay(4096, 4096)).unwrap();
         assert_eq!(
-            h.try_dealloc(page, lay(4096, 4096)).unwrap_err().kind,
+            heap.try_dealloc(page, lay(4096, 4096)).unwrap_err().kind,
             FaultKind::DoubleFree
         );
         // Through GlobalAlloc: reported and counted, not panicking.
-        h.dealloc(victim, l);
-        assert_eq!(h.stats().faults, 1);
+        heap.dealloc(victim, layout);
+        assert_eq!(heap.stats().faults, 1);
     }
     // Nothing was corrupted: the freed object comes back exactly once, and
     // every other object stays live.
     let mut seen = std::collections::HashSet::new();
     let mut more = Vec::new();
     for _ in 0..300 {
-        let p = h.allocate(l);
-        assert!(!ps.iter().enumerate().any(|(i, &q)| i != 10 && q == p));
-        assert!(seen.insert(p as usize), "handed out twice");
-        more.push(p);
+        let ptr = heap.allocate(layout);
+        assert!(!ps.iter().enumerate().any(|(i, &q)| i != 10 && q == ptr));
+        assert!(seen.insert(ptr as usize), "handed out twice");
+        more.push(ptr);
     }
     assert!(more.contains(&victim));
-    for p in ps
+    for ptr in ps
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != 10)
-        .map(|(_, &p)| p)
+        .map(|(_, &ptr)| ptr)
         .chain(more)
     {
         // SAFETY: live objects of layout l.
-        unsafe { h.try_dealloc(p, l).unwrap() };
+        unsafe { heap.try_dealloc(ptr, layout).unwrap() };
     }
 }
 
 #[test]
 fn remote_free_and_remote_double_free() {
-    let (h, _ram) = heap(1024);
-    let h: Arc<TestHeap> = Arc::from(h);
-    let l = lay(32, 8);
-    let ps: Vec<usize> = (0..1000).map(|_| h.allocate(l) as usize).collect();
-    let h2 = h.clone();
+    let (heap, _ram) = heap(1024);
+    let heap: Arc<TestHeap> = Arc::from(heap);
+    let layout = lay(32, 8);
+    let ps: Vec<usize> = (0..1000).map(|_| heap.allocate(layout) as usize).collect();
+    let heap2 = heap.clone();
     let ps2 = ps.clone();
     std::thread::spawn(move || {
-        for &p in &ps2 {
+        for &ptr in &ps2 {
             // SAFETY: live objects of layout l, freed once here.
-            unsafe { h2.try_dealloc(p as *mut u8, l).unwrap() };
+            unsafe { heap2.try_dealloc(ptr as *mut u8, layout).unwrap() };
         }
         // Second time: already freed remotely (uncollected) -> detected.
-        for &p in &ps2[..10] {
+        for &ptr in &ps2[..10] {
             // SAFETY: rejected, nothing touched.
-            let e = unsafe { h2.try_dealloc(p as *mut u8, l) }.unwrap_err();
-            assert_eq!(e.kind, FaultKind::DoubleFree);
+            let error = unsafe { heap2.try_dealloc(ptr as *mut u8, layout) }.unwrap_err();
+            assert_eq!(error.kind, FaultKind::DoubleFree);
         }
     })
     .join()
@@ -200,34 +212,34 @@ fn remote_free_and_remote_double_free() {
     // Owner's view: still live until collected; a local double free of a
     // remotely freed object is detected too.
     // SAFETY: rejected, nothing touched.
-    let e = unsafe { h.try_dealloc(ps[500] as *mut u8, l) }.unwrap_err();
-    assert_eq!(e.kind, FaultKind::DoubleFree);
+    let error = unsafe { heap.try_dealloc(ps[500] as *mut u8, layout) }.unwrap_err();
+    assert_eq!(error.kind, FaultKind::DoubleFree);
     // Allocating again collects; every object is available exactly once.
     let mut again = std::collections::HashSet::new();
     for _ in 0..1000 {
-        assert!(again.insert(h.allocate(l) as usize));
+        assert!(again.insert(heap.allocate(layout) as usize));
     }
     let old: std::collections::HashSet<usize> = ps.iter().copied().collect();
-    assert!(again.iter().filter(|p| old.contains(p)).count() >= 900);
+    assert!(again.iter().filter(|ptr| old.contains(ptr)).count() >= 900);
     // After collection, a remote double free of a free object is detected.
-    let p = *again.iter().next().unwrap();
+    let ptr = *again.iter().next().unwrap();
     // SAFETY: live object, freed once, then rejected.
-    unsafe { h.try_dealloc(p as *mut u8, l).unwrap() };
-    let h3 = h.clone();
+    unsafe { heap.try_dealloc(ptr as *mut u8, layout).unwrap() };
+    let heap3 = heap.clone();
     std::thread::spawn(move || {
         // SAFETY: rejected, nothing touched.
-        let e = unsafe { h3.try_dealloc(p as *mut u8, l) }.unwrap_err();
-        assert_eq!(e.kind, FaultKind::DoubleFree);
+        let error = unsafe { heap3.try_dealloc(ptr as *mut u8, layout) }.unwrap_err();
+        assert_eq!(error.kind, FaultKind::DoubleFree);
     })
     .join()
     .unwrap();
     // The parked double free never makes the object appear twice.
     let mut seen = std::collections::HashSet::new();
     for _ in 0..2000 {
-        let q = h.allocate(l) as usize;
+        let q = heap.allocate(layout) as usize;
         assert!(q != 0 && seen.insert(q), "handed out twice");
         assert!(
-            q == p || !again.contains(&q),
+            q == ptr || !again.contains(&q),
             "a live object handed out again"
         );
     }
@@ -235,197 +247,207 @@ fn remote_free_and_remote_double_free() {
 
 #[test]
 fn slabs_emptied_by_remote_frees_are_returned() {
-    let (h, _ram) = heap(4096);
-    let h: Arc<TestHeap> = Arc::from(h);
-    let l = lay(256, 8); // 16 objects per slab
-    let ps: Vec<usize> = (0..16 * 50).map(|_| h.allocate(l) as usize).collect();
-    assert_eq!(h.stats().slab_pages, 50);
-    let h2 = h.clone();
+    let (heap, _ram) = heap(4096);
+    let heap: Arc<TestHeap> = Arc::from(heap);
+    let layout = lay(256, 8); // 16 objects per slab
+    let ps: Vec<usize> = (0..16 * 50)
+        .map(|_| heap.allocate(layout) as usize)
+        .collect();
+    assert_eq!(heap.stats().slab_pages, 50);
+    let heap2 = heap.clone();
     std::thread::spawn(move || {
-        for p in ps {
+        for ptr in ps {
             // SAFETY: live objects, freed once.
-            unsafe { h2.try_dealloc(p as *mut u8, l).unwrap() };
+            unsafe { heap2.try_dealloc(ptr as *mut u8, layout).unwrap() };
         }
     })
     .join()
     .unwrap();
-    assert_eq!(h.stats().slab_pages, 50); // not collected yet
+    assert_eq!(heap.stats().slab_pages, 50); // not collected yet
     // The owner's next slow path collects them (a class with no current slab).
-    let q = h.allocate(lay(1024, 8));
-    let st = h.stats();
+    let q = heap.allocate(lay(1024, 8));
+    let stats = heap.stats();
     assert!(
-        st.slab_pages <= 2 + 2 * SLAB_RESERVE as u64,
+        stats.slab_pages <= 2 + 2 * SLAB_RESERVE as u64,
         "{} slab pages left",
-        st.slab_pages
+        stats.slab_pages
     );
     // SAFETY: live, freed once.
-    unsafe { h.try_dealloc(q, lay(1024, 8)).unwrap() };
-    assert_eq!(pages_out(&h), 0);
+    unsafe { heap.try_dealloc(q, lay(1024, 8)).unwrap() };
+    assert_eq!(pages_out(&heap), 0);
 }
 
 #[test]
 fn local_empty_slabs_beyond_reserve_are_returned() {
-    let (h, _ram) = heap(4096);
-    let l = lay(2048, 8); // 8 objects per 16 KiB slab
-    let ps: Vec<_> = (0..8 * 20).map(|_| h.allocate(l)).collect();
-    assert_eq!(h.stats().slab_pages, 20 * 4);
-    for p in ps {
+    let (heap, _ram) = heap(4096);
+    let layout = lay(2048, 8); // 8 objects per 16 KiB slab
+    let ps: Vec<_> = (0..8 * 20).map(|_| heap.allocate(layout)).collect();
+    assert_eq!(heap.stats().slab_pages, 20 * 4);
+    for ptr in ps {
         // SAFETY: live, freed once.
-        unsafe { h.try_dealloc(p, l).unwrap() };
+        unsafe { heap.try_dealloc(ptr, layout).unwrap() };
     }
     // The current slab plus the reserve stay.
-    assert!(h.stats().slab_pages <= 4 * (1 + SLAB_RESERVE as u64));
-    assert!(h.drain());
-    assert_eq!(h.stats().slab_pages, 0);
+    assert!(heap.stats().slab_pages <= 4 * (1 + SLAB_RESERVE as u64));
+    assert!(heap.drain());
+    assert_eq!(heap.stats().slab_pages, 0);
 }
 
 #[test]
 fn out_of_memory_returns_null_and_drains_other_cpus() {
-    let (h, _ram) = heap(256);
-    let h: Arc<TestHeap> = Arc::from(h);
+    let (heap, _ram) = heap(256);
+    let heap: Arc<TestHeap> = Arc::from(heap);
     // Another thread (CPU) fills its caches, frees everything, and stays
     // alive holding them.
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let h2 = h.clone();
-    let t = std::thread::spawn(move || {
-        let small: Vec<_> = (0..2000).map(|_| h2.allocate(lay(48, 16))).collect();
-        let pages: Vec<_> = (0..40).map(|_| h2.allocate(lay(4096, 4096))).collect();
-        for p in small {
+    let heap2 = heap.clone();
+    let thread = std::thread::spawn(move || {
+        let small: Vec<_> = (0..2000).map(|_| heap2.allocate(lay(48, 16))).collect();
+        let pages: Vec<_> = (0..40).map(|_| heap2.allocate(lay(4096, 4096))).collect();
+        for ptr in small {
             // SAFETY: live, freed once.
-            unsafe { h2.try_dealloc(p, lay(48, 16)).unwrap() };
+            unsafe { heap2.try_dealloc(ptr, lay(48, 16)).unwrap() };
         }
-        for p in pages {
+        for ptr in pages {
             // SAFETY: live, freed once.
-            unsafe { h2.try_dealloc(p, lay(4096, 4096)).unwrap() };
+            unsafe { heap2.try_dealloc(ptr, lay(4096, 4096)).unwrap() };
         }
         tx.send(my_cpu()).unwrap();
         done_rx.recv().unwrap();
     });
     let other = rx.recv().unwrap();
-    assert!(h.stats().frames.cached_pages() > 0 || h.stats().slab_pages > 0);
+    assert!(heap.stats().frames.cached_pages() > 0 || heap.stats().slab_pages > 0);
     // Now take every page from this CPU: must get them all (other CPU drained).
     let mut got = Vec::new();
     loop {
-        let p = h.allocate(lay(4096, 4096));
-        if p.is_null() {
+        let ptr = heap.allocate(lay(4096, 4096));
+        if ptr.is_null() {
             break;
         }
-        got.push(p);
+        got.push(ptr);
     }
-    let st = h.stats();
-    assert_eq!(st.frames.free_pages(), 0);
-    assert_eq!(st.slab_pages, 0, "other CPU {other} kept slabs");
-    assert_eq!(got.len() as u64, st.frames.buddy.managed_pages());
+    let stats = heap.stats();
+    assert_eq!(stats.frames.free_pages(), 0);
+    assert_eq!(stats.slab_pages, 0, "other CPU {other} kept slabs");
+    assert_eq!(got.len() as u64, stats.frames.buddy.managed_pages());
     // Small and huge requests fail cleanly.
-    assert!(h.allocate(lay(8, 8)).is_null());
-    assert!(h.allocate(lay(1 << 40, 8)).is_null());
-    assert!(h.allocate(lay(8, 1 << 31)).is_null());
-    for p in got {
+    assert!(heap.allocate(lay(8, 8)).is_null());
+    assert!(heap.allocate(lay(1 << 40, 8)).is_null());
+    assert!(heap.allocate(lay(8, 1 << 31)).is_null());
+    for ptr in got {
         // SAFETY: live, freed once.
-        unsafe { h.try_dealloc(p, lay(4096, 4096)).unwrap() };
+        unsafe { heap.try_dealloc(ptr, lay(4096, 4096)).unwrap() };
     }
     done_tx.send(()).unwrap();
-    t.join().unwrap();
+    thread.join().unwrap();
 }
 
 #[test]
 fn realloc_in_place_and_moving() {
-    let (h, _ram) = heap(4096);
+    let (heap, _ram) = heap(4096);
     // SAFETY: standard GlobalAlloc use: each pointer is reallocated or
     // freed once, with its current layout.
     unsafe {
-        let p = h.alloc(lay(20, 8));
-        p.write_bytes(0x11, 20);
-        assert_eq!(h.realloc(p, lay(20, 8), 24), p); // same class (24)
-        let q = h.realloc(p, lay(24, 8), 100);
-        assert_ne!(q, p);
-        assert!(std::slice::from_raw_parts(q, 20).iter().all(|&b| b == 0x11));
+        let ptr = heap.alloc(lay(20, 8));
+        ptr.write_bytes(0x11, 20);
+        assert_eq!(heap.realloc(ptr, lay(20, 8), 24), ptr); // same class (24)
+        let grown = heap.realloc(ptr, lay(24, 8), 100);
+        assert_ne!(grown, ptr);
+        assert!(
+            std::slice::from_raw_parts(grown, 20)
+                .iter()
+                .all(|&byte| byte == 0x11)
+        );
         // Large, buddy path (20 pages -> 30 pages): in place if the next
         // pages are free, which they are in a fresh heap.
-        let big = h.alloc(lay(20 * 4096, 4096));
+        let big = heap.alloc(lay(20 * 4096, 4096));
         big.write_bytes(0x22, 20 * 4096);
-        let big2 = h.realloc(big, lay(20 * 4096, 4096), 30 * 4096);
+        let big2 = heap.realloc(big, lay(20 * 4096, 4096), 30 * 4096);
         assert_eq!(big2, big);
-        let big3 = h.realloc(big2, lay(30 * 4096, 4096), 17 * 4096 + 5);
+        let big3 = heap.realloc(big2, lay(30 * 4096, 4096), 17 * 4096 + 5);
         assert_eq!(big3, big);
         // Block the growth, then grow: it must move and keep the contents.
-        let blocker = h.alloc(lay(9 * 4096, 4096));
-        let big4 = h.realloc(big3, lay(17 * 4096 + 5, 4096), 300 * 4096);
+        let blocker = heap.alloc(lay(9 * 4096, 4096));
+        let big4 = heap.realloc(big3, lay(17 * 4096 + 5, 4096), 300 * 4096);
         assert!(!big4.is_null());
         assert!(
             std::slice::from_raw_parts(big4, 17 * 4096)
                 .iter()
-                .all(|&b| b == 0x22)
+                .all(|&byte| byte == 0x22)
         );
         // Small -> large -> small.
-        let s = h.realloc(q, lay(100, 8), 10_000);
-        assert!(std::slice::from_raw_parts(s, 20).iter().all(|&b| b == 0x11));
-        let s2 = h.realloc(s, lay(10_000, 8), 10);
+        let large = heap.realloc(grown, lay(100, 8), 10_000);
         assert!(
-            std::slice::from_raw_parts(s2, 10)
+            std::slice::from_raw_parts(large, 20)
                 .iter()
-                .all(|&b| b == 0x11)
+                .all(|&byte| byte == 0x11)
         );
-        h.dealloc(s2, lay(10, 8));
-        h.dealloc(big4, lay(300 * 4096, 4096));
-        h.dealloc(blocker, lay(9 * 4096, 4096));
+        let small = heap.realloc(large, lay(10_000, 8), 10);
+        assert!(
+            std::slice::from_raw_parts(small, 10)
+                .iter()
+                .all(|&byte| byte == 0x11)
+        );
+        heap.dealloc(small, lay(10, 8));
+        heap.dealloc(big4, lay(300 * 4096, 4096));
+        heap.dealloc(blocker, lay(9 * 4096, 4096));
         // Out of memory in realloc: null, old block intact.
-        let r = h.alloc(lay(64, 8));
-        assert!(h.realloc(r, lay(64, 8), 1 << 40).is_null());
-        h.dealloc(r, lay(64, 8));
+        let other = heap.alloc(lay(64, 8));
+        assert!(heap.realloc(other, lay(64, 8), 1 << 40).is_null());
+        heap.dealloc(other, lay(64, 8));
     }
-    assert_eq!(h.stats().faults, 0);
-    assert_eq!(pages_out(&h), 0);
+    assert_eq!(heap.stats().faults, 0);
+    assert_eq!(pages_out(&heap), 0);
 }
 
 #[test]
 fn huge_alignment() {
-    let (h, _ram) = heap(4096); // 16 MiB
+    let (heap, _ram) = heap(4096); // 16 MiB
     for align in [1 << 13, 1 << 16, 1 << 21] {
-        let l = lay(100, align);
-        let p = h.allocate(l);
-        assert_eq!(p as usize % align, 0);
+        let layout = lay(100, align);
+        let ptr = heap.allocate(layout);
+        assert_eq!(ptr as usize % align, 0);
         // SAFETY: live, freed once.
-        unsafe { h.try_dealloc(p, l).unwrap() };
+        unsafe { heap.try_dealloc(ptr, layout).unwrap() };
     }
-    assert_eq!(pages_out(&h), 0);
+    assert_eq!(pages_out(&heap), 0);
 }
 
 #[test]
 fn many_instances() {
     let hs: Vec<_> = (0..8).map(|_| heap(256)).collect();
-    let l = lay(40, 8);
-    let ps: Vec<_> = hs.iter().map(|(h, _)| h.allocate(l)).collect();
-    for ((h, _), &p) in hs.iter().zip(&ps) {
+    let layout = lay(40, 8);
+    let ps: Vec<_> = hs.iter().map(|(heap, _)| heap.allocate(layout)).collect();
+    for ((heap, _), &ptr) in hs.iter().zip(&ps) {
         // Another heap's object is foreign here.
         for &q in &ps {
-            if q != p {
+            if q != ptr {
                 // SAFETY: rejected, nothing touched.
-                assert!(unsafe { h.try_dealloc(q, l) }.is_err());
+                assert!(unsafe { heap.try_dealloc(q, layout) }.is_err());
             }
         }
         // SAFETY: live, freed once.
-        unsafe { h.try_dealloc(p, l).unwrap() };
+        unsafe { heap.try_dealloc(ptr, layout).unwrap() };
     }
 }
 
 #[test]
 fn pages_freed_on_another_cpu_go_to_its_cache() {
-    let (h, _ram) = heap(1024);
-    let f = h.frames();
-    let p = f.alloc(0).unwrap();
+    let (heap, _ram) = heap(1024);
+    let frames = heap.frames();
+    let frame = frames.alloc(0).unwrap();
     let me = my_cpu();
     let other = (me + 1) % host::CPUS;
-    let before = f.stats();
-    as_cpu(other, || f.free(p, 0).unwrap());
-    assert_eq!(f.stats().cached_pages(), before.cached_pages() + 1);
+    let before = frames.stats();
+    as_cpu(other, || frames.free(frame, 0).unwrap());
+    assert_eq!(frames.stats().cached_pages(), before.cached_pages() + 1);
     // Draining only `other` gives it back.
-    f.drain_local();
-    let mid = f.stats().cached_pages();
+    frames.drain_local();
+    let mid = frames.stats().cached_pages();
     assert_eq!(mid, 1);
-    assert!(f.drain_cpu(other));
-    assert_eq!(f.stats().cached_pages(), 0);
+    assert!(frames.drain_cpu(other));
+    assert_eq!(frames.stats().cached_pages(), 0);
 }
 
 /// Out of memory with interrupts masked (`as_cpu`): the current CPU's own
@@ -435,34 +457,35 @@ fn pages_freed_on_another_cpu_go_to_its_cache() {
 fn out_of_memory_while_masked_drains_own_cache() {
     use framekeep::{BuddyAllocator, Error, PhysAddr};
     use host::TestCaches;
-    let c = Box::new(TestCaches::new(BuddyAllocator::new()));
-    c.add_section_static(PhysAddr(1 << 32), 64, vec![0u64; 128].leak())
+    let caches = Box::new(TestCaches::new(BuddyAllocator::new()));
+    caches
+        .add_section_static(PhysAddr(1 << 32), 64, vec![0u64; 128].leak())
         .unwrap();
     let mut got = Vec::new();
-    while let Ok(p) = c.alloc(0) {
-        got.push(p);
+    while let Ok(frame) = caches.alloc(0) {
+        got.push(frame);
     }
     assert_eq!(got.len(), 64);
-    assert_eq!(c.stats().cached_pages(), 0);
+    assert_eq!(caches.stats().cached_pages(), 0);
     // Two pages that are not buddies, one cached on each of two CPUs.
     got.sort();
     let (pa, pb) = (got.remove(0), got.remove(1));
     assert_ne!(pa.0 ^ 4096, pb.0);
-    let (a, b) = ((my_cpu() + 1) % host::CPUS, (my_cpu() + 2) % host::CPUS);
-    as_cpu(a, || c.free(pa, 0)).unwrap();
-    as_cpu(b, || c.free(pb, 0)).unwrap();
-    assert_eq!(c.stats().cached_pages(), 2);
-    assert_eq!(as_cpu(a, || c.alloc(1)), Err(Error::OutOfMemory));
-    assert_eq!(c.stats().cached_pages(), 1, "a's cache kept its page");
-    assert_eq!(c.stats().buddy.free_pages(), 1);
-    assert_eq!(c.alloc(1), Err(Error::OutOfMemory));
-    assert_eq!(c.stats().cached_pages(), 0, "b's cache kept its page");
-    assert_eq!(c.stats().buddy.free_pages(), 2);
-    for p in got {
-        c.free(p, 0).unwrap();
+    let (a, block) = ((my_cpu() + 1) % host::CPUS, (my_cpu() + 2) % host::CPUS);
+    as_cpu(a, || caches.free(pa, 0)).unwrap();
+    as_cpu(block, || caches.free(pb, 0)).unwrap();
+    assert_eq!(caches.stats().cached_pages(), 2);
+    assert_eq!(as_cpu(a, || caches.alloc(1)), Err(Error::OutOfMemory));
+    assert_eq!(caches.stats().cached_pages(), 1, "a's cache kept its page");
+    assert_eq!(caches.stats().buddy.free_pages(), 1);
+    assert_eq!(caches.alloc(1), Err(Error::OutOfMemory));
+    assert_eq!(caches.stats().cached_pages(), 0, "b's cache kept its page");
+    assert_eq!(caches.stats().buddy.free_pages(), 2);
+    for frame in got {
+        caches.free(frame, 0).unwrap();
     }
-    assert!(c.drain_all());
-    assert_eq!(c.stats().buddy.free_pages(), 64);
+    assert!(caches.drain_all());
+    assert_eq!(caches.stats().buddy.free_pages(), 64);
 }
 
 /// Registration writes no tag, and tags past the valid prefix are never
@@ -483,45 +506,46 @@ fn registration_writes_no_tags_and_garbage_is_never_read() {
             .filter(|&&w| w != 1)
             .count()
     };
-    let c = Box::new(TestCaches::new(BuddyAllocator::new()));
+    let caches = Box::new(TestCaches::new(BuddyAllocator::new()));
     let start = PhysAddr(1 << 32);
     // SAFETY: the buffer is leaked and only used by `c`.
     unsafe {
-        c.add_section(
-            start,
-            pages,
-            std::ptr::NonNull::new(ptr.cast()).unwrap(),
-            cache_metadata_bytes(pages),
-        )
-        .unwrap()
+        caches
+            .add_section(
+                start,
+                pages,
+                std::ptr::NonNull::new(ptr.cast()).unwrap(),
+                cache_metadata_bytes(pages),
+            )
+            .unwrap()
     };
     assert_eq!(tags(0), 0, "registration wrote tags");
     // A page straight from the buddy, freed through the caches: it goes
     // back to the buddy (its garbage tag is not trusted).
-    let b = c.alloc_pages(1, Constraint::ANY).unwrap();
-    c.free(b, 0).unwrap();
-    assert_eq!(c.stats().cached_pages(), 0);
+    let block = caches.alloc_pages(1, Constraint::ANY).unwrap();
+    caches.free(block, 0).unwrap();
+    assert_eq!(caches.stats().cached_pages(), 0);
     // A page nobody allocated is the buddy's double free, never cached.
     let top = PhysAddr(start.0 + (pages - 1) * 4096);
-    assert_eq!(c.free(top, 0), Err(Error::DoubleFree));
+    assert_eq!(caches.free(top, 0), Err(Error::DoubleFree));
     assert_eq!(
-        c.free(PhysAddr(start.0 + 64 * 4096), 0),
+        caches.free(PhysAddr(start.0 + 64 * 4096), 0),
         Err(Error::DoubleFree)
     );
     // Cached traffic grows the prefix (here the low pages) and works.
-    let ps: Vec<_> = (0..1000).map(|_| c.alloc(0).unwrap()).collect();
+    let ps: Vec<_> = (0..1000).map(|_| caches.alloc(0).unwrap()).collect();
     let mut uniq = ps.clone();
     uniq.sort();
     uniq.dedup();
     assert_eq!(uniq.len(), 1000);
-    for &p in &ps {
-        c.free(p, 0).unwrap();
+    for &frame in &ps {
+        caches.free(frame, 0).unwrap();
     }
-    assert_eq!(c.free(ps[0], 0), Err(Error::DoubleFree));
+    assert_eq!(caches.free(ps[0], 0), Err(Error::DoubleFree));
     assert!(tags(2048) == 0, "tags zeroed far past the pages in use");
-    assert!(c.drain_all());
-    assert_eq!(c.stats().free_pages(), pages);
-    assert_eq!(c.free(top, 0), Err(Error::DoubleFree));
+    assert!(caches.drain_all());
+    assert_eq!(caches.stats().free_pages(), pages);
+    assert_eq!(caches.free(top, 0), Err(Error::DoubleFree));
 }
 
 /// The same through a `Heap` on memory full of such words (metadata
@@ -533,38 +557,38 @@ fn heap_on_garbage_memory() {
     unsafe {
         std::slice::from_raw_parts_mut(ram.start() as *mut u64, 8192 * 512).fill(1);
     }
-    let h = Box::new(TestHeap::new());
+    let heap = Box::new(TestHeap::new());
     // SAFETY: `ram` outlives `h` (dropped first).
     unsafe {
-        h.add_memory(framekeep::PhysAddr(ram.start()), ram.pages())
+        heap.add_memory(framekeep::PhysAddr(ram.start()), ram.pages())
             .unwrap()
     };
-    let managed = h.stats().frames.buddy.managed_pages();
+    let managed = heap.stats().frames.buddy.managed_pages();
     let mut live = Vec::new();
     for i in 0..3000usize {
-        let l = lay([8, 24, 200, 1500, 4096, 8192, 20_000][i % 7], 8);
-        let p = h.allocate(l);
-        assert!(!p.is_null());
+        let layout = lay([8, 24, 200, 1500, 4096, 8192, 20_000][i % 7], 8);
+        let ptr = heap.allocate(layout);
+        assert!(!ptr.is_null());
         // SAFETY: a fresh block of l.size() bytes.
-        unsafe { p.write_bytes(0x5a, l.size()) };
-        live.push((p, l));
+        unsafe { ptr.write_bytes(0x5a, layout.size()) };
+        live.push((ptr, layout));
     }
-    for &(p, l) in &live {
+    for &(ptr, layout) in &live {
         // SAFETY: live, freed once.
-        unsafe { h.try_dealloc(p, l).unwrap() };
+        unsafe { heap.try_dealloc(ptr, layout).unwrap() };
     }
     // SAFETY: double frees are detected before anything changes.
     unsafe {
         assert_eq!(
-            h.try_dealloc(live[0].0, live[0].1).unwrap_err().kind,
+            heap.try_dealloc(live[0].0, live[0].1).unwrap_err().kind,
             FaultKind::DoubleFree
         );
-        assert!(h.try_dealloc(live[4].0, live[4].1).is_err());
+        assert!(heap.try_dealloc(live[4].0, live[4].1).is_err());
     }
-    assert!(h.drain());
-    let st = h.stats();
-    assert_eq!(st.frames.free_pages(), managed);
-    drop(h);
+    assert!(heap.drain());
+    let stats = heap.stats();
+    assert_eq!(stats.frames.free_pages(), managed);
+    drop(heap);
     drop(ram);
 }
 
@@ -572,8 +596,8 @@ fn heap_on_garbage_memory() {
 /// against all others (no overlap: nothing handed out twice) and carries a
 /// stamp verified on free.
 fn hammer(threads: usize, ops: usize) {
-    let (h, _ram) = heap(16384);
-    let h: Arc<TestHeap> = Arc::from(h);
+    let (heap, _ram) = heap(16384);
+    let heap: Arc<TestHeap> = Arc::from(heap);
     let live = Arc::new(Mutex::new(Live::default()));
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
@@ -586,8 +610,8 @@ fn hammer(threads: usize, ops: usize) {
     let handles: Vec<_> = rxs
         .into_iter()
         .enumerate()
-        .map(|(t, rx)| {
-            let h = h.clone();
+        .map(|(thread, rx)| {
+            let heap = heap.clone();
             let live = live.clone();
             let txs = txs.clone();
             let done = done.clone();
@@ -602,8 +626,8 @@ fn hammer(threads: usize, ops: usize) {
                     }
                 }
                 let finished = Done(done.clone());
-                let mut rng =
-                    0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64
+                    ^ (thread as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
                 let mut next = || {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
@@ -611,61 +635,62 @@ fn hammer(threads: usize, ops: usize) {
                     rng
                 };
                 let mut mine: Vec<(usize, Layout, u64)> = Vec::new();
-                let check_free = |p: usize, l: Layout, stamp: u64| {
+                let check_free = |ptr: usize, layout: Layout, stamp: u64| {
                     // SAFETY: a live block we own, at least 8 bytes.
-                    let s = unsafe { (p as *const u64).read_unaligned() };
-                    assert_eq!(s, stamp, "block {p:#x} overwritten");
-                    live.lock().unwrap().remove(p as *mut u8);
+                    let stored = unsafe { (ptr as *const u64).read_unaligned() };
+                    assert_eq!(stored, stamp, "block {ptr:#x} overwritten");
+                    live.lock().unwrap().remove(ptr as *mut u8);
                     // SAFETY: live, freed once.
-                    unsafe { h.try_dealloc(p as *mut u8, l).unwrap() };
+                    unsafe { heap.try_dealloc(ptr as *mut u8, layout).unwrap() };
                 };
                 for i in 0..ops {
-                    while let Ok((p, l, s)) = rx.try_recv() {
-                        check_free(p, l, s);
+                    while let Ok((ptr, layout, stamp)) = rx.try_recv() {
+                        check_free(ptr, layout, stamp);
                     }
-                    let r = next();
-                    if mine.len() < 200 && r % 3 != 0 {
-                        let size = match r % 16 {
-                            0 => 4096 + (r >> 8) as usize % 20000,
-                            1..=3 => 8 + (r >> 8) as usize % 2040,
-                            _ => 8 + (r >> 8) as usize % 120,
+                    let random = next();
+                    if mine.len() < 200 && random % 3 != 0 {
+                        let size = match random % 16 {
+                            0 => 4096 + (random >> 8) as usize % 20000,
+                            1..=3 => 8 + (random >> 8) as usize % 2040,
+                            _ => 8 + (random >> 8) as usize % 120,
                         };
-                        let align = 8usize << ((r >> 40) % 4);
-                        let l = lay(size, align);
-                        let p = h.allocate(l);
+                        let align = 8usize << ((random >> 40) % 4);
+                        let layout = lay(size, align);
+                        let ptr = heap.allocate(layout);
                         assert!(
-                            !p.is_null(),
-                            "OOM for {l:?} at op {i}: {:?}, {} live",
-                            h.stats(),
+                            !ptr.is_null(),
+                            "OOM for {layout:?} at op {i}: {:?}, {} live",
+                            heap.stats(),
                             live.lock().unwrap().0.len()
                         );
-                        live.lock().unwrap().add(p, size);
-                        let stamp = ((t as u64) << 48) | i as u64;
+                        live.lock().unwrap().add(ptr, size);
+                        let stamp = ((thread as u64) << 48) | i as u64;
                         // SAFETY: fresh block of >= 8 bytes.
-                        unsafe { (p as *mut u64).write_unaligned(stamp) };
-                        mine.push((p as usize, l, stamp));
+                        unsafe { (ptr as *mut u64).write_unaligned(stamp) };
+                        mine.push((ptr as usize, layout, stamp));
                     } else if !mine.is_empty() {
-                        let (p, l, s) = mine.swap_remove((r as usize >> 3) % mine.len());
-                        let dest = (r >> 20) as usize % threads;
+                        let (ptr, layout, stamp) =
+                            mine.swap_remove((random as usize >> 3) % mine.len());
+                        let dest = (random >> 20) as usize % threads;
                         // A remote free, unless the other thread lags behind.
-                        if dest == t || txs[dest].try_send((p, l, s)).is_err() {
-                            check_free(p, l, s);
+                        if dest == thread || txs[dest].try_send((ptr, layout, stamp)).is_err() {
+                            check_free(ptr, layout, stamp);
                         }
                     }
                 }
-                for (p, l, s) in mine {
-                    check_free(p, l, s);
+                for (ptr, layout, stamp) in mine {
+                    check_free(ptr, layout, stamp);
                 }
                 // Keep serving remote frees until every thread has stopped
                 // sending, so they never pile up.
                 drop(finished);
                 while done.load(std::sync::atomic::Ordering::Acquire) < threads {
-                    while let Ok((p, l, s)) = rx.try_recv() {
-                        check_free(p, l, s);
+                    while let Ok((ptr, layout, s)) = rx.try_recv() {
+                        check_free(ptr, layout, s);
                     }
                     std::thread::yield_now();
                 }
-                (rx, t)
+                (rx, thread)
             })
         })
         .collect();
@@ -675,20 +700,23 @@ fn hammer(threads: usize, ops: usize) {
     let rxs: Vec<_> = joined.into_iter().map(|r| r.unwrap().0).collect();
     for rx in rxs {
         // Leftover remote frees for a finished thread: free them here.
-        while let Ok((p, l, _)) = rx.try_recv() {
-            live.lock().unwrap().remove(p as *mut u8);
+        while let Ok((ptr, layout, _)) = rx.try_recv() {
+            live.lock().unwrap().remove(ptr as *mut u8);
             // SAFETY: live, freed once.
-            unsafe { h.try_dealloc(p as *mut u8, l).unwrap() };
+            unsafe { heap.try_dealloc(ptr as *mut u8, layout).unwrap() };
         }
     }
     assert!(live.lock().unwrap().0.is_empty());
-    let st = h.stats();
-    assert_eq!(st.faults, 0);
-    assert_eq!(pages_out(&h), 0);
-    assert!(h.drain());
-    let st = h.stats();
-    assert_eq!(st.slab_pages, 0);
-    assert_eq!(st.frames.free_pages(), st.frames.buddy.managed_pages());
+    let stats = heap.stats();
+    assert_eq!(stats.faults, 0);
+    assert_eq!(pages_out(&heap), 0);
+    assert!(heap.drain());
+    let stats = heap.stats();
+    assert_eq!(stats.slab_pages, 0);
+    assert_eq!(
+        stats.frames.free_pages(),
+        stats.frames.buddy.managed_pages()
+    );
 }
 
 #[test]
@@ -713,40 +741,43 @@ fn hammer_threads_heavy() {
 /// requests get pages of their own: still served, still checked.
 #[test]
 fn small_requests_get_pages_when_descriptors_run_out() {
-    let (h, _ram) = heap(512);
-    let cap = h.stats().descriptor_capacity;
+    let (heap, _ram) = heap(512);
+    let cap = heap.stats().descriptor_capacity;
     assert!(cap >= 512 / framekeep::PAGES_PER_DESCRIPTOR);
     let mut live = Live::default();
     let mut got = Vec::new();
     // Every class on every CPU: more slabs than there are descriptors.
     'fill: for cpu in 0..host::CPUS {
-        for (k, &size) in SIZE_CLASSES.iter().enumerate() {
-            let l = lay(size, 8);
-            let p = as_cpu(cpu, || h.allocate(l));
-            if p.is_null() {
+        for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+            let layout = lay(size, 8);
+            let ptr = as_cpu(cpu, || heap.allocate(layout));
+            if ptr.is_null() {
                 break 'fill;
             }
-            live.add(p, size);
-            got.push((cpu, p, l, k));
+            live.add(ptr, size);
+            got.push((cpu, ptr, layout, class));
         }
     }
-    let st = h.stats();
-    assert_eq!(st.descriptors, cap, "the descriptors ran out");
+    let stats = heap.stats();
+    assert_eq!(stats.descriptors, cap, "the descriptors ran out");
     assert!(
         got.len() > cap as usize,
         "small requests went on with pages"
     );
-    for &(cpu, p, l, k) in &got {
+    for &(cpu, ptr, layout, class) in &got {
         // A wrong layout is refused whatever served the object.
-        let other = lay(SIZE_CLASSES[(k + 1) % SIZE_CLASSES.len()], 8);
+        let other = lay(SIZE_CLASSES[(class + 1) % SIZE_CLASSES.len()], 8);
         // SAFETY: refused before anything is touched.
-        let e = unsafe { h.try_dealloc(p, other) }.unwrap_err();
-        assert_eq!(e.kind, FaultKind::WrongLayout);
+        let error = unsafe { heap.try_dealloc(ptr, other) }.unwrap_err();
+        assert_eq!(error.kind, FaultKind::WrongLayout);
         // SAFETY: live, with its layout, once.
-        as_cpu(cpu, || unsafe { h.try_dealloc(p, l) }).unwrap();
+        as_cpu(cpu, || unsafe { heap.try_dealloc(ptr, layout) }).unwrap();
     }
-    assert!(h.drain());
-    let st = h.stats();
-    assert_eq!(st.slab_pages, 0);
-    assert_eq!(st.frames.free_pages(), st.frames.buddy.managed_pages());
+    assert!(heap.drain());
+    let stats = heap.stats();
+    assert_eq!(stats.slab_pages, 0);
+    assert_eq!(
+        stats.frames.free_pages(),
+        stats.frames.buddy.managed_pages()
+    );
 }
