@@ -21,9 +21,11 @@ fn lay(size: usize, align: usize) -> Layout {
 }
 
 /// Everything observable about a heap's memory, to compare before/after.
-fn snapshot(h: &TestHeap) -> (u64, u64, u64, Vec<framekeep::FreeBlock>) {
-    let st = h.stats();
-    let blocks = h.frames().with_buddy(|b| b.free_blocks().collect());
+fn snapshot(heap: &TestHeap) -> (u64, u64, u64, Vec<framekeep::FreeBlock>) {
+    let st = heap.stats();
+    let blocks = heap
+        .frames()
+        .with_buddy(|block| block.free_blocks().collect());
     (
         st.frames.free_pages(),
         st.frames.cached_pages(),
@@ -33,17 +35,17 @@ fn snapshot(h: &TestHeap) -> (u64, u64, u64, Vec<framekeep::FreeBlock>) {
 }
 
 /// Allocates `n` blocks of `l` and asserts that none overlaps another.
-fn distinct(h: &TestHeap, l: Layout, n: usize) -> Vec<*mut u8> {
-    let v: Vec<_> = (0..n).map(|_| h.allocate(l)).collect();
-    let mut spans: Vec<_> = v
+fn distinct(heap: &TestHeap, layout: Layout, n: usize) -> Vec<*mut u8> {
+    let blocks: Vec<_> = (0..n).map(|_| heap.allocate(layout)).collect();
+    let mut spans: Vec<_> = blocks
         .iter()
-        .map(|&p| (p as usize, p as usize + l.size()))
+        .map(|&ptr| (ptr as usize, ptr as usize + layout.size()))
         .collect();
     spans.sort();
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "blocks overlap: {:#x?}", w);
     }
-    v
+    blocks
 }
 
 /// The layouts the heap serves differently: small classes, cached page
@@ -77,114 +79,135 @@ fn plan_of(size: usize, align: usize) -> (usize, usize) {
 
 #[test]
 fn every_wrong_layout_is_refused_and_changes_nothing() {
-    let (h, _ram) = heap(4096);
-    for &(s, a) in &LAYOUTS {
+    let (heap, _ram) = heap(4096);
+    for &(size, align) in &LAYOUTS {
         for &(fs, fa) in &LAYOUTS {
-            if plan_of(s, a) == plan_of(fs, fa) {
+            if plan_of(size, align) == plan_of(fs, fa) {
                 continue;
             }
-            let p = h.allocate(lay(s, a));
-            assert!(!p.is_null());
-            let before = snapshot(&h);
+            let ptr = heap.allocate(lay(size, align));
+            assert!(!ptr.is_null());
+            let before = snapshot(&heap);
             // SAFETY: refused before anything is touched (what is tested).
-            let e = unsafe { h.try_dealloc(p, lay(fs, fa)) }.unwrap_err();
+            let error = unsafe { heap.try_dealloc(ptr, lay(fs, fa)) }.unwrap_err();
             assert_eq!(
-                e.kind,
+                error.kind,
                 FaultKind::WrongLayout,
-                "alloc {s}/{a} freed as {fs}/{fa}"
+                "alloc {size}/{align} freed as {fs}/{fa}"
             );
-            assert_eq!(snapshot(&h), before, "alloc {s}/{a} freed as {fs}/{fa}");
+            assert_eq!(
+                snapshot(&heap),
+                before,
+                "alloc {size}/{align} freed as {fs}/{fa}"
+            );
             // realloc with the wrong layout: refused, the block untouched.
             // SAFETY: as above.
-            let r = unsafe { h.realloc(p, lay(fs, fa), fs * 2) };
-            assert!(r.is_null(), "realloc of {s}/{a} as {fs}/{fa} accepted");
-            assert_eq!(snapshot(&h), before);
+            let result = unsafe { heap.realloc(ptr, lay(fs, fa), fs * 2) };
+            assert!(
+                result.is_null(),
+                "realloc of {size}/{align} as {fs}/{fa} accepted"
+            );
+            assert_eq!(snapshot(&heap), before);
             // SAFETY: the right layout, once.
-            unsafe { h.try_dealloc(p, lay(s, a)).unwrap() };
+            unsafe { heap.try_dealloc(ptr, lay(size, align)).unwrap() };
             // SAFETY: refused.
-            let e = unsafe { h.try_dealloc(p, lay(s, a)) }.unwrap_err();
-            assert_eq!(e.kind, FaultKind::DoubleFree, "{s}/{a} freed twice");
+            let error = unsafe { heap.try_dealloc(ptr, lay(size, align)) }.unwrap_err();
+            assert_eq!(
+                error.kind,
+                FaultKind::DoubleFree,
+                "{size}/{align} freed twice"
+            );
         }
     }
-    assert!(h.drain());
+    assert!(heap.drain());
     assert_eq!(
-        h.stats().frames.free_pages(),
-        h.stats().frames.buddy.managed_pages()
+        heap.stats().frames.free_pages(),
+        heap.stats().frames.buddy.managed_pages()
     );
 }
 
 #[test]
 fn page_at_8k_alignment_freed_as_4k_is_refused() {
-    let (h, _ram) = heap(1024);
-    let p = h.allocate(lay(4096, 8192));
+    let (heap, _ram) = heap(1024);
+    let ptr = heap.allocate(lay(4096, 8192));
     // SAFETY: refused.
-    let e = unsafe { h.try_dealloc(p, lay(4096, 4096)) }.unwrap_err();
-    assert_eq!(e.kind, FaultKind::WrongLayout);
+    let error = unsafe { heap.try_dealloc(ptr, lay(4096, 4096)) }.unwrap_err();
+    assert_eq!(error.kind, FaultKind::WrongLayout);
     // Still live: the page is not handed out again.
-    let others = distinct(&h, lay(4096, 4096), 500);
-    assert!(!others.contains(&p));
+    let others = distinct(&heap, lay(4096, 4096), 500);
+    assert!(!others.contains(&ptr));
     // SAFETY: the right layout.
-    unsafe { h.try_dealloc(p, lay(4096, 8192)).unwrap() };
+    unsafe { heap.try_dealloc(ptr, lay(4096, 8192)).unwrap() };
 }
 
 #[test]
 fn a_page_the_heap_never_handed_out_is_refused() {
-    let (h, _ram) = heap(1024);
+    let (heap, _ram) = heap(1024);
     // A page-table frame: taken from the page layer, not the heap.
-    let frame = h.frames().alloc(0).unwrap();
-    let run = h.frames().alloc_pages(3, Constraint::ANY).unwrap();
-    for (addr, l) in [
+    let frame = heap.frames().alloc(0).unwrap();
+    let run = heap.frames().alloc_pages(3, Constraint::ANY).unwrap();
+    for (addr, layout) in [
         (frame, lay(8, 8)),
         (frame, lay(4096, 4096)),
         (run, lay(12288, 4096)),
     ] {
         // SAFETY: refused.
-        let e = unsafe { h.try_dealloc(addr.0 as *mut u8, l) }.unwrap_err();
-        assert_eq!(e.kind, FaultKind::NotAllocated, "{addr} as {l:?}");
+        let error = unsafe { heap.try_dealloc(addr.0 as *mut u8, layout) }.unwrap_err();
+        assert_eq!(error.kind, FaultKind::NotAllocated, "{addr} as {layout:?}");
     }
-    h.frames().free(frame, 0).unwrap();
-    h.frames().free_pages(run, 3).unwrap();
+    heap.frames().free(frame, 0).unwrap();
+    heap.frames().free_pages(run, 3).unwrap();
 }
 
 #[test]
 fn the_page_layer_refuses_the_heaps_memory() {
-    let (h, _ram) = heap(2048);
-    let obj = h.allocate(lay(64, 8));
+    let (heap, _ram) = heap(2048);
+    let obj = heap.allocate(lay(64, 8));
     let slab_page = PhysAddr(obj as u64 & !4095);
-    let page = PhysAddr(h.allocate(lay(4096, 4096)) as u64);
-    let run = PhysAddr(h.allocate(lay(12288, 4096)) as u64);
-    let f = h.frames();
-    let before = snapshot(&h);
-    assert_eq!(f.free(slab_page, 0), Err(Error::OwnedBySlab));
-    assert_eq!(f.free_pages(slab_page, 1), Err(Error::OwnedBySlab));
+    let page = PhysAddr(heap.allocate(lay(4096, 4096)) as u64);
+    let run = PhysAddr(heap.allocate(lay(12288, 4096)) as u64);
+    let frames = heap.frames();
+    let before = snapshot(&heap);
+    assert_eq!(frames.free(slab_page, 0), Err(Error::OwnedBySlab));
+    assert_eq!(frames.free_pages(slab_page, 1), Err(Error::OwnedBySlab));
     assert_eq!(
-        f.free_bulk(&[slab_page]).unwrap_err().error,
+        frames.free_bulk(&[slab_page]).unwrap_err().error,
         Error::OwnedBySlab
     );
-    assert_eq!(f.free(page, 0), Err(Error::OwnedByHeap));
-    assert_eq!(f.free_pages(page, 1), Err(Error::OwnedByHeap));
-    assert_eq!(f.free_bulk(&[page]).unwrap_err().error, Error::OwnedByHeap);
-    assert_eq!(f.free_pages(run, 3), Err(Error::OwnedByHeap));
-    assert_eq!(snapshot(&h), before);
+    assert_eq!(frames.free(page, 0), Err(Error::OwnedByHeap));
+    assert_eq!(frames.free_pages(page, 1), Err(Error::OwnedByHeap));
+    assert_eq!(
+        frames.free_bulk(&[page]).unwrap_err().error,
+        Error::OwnedByHeap
+    );
+    assert_eq!(frames.free_pages(run, 3), Err(Error::OwnedByHeap));
+    assert_eq!(snapshot(&heap), before);
     // Nothing of the above is handed out again.
-    let more = distinct(&h, lay(4096, 4096), 1000);
-    for p in [slab_page.0, page.0, run.0, run.0 + 4096, run.0 + 8192] {
-        assert!(!more.contains(&(p as *mut u8)), "{p:#x} handed out twice");
+    let more = distinct(&heap, lay(4096, 4096), 1000);
+    for ptr in [slab_page.0, page.0, run.0, run.0 + 4096, run.0 + 8192] {
+        assert!(
+            !more.contains(&(ptr as *mut u8)),
+            "{ptr:#x} handed out twice"
+        );
     }
 }
 
 #[test]
 fn a_cached_page_cannot_be_freed_around_the_cache() {
-    let c = Box::new(TestCaches::new(BuddyAllocator::new()));
-    c.add_section_static(PhysAddr(1 << 32), 256, vec![0u64; 512].leak())
+    let caches = Box::new(TestCaches::new(BuddyAllocator::new()));
+    caches
+        .add_section_static(PhysAddr(1 << 32), 256, vec![0u64; 512].leak())
         .unwrap();
-    let p = c.alloc(0).unwrap();
-    c.free(p, 0).unwrap(); // into this CPU's cache
-    assert_eq!(c.free_pages(p, 1), Err(Error::DoubleFree));
-    assert_eq!(c.free_bulk(&[p]).unwrap_err().error, Error::DoubleFree);
-    assert_eq!(c.free(p, 0), Err(Error::DoubleFree));
+    let ptr = caches.alloc(0).unwrap();
+    caches.free(ptr, 0).unwrap(); // into this CPU's cache
+    assert_eq!(caches.free_pages(ptr, 1), Err(Error::DoubleFree));
+    assert_eq!(
+        caches.free_bulk(&[ptr]).unwrap_err().error,
+        Error::DoubleFree
+    );
+    assert_eq!(caches.free(ptr, 0), Err(Error::DoubleFree));
     let mut seen = HashSet::new();
-    while let Ok(q) = c.alloc(0) {
+    while let Ok(q) = caches.alloc(0) {
         assert!(seen.insert(q), "{q} handed out twice");
     }
     assert_eq!(seen.len(), 256);
@@ -192,54 +215,54 @@ fn a_cached_page_cannot_be_freed_around_the_cache() {
 
 #[test]
 fn memory_cannot_be_registered_by_name_under_a_heap() {
-    let (h, _ram) = heap(256);
-    let before = snapshot(&h);
-    let r = h
+    let (heap, _ram) = heap(256);
+    let before = snapshot(&heap);
+    let result = heap
         .frames()
         .add_section_static(PhysAddr(1 << 40), 16, vec![0u64; 32].leak());
-    assert_eq!(r, Err(Error::FramesNotMapped));
-    let start = h
+    assert_eq!(result, Err(Error::FramesNotMapped));
+    let start = heap
         .frames()
-        .with_buddy(|b| b.sections().next().unwrap().start);
+        .with_buddy(|block| block.sections().next().unwrap().start);
     assert_eq!(
-        h.frames().remove_section(start).unwrap_err(),
+        heap.frames().remove_section(start).unwrap_err(),
         Error::NotRemovable
     );
-    assert_eq!(snapshot(&h), before);
+    assert_eq!(snapshot(&heap), before);
 }
 
 #[test]
 fn poisoning_refuses_memory_named_only() {
-    let c = TestCaches::new(BuddyAllocator::new());
+    let caches = TestCaches::new(BuddyAllocator::new());
     let opts = framekeep::FrameOptions {
         poison: true,
         zero_on_alloc: false,
     };
     // SAFETY: nothing registered, and only mapped memory is below.
-    unsafe { c.set_frame_options(std::ptr::null_mut(), opts) };
-    let r = c.add_section_static(PhysAddr(1 << 40), 16, vec![0u64; 32].leak());
-    assert_eq!(r, Err(Error::FramesNotMapped));
+    unsafe { caches.set_frame_options(std::ptr::null_mut(), opts) };
+    let result = caches.add_section_static(PhysAddr(1 << 40), 16, vec![0u64; 32].leak());
+    assert_eq!(result, Err(Error::FramesNotMapped));
 }
 
 /// A write through a stale pointer to a freed page lands wherever that
 /// page went next; slab bookkeeping is never there.
 #[test]
 fn a_stale_pointer_cannot_forge_slab_bookkeeping() {
-    let (h, ram) = heap(4096);
+    let (heap, ram) = heap(4096);
     let page = lay(4096, 4096);
-    let stale: Vec<_> = (0..64).map(|_| h.allocate(page)).collect();
-    for &p in &stale {
+    let stale: Vec<_> = (0..64).map(|_| heap.allocate(page)).collect();
+    for &ptr in &stale {
         // SAFETY: live, freed once.
-        unsafe { h.try_dealloc(p, page).unwrap() };
+        unsafe { heap.try_dealloc(ptr, page).unwrap() };
     }
     let small = lay(64, 8);
-    let mut objs = distinct(&h, small, 2000);
-    for &p in &stale {
+    let mut objs = distinct(&heap, small, 2000);
+    for &ptr in &stale {
         // The stale writes: every byte of every page freed above.
         // SAFETY: host memory of the test's RAM (what the heap manages).
-        unsafe { p.write_bytes(0xff, 4096) };
+        unsafe { ptr.write_bytes(0xff, 4096) };
     }
-    objs.extend(distinct(&h, small, 2000));
+    objs.extend(distinct(&heap, small, 2000));
     let mut seen = HashSet::new();
     let span = ram.start()..ram.start() + ram.pages() * 4096;
     for &o in &objs {
@@ -248,51 +271,52 @@ fn a_stale_pointer_cannot_forge_slab_bookkeeping() {
     }
     for &o in &objs {
         // SAFETY: live objects of layout `small`, freed once.
-        unsafe { h.try_dealloc(o, small).unwrap() };
+        unsafe { heap.try_dealloc(o, small).unwrap() };
     }
-    assert!(h.drain());
-    assert_eq!(h.stats().slab_pages, 0);
+    assert!(heap.drain());
+    assert_eq!(heap.stats().slab_pages, 0);
     assert_eq!(
-        h.stats().frames.free_pages(),
-        h.stats().frames.buddy.managed_pages()
+        heap.stats().frames.free_pages(),
+        heap.stats().frames.buddy.managed_pages()
     );
 }
 
 /// Two CPUs freeing the same block at the same moment: one wins.
 #[test]
 fn racing_frees_of_one_block_succeed_once() {
-    let c: Arc<TestCaches> = Arc::new(TestCaches::new(BuddyAllocator::new()));
-    c.add_section_static(PhysAddr(1 << 32), 1024, vec![0u64; 2048].leak())
+    let caches: Arc<TestCaches> = Arc::new(TestCaches::new(BuddyAllocator::new()));
+    caches
+        .add_section_static(PhysAddr(1 << 32), 1024, vec![0u64; 2048].leak())
         .unwrap();
     let rounds = if cfg!(miri) { 20 } else { 2000 };
     for _ in 0..rounds {
-        let p = c.alloc(0).unwrap();
+        let ptr = caches.alloc(0).unwrap();
         let wins = Arc::new(AtomicUsize::new(0));
         let start = Arc::new(Barrier::new(2));
         let threads: Vec<_> = (0..2)
             .map(|i| {
-                let (c, wins, start) = (c.clone(), wins.clone(), start.clone());
+                let (caches, wins, start) = (caches.clone(), wins.clone(), start.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    let r = if i == 0 {
-                        c.free(p, 0)
+                    let result = if i == 0 {
+                        caches.free(ptr, 0)
                     } else {
-                        c.free_pages(p, 1)
+                        caches.free_pages(ptr, 1)
                     };
-                    if r.is_ok() {
+                    if result.is_ok() {
                         wins.fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
+        for thread in threads {
+            thread.join().unwrap();
         }
-        assert_eq!(wins.load(Ordering::Relaxed), 1, "{p} freed twice");
+        assert_eq!(wins.load(Ordering::Relaxed), 1, "{ptr} freed twice");
     }
-    assert!(c.drain_all());
+    assert!(caches.drain_all());
     let mut seen = HashSet::new();
-    while let Ok(q) = c.alloc(0) {
+    while let Ok(q) = caches.alloc(0) {
         assert!(seen.insert(q), "{q} handed out twice");
     }
     assert_eq!(seen.len(), 1024);
@@ -300,53 +324,57 @@ fn racing_frees_of_one_block_succeed_once() {
 
 #[test]
 fn heap_memory_added_with_separate_metadata_needs_room_for_descriptors() {
-    let h = TestHeap::new();
+    let heap = TestHeap::new();
     let ram = Ram::new(64, 4096);
     let meta = vec![0u64; framekeep::cache_metadata_bytes(64) / 8].leak();
     // SAFETY: both buffers are ours; the call is refused before use.
-    let r = unsafe {
-        h.add_section(
+    let result = unsafe {
+        heap.add_section(
             PhysAddr(ram.start()),
             64,
             std::ptr::NonNull::new(meta.as_mut_ptr().cast()).unwrap(),
             framekeep::cache_metadata_bytes(64),
         )
     };
-    assert_eq!(r, Err(Error::MetadataTooSmall));
-    assert_eq!(h.stats().frames.buddy.managed_pages(), 0);
+    assert_eq!(result, Err(Error::MetadataTooSmall));
+    assert_eq!(heap.stats().frames.buddy.managed_pages(), 0);
 }
 
 /// A `Block` can only be freed by giving it back: no free by address takes
 /// it, and a race between the two frees the block once.
 #[test]
 fn a_block_is_freed_only_through_its_handle() {
-    let c: Arc<TestCaches> = Arc::new(TestCaches::new(BuddyAllocator::new()));
-    c.add_section_static(PhysAddr(1 << 32), 256, vec![0u64; 512].leak())
+    let caches: Arc<TestCaches> = Arc::new(TestCaches::new(BuddyAllocator::new()));
+    caches
+        .add_section_static(PhysAddr(1 << 32), 256, vec![0u64; 512].leak())
         .unwrap();
-    let b = c.alloc_block(0).unwrap();
-    let addr = b.addr();
-    assert_eq!(c.free(addr, 0), Err(Error::OwnedByHandle));
-    assert_eq!(c.free_pages(addr, 1), Err(Error::OwnedByHandle));
+    let block = caches.alloc_block(0).unwrap();
+    let addr = block.addr();
+    assert_eq!(caches.free(addr, 0), Err(Error::OwnedByHandle));
+    assert_eq!(caches.free_pages(addr, 1), Err(Error::OwnedByHandle));
     assert_eq!(
-        c.free_bulk(&[addr]).unwrap_err().error,
+        caches.free_bulk(&[addr]).unwrap_err().error,
         Error::OwnedByHandle
     );
     let other = TestCaches::new(BuddyAllocator::new());
-    let stray = c.alloc_block(1).unwrap();
+    let stray = caches.alloc_block(1).unwrap();
     assert_eq!(other.free_block(stray), Err(Error::NotInSection));
-    c.free_block(b).unwrap();
+    caches.free_block(block).unwrap();
     let rounds = if cfg!(miri) { 10 } else { 1000 };
     for _ in 0..rounds {
-        let b = c.alloc_block(0).unwrap();
-        let addr = b.addr();
-        let c2 = c.clone();
-        let t = std::thread::spawn(move || c2.free(addr, 0));
-        c.free_block(b).unwrap();
-        assert!(t.join().unwrap().is_err(), "{addr} freed by address too");
+        let block = caches.alloc_block(0).unwrap();
+        let addr = block.addr();
+        let caches2 = caches.clone();
+        let thread = std::thread::spawn(move || caches2.free(addr, 0));
+        caches.free_block(block).unwrap();
+        assert!(
+            thread.join().unwrap().is_err(),
+            "{addr} freed by address too"
+        );
     }
-    assert!(c.drain_all());
+    assert!(caches.drain_all());
     let mut seen = HashSet::new();
-    while let Ok(q) = c.alloc(0) {
+    while let Ok(q) = caches.alloc(0) {
         assert!(seen.insert(q), "{q} handed out twice");
     }
     // 256 pages, less the order-1 block leaked into the other caches' free.
