@@ -956,41 +956,34 @@ impl<'r> Driver<'r> {
     /// (the current CPU's only, when masked) and the buddy merged its
     /// parked pages before giving up.
     fn check_heap_oom(&self, layout: Layout) {
-        let stats = self.heap.stats().frames;
         let plan = plan(layout);
         if plan == Plan::Never {
             return;
         }
-        let order = plan_order(plan);
-        let largest = stats.buddy.largest_free_order();
-        assert!(
-            largest.is_none_or(|largest| largest < order),
-            "{layout:?} ({plan:?}): null, but a free block of order {largest:?} >= {order}"
-        );
-        if !self.masked {
-            assert_eq!(
-                stats.cached_pages(),
-                0,
-                "{layout:?}: null with pages cached"
-            );
-        }
+        self.check_nothing_left(format_args!("{layout:?} ({plan:?})"), plan_order(plan));
     }
 
     /// After a page-layer request for a block of order `k` failed with
     /// out of memory (without a constraint).
     fn check_frames_oom(&self, what: impl Debug, order: u32) {
         hit(Hit::FramesOom);
+        self.check_nothing_left(format_args!("{what:?}"), order);
+    }
+
+    /// What out of memory for a block of `order` promises: no free block
+    /// of that order or above, and (unmasked) no pages left in any cache.
+    fn check_nothing_left(&self, what: std::fmt::Arguments, order: u32) {
         let stats = self.heap.stats().frames;
         let largest = stats.buddy.largest_free_order();
         assert!(
             largest.is_none_or(|largest| largest < order),
-            "{what:?}: out of memory, but a free block of order {largest:?} >= {order}"
+            "{what}: out of memory, but a free block of order {largest:?} >= {order}"
         );
         if !self.masked {
             assert_eq!(
                 stats.cached_pages(),
                 0,
-                "{what:?}: out of memory with pages cached"
+                "{what}: out of memory with pages cached"
             );
         }
     }
