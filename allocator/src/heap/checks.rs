@@ -2,10 +2,12 @@
 //! page a pointer is in, compared with what the layout says it should be.
 
 use super::Heap;
-use super::plan::{Plan, cached_tag, plan, run_tag, small_page_tag};
+use super::plan::{Plan, plan, run_tag, small_page_tag};
 use crate::buddy::PageState;
 use crate::cpu::CpuLocal;
-use crate::pcp::tags::{TAG_CACHED, TAG_CLAIMED, TAG_KIND, TAG_SLAB, is_heap_tag};
+use crate::pcp::tags::{
+    TAG_CACHED, TAG_CLAIMED, TAG_HEAP_OWNED, TAG_KIND, TAG_SLAB, handout_tag, is_heap_tag,
+};
 use crate::slab::{Fault, FaultKind, size_class};
 use crate::types::{Error, PhysAddr, PhysMap};
 
@@ -89,7 +91,7 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
             }
         } else {
             match plan(size, align) {
-                Some(Plan::Cached(o)) => cached_tag(o),
+                Some(Plan::Cached(order)) => handout_tag(TAG_HEAP_OWNED, order as usize),
                 Some(Plan::Buddy(pages, align)) => run_tag(pages, align),
                 None => return Err(self.page_fault(ptr, phys, Error::TooLarge)),
             }

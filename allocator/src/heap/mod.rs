@@ -252,15 +252,15 @@ impl<P: CpuLocal, const N: usize> Heap<P, N> {
         let cache = descriptors_at(pages);
         // SAFETY: forwarded; the first `cache` of `meta_bytes` bytes.
         unsafe { self.frames.add_section(start, pages, meta, cache)? };
+        // A full pool (`false`) only means fewer slabs: small requests then
+        // get pages of their own.
         // SAFETY: the rest of the caller's metadata, ours for good (memory
         // of a heap is never removed).
-        let pooled = unsafe {
+        unsafe {
             self.slab
                 .descs
                 .add(meta.as_ptr().add(cache), meta_bytes - cache)
         };
-        // A full pool only means fewer slabs: small requests then get pages.
-        let _ = pooled;
         Ok(())
     }
 

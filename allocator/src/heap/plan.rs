@@ -3,7 +3,7 @@
 //! allocation carries; and how much of a range its metadata takes.
 
 use crate::metadata::heap_metadata_bytes;
-use crate::pcp::tags::{TAG_HEAP_OWNED, tag_alloc, tag_heap};
+use crate::pcp::tags::tag_heap;
 use crate::types::{Error, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE};
 
 /// How a request that is too big for the slab is served.
@@ -28,12 +28,6 @@ pub(super) fn cached_order(size: usize, align: usize) -> Option<u32> {
         return Some((meta_pages + 1).trailing_zeros());
     }
     None
-}
-
-/// The tag of a block of cached order `order` handed out to the heap.
-#[inline(always)]
-pub(super) const fn cached_tag(order: u32) -> u64 {
-    tag_alloc(order as usize) | TAG_HEAP_OWNED
 }
 
 /// The tag of a run of `pages` pages at `align` bytes served by the buddy:

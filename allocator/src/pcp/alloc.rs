@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use super::caches::PageCaches;
 use super::lists::PCP_ORDERS;
-use super::tags::{TAG_ALLOC, TAG_CACHED, TAG_KIND, TAG_NONE, TAG_OWNER, handout_tag};
+use super::tags::{TAG_CACHED, TAG_NONE, handout_tag, is_frames_alloc};
 use crate::buddy::BuddyAllocator;
 use crate::cpu::CpuLocal;
 use crate::types::{Constraint, Error, MAX_ORDER, PhysAddr};
@@ -135,7 +135,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         }
         match self.tags.prepare(addr.0) {
             Some(slot) => slot.store(tag, Ordering::Release),
-            None if tag & (TAG_KIND | TAG_OWNER) == TAG_ALLOC => {}
+            None if is_frames_alloc(tag) => {}
             None => {
                 // Just allocated under this lock: giving it back cannot fail.
                 let _ = buddy.free_pages(addr, count as usize);

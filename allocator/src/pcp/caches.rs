@@ -2,8 +2,8 @@
 //! (Linux's per-CPU page lists).
 //!
 //! - A cache hit is an array pop or push on the current CPU with interrupts
-//!   masked: no lock and no atomic read-modify-write (the per-page tag and
-//!   the statistics counter are plain loads and stores).
+//!   masked, and no lock. The statistics counter is a plain load and
+//!   store; the tag too, except for a free by address (below).
 //! - A miss refills `batch` frames, an overflow beyond `high` drains
 //!   `batch` frames, each under one acquisition of the buddy lock.
 //! - A frame freed on another CPU goes to that CPU's cache.

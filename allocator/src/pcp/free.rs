@@ -7,8 +7,7 @@ use core::sync::atomic::Ordering;
 use super::caches::PageCaches;
 use super::lists::PCP_ORDERS;
 use super::tags::{
-    TAG_ALLOC, TAG_CACHED, TAG_KIND, TAG_NONE, TAG_OWNER, handout_tag, tag_alloc, tag_error,
-    tag_order,
+    TAG_CACHED, TAG_NONE, handout_tag, is_frames_alloc, tag_alloc, tag_error, tag_order,
 };
 use crate::buddy::BuddyAllocator;
 use crate::cpu::CpuLocal;
@@ -93,7 +92,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             return Err(Error::Misaligned);
         }
         let Some(slot) = self.tags.get(addr.0) else {
-            return self.free_untagged(addr, order, tag);
+            // No tag yet reads as none: the buddy's block, or nobody's.
+            return self.free_mismatch(addr, order, TAG_NONE, tag);
         };
         if ATOMIC {
             if let Err(actual) =
@@ -122,24 +122,6 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             Some(false) => self.free_overflow(addr, order),
             None => self.release_claimed(addr, order),
         }
-    }
-
-    /// A cached-order free whose page has no tag yet: a block of the
-    /// buddy's (or nobody's), checked there.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn free_untagged(
-        &self,
-        addr: PhysAddr,
-        order: usize,
-        tag: u64,
-    ) -> Result<(), Error> {
-        if tag != tag_alloc(order) {
-            return Err(Error::NotInSection);
-        }
-        self.free_run_as(addr, 1 << order, TAG_NONE, |buddy| {
-            buddy.free(addr, order as u32)
-        })
     }
 
     /// A cached-order free whose tag is `actual`, not the `expected` one.
@@ -214,7 +196,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         let actual = tag.map_or(TAG_NONE, |slot| slot.load(Ordering::Acquire));
         let ours = actual == expected
             || (expected == TAG_NONE
-                && actual & (TAG_KIND | TAG_OWNER) == TAG_ALLOC
+                && is_frames_alloc(actual)
                 && 1u64 << tag_order(actual) == count);
         if !ours {
             return Err(tag_error(actual, expected));

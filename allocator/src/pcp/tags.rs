@@ -75,6 +75,13 @@ pub(crate) const fn handout_tag(owner: u64, order: usize) -> u64 {
     }
 }
 
+/// Whether tag `tag` is a block handed out to a caller of
+/// `PageCaches::alloc` (not to the heap or a `Block`).
+#[inline(always)]
+pub(crate) const fn is_frames_alloc(tag: u64) -> bool {
+    tag & (TAG_KIND | TAG_OWNER) == TAG_ALLOC
+}
+
 /// Whether tag `tag` marks memory of the heap (its page-granular
 /// allocations, or its slabs).
 pub(crate) const fn is_heap_tag(tag: u64) -> bool {

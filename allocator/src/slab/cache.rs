@@ -115,10 +115,6 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
             .sum()
     }
 
-    fn bump(counter: &AtomicU64, by: i64) {
-        add_owned(counter, by);
-    }
-
     /// Allocates an object of class `class` on the current CPU. `None`: the
     /// CPU id is out of range; `Some(null)`: out of memory.
     ///
@@ -247,7 +243,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
                 tag.store(tag_value, Ordering::Release);
             }
         }
-        Self::bump(&self.shared[cpu].slab_pages, 1 << order);
+        add_owned(&self.shared[cpu].slab_pages, 1 << order);
         desc
     }
 
@@ -378,7 +374,7 @@ impl<P: CpuLocal, const N: usize> Slab<P, N> {
         cpu_slab.classes[class].nempty -= 1;
         // Tagged as the slab's own block of this order just above.
         let _ = frames.free_as::<false, TAG_INTERNAL>(PhysAddr(phys), order as usize);
-        Self::bump(&self.shared[cpu].slab_pages, -(pages as i64));
+        add_owned(&self.shared[cpu].slab_pages, -(pages as i64));
         // SAFETY: the descriptor is unused now and owned by this CPU.
         unsafe { desc.own().next = cpu_slab.spare };
         cpu_slab.spare = desc_ptr;
