@@ -64,13 +64,15 @@ lint: toolchain
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none --features bench -- -D warnings
 
 ## Miri (undefined behaviour, Stacked and Tree Borrows) over every layer of
-## the allocator: tests/miri.rs under both models, the unit tests under
-## Stacked Borrows. About 3.5 minutes (plus 25 s for Miri's sysroot once).
+## the allocator: tests/miri.rs under both models, the unit tests and the
+## ownership attacks under Stacked Borrows. About 4 minutes (plus 25 s for
+## Miri's sysroot once).
 miri: toolchain
 	@$(CARGO) miri --version >/dev/null 2>&1 || rustup component add miri
 	MIRIFLAGS="$(MIRI_FLAGS)" $(CARGO) miri test -p framekeep --test miri
 	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-tree-borrows" $(CARGO) miri test -p framekeep --test miri
 	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p framekeep --lib
+	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p framekeep --test ownership
 
 ## In-kernel cycle counts (BIOS, KVM when available, 6 GiB so DMA32 and
 ## Normal both exist); prints a table, asserts nothing.
