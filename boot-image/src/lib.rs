@@ -10,3 +10,4 @@ pub mod ktap;
 pub mod qemu;
 pub mod session;
 pub mod suite;
+pub mod usb;
