@@ -36,6 +36,9 @@ impl Policy {
 pub enum Refusal {
     Missing {
         path: PathBuf,
+    },
+    Unreadable {
+        path: PathBuf,
         error: String,
     },
     /// Without the mount table nothing can be said about mounts or the
@@ -89,11 +92,12 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Missing { path, error } => write!(
+            Refusal::Missing { path } => write!(
                 f,
-                "{}: no such device ({error}); find the stick's name with `lsblk`",
+                "{}: no such device; find the stick's name with `lsblk`",
                 path.display()
             ),
+            Refusal::Unreadable { path, error } => write!(f, "{}: {error}", path.display()),
             Refusal::NoMountTable { error } => write!(f, "cannot check mounts: {error}"),
             Refusal::NotBlockDevice { path, kind } => {
                 write!(f, "{} is {kind}, not a block device", path.display())
@@ -172,8 +176,11 @@ pub fn check(
                 kind,
             }]);
         }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(vec![Refusal::Missing { path: path_buf }]);
+        }
         Err(error) => {
-            return Err(vec![Refusal::Missing {
+            return Err(vec![Refusal::Unreadable {
                 path: path_buf,
                 error: error.to_string(),
             }]);
