@@ -1,5 +1,6 @@
 //! `boot-image`: build disk images of the kernel, boot them in QEMU, run the
-//! in-kernel test suite, or start a gdb session. See `boot-image help`.
+//! in-kernel test suite, start a gdb session, or write an image to a USB
+//! stick. See `boot-image help`.
 
 #![forbid(unsafe_code)]
 
@@ -9,18 +10,22 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use boot_image::qemu::{self, Firmware, Machine, Options, Ovmf};
-use boot_image::{image, ktap, session, suite};
+use boot_image::{image, ktap, session, suite, usb};
 
 const USAGE: &str = "\
 usage: boot-image <command> <kernel-elf> [options]
+       boot-image usb <disk-image> --device /dev/sdX [--yes]
 
 commands:
-  image         build <out>/bios.img and <out>/uefi.img        [--out DIR]
+  image         build <out>/bios.img and <out>/uefi.img        [--out DIR] [--firmware F]
   run           boot in QEMU, serial on this terminal          [--firmware F] [--memory M] [--usb]
   test          run the in-kernel test suite, judge the KTAP   [--machine F:M]... [--timeout SECS]
   debug         boot halted with a gdb stub, print the gdb command [--firmware F] [--memory M]
   cargo-runner  what `cargo run/test -p kernel` call: test binaries (under deps/) are
                 tested on $KERNEL_TEST_MACHINES, other kernels are run
+  usb           write a disk image to a USB stick: refuses anything but a whole, removable
+                or USB-attached, unmounted disk that is not the running system's; asks for
+                the device name again (--yes skips that); writes, syncs, reads back, compares
 
 F is bios or uefi (run: uefi by default, debug: bios); M is a QEMU memory size (512M, 8G).
 Environment: KVM=0 forces TCG; QEMU, OVMF_CODE and OVMF_VARS override the binaries;
@@ -46,6 +51,8 @@ struct Flags {
     machines: Vec<Machine>,
     timeout: Option<u64>,
     usb: bool,
+    device: Option<PathBuf>,
+    yes: bool,
 }
 
 fn parse_flags(args: &[String]) -> Result<Flags, String> {
@@ -66,6 +73,8 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
                 )
             }
             "--usb" => flags.usb = true,
+            "--device" => flags.device = Some(value()?.into()),
+            "--yes" => flags.yes = true,
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         }
     }
@@ -81,6 +90,10 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
         }
         _ => return Err(USAGE.into()),
     };
+    // Its argument is a disk image, not a kernel.
+    if command == "usb" {
+        return write_usb(kernel, &parse_flags(rest)?);
+    }
     if !kernel.is_file() {
         return Err(format!(
             "no kernel at {} (build it with `make kernel`)",
@@ -116,7 +129,11 @@ fn image_all(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
         .out
         .clone()
         .unwrap_or_else(|| image::default_out_dir(kernel));
-    for firmware in [Firmware::Bios, Firmware::Uefi] {
+    let firmwares = match flags.firmware {
+        Some(firmware) => vec![firmware],
+        None => vec![Firmware::Bios, Firmware::Uefi],
+    };
+    for firmware in firmwares {
         let path = image::build(kernel, &out, firmware)?;
         println!("{firmware} image: {}", path.display());
     }
@@ -277,5 +294,34 @@ fn debug(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
         let _ = std::fs::remove_file(vars);
     }
     status?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_usb(image: &Path, flags: &Flags) -> Result<ExitCode, String> {
+    let device = flags
+        .device
+        .as_deref()
+        .ok_or("usb needs --device /dev/sdX: the whole USB stick (see `lsblk`)")?;
+    if !image.is_file() {
+        return Err(format!(
+            "no disk image at {} (build it with `make image`)",
+            image.display()
+        ));
+    }
+    let request = usb::Request {
+        device,
+        image,
+        yes: flags.yes,
+    };
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::stdout();
+    usb::flash(
+        &usb::SystemView::host(),
+        usb::Policy::from_env(),
+        request,
+        &mut input,
+        &mut out,
+    )
+    .map_err(|error| error.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
