@@ -22,7 +22,7 @@ export KERNEL_TEST_MACHINES
 FUZZ_SECONDS ?= 30
 
 .PHONY: all run test host-test kernel-test image debug clean kernel boot-image \
-        toolchain qemu lint miri bench bench-alloc fuzz-smoke
+        toolchain qemu lint miri bench bench-alloc fuzz-smoke usb usb-device
 
 all: kernel boot-image
 
@@ -50,6 +50,29 @@ kernel-test: qemu boot-image
 ## Disk images: target/boot/bios.img and target/boot/uefi.img.
 image: kernel boot-image
 	$(BOOT_IMAGE) image $(KERNEL_ELF)
+
+## Write the image to a USB stick: make usb DEVICE=/dev/sdX [FIRMWARE=bios|uefi]
+## [YES=1]. Refuses partitions, internal, mounted and system disks, shows
+## vendor, model and size, asks for the device name again (YES=1 skips the
+## question, not the checks), then writes, syncs, reads back and compares.
+# Only the writer needs root: it runs under sudo when DEVICE exists and is
+# not writable (a missing DEVICE is refused without asking for a password).
+usb: usb-device kernel boot-image
+	$(BOOT_IMAGE) image $(KERNEL_ELF) --firmware $(FIRMWARE)
+	@set -- $(BOOT_IMAGE) usb target/boot/$(FIRMWARE).img --device '$(DEVICE)' \
+	  $(if $(filter 1,$(YES)),--yes); \
+	if [ "$$(id -u)" != 0 ] && [ -e '$(DEVICE)' ] && [ ! -w '$(DEVICE)' ]; then \
+	  echo "writing $(DEVICE) needs root: running boot-image under sudo"; \
+	  set -- sudo "$$@"; \
+	fi; \
+	"$$@"
+
+# Before anything is built: a missing DEVICE is a usage error.
+usb-device:
+	@test -n '$(DEVICE)' || { \
+	  echo "usage: make usb DEVICE=/dev/sdX [FIRMWARE=bios|uefi] [YES=1]"; \
+	  echo "DEVICE is the whole USB stick (/dev/sdb, not /dev/sdb1); lsblk lists them"; \
+	  exit 2; }
 
 ## Boot halted with a gdb stub; prints the gdb command (DEBUG_FIRMWARE=bios|uefi).
 debug: qemu kernel boot-image
