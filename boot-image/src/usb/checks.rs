@@ -214,7 +214,15 @@ pub fn check(
             });
         }
     }
-    for system in system_disks(view, &mounts, &swaps) {
+    let system_disks = system_disks(view, &mounts, &swaps);
+    if system_disks.is_empty() {
+        // A container's overlay root, or a network root: no local disk to
+        // protect, or one this view cannot see; the mount checks still hold.
+        notes.push(
+            "could not tell which disk holds the running system (/ is not on a local disk)".into(),
+        );
+    }
+    for system in system_disks {
         if system.disk == disk.name {
             refusals.push(Refusal::SystemDisk {
                 disk: disk.name.clone(),

@@ -1,6 +1,7 @@
 //! Where the checks read the system from: sysfs, procfs and `/dev`, as
 //! roots that tests replace with a faked tree in a temporary directory.
 
+#[cfg(test)]
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -66,17 +67,12 @@ pub struct SystemView {
     pub sys: PathBuf,
     pub proc: PathBuf,
     pub dev: PathBuf,
-    nodes: Nodes,
-}
-
-/// How a path's node type is learnt. A faked tree cannot hold block
-/// device nodes (mknod needs root), so tests name which of its regular
-/// files stand for block devices; only `#[cfg(test)]` code can build that.
-#[derive(Clone, Debug)]
-enum Nodes {
-    Stat,
-    #[cfg_attr(not(test), allow(dead_code))]
-    Fake(HashMap<PathBuf, DevNum>),
+    /// A faked tree cannot hold block device nodes (mknod needs root), so
+    /// tests name which of its regular files stand for block devices (by
+    /// canonical path). The field exists in test builds only: the tool
+    /// itself has no way to treat a file as a device.
+    #[cfg(test)]
+    fake_block_nodes: HashMap<PathBuf, DevNum>,
 }
 
 impl SystemView {
@@ -86,7 +82,8 @@ impl SystemView {
             sys: "/sys".into(),
             proc: "/proc".into(),
             dev: "/dev".into(),
-            nodes: Nodes::Stat,
+            #[cfg(test)]
+            fake_block_nodes: HashMap::new(),
         }
     }
 
@@ -98,16 +95,15 @@ impl SystemView {
             sys: root.join("sys"),
             proc: root.join("proc"),
             dev: root.join("dev"),
-            nodes: Nodes::Fake(block_nodes),
+            fake_block_nodes: block_nodes,
         }
     }
 
     /// The node `path` names, following symlinks (`/dev/disk/by-id/...`).
     pub fn node(&self, path: &Path) -> io::Result<Node> {
         let metadata = std::fs::metadata(path)?;
-        if let Nodes::Fake(nodes) = &self.nodes
-            && let Some(devnum) = nodes.get(&path.canonicalize()?)
-        {
+        #[cfg(test)]
+        if let Some(devnum) = self.fake_block_nodes.get(&path.canonicalize()?) {
             return Ok(Node::Block(*devnum));
         }
         let kind = metadata.file_type();
