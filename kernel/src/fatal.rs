@@ -1,13 +1,14 @@
 //! The end of the line: panics and exceptions nothing can recover from.
 //!
-//! Both print a marker line the host runner looks for (`KERNEL PANIC:` or
-//! `KERNEL FAULT:`), then, inside a test run, let the harness report the test
-//! as failed; otherwise they tell QEMU to exit with failure, or halt on real
-//! hardware.
+//! On any CPU, both first stop every other CPU (see `arch::x86_64::stop`),
+//! then print a marker line the host runner looks for (`KERNEL PANIC:` or
+//! `KERNEL FAULT:`) naming the CPU, then, inside a test run, let the harness
+//! report the test as failed; otherwise they tell QEMU to exit with
+//! failure, or halt on real hardware.
 
 use core::panic::PanicInfo;
 
-use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::{cpu, stop};
 use crate::arch::x86_64::debug_exit::{self, ExitCode};
 use crate::arch::x86_64::exception::ExceptionReport;
 use crate::console::serial::print_emergency;
@@ -17,17 +18,19 @@ use crate::console::serial::print_emergency;
 pub fn exception(report: &ExceptionReport<'_>) -> ! {
     #[cfg(test)]
     crate::ktest::resume_if_expected(report);
-    print_emergency(format_args!("KERNEL FAULT: {report}\n"));
+    let cpu = stop::stop_others();
+    print_emergency(format_args!("KERNEL FAULT: CPU {cpu}: {report}\n"));
     #[cfg(test)]
-    crate::ktest::abort(format_args!("{report}"));
+    crate::ktest::abort(format_args!("CPU {cpu}: {report}"));
     stop(ExitCode::Failure)
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    print_emergency(format_args!("KERNEL PANIC: {info}\n"));
+    let cpu = stop::stop_others();
+    print_emergency(format_args!("KERNEL PANIC: CPU {cpu}: {info}\n"));
     #[cfg(test)]
-    crate::ktest::abort(format_args!("{info}"));
+    crate::ktest::abort(format_args!("CPU {cpu}: {info}"));
     stop(ExitCode::Failure)
 }
 

@@ -14,6 +14,8 @@
 // - mem::paging: page tables edited through the linear map
 // - mem::dma: DMA buffers seen as byte slices through the linear map
 // - mem::stack::tests: writes to a fresh stack and to its guard page
+// - smp: the trampoline and its page tables written below 1 MiB, borrowed
+//   jobs handed to other CPUs
 // - drivers::pci: configuration ports, and the command bit that enables DMA
 // - drivers::ide::channel: claims the channel's ports, enables bus mastering
 // - drivers::ide::registers: every IDE port access, starting the DMA engine
@@ -43,6 +45,8 @@ mod ktest;
 // later subsystems use the rest.
 #[cfg_attr(not(test), allow(dead_code))]
 mod mem;
+#[allow(unsafe_code)]
+mod smp;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{BootInfo, entry_point};
@@ -105,6 +109,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let Some(physical_memory_offset) = facts.physical_memory_offset else {
         panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG asks it to)");
     };
+    mem::low::init(&map);
     mem::frames::init(&map, physical_memory_offset);
     mem::heap::init();
     mem::frames::print_report();
@@ -114,6 +119,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     unsafe {
         mem::paging::init(physical_memory_offset)
     };
+    smp::start(boot_info.rsdp_addr.into_option(), physical_memory_offset);
 
     kprintln!("boot complete");
     #[cfg(test)]

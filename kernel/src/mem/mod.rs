@@ -8,6 +8,7 @@ pub mod dma;
 pub mod frames;
 #[allow(unsafe_code)]
 pub mod heap;
+pub mod low;
 pub mod map;
 #[allow(unsafe_code)]
 pub mod paging;

@@ -5,6 +5,11 @@
 //!
 //! Mappings the kernel makes for itself (stacks, test mappings) live in one
 //! level-4 slot the bootloader left empty, handed out by a bump pointer.
+//!
+//! Removing a mapping or taking a permission away invalidates it on every
+//! CPU (a TLB shootdown) before the call returns; page tables emptied by
+//! an unmap go back to the allocator only after that, since another CPU's
+//! paging-structure caches may still point into them until then.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,13 +19,13 @@ use x86_64::structures::paging::mapper::{
     CleanUp, FlagUpdateError, MapToError, MapperFlush, TranslateResult, UnmapError,
 };
 use x86_64::structures::paging::{
-    Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags, PhysFrame, Size4KiB,
+    FrameDeallocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags, PhysFrame, Size4KiB,
     Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::frames::KernelFrames;
-use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::{cpu, tlb};
 
 static TABLES: Mutex<Option<OffsetPageTable<'static>>> = Mutex::new(None);
 /// Next free address of the kernel's own mapping area; 0 before init.
@@ -153,27 +158,58 @@ where
     })
 }
 
-/// Unmaps `page` and frees every page table this leaves empty. Returns the
-/// frame that was mapped (still owned by the caller).
+/// Unmaps `page` on every CPU and frees every page table this leaves
+/// empty. Returns the frame that was mapped (still owned by the caller).
 pub fn unmap<S: PageSize>(page: Page<S>) -> Result<PhysFrame<S>, PagingError>
 where
     OffsetPageTable<'static>: Mapper<S>,
 {
-    with_tables(|tables| {
+    let mut emptied = EmptiedTables::default();
+    let frame = with_tables(|tables| {
         let (frame, flush) = tables.unmap(page)?;
-        flush.flush();
+        // The shootdown below flushes this CPU too.
+        flush.ignore();
         let first = Page::<Size4KiB>::containing_address(page.start_address());
         let last = Page::<Size4KiB>::containing_address(page.start_address() + (S::SIZE - 1));
         // SAFETY: no references into page tables are held across this call,
-        // and only tables left with no entries at all are freed.
-        unsafe {
-            tables.clean_up_addr_range(Page::range_inclusive(first, last), &mut KernelFrames)
-        };
+        // and only tables left with no entries at all are collected.
+        unsafe { tables.clean_up_addr_range(Page::range_inclusive(first, last), &mut emptied) };
         Ok(frame)
-    })
+    })?;
+    tlb::shoot_down(page.start_address(), S::SIZE / Size4KiB::SIZE);
+    emptied.free();
+    Ok(frame)
 }
 
-/// Changes the flags of a mapped page.
+/// Page tables an unmap emptied, freed once no CPU can use them.
+#[derive(Default)]
+struct EmptiedTables {
+    frames: [Option<PhysFrame<Size4KiB>>; 4],
+}
+
+impl FrameDeallocator<Size4KiB> for EmptiedTables {
+    /// # Safety
+    /// As for [`KernelFrames`]: the frame came from it and is unused.
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
+        match self.frames.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(frame),
+            // An unmap of one page empties at most three tables.
+            None => log::error!("paging: more emptied tables than expected; {frame:?} leaked"),
+        }
+    }
+}
+
+impl EmptiedTables {
+    fn free(self) {
+        for frame in self.frames.into_iter().flatten() {
+            // SAFETY: the frame came from `KernelFrames`, and after the
+            // shootdown no CPU's paging-structure cache points into it.
+            unsafe { KernelFrames.deallocate_frame(frame) };
+        }
+    }
+}
+
+/// Changes the flags of a mapped page, on every CPU.
 pub fn update_flags<S: PageSize>(page: Page<S>, flags: PageTableFlags) -> Result<(), PagingError>
 where
     OffsetPageTable<'static>: Mapper<S>,
@@ -181,9 +217,11 @@ where
     with_tables(|tables| {
         // SAFETY: changing flags of a mapping the caller owns.
         let flush = unsafe { tables.update_flags(page, flags)? };
-        flush.flush();
+        flush.ignore();
         Ok(())
-    })
+    })?;
+    tlb::shoot_down(page.start_address(), S::SIZE / Size4KiB::SIZE);
+    Ok(())
 }
 
 /// The physical address `addr` maps to, with the mapping's flags.

@@ -18,6 +18,23 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     interrupts::without_interrupts(f)
 }
 
+/// Makes an application processor run on the kernel's page tables (level-4
+/// table at `cr3`) with the boot CPU's control register 4.
+///
+/// # Safety
+/// The running code and stack must be mapped the same way in the tables at
+/// `cr3` as in the current ones, and `cr4` must be valid for this CPU.
+pub unsafe fn adopt_control_registers(cr3: u64, cr4: u64) {
+    use x86_64::registers::control::{Cr3, Cr3Flags, Cr4};
+    use x86_64::structures::paging::PhysFrame;
+    let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(cr3));
+    // SAFETY: per the contract.
+    unsafe {
+        Cr3::write(frame, Cr3Flags::empty());
+        Cr4::write_raw(cr4);
+    }
+}
+
 /// The current stack pointer.
 #[cfg_attr(
     not(test),

@@ -4,13 +4,16 @@
 use framekeep::{CpuLocal, InterruptControl};
 use x86_64::instructions::interrupts;
 
+use super::{call, percpu};
+
 /// The allocator's view of the CPU: interrupts are masked while a lock or a
 /// per-CPU cache is in use (so an interrupt handler that allocates can never
-/// spin on a lock its own CPU holds), and the CPU id is always the boot CPU's.
+/// spin on a lock its own CPU holds), the CPU id comes from per-CPU data,
+/// and other CPUs are reached through the CALL IPI.
 pub struct KernelCpu;
 
-/// CPUs the allocator keeps caches for; only the boot CPU runs kernel code.
-pub const MAX_CPUS: usize = 1;
+/// CPUs the allocator keeps caches for: every CPU the kernel can run.
+pub const MAX_CPUS: usize = percpu::MAX_CPUS;
 
 impl InterruptControl for KernelCpu {
     type Saved = bool;
@@ -30,17 +33,20 @@ impl InterruptControl for KernelCpu {
     }
 }
 
-// SAFETY: only the boot CPU runs kernel code, so its id is always 0 and
-// never changes; there is no other CPU to run anything on.
+// SAFETY: `cpu_id` reads the index from this CPU's `CpuData` (GS base),
+// which never changes, and no kernel code migrates between CPUs; with
+// interrupts masked nothing else runs on this CPU. `call::run_on` runs the
+// work in the target's CALL IPI handler (interrupts masked there, and the
+// IPI is only taken outside masked sections), waits for it, refuses when
+// called with interrupts masked, and withdraws a call not yet taken rather
+// than waiting forever.
 unsafe impl CpuLocal for KernelCpu {
+    #[inline(always)]
     fn cpu_id() -> usize {
-        0
+        percpu::current_index()
     }
 
     fn run_on(cpu: usize, work: &mut dyn FnMut()) -> bool {
-        if cpu == 0 {
-            work();
-        }
-        cpu == 0
+        call::run_on(cpu, work)
     }
 }

@@ -1,7 +1,9 @@
-//! Our GDT: flat kernel code/data segments and a TSS whose interrupt stack
-//! table gives the double-fault handler a stack of its own, so a kernel stack
-//! overflow (which faults again while pushing the page-fault frame) still
-//! reaches a handler instead of triple-faulting.
+//! Each CPU's GDT: flat kernel code/data segments and a TSS whose interrupt
+//! stack table gives the double-fault handler a stack of its own, so a
+//! kernel stack overflow (which faults again while pushing the page-fault
+//! frame) still reaches a handler instead of triple-faulting. Every CPU
+//! needs its own TSS (the CPU marks a loaded TSS busy in its descriptor),
+//! hence its own GDT.
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -10,17 +12,21 @@ use x86_64::instructions::tables::load_tss;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 
+use super::percpu::MAX_CPUS;
+
 /// IST slot used by the double-fault handler.
 pub const DOUBLE_FAULT_IST_INDEX: u16 = 0;
 
-const DOUBLE_FAULT_STACK_SIZE: usize = 32 * 1024;
+/// Size of each CPU's double-fault stack.
+pub const DOUBLE_FAULT_STACK_SIZE: usize = 32 * 1024;
 
 #[repr(C, align(16))]
 struct Stack([u8; DOUBLE_FAULT_STACK_SIZE]);
 
-/// Written only by the CPU, through the TSS: it must be a `static mut` so it
-/// lands in writable `.bss` and not in read-only data.
-static mut DOUBLE_FAULT_STACK: Stack = Stack([0; DOUBLE_FAULT_STACK_SIZE]);
+/// The boot CPU's double-fault stack (the others get mapped, guarded ones).
+/// Written only by the CPU, through the TSS: it must be a `static mut` so
+/// it lands in writable `.bss` and not in read-only data.
+static mut BOOT_DOUBLE_FAULT_STACK: Stack = Stack([0; DOUBLE_FAULT_STACK_SIZE]);
 
 struct Selectors {
     code: SegmentSelector,
@@ -28,19 +34,24 @@ struct Selectors {
     tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
-static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+static TSS: [Once<TaskStateSegment>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+static GDT: [Once<(GlobalDescriptorTable, Selectors)>; MAX_CPUS] =
+    [const { Once::new() }; MAX_CPUS];
 
-/// Loads the GDT and TSS and reloads every segment register.
-pub fn init() {
-    let tss = TSS.call_once(|| {
+/// The top of the boot CPU's double-fault stack.
+pub fn boot_double_fault_stack() -> VirtAddr {
+    VirtAddr::from_ptr(&raw const BOOT_DOUBLE_FAULT_STACK) + DOUBLE_FAULT_STACK_SIZE as u64
+}
+
+/// Builds CPU `cpu`'s GDT and TSS (double faults run on the stack whose top
+/// is `double_fault_stack`), loads them and reloads every segment register.
+pub fn init(cpu: usize, double_fault_stack: VirtAddr) {
+    let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
-        let bottom = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK);
-        tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] =
-            bottom + DOUBLE_FAULT_STACK_SIZE as u64;
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] = double_fault_stack;
         tss
     });
-    let (gdt, selectors) = GDT.call_once(|| {
+    let (gdt, selectors) = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
@@ -49,10 +60,12 @@ pub fn init() {
     });
     gdt.load();
     // SAFETY: the selectors index descriptors of the GDT just loaded, which
-    // lives in a static for the rest of the kernel's life.
+    // lives in a static for the rest of the kernel's life; the TSS is this
+    // CPU's alone, so loading it (which marks it busy) happens once.
     unsafe {
         CS::set_reg(selectors.code);
-        // The bootloader's SS/DS/ES index its own GDT; point them at ours.
+        // The bootloader's (or the trampoline's) SS/DS/ES index another
+        // GDT; point them at ours.
         SS::set_reg(selectors.data);
         DS::set_reg(selectors.data);
         ES::set_reg(selectors.data);

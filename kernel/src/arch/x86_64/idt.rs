@@ -8,9 +8,10 @@ use spin::Once;
 use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
 
-use super::cpu;
+use super::apic::{self, vector};
 use super::exception::ExceptionReport;
 use super::gdt::DOUBLE_FAULT_IST_INDEX;
+use super::{call, cpu, stop, tlb};
 
 /// What runs for every exception except the breakpoint trap; it must not
 /// return, since the interrupted code cannot go on.
@@ -62,7 +63,6 @@ macro_rules! handlers {
 handlers! {
     divide_error = 0, "divide error";
     debug = 1, "debug exception";
-    non_maskable_interrupt = 2, "non-maskable interrupt";
     overflow = 4, "overflow";
     bound_range_exceeded = 5, "bound range exceeded";
     invalid_opcode = 6, "invalid opcode";
@@ -80,6 +80,34 @@ handlers! {
     vmm_communication = 29, "VMM communication exception", code;
     security = 30, "security exception", code;
 }
+
+/// An NMI while a CPU reports a failure is the order to stop (see
+/// `stop`); any other NMI is a hardware error report.
+extern "x86-interrupt" fn non_maskable_interrupt(frame: InterruptStackFrame) {
+    if stop::stopping() {
+        cpu::halt_forever();
+    }
+    fatal(2, "non-maskable interrupt", &frame, None)
+}
+
+extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
+    call::handle();
+    apic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn shootdown_ipi(_frame: InterruptStackFrame) {
+    tlb::serve();
+    apic::end_of_interrupt();
+}
+
+/// WAKE only ends a `hlt`; the idle loop looks at its job slot itself.
+/// The APIC timer and error interrupts need only acknowledging.
+extern "x86-interrupt" fn acknowledge(_frame: InterruptStackFrame) {
+    apic::end_of_interrupt();
+}
+
+/// Spurious APIC interrupts must not be acknowledged.
+extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {}
 
 extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
     fatal(14, "page fault", &frame, Some(code.bits()))
@@ -107,7 +135,8 @@ pub static BREAKPOINTS: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
-/// Loads the IDT; `on_fatal` receives every exception but the breakpoint trap.
+/// Builds and loads the IDT on the boot CPU; `on_fatal` receives every
+/// exception but the breakpoint trap.
 pub fn init(on_fatal: FatalHandler) {
     FATAL_HANDLER.call_once(|| on_fatal);
     IDT.call_once(|| {
@@ -146,9 +175,23 @@ pub fn init(on_fatal: FatalHandler) {
         idt.vmm_communication_exception
             .set_handler_fn(vmm_communication);
         idt.security_exception.set_handler_fn(security);
+        idt[vector::CALL].set_handler_fn(call_ipi);
+        idt[vector::SHOOTDOWN].set_handler_fn(shootdown_ipi);
+        idt[vector::WAKE].set_handler_fn(acknowledge);
+        idt[vector::TIMER].set_handler_fn(acknowledge);
+        idt[vector::ERROR].set_handler_fn(acknowledge);
+        idt[vector::SPURIOUS].set_handler_fn(spurious);
         idt
     })
     .load();
+}
+
+/// Loads the IDT [`init`] built on another CPU.
+pub fn load() {
+    match IDT.get() {
+        Some(idt) => idt.load(),
+        None => panic!("idt::load before idt::init"),
+    }
 }
 
 #[cfg(test)]

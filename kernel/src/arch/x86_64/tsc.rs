@@ -88,6 +88,19 @@ pub fn uptime_micros() -> u64 {
     ticks_to_micros(now().saturating_sub(TSC_ORIGIN.load(Ordering::Relaxed)))
 }
 
+/// TSC ticks in `micros` microseconds.
+pub fn micros_to_ticks(micros: u64) -> u64 {
+    (micros as u128 * frequency() as u128 / 1_000_000) as u64
+}
+
+/// Busy-waits `micros` microseconds.
+pub fn delay_micros(micros: u64) {
+    let end = now() + micros_to_ticks(micros);
+    while now() < end {
+        core::hint::spin_loop();
+    }
+}
+
 /// Converts a TSC interval to microseconds (0 before calibration).
 pub fn ticks_to_micros(ticks: u64) -> u64 {
     match frequency() {
