@@ -8,9 +8,9 @@
 
 use core::panic::PanicInfo;
 
-use crate::arch::x86_64::{cpu, stop};
 use crate::arch::x86_64::debug_exit::{self, ExitCode};
 use crate::arch::x86_64::exception::ExceptionReport;
+use crate::arch::x86_64::{cpu, stop};
 use crate::console::serial::print_emergency;
 
 /// The kernel's fatal-exception handler: `main` hands it to

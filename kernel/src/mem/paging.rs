@@ -19,8 +19,8 @@ use x86_64::structures::paging::mapper::{
     CleanUp, FlagUpdateError, MapToError, MapperFlush, TranslateResult, UnmapError,
 };
 use x86_64::structures::paging::{
-    FrameDeallocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags, PhysFrame, Size4KiB,
-    Translate,
+    FrameDeallocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags,
+    PhysFrame, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 

@@ -15,10 +15,10 @@ use crate::arch::x86_64::apic::{self, Ipi};
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
 use crate::arch::x86_64::trampoline::{self, PARAMS_OFFSET, Params};
 use crate::arch::x86_64::{madt, tsc};
+use crate::kprintln;
 use crate::mem::frames::{PAGE_SIZE, phys_to_virt};
 use crate::mem::stack::KernelStack;
 use crate::mem::{low, paging};
-use crate::kprintln;
 
 /// Pages of each AP's kernel stack (as the boot CPU's: 256 KiB).
 const STACK_PAGES: usize = 64;
@@ -189,7 +189,9 @@ impl Trampoline {
             copy_or_clear(kernel_level4 | present, level4);
             copy_or_clear(kernel_level3, level3);
             if table(level3).read() & huge != 0 {
-                log::warn!("the kernel maps its first GiB with a huge page; the trampoline needs it");
+                log::warn!(
+                    "the kernel maps its first GiB with a huge page; the trampoline needs it"
+                );
                 return false;
             }
             copy_or_clear(table(level3).read(), level2);

@@ -44,7 +44,11 @@ impl CpuList {
 struct LinearMap(u64);
 
 impl AcpiHandler for LinearMap {
-    unsafe fn map_physical_region<T>(&self, physical: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let virt = (self.0 + physical as u64) as *mut T;
         // SAFETY: the linear map covers all physical memory the firmware
         // describes (at least the first 4 GiB, where ACPI tables live), and

@@ -45,10 +45,7 @@ fn flush_local(start: u64, pages: u64) {
 pub fn serve() {
     let me = percpu::current_index();
     if PENDING[me].load(Ordering::Acquire) {
-        flush_local(
-            START.load(Ordering::Acquire),
-            PAGES.load(Ordering::Acquire),
-        );
+        flush_local(START.load(Ordering::Acquire), PAGES.load(Ordering::Acquire));
         PENDING[me].store(false, Ordering::Release);
     }
 }
@@ -72,7 +69,8 @@ pub fn shoot_down(start: VirtAddr, pages: u64) {
     PAGES.store(pages, Ordering::Release);
     for cpu in percpu::online().filter(|&cpu| cpu != me) {
         PENDING[cpu].store(true, Ordering::Release);
-        let sent = percpu::apic_id(cpu).is_some_and(|id| apic::send(Ipi::Fixed(vector::SHOOTDOWN), id));
+        let sent =
+            percpu::apic_id(cpu).is_some_and(|id| apic::send(Ipi::Fixed(vector::SHOOTDOWN), id));
         if !sent {
             // No APIC yet on this CPU: nobody else can be running.
             PENDING[cpu].store(false, Ordering::Release);

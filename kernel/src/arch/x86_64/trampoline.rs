@@ -151,7 +151,10 @@ pub fn code() -> &'static [u8] {
     let start = &raw const trampoline_start;
     let end = &raw const trampoline_end;
     let len = end as usize - start as usize;
-    assert!(len <= PARAMS_OFFSET, "the trampoline overlaps its parameters");
+    assert!(
+        len <= PARAMS_OFFSET,
+        "the trampoline overlaps its parameters"
+    );
     // SAFETY: both symbols delimit the assembled trampoline in .text,
     // which is mapped and never written.
     unsafe { core::slice::from_raw_parts(start, len) }
