@@ -15,9 +15,8 @@ BOOT_IMAGE  := target/debug/boot-image
 # exhaustive `cached_order` table (pure arithmetic, 4.7 min under Miri) is
 # skipped.
 MIRI_FLAGS  ?= -Zmiri-permissive-provenance
-# Machines the in-kernel suite boots (firmware:memory).
-KERNEL_TEST_MACHINES ?= bios:256M uefi:512M bios:8G
-export KERNEL_TEST_MACHINES
+# The machines the in-kernel suite boots are boot-image's default list
+# unless KERNEL_TEST_MACHINES names others (firmware:memory[:flag...]).
 # Seconds per fuzz target in `make fuzz-smoke`.
 FUZZ_SECONDS ?= 30
 

@@ -45,6 +45,8 @@ pub struct Report {
     /// The kernel's own `N passed, N failed[, N skipped]` line.
     pub kernel_summary: Option<(usize, usize, usize)>,
     pub boot_complete: bool,
+    /// The count from the kernel's `N CPUs online: ...` line.
+    pub cpus_online: Option<usize>,
 }
 
 /// Feeds lines one at a time, as they arrive from QEMU.
@@ -68,6 +70,9 @@ impl Parser {
         }
         if line.contains("boot complete") {
             report.boot_complete = true;
+        }
+        if let Some(cpus) = parse_cpus_online(line) {
+            report.cpus_online = Some(cpus);
         }
         if let Some(at) = line
             .find("KERNEL PANIC:")
@@ -115,6 +120,96 @@ impl Parser {
 
     pub fn into_report(self) -> Report {
         self.report
+    }
+}
+
+/// `4 CPUs online: APIC ids 0 1 2 3` (or `1 CPU online: ...`) -> 4.
+fn parse_cpus_online(line: &str) -> Option<usize> {
+    let (count, rest) = line.split_once(' ')?;
+    let rest = rest
+        .strip_prefix("CPUs online")
+        .or_else(|| rest.strip_prefix("CPU online"))?;
+    if !rest.is_empty() && !rest.starts_with(':') {
+        return None;
+    }
+    count.parse().ok()
+}
+
+/// Judges a run on a machine with `cpus` CPUs: as [`judge`], and every CPU
+/// must have been reported online before the tests.
+pub fn judge_machine(report: &Report, exit: Exit, cpus: usize) -> Verdict {
+    let mut verdict = judge(report, exit);
+    match report.cpus_online {
+        Some(online) if online == cpus => {}
+        Some(online) => verdict
+            .problems
+            .push(format!("{online} of the machine's {cpus} CPUs came online")),
+        None => verdict
+            .problems
+            .push("the kernel never said how many CPUs are online".into()),
+    }
+    verdict
+}
+
+/// Judges a run whose kernel was asked to panic on an application
+/// processor mid-suite: it passes (as one test) only if the run failed the
+/// way that panic should make it fail: a `KERNEL PANIC:` line naming a CPU
+/// other than 0, the running test reported `not ok` naming that CPU, the
+/// rest reported not run, and QEMU's failure status. A hang, a silent
+/// exit or a success is a failure of the panic path.
+pub fn judge_injected_panic(report: &Report, exit: Exit) -> Verdict {
+    let mut problems = Vec::new();
+    let crash_cpu = report
+        .crash
+        .as_deref()
+        .and_then(|crash| crash.strip_prefix("KERNEL PANIC: CPU "))
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(cpu, _)| cpu.parse::<usize>().ok());
+    match crash_cpu {
+        Some(0) => problems.push("the panic was reported on CPU 0, not on an AP".into()),
+        Some(_) => {}
+        None => problems.push(format!(
+            "no `KERNEL PANIC: CPU n:` line (crash line: {:?})",
+            report.crash
+        )),
+    }
+    let failed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|result| result.outcome == Outcome::Failed)
+        .collect();
+    match (failed.as_slice(), crash_cpu) {
+        ([test], Some(cpu)) => {
+            let named = format!("CPU {cpu}:");
+            if !test.diagnostics.iter().any(|line| line.contains(&named)) {
+                problems.push(format!(
+                    "the failed test {} does not name CPU {cpu}",
+                    test.name
+                ));
+            }
+        }
+        ([_], None) => {}
+        (failed, _) => problems.push(format!(
+            "{} tests failed; exactly one (the running one) should",
+            failed.len()
+        )),
+    }
+    if let Some(plan) = report.plan
+        && report.results.len() != plan
+    {
+        problems.push(format!(
+            "{} of {plan} tests reported: the unrun ones must be reported too",
+            report.results.len()
+        ));
+    }
+    if exit != Exit::Status(EXIT_FAILURE) {
+        problems.push(format!("QEMU ended with {exit:?}, not the failure status"));
+    }
+    Verdict {
+        passed: usize::from(problems.is_empty()),
+        failed: usize::from(!problems.is_empty()),
+        skipped: 0,
+        problems,
     }
 }
 

@@ -18,18 +18,21 @@ usage: boot-image <command> <kernel-elf> [options]
 
 commands:
   image         build <out>/bios.img and <out>/uefi.img        [--out DIR] [--firmware F]
-  run           boot in QEMU, serial on this terminal          [--firmware F] [--memory M] [--usb]
-  test          run the in-kernel test suite, judge the KTAP   [--machine F:M]... [--timeout SECS]
-  debug         boot halted with a gdb stub, print the gdb command [--firmware F] [--memory M]
+  run           boot in QEMU, serial on this terminal          [--firmware F] [--memory M] [--cpus N] [--usb]
+  test          run the in-kernel test suite, judge the KTAP   [--machine F:M[:FLAG]...]... [--timeout SECS]
+  debug         boot halted with a gdb stub, print the gdb command [--firmware F] [--memory M] [--cpus N]
   cargo-runner  what `cargo run/test -p kernel` call: test binaries (under deps/) are
                 tested on $KERNEL_TEST_MACHINES, other kernels are run
   usb           write a disk image to a USB stick: refuses anything but a whole, removable
                 or USB-attached, unmounted disk that is not the running system's; asks for
                 the device name again (--yes skips that); writes, syncs, reads back, compares
 
-F is bios or uefi (run: uefi by default, debug: bios); M is a QEMU memory size (512M, 8G).
+F is bios or uefi (run: uefi by default, debug: bios); M is a QEMU memory size (512M, 8G);
+machine flags: smpN (N CPUs), q35 (the q35 chipset), inject=ap-panic (a panic on CPU 1
+that the run must report as such).
 Environment: KVM=0 forces TCG; QEMU, OVMF_CODE and OVMF_VARS override the binaries;
-KERNEL_TEST_MACHINES (default \"bios:256M uefi:512M bios:8G\"); KERNEL_TEST_TIMEOUT (seconds, default 600).";
+KERNEL_TEST_MACHINES (default \"bios:256M uefi:512M bios:8G bios:256M:smp4 uefi:512M:smp4:q35
+bios:256M:smp2:inject=ap-panic\"); KERNEL_TEST_TIMEOUT (seconds, default 600).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +51,7 @@ struct Flags {
     out: Option<PathBuf>,
     firmware: Option<Firmware>,
     memory: Option<String>,
+    cpus: Option<u32>,
     machines: Vec<Machine>,
     timeout: Option<u64>,
     usb: bool,
@@ -64,6 +68,15 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
             "--out" => flags.out = Some(value()?.into()),
             "--firmware" => flags.firmware = Some(value()?.parse()?),
             "--memory" => flags.memory = Some(value()?.clone()),
+            "--cpus" => {
+                flags.cpus = Some(
+                    value()?
+                        .parse()
+                        .ok()
+                        .filter(|cpus| (1..=64).contains(cpus))
+                        .ok_or("--cpus takes a count from 1 to 64")?,
+                )
+            }
             "--machine" => flags.machines.push(value()?.parse()?),
             "--timeout" => {
                 flags.timeout = Some(
@@ -141,10 +154,12 @@ fn image_all(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
 }
 
 fn machine(flags: &Flags, default_firmware: Firmware) -> Machine {
-    Machine {
-        firmware: flags.firmware.unwrap_or(default_firmware),
-        memory: flags.memory.clone().unwrap_or_else(|| "512M".into()),
-    }
+    let mut machine = Machine::new(
+        flags.firmware.unwrap_or(default_firmware),
+        flags.memory.as_deref().unwrap_or("512M"),
+    );
+    machine.cpus = flags.cpus.unwrap_or(1);
+    machine
 }
 
 /// Builds the image and a QEMU command for an interactive boot. The
@@ -202,7 +217,9 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
     let machines = match flags.machines.is_empty() {
         false => flags.machines.clone(),
         true => std::env::var("KERNEL_TEST_MACHINES")
-            .unwrap_or_else(|_| suite::DEFAULT_MACHINES.into())
+            .ok()
+            .filter(|machines| !machines.trim().is_empty())
+            .unwrap_or_else(|| suite::DEFAULT_MACHINES.into())
             .split_whitespace()
             .map(str::parse)
             .collect::<Result<_, _>>()?,

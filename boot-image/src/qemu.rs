@@ -38,19 +38,46 @@ impl fmt::Display for Firmware {
     }
 }
 
-/// A machine to boot: firmware and memory size, written `bios:256M`.
+/// A machine to boot, written `firmware:memory[:flag...]`, e.g.
+/// `bios:256M` or `uefi:512M:smp4:q35`. Flags: `smpN` (N CPUs), `q35` (the
+/// q35 chipset: AHCI instead of IDE), `inject=NAME` (asks the test kernel,
+/// through QEMU's fw_cfg, to inject a failure; the run must then fail the
+/// way that failure should).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
     pub firmware: Firmware,
     /// QEMU's `-m` argument, e.g. `256M`, `8G`.
     pub memory: String,
+    /// CPUs (`-smp`); 1 unless a `smpN` flag says otherwise.
+    pub cpus: u32,
+    pub q35: bool,
+    /// A failure the test kernel injects (`opt/framekeep/inject` in fw_cfg).
+    pub inject: Option<String>,
 }
+
+impl Machine {
+    /// A one-CPU pc machine.
+    pub fn new(firmware: Firmware, memory: &str) -> Self {
+        Self {
+            firmware,
+            memory: memory.to_string(),
+            cpus: 1,
+            q35: false,
+            inject: None,
+        }
+    }
+}
+
+/// Failures the test kernel knows how to inject.
+pub const INJECTIONS: &[&str] = &["ap-panic"];
 
 impl FromStr for Machine {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (firmware, memory) = text.split_once(':').unwrap_or((text, "512M"));
+        let mut parts = text.split(':');
+        let firmware = parts.next().unwrap_or_default();
+        let memory = parts.next().unwrap_or("512M");
         let digits = memory.trim_end_matches(['M', 'G']);
         if digits.is_empty()
             || !digits.bytes().all(|byte| byte.is_ascii_digit())
@@ -60,16 +87,50 @@ impl FromStr for Machine {
                 "bad memory size `{memory}` in `{text}` (expected e.g. 256M or 8G)"
             ));
         }
-        Ok(Self {
-            firmware: firmware.parse()?,
-            memory: memory.to_string(),
-        })
+        let mut machine = Self::new(firmware.parse()?, memory);
+        for flag in parts {
+            if flag == "q35" {
+                machine.q35 = true;
+            } else if let Some(count) = flag.strip_prefix("smp") {
+                machine.cpus = match count.parse() {
+                    Ok(cpus @ 1..=64) => cpus,
+                    _ => {
+                        return Err(format!(
+                            "bad CPU count `{flag}` in `{text}` (expected smp1 to smp64)"
+                        ));
+                    }
+                };
+            } else if let Some(name) = flag.strip_prefix("inject=") {
+                if !INJECTIONS.contains(&name) {
+                    return Err(format!(
+                        "unknown injection `{name}` in `{text}` (known: {})",
+                        INJECTIONS.join(", ")
+                    ));
+                }
+                machine.inject = Some(name.to_string());
+            } else {
+                return Err(format!(
+                    "unknown machine flag `{flag}` in `{text}` (expected smpN, q35 or inject=NAME)"
+                ));
+            }
+        }
+        Ok(machine)
     }
 }
 
 impl fmt::Display for Machine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.firmware, self.memory)
+        write!(f, "{}:{}", self.firmware, self.memory)?;
+        if self.cpus != 1 {
+            write!(f, ":smp{}", self.cpus)?;
+        }
+        if self.q35 {
+            f.write_str(":q35")?;
+        }
+        if let Some(name) = &self.inject {
+            write!(f, ":inject={name}")?;
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +295,18 @@ pub fn command(
 ) -> Command {
     let mut command = Command::new(qemu);
     command.args(["-m", &machine.memory, "-display", "none", "-no-reboot"]);
+    if machine.cpus != 1 {
+        command.args(["-smp", &machine.cpus.to_string()]);
+    }
+    if machine.q35 {
+        command.args(["-machine", "q35"]);
+    }
+    if let Some(name) = &machine.inject {
+        command.args([
+            "-fw_cfg",
+            &format!("name=opt/framekeep/inject,string={name}"),
+        ]);
+    }
     command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     command.args([
         "-serial",
@@ -299,6 +372,35 @@ mod tests {
         assert!("bios:8".parse::<Machine>().is_err());
         assert!("bios:G".parse::<Machine>().is_err());
         assert!("coreboot:1G".parse::<Machine>().is_err());
+        let machine: Machine = "uefi:512M:smp4:q35".parse().unwrap();
+        assert_eq!((machine.cpus, machine.q35), (4, true));
+        assert_eq!(machine.to_string(), "uefi:512M:smp4:q35");
+        let machine: Machine = "bios:256M:smp2:inject=ap-panic".parse().unwrap();
+        assert_eq!(machine.inject.as_deref(), Some("ap-panic"));
+        assert_eq!(machine.to_string(), "bios:256M:smp2:inject=ap-panic");
+        assert!("bios:256M:smp0".parse::<Machine>().is_err());
+        assert!("bios:256M:smpx".parse::<Machine>().is_err());
+        assert!("bios:256M:inject=nothing".parse::<Machine>().is_err());
+        assert!("bios:256M:sparc".parse::<Machine>().is_err());
+    }
+
+    #[test]
+    fn flags_reach_the_command_line() {
+        let machine: Machine = "bios:256M:smp4:q35:inject=ap-panic".parse().unwrap();
+        let command = command(
+            Path::new("qemu"),
+            &machine,
+            Path::new("/img"),
+            None,
+            &Options::default(),
+        );
+        let args: Vec<_> = command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        assert!(args.windows(2).any(|pair| pair == ["-smp", "4"]));
+        assert!(args.windows(2).any(|pair| pair == ["-machine", "q35"]));
+        assert!(args.contains(&"name=opt/framekeep/inject,string=ap-panic".to_string()));
     }
 
     #[test]

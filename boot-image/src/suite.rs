@@ -9,9 +9,13 @@ use crate::ktap::{self, Verdict};
 use crate::qemu::{self, Firmware, Machine, Options, Ovmf};
 use crate::session;
 
-/// Machines `make test` boots by default: small BIOS, UEFI, and a BIOS
-/// machine with memory above 4 GiB (so DMA32 and Normal both exist).
-pub const DEFAULT_MACHINES: &str = "bios:256M uefi:512M bios:8G";
+/// Machines `make test` boots by default: small one-CPU BIOS and UEFI
+/// machines, a BIOS machine with memory above 4 GiB (so DMA32 and Normal
+/// both exist), 4-CPU BIOS (pc) and UEFI (q35) machines, and a 2-CPU
+/// machine whose kernel panics on CPU 1 mid-suite, which must fail the run
+/// and name the CPU.
+pub const DEFAULT_MACHINES: &str =
+    "bios:256M uefi:512M bios:8G bios:256M:smp4 uefi:512M:smp4:q35 bios:256M:smp2:inject=ap-panic";
 
 /// Boots the test kernel on every machine, prints each verdict and a final
 /// `N passed, N failed` line; returns whether everything passed.
@@ -48,7 +52,10 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
             .map_err(|error| format!("starting {}: {error}", qemu.display()));
         let _ = std::fs::remove_file(&vars);
         let outcome = outcome?;
-        let verdict = ktap::judge(&outcome.report, outcome.exit);
+        let verdict = match &machine.inject {
+            Some(_) => ktap::judge_injected_panic(&outcome.report, outcome.exit),
+            None => ktap::judge_machine(&outcome.report, outcome.exit, machine.cpus as usize),
+        };
         if verdict.success() {
             println!("--> {machine}: {verdict}");
         } else {

@@ -16,6 +16,7 @@
 // - mem::stack::tests: writes to a fresh stack and to its guard page
 // - smp: the trampoline and its page tables written below 1 MiB, borrowed
 //   jobs handed to other CPUs
+// - drivers::fw_cfg: QEMU's configuration ports
 // - drivers::pci: configuration ports, and the command bit that enables DMA
 // - drivers::ide::channel: claims the channel's ports, enables bus mastering
 // - drivers::ide::registers: every IDE port access, starting the DMA engine

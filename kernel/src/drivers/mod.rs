@@ -1,6 +1,7 @@
 //! Device drivers that talk to hardware directly.
 //!
-//! For now this is what the DMA32 memory path needs for its proof: a PCI
+//! QEMU's fw_cfg carries requests from the test runner. The rest is what
+//! the DMA32 memory path needs for its proof: a PCI
 //! configuration-space scan to find devices, and a PIIX IDE driver whose
 //! bus-master engine writes into caller-provided memory by 32-bit physical
 //! address. The drivers poll (interrupts stay off in this kernel) and every
@@ -12,6 +13,8 @@
     expect(dead_code, reason = "only the in-kernel tests use the drivers so far")
 )]
 
+#[allow(unsafe_code)]
+pub mod fw_cfg;
 pub mod ide;
 #[allow(unsafe_code)]
 pub mod pci;

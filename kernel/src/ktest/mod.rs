@@ -20,7 +20,7 @@
 //! from the next test on a fresh stack.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
 use crate::arch::x86_64::cpu;
@@ -106,6 +106,10 @@ static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 /// Stack pointer at the start of the run: where a test resumes after an
 /// expected fault (everything below it belongs to the abandoned test).
 static RESUME_STACK: AtomicU64 = AtomicU64::new(0);
+/// Whether interrupts were enabled when the run started: a test resumed
+/// after an expected fault (taken through an interrupt gate, which masks
+/// them) gets them back, so IPIs still reach the boot CPU.
+static INTERRUPTS_ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// The custom test framework's runner.
 pub fn run(tests: &[&dyn Testable]) -> ! {
@@ -117,6 +121,10 @@ pub fn run(tests: &[&dyn Testable]) -> ! {
     kprintln!("KTAP version 1");
     kprintln!("1..{}", tests.len());
     RESUME_STACK.store(cpu::stack_pointer(), Ordering::SeqCst);
+    INTERRUPTS_ENABLED.store(
+        x86_64::instructions::interrupts::are_enabled(),
+        Ordering::SeqCst,
+    );
     run_from(0)
 }
 
@@ -268,6 +276,9 @@ fn resume_at(next_index: usize) -> ! {
 }
 
 extern "sysv64" fn resume_entry(next_index: usize) -> ! {
+    if INTERRUPTS_ENABLED.load(Ordering::SeqCst) {
+        x86_64::instructions::interrupts::enable();
+    }
     run_from(next_index)
 }
 

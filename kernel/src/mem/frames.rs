@@ -113,6 +113,22 @@ pub fn stats() -> Stats {
     MEMORY.frames().stats().buddy
 }
 
+/// One past the highest physical address the allocator manages.
+pub fn memory_end() -> u64 {
+    MEMORY_TOP.load(Ordering::Relaxed)
+}
+
+/// Pages the per-CPU caches of every CPU hold now.
+pub fn cached_pages() -> u64 {
+    MEMORY.frames().stats().cached_pages()
+}
+
+/// Gives every CPU's cached pages back to the buddy allocator (through a
+/// call to each CPU); `false` if some CPU could not be reached.
+pub fn drain_caches() -> bool {
+    MEMORY.frames().drain()
+}
+
 /// The `x86_64` crate's frame traits over the kernel-wide allocator; used by
 /// the page-table code. Any zone will do for page tables.
 #[derive(Clone, Copy, Debug, Default)]

@@ -9,7 +9,11 @@ pub mod ap;
     expect(dead_code, reason = "only the tests and benchmarks give CPUs jobs")
 )]
 pub mod job;
+#[cfg(test)]
+mod shootdown_tests;
 pub mod start;
+#[cfg(test)]
+mod stress;
 #[cfg(test)]
 mod tests;
 

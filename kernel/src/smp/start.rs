@@ -4,7 +4,7 @@
 //! giving it a guarded stack and a double-fault stack of its own. An AP that
 //! does not come up in time is reported and skipped.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use x86_64::instructions::interrupts;
 use x86_64::registers::control::{Cr3, Cr4};
@@ -32,6 +32,18 @@ const SIPI_WAIT_US: u64 = 200;
 const CLAIM_WAIT_US: u64 = 500_000;
 const ONLINE_WAIT_US: u64 = 2_000_000;
 
+/// Enabled CPUs the MADT lists (1 without a usable MADT).
+static REPORTED: AtomicUsize = AtomicUsize::new(1);
+
+/// How many CPUs the firmware reports (that fit in `MAX_CPUS`).
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "a test compares it with the CPUs online")
+)]
+pub fn reported_cpus() -> usize {
+    REPORTED.load(Ordering::SeqCst)
+}
+
 /// Brings every CPU the firmware reports online and prints the fixed line
 /// `N CPUs online: APIC ids ...`. Without a usable MADT (or APIC) the
 /// kernel runs on the boot CPU alone, with a warning.
@@ -58,6 +70,7 @@ pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
             return;
         }
     };
+    REPORTED.store(cpus.ids().len(), Ordering::SeqCst);
     if cpus.beyond_max > 0 {
         log::warn!(
             "{} CPUs beyond the kernel's {MAX_CPUS} are left stopped",
@@ -234,6 +247,7 @@ impl Trampoline {
         }
         ap::DOUBLE_FAULT_STACKS[index].store(double_fault_stack.top().as_u64(), Ordering::SeqCst);
         let vector = (self.page >> 12) as u8;
+        percpu::assign(index);
         let params = self.params();
         params.stack_top = stack.top().as_u64();
         params.cpu_index = index as u64;
@@ -254,6 +268,7 @@ impl Trampoline {
                 .is_ok()
         {
             log::warn!("CPU with APIC id {apic_id} did not start; skipped");
+            percpu::unassign(index);
             return false;
         }
         // From here the AP owns its stacks for good.

@@ -10,6 +10,12 @@ use framekeep::CpuLocal;
 use super::job;
 
 #[test_case]
+fn every_cpu_the_firmware_reports_is_online() {
+    assert_eq!(percpu::online_count(), super::start::reported_cpus());
+    assert!(percpu::is_online(0));
+}
+
+#[test_case]
 fn run_on_runs_on_the_target_cpu() {
     for cpu in percpu::online() {
         let mut seen = usize::MAX;

@@ -45,12 +45,14 @@ static SLOTS: [CallSlot; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
-/// Runs `work` on CPU `cpu` with interrupts masked there and waits for it;
-/// `false` (without running it) for an offline CPU, when called with
-/// interrupts masked (waiting could deadlock), or when the target did not
-/// take the call in time.
+/// Runs `work` on CPU `cpu` with interrupts masked there and waits for it.
+/// For an index no CPU was ever started as, `work` runs here (masked):
+/// nothing else can run as that CPU. `false` (without running it) for a
+/// CPU that was started but is not online, when called with interrupts
+/// masked (waiting could deadlock), or when the target did not take the
+/// call in time.
 pub fn run_on(cpu: usize, work: &mut dyn FnMut()) -> bool {
-    if cpu == percpu::current_index() {
+    if cpu == percpu::current_index() || percpu::never_assigned(cpu) {
         interrupts::without_interrupts(work);
         return true;
     }

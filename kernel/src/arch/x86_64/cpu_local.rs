@@ -39,7 +39,9 @@ impl InterruptControl for KernelCpu {
 // work in the target's CALL IPI handler (interrupts masked there, and the
 // IPI is only taken outside masked sections), waits for it, refuses when
 // called with interrupts masked, and withdraws a call not yet taken rather
-// than waiting forever.
+// than waiting forever; for an index no CPU was ever started as it calls
+// the work directly, masked (the allocator reaches that CPU's data by
+// index, and no CPU can be inside a masked section as it).
 unsafe impl CpuLocal for KernelCpu {
     #[inline(always)]
     fn cpu_id() -> usize {

@@ -17,6 +17,9 @@ pub struct CpuData {
     index: usize,
     /// The local APIC id: where IPIs for this CPU go.
     apic_id: AtomicU32,
+    /// Set by the boot CPU before it starts a CPU as this index: from then
+    /// on some CPU may run as it.
+    assigned: AtomicBool,
     /// Set by the CPU itself once it runs kernel code with its own tables.
     online: AtomicBool,
 }
@@ -26,6 +29,7 @@ impl CpuData {
         Self {
             index,
             apic_id: AtomicU32::new(0),
+            assigned: AtomicBool::new(false),
             online: AtomicBool::new(false),
         }
     }
@@ -64,8 +68,26 @@ pub fn current_index() -> usize {
     index
 }
 
+/// Records that a CPU is about to be started as CPU `index`.
+pub fn assign(index: usize) {
+    CPUS[index].assigned.store(true, Ordering::SeqCst);
+}
+
+/// Takes back an index whose CPU never started (nothing runs as it).
+pub fn unassign(index: usize) {
+    CPUS[index].assigned.store(false, Ordering::SeqCst);
+}
+
+/// Whether no CPU ever ran, or will run, as CPU `index` (an index no CPU
+/// was started as): its per-CPU data can be used from anywhere.
+pub fn never_assigned(index: usize) -> bool {
+    CPUS.get(index)
+        .is_some_and(|cpu| !cpu.assigned.load(Ordering::SeqCst))
+}
+
 /// Records that CPU `index` runs with local APIC id `apic_id`.
 pub fn set_online(index: usize, apic_id: u32) {
+    CPUS[index].assigned.store(true, Ordering::SeqCst);
     CPUS[index].apic_id.store(apic_id, Ordering::SeqCst);
     CPUS[index].online.store(true, Ordering::SeqCst);
 }
