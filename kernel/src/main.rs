@@ -71,7 +71,7 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let serial = console::serial::init();
-    let (tsc_hz, pit_answered) = tsc::calibrate();
+    let (tsc_hz, tsc_source) = tsc::calibrate();
     console::logger::init(log::LevelFilter::Info);
     arch::x86_64::init(fatal::exception);
 
@@ -83,12 +83,16 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if !serial {
         log::warn!("no UART answered at COM1");
     }
-    match pit_answered {
-        true => log::info!("TSC runs at {} MHz", tsc_hz / 1_000_000),
-        false => log::warn!(
-            "PIT did not answer; assuming a {} MHz TSC",
-            tsc_hz / 1_000_000
+    let mhz = tsc_hz / 1_000_000;
+    match tsc_source {
+        tsc::Source::Cpuid => log::info!("TSC runs at {mhz} MHz (CPUID leaf 0x15)"),
+        tsc::Source::Hypervisor => log::info!("TSC runs at {mhz} MHz (as the hypervisor says)"),
+        tsc::Source::Pit { windows, spread } => log::info!(
+            "TSC runs at {mhz} MHz (median of {windows} PIT windows; they spread {}.{}%)",
+            spread / 10,
+            spread % 10
         ),
+        tsc::Source::Assumed => log::warn!("PIT did not answer; assuming a {mhz} MHz TSC"),
     }
     if let Some(vendor) = cpu::hypervisor() {
         let name = core::str::from_utf8(&vendor)
