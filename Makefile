@@ -17,6 +17,8 @@ BOOT_IMAGE  := target/debug/boot-image
 MIRI_FLAGS  ?= -Zmiri-permissive-provenance
 # The machines the in-kernel suite boots are boot-image's default list
 # unless KERNEL_TEST_MACHINES names others (firmware:memory[:flag...]).
+# CPUs of the `make bench` machine (its per-CPU table runs 1, 2 and all).
+BENCH_CPUS ?= 4
 # Seconds per fuzz target in `make fuzz-smoke`.
 FUZZ_SECONDS ?= 30
 
@@ -100,7 +102,7 @@ miri: toolchain
 ## Normal both exist); prints a table, asserts nothing.
 bench: qemu boot-image
 	$(CARGO) build -p kernel --features bench --release --target-dir target/bench
-	$(BOOT_IMAGE) run target/bench/x86_64-unknown-none/release/kernel --firmware bios --memory 6G
+	$(BOOT_IMAGE) run target/bench/x86_64-unknown-none/release/kernel --firmware bios --memory 6G --cpus $(BENCH_CPUS)
 
 ## Every cargo-fuzz target of the allocator for FUZZ_SECONDS (30) seconds
 ## each (installs cargo-fuzz if missing). Logs: allocator/fuzz/target/smoke-*.log;

@@ -14,6 +14,7 @@
 // - mem::paging: page tables edited through the linear map
 // - mem::dma: DMA buffers seen as byte slices through the linear map
 // - mem::stack::tests: writes to a fresh stack and to its guard page
+// - bench: raw heap allocations timed without a collection around them
 // - smp: the trampoline and its page tables written below 1 MiB, borrowed
 //   jobs handed to other CPUs
 // - drivers::fw_cfg: QEMU's configuration ports
@@ -34,6 +35,7 @@ extern crate alloc;
 #[allow(unsafe_code)]
 mod arch;
 #[cfg(feature = "bench")]
+#[allow(unsafe_code)]
 mod bench;
 mod boot;
 mod console;

@@ -10,13 +10,15 @@ use x86_64::structures::paging::{Page, PageTableFlags, PhysFrame, Size4KiB};
 
 use crate::arch::x86_64::tsc;
 use crate::kprintln;
+
+mod per_cpu;
 use crate::mem::{frames, paging};
 
 const ROUNDS: usize = 7;
 
 /// Median over ROUNDS of the cycles per operation of `round`, which runs
 /// `ops` operations.
-fn measure(ops: u64, mut round: impl FnMut()) -> u64 {
+pub(crate) fn measure(ops: u64, mut round: impl FnMut()) -> u64 {
     round(); // warm up caches and lazily initialised metadata
     let mut samples = [0u64; ROUNDS];
     for sample in &mut samples {
@@ -98,6 +100,7 @@ pub fn run() {
 
     map_unmap_row();
     dma32_row();
+    per_cpu::run();
 }
 
 /// Map+unmap of one 4 KiB page in a table that stays (a neighbour stays
