@@ -5,6 +5,7 @@
 CARGO       ?= cargo
 FIRMWARE    ?= uefi
 MEMORY      ?= 512M
+CPUS        ?= 4
 DEBUG_FIRMWARE ?= bios
 KERNEL_ELF  := target/x86_64-unknown-none/debug/kernel
 BOOT_IMAGE  := target/debug/boot-image
@@ -27,10 +28,10 @@ FUZZ_SECONDS ?= 30
 
 all: kernel boot-image
 
-## Build and boot the kernel in QEMU (FIRMWARE=bios|uefi, MEMORY=512M,
+## Build and boot the kernel in QEMU (FIRMWARE=bios|uefi, MEMORY=512M, CPUS=4,
 ## USB=1 to boot from an emulated USB stick instead of an IDE disk).
 run: qemu kernel boot-image
-	$(BOOT_IMAGE) run $(KERNEL_ELF) --firmware $(FIRMWARE) --memory $(MEMORY) $(if $(USB),--usb)
+	$(BOOT_IMAGE) run $(KERNEL_ELF) --firmware $(FIRMWARE) --memory $(MEMORY) --cpus $(CPUS) $(if $(USB),--usb)
 
 ## Every test: host crates, then the kernel suite on each machine.
 test: host-test kernel-test
