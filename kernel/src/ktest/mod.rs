@@ -139,13 +139,30 @@ fn run_from(first: usize) -> ! {
         match test.expected_fault() {
             None => report_ok(number, test.name(), None),
             Some(expect) => report_not_ok(
+                Path::Normal,
                 number,
                 test.name(),
                 format_args!("expected {:?}, but the test returned", expect.kind),
             ),
         }
     }
-    finish(0)
+    finish(Path::Normal, 0)
+}
+
+/// How a report line is printed: normally, or (on the panic and fault
+/// paths, where the console lock may be held by the context that died, and
+/// every other CPU has been stopped) through the emergency printer.
+#[derive(Clone, Copy)]
+enum Path {
+    Normal,
+    Fatal,
+}
+
+fn emit(path: Path, args: fmt::Arguments<'_>) {
+    match path {
+        Path::Normal => crate::kprint!("{args}"),
+        Path::Fatal => print_emergency(args),
+    }
 }
 
 fn tests() -> &'static [&'static dyn Testable] {
@@ -160,11 +177,11 @@ fn report_ok(number: usize, name: &str, note: Option<fmt::Arguments<'_>>) {
     }
 }
 
-fn report_not_ok(number: usize, name: &str, why: fmt::Arguments<'_>) {
+fn report_not_ok(path: Path, number: usize, name: &str, why: fmt::Arguments<'_>) {
     FAILED.fetch_add(1, Ordering::SeqCst);
-    print_emergency(format_args!("not ok {number} {name}\n"));
+    emit(path, format_args!("not ok {number} {name}\n"));
     // Multi-line reasons stay KTAP diagnostics line by line.
-    print_emergency(format_args!("# {}\n", Indented(why)));
+    emit(path, format_args!("# {}\n", Indented(why)));
 }
 
 /// Prefixes every line after the first with `# `.
@@ -190,16 +207,17 @@ impl fmt::Display for Indented<'_> {
 
 /// Prints the summary line and leaves QEMU. `not_run` counts tests that
 /// never ran because an earlier one died; they fail the run.
-fn finish(not_run: usize) -> ! {
+fn finish(path: Path, not_run: usize) -> ! {
     let passed = PASSED.load(Ordering::SeqCst);
     let failed = FAILED.load(Ordering::SeqCst);
     let skipped = SKIPPED.load(Ordering::SeqCst) + not_run;
     if skipped > 0 {
-        print_emergency(format_args!(
-            "{passed} passed, {failed} failed, {skipped} skipped\n"
-        ));
+        emit(
+            path,
+            format_args!("{passed} passed, {failed} failed, {skipped} skipped\n"),
+        );
     } else {
-        print_emergency(format_args!("{passed} passed, {failed} failed\n"));
+        emit(path, format_args!("{passed} passed, {failed} failed\n"));
     }
     let code = if failed == 0 && not_run == 0 {
         ExitCode::Success
@@ -291,7 +309,7 @@ pub fn abort(why: fmt::Arguments<'_>) {
     let Some(test) = number.checked_sub(1).and_then(|index| tests.get(index)) else {
         return;
     };
-    report_not_ok(number, test.name(), why);
+    report_not_ok(Path::Fatal, number, test.name(), why);
     for (index, later) in tests.iter().enumerate().skip(number) {
         print_emergency(format_args!(
             "not ok {} {} # SKIP not run: test {number} did not finish\n",
@@ -299,7 +317,7 @@ pub fn abort(why: fmt::Arguments<'_>) {
             later.name()
         ));
     }
-    finish(tests.len() - number)
+    finish(Path::Fatal, tests.len() - number)
 }
 
 #[cfg(test)]
