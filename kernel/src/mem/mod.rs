@@ -13,3 +13,4 @@ pub mod map;
 #[allow(unsafe_code)]
 pub mod paging;
 pub mod stack;
+pub mod zone_cut;

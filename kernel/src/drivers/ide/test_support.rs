@@ -5,10 +5,10 @@
 //! reason, and the suite goes on.
 
 use super::channel::{PrimaryChannel, find_controller};
-use crate::drivers::pci::PciFunction;
 use super::error::IdeError;
 use super::prd::PRD_ENTRY_SIZE;
 use super::protocol::SECTOR_SIZE;
+use crate::drivers::pci::PciFunction;
 use crate::mem::dma::DmaBuffer;
 
 pub const PAGE_SIZE: usize = 4096;
