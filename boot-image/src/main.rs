@@ -28,7 +28,7 @@ commands:
                 the device name again (--yes skips that); writes, syncs, reads back, compares
 
 F is bios or uefi (run: uefi by default, debug: bios); M is a QEMU memory size (512M, 8G).
-Environment: KVM=0 forces TCG; QEMU, OVMF_CODE and OVMF_VARS override the binaries;
+Environment: KVM=0 forces TCG, KVM=1 KVM (else a probe picks the faster for BIOS boots); QEMU, OVMF_CODE and OVMF_VARS override the binaries;
 KERNEL_TEST_MACHINES (default \"bios:256M uefi:512M bios:8G\"); KERNEL_TEST_TIMEOUT (seconds, default 600).";
 
 fn main() -> ExitCode {
