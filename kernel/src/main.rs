@@ -103,7 +103,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         facts.kernel_stack.end,
         facts.physical_memory_offset.unwrap_or(0)
     );
-    mem::map::print(&boot_info.memory_regions);
+    mem::map_summary::print(&boot_info.memory_regions);
     let map = mem::map::sanitise(&boot_info.memory_regions);
     mem::map::print_sanitised(&map);
     let Some(physical_memory_offset) = facts.physical_memory_offset else {
