@@ -55,14 +55,34 @@ pub fn init(map: &SanitisedMap, physical_memory_offset: u64) {
             // map, and handed over for good.
             if let Err(error) = unsafe { MEMORY.add_memory(PhysAddr(piece.start), piece.pages()) } {
                 log::info!(
-                    "{:#x}..{:#x} not managed: {error:?}",
+                    "usable memory {:#x}..{:#x} ({}) is left unused: {}",
                     piece.start,
-                    piece.end
+                    piece.end,
+                    ByteSize(piece.bytes()),
+                    Unmanaged(error)
                 );
             }
         }
     }
     SETUP_TICKS.store(tsc::now() - start, Ordering::Relaxed);
+}
+
+/// Why the allocator refused a range, in words a boot log reader needs:
+/// the allocator's own message says what failed, not what it means here.
+struct Unmanaged(Error);
+
+impl fmt::Display for Unmanaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Error::SectionTooSmall => f.write_str(
+                "too small to hold the allocator's metadata for it and leave a page to manage",
+            ),
+            Error::TooManySections => {
+                f.write_str("the allocator already manages as many separate ranges as it can hold")
+            }
+            other => write!(f, "the allocator refused it ({other})"),
+        }
+    }
 }
 
 /// The kernel virtual address of a physical address (linear map).
@@ -205,6 +225,9 @@ pub fn print_report() {
         );
     }
     kprintln!("free blocks per zone and order (like /proc/buddyinfo):");
+    kprintln!("  managed, free: 4 KiB pages; hot: free pages parked on hot lists, not merged yet;");
+    kprintln!("  max: largest free block is 2^max pages; frag9: share of free memory in blocks");
+    kprintln!("  too small for 2 MiB (order 9); then the number of free blocks of 2^order pages");
     kprintln!("{stats}");
 }
 
