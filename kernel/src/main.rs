@@ -20,6 +20,8 @@
 // - drivers::ide::channel: claims the channel's ports, enables bus mastering
 // - drivers::ide::registers: every IDE port access, starting the DMA engine
 // - drivers::ide::dma: the `DmaMemory` contract, memory lent to the DMA engine
+// - drivers::ahci::hba: the HBA's memory-mapped registers, handing it memory
+// - drivers::ahci::port: lends the port's command pages and read buffers to the HBA
 // - ktest: the test harness resumes on a saved stack after an expected fault
 // - kernel_main, one statement: hands the bootloader's linear map to paging
 #![deny(unsafe_code)]

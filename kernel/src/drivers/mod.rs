@@ -1,9 +1,9 @@
 //! Device drivers that talk to hardware directly.
 //!
 //! For now this is what the DMA32 memory path needs for its proof: a PCI
-//! configuration-space scan to find devices, and a PIIX IDE driver whose
+//! configuration-space scan to find devices, a PIIX IDE driver whose
 //! bus-master engine writes into caller-provided memory by 32-bit physical
-//! address. The drivers poll (interrupts stay off in this kernel) and every
+//! address (QEMU `pc`), and a minimal AHCI driver doing the same on `q35`. The drivers poll (interrupts stay off in this kernel) and every
 //! wait is bounded, so absent or wedged hardware yields an error, never a hang.
 
 // Nothing outside the tests drives these yet; the DMA32 buffer type will.
@@ -12,6 +12,7 @@
     expect(dead_code, reason = "only the in-kernel tests use the drivers so far")
 )]
 
+pub mod ahci;
 pub mod ide;
 #[allow(unsafe_code)]
 pub mod pci;
