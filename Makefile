@@ -99,10 +99,12 @@ miri: toolchain
 	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p framekeep --lib
 	MIRIFLAGS="$(MIRI_FLAGS) -Zmiri-ignore-leaks" $(CARGO) miri test -p framekeep --test ownership
 
-## In-kernel cycle counts (BIOS, KVM when available, 6 GiB so DMA32 and
-## Normal both exist); prints a table, asserts nothing.
+## In-kernel cycle counts (BIOS, KVM where the probe finds it faster than
+## TCG, 6 GiB so DMA32 and Normal both exist); prints a table, asserts nothing.
 bench: qemu boot-image
+	@echo "bench: building the kernel with the bench feature (release, target/bench)"
 	$(CARGO) build -p kernel --features bench --release --target-dir target/bench
+	@echo "bench: booting it under BIOS with 6 GiB and $(BENCH_CPUS) CPUs; each row prints as its benchmark ends (seconds under TCG)"
 	$(BOOT_IMAGE) run target/bench/x86_64-unknown-none/release/kernel --firmware bios --memory 6G --cpus $(BENCH_CPUS)
 
 ## Every cargo-fuzz target of the allocator for FUZZ_SECONDS (30) seconds

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accel;
 pub mod image;
 pub mod ktap;
 pub mod qemu;

@@ -1,12 +1,11 @@
 //! Finding QEMU and OVMF, and building QEMU command lines for our machines.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+
+pub use crate::accel::kvm_usable;
 
 /// Which firmware boots the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,76 +197,6 @@ impl Ovmf {
                  (or set OVMF_CODE and OVMF_VARS)"
                     .to_string()
             })
-    }
-}
-
-/// Whether `qemu` runs guests under KVM (`-accel kvm -cpu host`) on this
-/// host; `KVM=0` turns KVM off. An openable `/dev/kvm` is not enough: on
-/// some hosts (nested virtualisation) QEMU aborts at the first vCPU reset
-/// ("failed to set MSR 0x10a", a value the host refuses), so QEMU is
-/// started once, paused and empty, and told to quit; if that fails, TCG
-/// it is. (Hiding that MSR with `-cpu host,-arch-capabilities` lets the
-/// guest start on such a host, but its memory accesses are then far slower
-/// than under TCG.) Decided once per process.
-pub fn kvm_usable(qemu: &Path) -> bool {
-    static USABLE: OnceLock<bool> = OnceLock::new();
-    *USABLE.get_or_init(|| {
-        if std::env::var("KVM").is_ok_and(|value| value == "0") {
-            return false;
-        }
-        let dev = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm");
-        if dev.is_err() {
-            return false;
-        }
-        match kvm_starts(qemu) {
-            Ok(()) => true,
-            Err(why) => {
-                eprintln!(
-                    "note: QEMU under KVM fails here ({why}); using TCG (KVM=0 skips this check)"
-                );
-                false
-            }
-        }
-    })
-}
-
-/// Starts `qemu` under KVM with `-cpu host`, paused with no devices, and
-/// asks its monitor to quit: `Ok` if it exits cleanly within 10 s.
-fn kvm_starts(qemu: &Path) -> Result<(), String> {
-    let mut child = Command::new(qemu)
-        .args(["-accel", "kvm", "-cpu", "host", "-S", "-nodefaults"])
-        .args(["-display", "none", "-m", "16M", "-monitor", "stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("starting {}: {error}", qemu.display()))?;
-    // A QEMU that already died makes this write fail: its status says why.
-    let _ = child.stdin.take().map(|mut i| i.write_all(b"quit\n"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                let out = child
-                    .wait_with_output()
-                    .map(|output| output.stderr)
-                    .unwrap_or_default();
-                let text = String::from_utf8_lossy(&out);
-                let first = text.lines().next().unwrap_or("no message");
-                return Err(format!("{status}: {}", first.trim()));
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("no exit within 10 s".into());
-            }
-            Err(error) => return Err(format!("waiting: {error}")),
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::image;
 use crate::ktap::{self, Verdict};
@@ -30,7 +30,9 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
         false => None,
     };
     let mut verdicts: Vec<(Machine, Verdict)> = Vec::new();
-    for machine in machines {
+    let started = Instant::now();
+    for (index, machine) in machines.iter().enumerate() {
+        let machine_started = Instant::now();
         let image = image::build(kernel, &out_dir, machine.firmware)?;
         let vars = out_dir.join(format!("ovmf-vars-{}.fd", std::process::id()));
         let ovmf = match &ovmf {
@@ -47,7 +49,11 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
         } else {
             "tcg"
         };
-        println!("==> in-kernel tests on {machine} ({accel})");
+        println!(
+            "==> in-kernel tests on {machine} ({accel}), machine {} of {}",
+            index + 1,
+            machines.len()
+        );
         let outcome = session::run(command, timeout, &mut std::io::stdout(), None)
             .map_err(|error| format!("starting {}: {error}", qemu.display()));
         let _ = std::fs::remove_file(&vars);
@@ -56,10 +62,15 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
             Some(_) => ktap::judge_injected_panic(&outcome.report, outcome.exit),
             None => ktap::judge_machine(&outcome.report, outcome.exit, machine.cpus as usize),
         };
+        let took = format!(
+            "{:.1} s, {:.1} s in all",
+            machine_started.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
         if verdict.success() {
-            println!("--> {machine}: {verdict}");
+            println!("--> {machine}: {verdict} ({took})");
         } else {
-            println!("--> {machine} FAILED: {verdict}");
+            println!("--> {machine} FAILED: {verdict} ({took})");
             for problem in &verdict.problems {
                 println!("    {problem}");
             }

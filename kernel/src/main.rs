@@ -22,6 +22,8 @@
 // - drivers::ide::channel: claims the channel's ports, enables bus mastering
 // - drivers::ide::registers: every IDE port access, starting the DMA engine
 // - drivers::ide::dma: the `DmaMemory` contract, memory lent to the DMA engine
+// - drivers::ahci::hba: the HBA's memory-mapped registers, handing it memory
+// - drivers::ahci::port: lends the port's command pages and read buffers to the HBA
 // - ktest: the test harness resumes on a saved stack after an expected fault
 // - kernel_main, one statement: hands the bootloader's linear map to paging
 #![deny(unsafe_code)]
@@ -110,7 +112,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         facts.kernel_stack.end,
         facts.physical_memory_offset.unwrap_or(0)
     );
-    mem::map::print(&boot_info.memory_regions);
+    mem::map_summary::print(&boot_info.memory_regions);
     let map = mem::map::sanitise(&boot_info.memory_regions);
     mem::map::print_sanitised(&map);
     let Some(physical_memory_offset) = facts.physical_memory_offset else {

@@ -2,10 +2,11 @@
 //!
 //! QEMU's fw_cfg carries requests from the test runner. The rest is what
 //! the DMA32 memory path needs for its proof: a PCI
-//! configuration-space scan to find devices, and a PIIX IDE driver whose
+//! configuration-space scan to find devices, a PIIX IDE driver whose
 //! bus-master engine writes into caller-provided memory by 32-bit physical
-//! address. The drivers poll (interrupts stay off in this kernel) and every
-//! wait is bounded, so absent or wedged hardware yields an error, never a hang.
+//! address (QEMU `pc`), and a minimal AHCI driver doing the same on `q35`.
+//! The drivers poll (no device interrupt is routed to a CPU) and every wait
+//! is bounded, so absent or wedged hardware yields an error, never a hang.
 
 // Nothing outside the tests drives these yet; the DMA32 buffer type will.
 #![cfg_attr(
@@ -13,6 +14,7 @@
     expect(dead_code, reason = "only the in-kernel tests use the drivers so far")
 )]
 
+pub mod ahci;
 #[allow(unsafe_code)]
 pub mod fw_cfg;
 pub mod ide;

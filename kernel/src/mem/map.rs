@@ -1,5 +1,6 @@
-//! The firmware memory map as the bootloader hands it over, printed as a
-//! table with totals per kind.
+//! The firmware memory map as the bootloader hands it over: names and
+//! totals per kind, and the sanitised ranges the allocator may manage. The
+//! boot log's summary of the raw map is in [`super::map_summary`].
 
 use core::fmt;
 
@@ -79,7 +80,7 @@ pub struct KindTotals {
     kinds: [(MemoryRegionKind, u64, usize); Self::CAPACITY],
     len: usize,
     /// Bytes of kinds beyond CAPACITY, lumped together.
-    other: u64,
+    pub other: u64,
 }
 
 impl KindTotals {
@@ -123,39 +124,6 @@ impl KindTotals {
             .filter(|entry| entry.0 == kind)
             .map(|entry| entry.1)
             .sum()
-    }
-}
-
-/// Prints the map exactly as received (unsorted, unmerged) and the totals.
-pub fn print(regions: &[MemoryRegion]) {
-    kprintln!("memory map from the bootloader: {} regions", regions.len());
-    kprintln!(
-        "  {:>3}  {:<18}  {:<18}  {:>10}  kind",
-        "#",
-        "start",
-        "end",
-        "size"
-    );
-    for (index, region) in regions.iter().enumerate() {
-        kprintln!(
-            "  {index:>3}  {:#018x}  {:#018x}  {:>10}  {}",
-            region.start,
-            region.end,
-            ByteSize(region.end.saturating_sub(region.start)),
-            KindName(region.kind)
-        );
-    }
-    let totals = KindTotals::of(regions);
-    kprintln!("totals per kind:");
-    for &(kind, bytes, count) in totals.entries() {
-        kprintln!(
-            "  {:<22} {:>10} in {count} regions",
-            KindName(kind),
-            ByteSize(bytes)
-        );
-    }
-    if totals.other > 0 {
-        kprintln!("  {:<22} {:>10}", "other kinds", ByteSize(totals.other));
     }
 }
 

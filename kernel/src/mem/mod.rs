@@ -10,6 +10,8 @@ pub mod frames;
 pub mod heap;
 pub mod low;
 pub mod map;
+pub mod map_summary;
 #[allow(unsafe_code)]
 pub mod paging;
 pub mod stack;
+pub mod zone_cut;

@@ -131,7 +131,7 @@ mod tests {
     use super::*;
     use crate::drivers::ide::protocol::{AtaCommand, SECTOR_SIZE};
     use crate::drivers::ide::test_support::{
-        DmaPages, POISON, assert_boot_signature, check, claim,
+        DmaPages, POISON, assert_boot_signature, check, claim, controller,
     };
     use crate::kprintln;
 
@@ -141,7 +141,7 @@ mod tests {
 
     #[test_case]
     fn controller_is_found_by_pci_scan_and_identifies_the_boot_disk() {
-        let function = check(find_controller(), "PCI scan");
+        let function = controller();
         kprintln!("# {function}");
         assert_eq!((function.class, function.subclass), (0x01, 0x01));
         match function.bar(BUS_MASTER_BAR) {
@@ -193,8 +193,8 @@ mod tests {
     /// the next read works again (the driver reset the channel).
     #[test_case]
     fn device_errors_are_reported_and_the_channel_recovers() {
-        let mut pages = DmaPages::below_4gib();
         let mut channel = claim();
+        let mut pages = DmaPages::below_4gib();
         let info = check(channel.identify(Drive::Master), "IDENTIFY DEVICE");
         let past_end = info.lba28_sectors;
         let mut sector = [0u8; SECTOR_SIZE];

@@ -155,8 +155,8 @@ mod tests {
 
     #[test_case]
     fn dma_read_into_memory_below_4gib_matches_pio() {
-        let mut pages = DmaPages::below_4gib();
         let mut channel = claim();
+        let mut pages = DmaPages::below_4gib();
         kprintln!(
             "# DMA buffer at physical {:#x}, PRD table at physical {:#x}",
             pages.data.device_address(),

@@ -359,8 +359,8 @@ mod tests {
     /// Requests the driver must refuse before touching the hardware.
     #[test_case]
     fn bad_requests_are_refused() {
-        let mut pages = DmaPages::below_4gib();
         let mut channel = claim();
+        let mut pages = DmaPages::below_4gib();
         let mut odd = [0u8; 100];
         assert_eq!(
             channel.read_pio(Drive::Master, 0, &mut odd),
