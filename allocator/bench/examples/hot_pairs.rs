@@ -49,6 +49,7 @@ fn main() {
 }
 
 fn run<P: CpuLocal + 'static>(kind: &str, n: usize) {
+    KernelModelCpu::claim();
     match kind {
         "page" | "small" => {
             let layout = if kind == "page" {

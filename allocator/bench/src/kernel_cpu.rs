@@ -19,9 +19,11 @@
 //!   across it. DF is clear by the ABI, so `cld` changes no state.
 //!
 //! The CPU id is a thread-local (an `fs`-relative load, as a kernel's
-//! per-CPU id is a `gs`-relative one), claimed on first use from a counter
-//! and never given back, so no two threads ever share an id. The check of
-//! the claim is one compare the kernel does not pay.
+//! per-CPU id is a `gs`-relative one). A thread takes one with
+//! [`KernelModelCpu::claim`], as a kernel sets a CPU's id when it brings
+//! the CPU up; ids come from a counter and are never given back, so no
+//! two threads ever share one. Until then it has none (`usize::MAX`: the
+//! allocator's uncached paths).
 //!
 //! Signals cannot be masked from ring 3: like NMI handlers in a kernel,
 //! signal handlers must not use the per-CPU layers.
@@ -34,7 +36,7 @@ use framekeep::{CpuLocal, InterruptControl};
 
 /// RFLAGS.IF.
 const IF: u64 = 1 << 9;
-/// The thread-local id before the thread first asks for it.
+/// The thread-local id before the thread claims one.
 const UNCLAIMED: usize = usize::MAX;
 
 /// Ids handed out so far.
@@ -50,14 +52,38 @@ thread_local! {
 /// ```
 /// use allocator_bench::KernelModelCpu;
 /// use framekeep::{BuddyAllocator, CpuLocal, PageCaches, PhysAddr};
+/// let me = KernelModelCpu::claim();
+/// assert_eq!(KernelModelCpu::cpu_id(), me);
 /// let c = PageCaches::<KernelModelCpu, 2>::new(BuddyAllocator::new());
 /// c.add_section_static(PhysAddr(1 << 32), 64, vec![0u64; 128].leak()).unwrap();
 /// let b = c.alloc_block(0).unwrap();
 /// c.free_block(b).unwrap();
-/// assert_eq!(KernelModelCpu::cpu_id(), KernelModelCpu::cpu_id());
+/// assert_eq!(c.stats().free_pages(), 64);
 /// ```
 #[derive(Debug)]
 pub struct KernelModelCpu;
+
+impl KernelModelCpu {
+    /// Gives the calling thread a CPU id of its own (once; later calls
+    /// return the same id) and returns it.
+    ///
+    /// ```
+    /// use allocator_bench::KernelModelCpu;
+    /// let me = KernelModelCpu::claim();
+    /// assert_eq!(KernelModelCpu::claim(), me);
+    /// assert_ne!(std::thread::spawn(KernelModelCpu::claim).join().unwrap(), me);
+    /// ```
+    pub fn claim() -> usize {
+        let id = ID.with(Cell::get);
+        if id != UNCLAIMED {
+            return id;
+        }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        assert!(id != UNCLAIMED, "CPU ids exhausted");
+        ID.with(|cell| cell.set(id));
+        id
+    }
+}
 
 impl InterruptControl for KernelModelCpu {
     type Saved = bool;
@@ -89,26 +115,17 @@ fn flag_write() {
     unsafe { asm!("cld", options(nostack, preserves_flags)) };
 }
 
-#[cold]
-#[inline(never)]
-fn claim_id() -> usize {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    assert!(id != UNCLAIMED, "CPU ids exhausted");
-    ID.with(|cell| cell.set(id));
-    id
-}
-
 // SAFETY: an id belongs to one thread for good (claimed once from a
-// counter), so `cpu_id()` never changes on a thread and no two threads run
-// as one id; within a thread, masked sections do not overlap except by
+// counter), so `cpu_id()` changes on a thread only from "none" to its id,
+// outside any masked section (`claim` is not called by the allocator), and
+// no two threads run as one id; within a thread, masked sections do not overlap except by
 // nesting (signal handlers must not use the caches, see the module
 // documentation). `run_on` runs `f` only for the calling thread's own id,
 // in a masked section, which the allocator never calls it inside of.
 unsafe impl CpuLocal for KernelModelCpu {
     #[inline(always)]
     fn cpu_id() -> usize {
-        let id = ID.with(Cell::get);
-        if id != UNCLAIMED { id } else { claim_id() }
+        ID.with(Cell::get)
     }
 
     fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {

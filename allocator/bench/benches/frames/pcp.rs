@@ -34,6 +34,7 @@ fn addr_pairs(c: &Caches, n: usize) {
 /// (their metadata is leaked with them), one page held (as in row 2) and
 /// this thread's cache filled.
 fn caches(base: u64, pages: usize) -> &'static Caches {
+    KernelModelCpu::claim();
     let bytes = cache_metadata_bytes(pages as u64);
     let meta: &'static mut [u64] = vec![0u64; bytes.div_ceil(8)].leak();
     let c: &'static Caches = Box::leak(Box::new(Caches::new(BuddyAllocator::new())));
@@ -43,7 +44,7 @@ fn caches(base: u64, pages: usize) -> &'static Caches {
     block_pairs(c, 1);
     assert!(
         c.stats().cached_pages() > 0,
-        "the pairs do not go through a per-CPU cache (CPU id beyond the caches?)"
+        "the pairs do not go through a per-CPU cache (this thread's CPU id is beyond the caches')"
     );
     c
 }
