@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p allocator-bench --example hot_pairs
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/hot_pairs KIND [N]
+//!     target/release/examples/hot_pairs KIND [N] [CPU]
 //! ```
 //!
 //! KIND: `page` (a 4 KiB `Heap` allocation, through the per-CPU page
@@ -13,26 +13,51 @@
 //! (`PageCaches::alloc_block(0)` and `free_block`), `buddy` (`BuddyAllocator::alloc(0)`
 //! and `free`). Compare the totals of two builds: the difference divided
 //! by `N` is the cost per pair.
+//!
+//! CPU: `kernel` (the default: [`KernelModelCpu`], a kernel's `pushfq`,
+//! `cli`, `sti` as ring 3 can run them, the platform of the frames bench's
+//! per-CPU row) or `host` (`host_cpu_local!`, whose "masking" is a spin
+//! flag behind a thread-local).
 
 use std::alloc::Layout;
 use std::hint::black_box;
 
-use framekeep::{BuddyAllocator, Constraint, Heap, PageCaches, PhysAddr};
+use allocator_bench::KernelModelCpu;
+use framekeep::{BuddyAllocator, Constraint, CpuLocal, Heap, PageCaches, PhysAddr};
 
-framekeep::host_cpu_local!(Cpu, 4);
+framekeep::host_cpu_local!(HostCpu, 4);
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "page".into());
     let n: usize = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
-    match kind.as_str() {
+    if kind == "buddy" {
+        let mut b = BuddyAllocator::new();
+        b.add_section_static(PhysAddr(1 << 32), 4096, vec![0u64; 4096].leak())
+            .unwrap();
+        for _ in 0..n + 1 {
+            let p = b.alloc(black_box(0), Constraint::ANY).unwrap();
+            b.free(black_box(p), 0).unwrap();
+        }
+        return;
+    }
+    match args.next().as_deref() {
+        None | Some("kernel") => run::<KernelModelCpu>(&kind, n),
+        Some("host") => run::<HostCpu>(&kind, n),
+        Some(other) => panic!("unknown CPU {other}: kernel or host"),
+    }
+}
+
+fn run<P: CpuLocal + 'static>(kind: &str, n: usize) {
+    KernelModelCpu::claim();
+    match kind {
         "page" | "small" => {
             let layout = if kind == "page" {
                 Layout::from_size_align(4096, 4096).unwrap()
             } else {
                 Layout::from_size_align(64, 8).unwrap()
             };
-            let heap: &'static Heap<Cpu, 4> = Box::leak(Box::new(Heap::new()));
+            let heap: &'static Heap<P, 4> = Box::leak(Box::new(Heap::new()));
             let ram = Box::leak(vec![0u8; 4097 * 4096].into_boxed_slice());
             let start = (ram.as_ptr() as u64).next_multiple_of(4096);
             // SAFETY: leaked host memory, used only by the heap.
@@ -44,7 +69,7 @@ fn main() {
             }
         }
         "pcp" | "block" => {
-            let c: &'static PageCaches<Cpu, 4> =
+            let c: &'static PageCaches<P, 4> =
                 Box::leak(Box::new(PageCaches::new(BuddyAllocator::new())));
             c.add_section_static(PhysAddr(1 << 32), 4096, vec![0u64; 8192].leak())
                 .unwrap();
@@ -58,15 +83,6 @@ fn main() {
                     let b = c.alloc_block(black_box(0)).unwrap();
                     c.free_block(black_box(b)).unwrap();
                 }
-            }
-        }
-        "buddy" => {
-            let mut b = BuddyAllocator::new();
-            b.add_section_static(PhysAddr(1 << 32), 4096, vec![0u64; 4096].leak())
-                .unwrap();
-            for _ in 0..n + 1 {
-                let p = b.alloc(black_box(0), Constraint::ANY).unwrap();
-                b.free(black_box(p), 0).unwrap();
             }
         }
         other => panic!("unknown kind {other}: page, small, pcp, block or buddy"),

@@ -196,9 +196,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// the block is this CPU's alone while it is popped.
     #[inline(always)]
     pub(super) fn hand_out(&self, cpu: usize, frame: u64, order: usize, tag: u64) {
-        if let Some(slot) = self.tags.get(frame) {
-            slot.store(tag, Ordering::Relaxed);
-        }
+        self.tags.store_owned(frame, tag);
         self.add_held(cpu, frame, -(1i64 << order));
     }
 }

@@ -135,8 +135,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         }
         let order_index = block.order as usize;
         if order_index < PCP_ORDERS {
-            // Only this value could free the block: no claim needed.
-            return self.free_as::<false, TAG_HANDLE_OWNED>(block.addr, order_index);
+            // Only this value could free the block: no claim needed; it
+            // came from `alloc_block` of these caches: aligned to its order.
+            return self.free_aligned_as::<false, TAG_HANDLE_OWNED>(block.addr, order_index);
         }
         self.free(block.addr, block.order)
     }

@@ -251,7 +251,14 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// writes `held[cpu]`; readers just sum).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        add_owned(&self.held[cpu].0[Zone::index_of(frame)], pages);
+        let held = &self.held[cpu].0;
+        // Normal memory first: one compare where most frames are.
+        let zone = if frame >= Zone::Normal.start().0 {
+            Zone::Normal as usize
+        } else {
+            Zone::index_of(frame)
+        };
+        add_owned(&held[zone], pages);
     }
 
     /// Empties the current CPU's cache into the buddy.

@@ -87,10 +87,21 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         addr: PhysAddr,
         order: usize,
     ) -> Result<(), Error> {
-        let tag = handout_tag(OWNER, order);
         if addr.0 & ((PAGE_SIZE << order) - 1) != 0 {
             return Err(Error::Misaligned);
         }
+        self.free_aligned_as::<ATOMIC, OWNER>(addr, order)
+    }
+
+    /// [`free_as`](Self::free_as) of an address known to be aligned to
+    /// its order (a [`Block`](crate::Block)'s).
+    #[inline(always)]
+    pub(super) fn free_aligned_as<const ATOMIC: bool, const OWNER: u64>(
+        &self,
+        addr: PhysAddr,
+        order: usize,
+    ) -> Result<(), Error> {
+        let tag = handout_tag(OWNER, order);
         let Some(slot) = self.tags.get(addr.0) else {
             // No tag yet reads as none: the buddy's block, or nobody's.
             return self.free_mismatch(addr, order, TAG_NONE, tag);
@@ -109,18 +120,38 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             slot.store(TAG_CACHED, Ordering::Relaxed);
         }
         // Claimed: the block is this free's alone now.
+        self.cache_claimed(addr, order)
+    }
+
+    /// Puts a block whose tag this free claimed (now [`TAG_CACHED`]) into
+    /// the current CPU's list; the slow paths run after the masked section,
+    /// as in `alloc`.
+    #[inline(always)]
+    fn cache_claimed(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
+        let high = self.cfg.high[order] as usize;
         let pushed = self.cpus.local::<P, _>(|cpu, lists| {
-            let pushed = lists.push(order, addr.0, self.cfg.high[order] as usize);
+            let pushed = lists.push(order, addr.0, high);
             if pushed {
                 self.add_held(cpu, addr.0, 1 << order);
             }
             pushed
         });
-        // As in `alloc`: the slow paths run after the masked section.
-        match pushed {
-            Some(true) => Ok(()),
-            Some(false) => self.free_overflow(addr, order),
-            None => self.release_claimed(addr, order),
+        if pushed == Some(true) {
+            return Ok(());
+        }
+        self.cache_missed(addr, order, pushed.is_some())
+    }
+
+    /// [`cache_claimed`](Self::cache_claimed) when the push did not
+    /// happen: the list was at `high` (`has_cache`), or this CPU has no
+    /// cache.
+    #[cold]
+    #[inline(never)]
+    fn cache_missed(&self, addr: PhysAddr, order: usize, has_cache: bool) -> Result<(), Error> {
+        if has_cache {
+            self.free_overflow(addr, order)
+        } else {
+            self.release_claimed(addr, order)
         }
     }
 

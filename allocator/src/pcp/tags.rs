@@ -162,6 +162,33 @@ impl Tags {
         self.get_other(pfn)
     }
 
+    /// Stores `tag` (a plain store) into the tag of the page at `phys`, if
+    /// it has one: for a block this CPU holds alone, whose tag exists.
+    /// Slot 0 inline, as in [`get`](Self::get), the others out of line.
+    #[inline(always)]
+    pub(crate) fn store_owned(&self, phys: u64, tag: u64) {
+        let pfn = phys >> PAGE_SHIFT;
+        let region = &self.regions[0];
+        let ready = region.ready.load(Ordering::Acquire);
+        let idx = pfn.wrapping_sub(region.base.load(Ordering::Relaxed));
+        if idx < ready {
+            let tags = region.tags.load(Ordering::Relaxed);
+            // SAFETY: as in `get`.
+            unsafe { &*tags.add(idx as usize) }.store(tag, Ordering::Relaxed);
+        } else {
+            self.store_other(pfn, tag);
+        }
+    }
+
+    /// `store_owned` for the slots after the first.
+    #[cold]
+    #[inline(never)]
+    fn store_other(&self, pfn: u64, tag: u64) {
+        if let Some(slot) = self.get_other(pfn) {
+            slot.store(tag, Ordering::Relaxed);
+        }
+    }
+
     /// `get` for the slots after the first.
     #[inline(never)]
     fn get_other(&self, pfn: u64) -> Option<&AtomicU64> {

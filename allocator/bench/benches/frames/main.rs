@@ -11,6 +11,7 @@
 mod host;
 mod measure;
 mod ours;
+mod pcp;
 mod peers;
 mod rows;
 mod table;
@@ -96,8 +97,8 @@ fn main() {
     let mut rows_out: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
-    // Rows 1, 2, 2l: single-page alloc+free pairs.
-    eprintln!("[frames] rows 1, 2, 2l: single-page pairs");
+    // Rows 1, 2, 2l, 2p, 2pa: single-page alloc+free pairs.
+    eprintln!("[frames] rows 1, 2, 2l, 2p, 2pa: single-page pairs");
     let res = run(
         vec![
             ours::pair_sampler(PAGES),
@@ -113,6 +114,7 @@ fn main() {
         Unit::Ns,
         cells(&res, 0, 1.0),
     ));
+    let warm_pair = cells(&res, 1, 1.0)[0].clone();
     rows_out.push(
         Row::new(
             "2",
@@ -133,6 +135,41 @@ fn main() {
         Unit::Ns,
         low,
     ));
+    // Rows 2p, 2pa: the per-CPU caches' pair, sampled in the same rounds
+    // as the buddy's warm pair of row 2: it must cost at most half of it.
+    if let (Some(v), Cell::V(buddy)) = (&res[0], &warm_pair) {
+        let target = 0.5 * buddy;
+        rows_out.push(
+            Row::new(
+                "2p",
+                "  same, per-CPU caches, Block",
+                Unit::Ns,
+                [Cell::V(v[3]), Cell::Na, Cell::Na, Cell::Na],
+            )
+            .target(format!("<={target:.2}"), target),
+        );
+        rows_out.push(Row::new(
+            "2pa",
+            "  same, per-CPU caches, by address",
+            Unit::Ns,
+            [Cell::V(v[4]), Cell::Na, Cell::Na, Cell::Na],
+        ));
+        notes.push(format!(
+            "rows 2p, 2pa: per-CPU pair / buddy warm pair (row 2, same rounds) = {:.2} with a Block, \
+             {:.2} by address; target for 2p: <= 0.50",
+            v[3] / buddy,
+            v[4] / buddy
+        ));
+    }
+    notes.push(
+        "rows 2p, 2pa: ours' PageCaches (one CPU, as the kernel) over the row-2 region with one page held, \
+         PageCaches::alloc_block(0) + free_block, and alloc(0) + free (by address, a compare-exchange); \
+         interrupts masked as a kernel masks them, as far as ring 3 can: per operation `pushfq; pop` \
+         (the kernel's read of IF, same instruction) and, for its `cli` and its `sti` (both fault at \
+         IOPL 0), a `cld` each: the same kind of one-bit RFLAGS write, a compiler barrier as they are; \
+         IF is set at ring 3, so every restore pays the `sti` stand-in"
+            .into(),
+    );
     notes.push(
         "row 2l: ours gets one section at phys 1 GiB, all DMA32 (a machine without memory above 4 GiB, \
          like QEMU's default), so each unconstrained request finds the Normal zone empty, sampled in the \

@@ -138,14 +138,18 @@ impl<const BASE: u64> Frames for Ours<BASE> {
     }
 }
 
-/// Rows 1, 2 and 2l: `[fresh pair, warm pair, warm pair with all memory
-/// below 4 GiB]` (the peers, without zones, sample only the first two).
+/// Rows 1, 2, 2l, 2p and 2pa: `[fresh pair, warm pair, warm pair with all
+/// memory below 4 GiB, per-CPU pair with a Block, per-CPU pair by
+/// address]` (the peers, without zones or caches, sample only the first
+/// two). The per-CPU pairs are sampled right after the buddy's warm pair.
 pub fn pair_sampler(pages: usize) -> Option<Sampler<'static>> {
     let mut normal = pair::<Ours>(pages);
     let mut low = pair::<Ours<LOW_BASE>>(pages);
+    let mut cached = crate::pcp::pair_sampler(NORMAL_BASE, pages);
     Some(Box::new(move || {
         let mut v = normal();
-        v.push(low()[1]);
+        v.extend(cached());
+        v.insert(2, low()[1]);
         v
     }))
 }
