@@ -15,6 +15,7 @@ use crate::arch::x86_64::apic::{self, Ipi};
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
 use crate::arch::x86_64::trampoline::{self, PARAMS_OFFSET, Params};
 use crate::arch::x86_64::{madt, tsc};
+use crate::drivers::fw_cfg;
 use crate::kprintln;
 use crate::mem::frames::{PAGE_SIZE, phys_to_virt};
 use crate::mem::stack::KernelStack;
@@ -77,14 +78,27 @@ pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
             cpus.beyond_max
         );
     }
-    let others = cpus.ids().iter().filter(|&&id| id != boot_apic_id);
+    // The test runner may ask for a CPU that does not exist, to prove that
+    // one that never answers is reported and skipped.
+    let mut request = [0; 32];
+    let phantom =
+        (fw_cfg::injection(&mut request) == Some("phantom-cpu")).then_some(PHANTOM_APIC_ID);
+    // It goes first, so the real CPUs after it show that boot goes on.
+    let others = phantom.into_iter().chain(
+        cpus.ids()
+            .iter()
+            .copied()
+            .filter(move |&id| id != boot_apic_id),
+    );
     if others.clone().next().is_some() {
         match Trampoline::install() {
             Some(mut trampoline) => {
                 let mut next_index = 1;
-                for &apic_id in others {
+                for apic_id in others {
                     if trampoline.start(next_index, apic_id) {
                         next_index += 1;
+                    } else {
+                        NOT_STARTED.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             }
@@ -92,6 +106,21 @@ pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
         }
     }
     print_online();
+}
+
+/// An APIC id no QEMU machine of the suite has (0xff is xAPIC broadcast).
+const PHANTOM_APIC_ID: u32 = 0xfe;
+
+/// CPUs that were tried and did not start.
+static NOT_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many CPUs were tried and skipped because they did not start.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "a test checks the phantom CPU was skipped")
+)]
+pub fn not_started() -> usize {
+    NOT_STARTED.load(Ordering::SeqCst)
 }
 
 /// Maps the xAPIC page if the CPU has no x2APIC, then enables the boot

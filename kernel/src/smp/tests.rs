@@ -16,6 +16,17 @@ fn every_cpu_the_firmware_reports_is_online() {
 }
 
 #[test_case]
+fn a_cpu_that_never_answers_is_reported_and_skipped() {
+    let mut request = [0; 32];
+    if crate::drivers::fw_cfg::injection(&mut request) != Some("phantom-cpu") {
+        crate::ktest::skip("no phantom CPU injected (machine flag inject=phantom-cpu)");
+    }
+    // The phantom got no index: the CPUs after it (and the suite) came up.
+    assert_eq!(super::start::not_started(), 1);
+    assert_eq!(percpu::online_count(), super::start::reported_cpus());
+}
+
+#[test_case]
 fn run_on_runs_on_the_target_cpu() {
     for cpu in percpu::online() {
         let mut seen = usize::MAX;
