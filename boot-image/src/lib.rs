@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod console_check;
 pub mod image;
 pub mod ktap;
 pub mod qemu;
