@@ -23,7 +23,7 @@ BENCH_CPUS ?= 4
 # Seconds per fuzz target in `make fuzz-smoke`.
 FUZZ_SECONDS ?= 30
 
-.PHONY: all run test host-test kernel-test image debug clean kernel boot-image \
+.PHONY: all run test host-test kernel-test console-test image debug clean kernel boot-image \
         toolchain qemu lint miri bench bench-alloc fuzz-smoke usb usb-device
 
 all: kernel boot-image
@@ -40,14 +40,19 @@ host-test: toolchain
 	$(CARGO) test -p framekeep -p allocator-bench -p boot-image
 
 # The test kernel is built by cargo's test harness; its path comes from
-# cargo's JSON messages, and boot-image runs it on every machine and prints
-# the final `N passed, N failed` line.
-kernel-test: qemu boot-image
+# cargo's JSON messages, and boot-image runs it on every machine, then
+# drives the normal kernel's shell (--console: serial and PS/2 keyboard
+# checks), and prints the final `N passed, N failed` line over both.
+kernel-test: qemu boot-image kernel
 	@elf=$$($(CARGO) test -p kernel --target x86_64-unknown-none --no-run \
 	        --message-format=json-render-diagnostics \
 	      | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1); \
 	test -n "$$elf" || { echo "building the test kernel failed"; exit 1; }; \
-	$(BOOT_IMAGE) test "$$elf"
+	$(BOOT_IMAGE) test "$$elf" --console $(KERNEL_ELF)
+
+## Only the console checks: boots the normal kernel, types into its shell.
+console-test: qemu kernel boot-image
+	$(BOOT_IMAGE) console $(KERNEL_ELF)
 
 ## Disk images: target/boot/bios.img and target/boot/uefi.img.
 image: kernel boot-image

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod console_check;
 pub mod image;
 pub mod ktap;
 pub mod qemu;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use boot_image::qemu::{self, Firmware, Machine, Options, Ovmf};
-use boot_image::{image, ktap, session, suite, usb};
+use boot_image::{console_check, image, ktap, session, suite, usb};
 
 const USAGE: &str = "\
 usage: boot-image <command> <kernel-elf> [options]
@@ -20,6 +20,8 @@ commands:
   image         build <out>/bios.img and <out>/uefi.img        [--out DIR] [--firmware F]
   run           boot in QEMU, serial on this terminal          [--firmware F] [--memory M] [--cpus N] [--usb]
   test          run the in-kernel test suite, judge the KTAP   [--machine F:M[:FLAG]...]... [--timeout SECS]
+                [--console KERNEL]: then the console checks on KERNEL (the normal kernel)
+  console       drive the shell over serial and the PS/2 keyboard (QMP), judge the answers
   debug         boot halted with a gdb stub, print the gdb command [--firmware F] [--memory M] [--cpus N]
   cargo-runner  what `cargo run/test -p kernel` call: test binaries (under deps/) are
                 tested on $KERNEL_TEST_MACHINES, other kernels are run
@@ -57,6 +59,7 @@ struct Flags {
     usb: bool,
     device: Option<PathBuf>,
     yes: bool,
+    console: Option<PathBuf>,
 }
 
 fn parse_flags(args: &[String]) -> Result<Flags, String> {
@@ -88,6 +91,7 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
             "--usb" => flags.usb = true,
             "--device" => flags.device = Some(value()?.into()),
             "--yes" => flags.yes = true,
+            "--console" => flags.console = Some(value()?.into()),
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         }
     }
@@ -121,6 +125,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
         "run" => run(kernel, &parse_flags(rest)?),
         "test" => test(kernel, &parse_flags(rest)?),
         "debug" => debug(kernel, &parse_flags(rest)?),
+        "console" => console(kernel),
         other => Err(format!("unknown command `{other}`\n{USAGE}")),
     }
 }
@@ -233,12 +238,36 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
             Err(_) => 600,
         },
     };
-    let passed = suite::run(kernel, &machines, Duration::from_secs(timeout))?;
+    if let Some(console) = &flags.console
+        && !console.is_file()
+    {
+        return Err(format!(
+            "no kernel at {} for the console checks (build it with `make kernel`)",
+            console.display()
+        ));
+    }
+    let passed = suite::run(
+        kernel,
+        &machines,
+        Duration::from_secs(timeout),
+        flags.console.as_deref(),
+    )?;
     Ok(if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The console checks alone, with their own summary.
+fn console(kernel: &Path) -> Result<ExitCode, String> {
+    let verdicts = console_check::run(kernel)?;
+    Ok(
+        match suite::print_summary(&verdicts, &mut std::io::stdout()) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        },
+    )
 }
 
 /// ELF type from the header: 2 = fixed-address executable, 3 = PIE.

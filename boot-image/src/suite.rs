@@ -17,9 +17,15 @@ use crate::session;
 /// CPU that does not exist, which must be skipped.
 pub const DEFAULT_MACHINES: &str = "bios:256M uefi:512M bios:8G bios:256M:smp4 uefi:512M:smp4:q35 bios:256M:smp2:inject=ap-panic bios:256M:smp2:inject=phantom-cpu";
 
-/// Boots the test kernel on every machine, prints each verdict and a final
+/// Boots the test kernel on every machine, then (given `console`, the
+/// normal kernel) runs the console checks; prints each verdict and a final
 /// `N passed, N failed` line; returns whether everything passed.
-pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<bool, String> {
+pub fn run(
+    kernel: &Path,
+    machines: &[Machine],
+    timeout: Duration,
+    console: Option<&Path>,
+) -> Result<bool, String> {
     let qemu = qemu::qemu_binary()?;
     let out_dir = image::default_out_dir(kernel).join("test");
     let ovmf = match machines
@@ -29,7 +35,7 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
         true => Some(Ovmf::find()?),
         false => None,
     };
-    let mut verdicts: Vec<(Machine, Verdict)> = Vec::new();
+    let mut verdicts: Vec<(String, Verdict)> = Vec::new();
     let started = Instant::now();
     for (index, machine) in machines.iter().enumerate() {
         let machine_started = Instant::now();
@@ -78,18 +84,22 @@ pub fn run(kernel: &Path, machines: &[Machine], timeout: Duration) -> Result<boo
                 println!("    QEMU said: {}", outcome.stderr.trim());
             }
         }
-        verdicts.push((machine.clone(), verdict));
+        verdicts.push((machine.to_string(), verdict));
+    }
+    if let Some(console) = console {
+        verdicts.extend(crate::console_check::run(console)?);
     }
     Ok(print_summary(&verdicts, &mut std::io::stdout()))
 }
 
-/// Prints one line per machine and the total; returns whether all passed.
-pub fn print_summary(verdicts: &[(Machine, Verdict)], out: &mut dyn Write) -> bool {
+/// Prints one line per machine (or other labelled run) and the total;
+/// returns whether all passed.
+pub fn print_summary(verdicts: &[(String, Verdict)], out: &mut dyn Write) -> bool {
     let mut total = Verdict::default();
     let _ = writeln!(out, "kernel test summary:");
-    for (machine, verdict) in verdicts {
+    for (label, verdict) in verdicts {
         let state = if verdict.success() { "ok" } else { "FAILED" };
-        let _ = writeln!(out, "  {:<12} {state:<6} {verdict}", machine.to_string());
+        let _ = writeln!(out, "  {label:<12} {state:<6} {verdict}");
         total.passed += verdict.passed;
         total.failed += verdict.failed;
         total.skipped += verdict.skipped;

@@ -4,6 +4,9 @@ use core::ops::Range;
 use spin::Once;
 
 use bootloader_api::BootInfo;
+use bootloader_api::info::MemoryRegion;
+
+use crate::mem::map::SanitisedMap;
 
 /// What we keep from [`BootInfo`] besides the memory map.
 #[derive(Debug)]
@@ -34,4 +37,39 @@ pub fn record(info: &BootInfo) -> &'static BootFacts {
 )]
 pub fn facts() -> Option<&'static BootFacts> {
     FACTS.get()
+}
+
+/// The memory map as the firmware gave it and as sanitised, kept for the
+/// shell's `map` command.
+pub struct MemoryMaps {
+    /// The bootloader's regions (it leaves them in memory for good).
+    pub firmware: &'static [MemoryRegion],
+    pub sanitised: SanitisedMap,
+}
+
+static MAPS: Once<MemoryMaps> = Once::new();
+
+/// Keeps both maps; the first call wins. Returns the kept sanitised map.
+pub fn keep_memory_maps(
+    firmware: &'static [MemoryRegion],
+    sanitised: SanitisedMap,
+) -> &'static SanitisedMap {
+    &MAPS
+        .call_once(|| MemoryMaps {
+            firmware,
+            sanitised,
+        })
+        .sanitised
+}
+
+/// The kept maps; `None` before [`keep_memory_maps`].
+#[cfg_attr(
+    feature = "bench",
+    expect(
+        dead_code,
+        reason = "the bench kernel exits instead of running the shell"
+    )
+)]
+pub fn memory_maps() -> Option<&'static MemoryMaps> {
+    MAPS.get()
 }

@@ -1,6 +1,6 @@
 //! The kernel: boots through `bootloader_api`, sets up the CPU and the
-//! serial console, reports what it was given, then idles (or, in a
-//! `cargo test` build, runs the in-kernel test suite).
+//! serial console, reports what it was given, then runs the console shell
+//! (or, in a `cargo test` build, runs the in-kernel test suite).
 
 #![no_std]
 #![no_main]
@@ -24,6 +24,8 @@
 // - drivers::ide::dma: the `DmaMemory` contract, memory lent to the DMA engine
 // - drivers::ahci::hba: the HBA's memory-mapped registers, handing it memory
 // - drivers::ahci::port: lends the port's command pages and read buffers to the HBA
+// - drivers::ps2: the keyboard controller's ports
+// - shell::commands::power: the empty IDT that makes `reboot`'s triple fault
 // - ktest: the test harness resumes on a saved stack after an expected fault
 // - kernel_main, one statement: hands the bootloader's linear map to paging
 #![deny(unsafe_code)]
@@ -50,6 +52,14 @@ mod ktest;
 // later subsystems use the rest.
 #[cfg_attr(not(test), allow(dead_code))]
 mod mem;
+#[cfg_attr(
+    feature = "bench",
+    expect(
+        dead_code,
+        reason = "the bench kernel exits instead of running the shell"
+    )
+)]
+mod shell;
 #[allow(unsafe_code)]
 mod smp;
 
@@ -114,12 +124,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
     mem::map_summary::print(&boot_info.memory_regions);
     let map = mem::map::sanitise(&boot_info.memory_regions);
-    mem::map::print_sanitised(&map);
+    let map = boot::keep_memory_maps(&boot_info.memory_regions, map);
+    mem::map::print_sanitised(map);
     let Some(physical_memory_offset) = facts.physical_memory_offset else {
         panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG asks it to)");
     };
-    mem::low::init(&map);
-    mem::frames::init(&map, physical_memory_offset);
+    mem::low::init(map);
+    mem::frames::init(map, physical_memory_offset);
     mem::heap::init();
     mem::frames::print_report();
     // SAFETY: the offset is the bootloader's linear map, and from here on
@@ -139,5 +150,5 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         fatal::stop(arch::x86_64::debug_exit::ExitCode::Success)
     }
     #[cfg(not(feature = "bench"))]
-    cpu::halt_forever()
+    shell::run()
 }

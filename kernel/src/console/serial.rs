@@ -84,6 +84,19 @@ pub fn print(args: fmt::Arguments<'_>) {
     });
 }
 
+/// One received byte, if the UART has one; never waits. `None` too when
+/// no UART answered at boot (the shell then listens to the keyboard only).
+#[cfg_attr(
+    feature = "bench",
+    expect(
+        dead_code,
+        reason = "the bench kernel exits instead of running the shell"
+    )
+)]
+pub fn read_byte() -> Option<u8> {
+    cpu::without_interrupts(|| SERIAL.lock().uart.as_mut()?.try_receive_byte().ok())
+}
+
 /// Writes from a context that may have interrupted the lock holder on this
 /// CPU (panic, fatal exception): waits a bounded time, then takes the port.
 pub fn print_emergency(args: fmt::Arguments<'_>) {

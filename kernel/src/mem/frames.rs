@@ -9,7 +9,9 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use framekeep::{Constraint, DMA_END, Error, Heap, PhysAddr, Stats, Zone};
+use framekeep::{
+    Constraint, DMA_END, Error, Heap, HeapStats, PageState, PcpConfig, PhysAddr, Stats, Zone,
+};
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr as X86PhysAddr, VirtAddr};
 
@@ -160,6 +162,24 @@ pub fn cached_pages() -> u64 {
 /// call to each CPU); `false` if some CPU could not be reached.
 pub fn drain_caches() -> bool {
     MEMORY.frames().drain()
+}
+
+/// The allocator's view of one page, with every per-CPU cache and empty
+/// slab drained first, so that a frame a cache holds shows as free.
+pub fn page_state(addr: PhysAddr) -> Result<PageState, Error> {
+    MEMORY.drain();
+    MEMORY.frames().drain();
+    MEMORY.frames().with_buddy(|buddy| buddy.page_state(addr))
+}
+
+/// Slab and per-CPU cache statistics, as they are (nothing drained).
+pub fn heap_stats() -> HeapStats {
+    MEMORY.stats()
+}
+
+/// How many frames each CPU's page cache keeps and moves at a time.
+pub fn cache_config() -> PcpConfig {
+    MEMORY.frames().config()
 }
 
 /// The `x86_64` crate's frame traits over the kernel-wide allocator; used by

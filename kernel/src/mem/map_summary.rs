@@ -46,6 +46,30 @@ pub fn runs(regions: &[MemoryRegion]) -> impl Iterator<Item = Run> + '_ {
     })
 }
 
+/// Prints every region as received (unsorted, unmerged): the full table,
+/// for the console's `map` command.
+pub fn print_regions(regions: &[MemoryRegion]) {
+    kprintln!(
+        "memory map from the bootloader: {} regions, as received",
+        regions.len()
+    );
+    kprintln!(
+        "    #  {:<18}  {:<18}  {:>10}  kind",
+        "start",
+        "end",
+        "size"
+    );
+    for (index, region) in regions.iter().enumerate() {
+        kprintln!(
+            "  {index:>3}  {:#018x}  {:#018x}  {:>10}  {}",
+            region.start,
+            region.end,
+            ByteSize(region.end.saturating_sub(region.start)),
+            KindName(region.kind)
+        );
+    }
+}
+
 /// Prints the map as runs and the totals per kind; every region as received
 /// (unsorted, unmerged) goes to log level debug.
 pub fn print(regions: &[MemoryRegion]) {
