@@ -1,8 +1,11 @@
 //! Where keys come from: the serial port and the PS/2 keyboard, both
 //! polled (no IRQ reaches the kernel: the legacy PIC is masked and no
-//! IOAPIC route is set up).
+//! IOAPIC route is set up), between ticks of the APIC timer.
 
 use super::keys::{self, Key, SerialKeys};
+use x86_64::instructions::interrupts;
+
+use crate::arch::x86_64::apic;
 use crate::console::serial;
 use crate::drivers::ps2::{self, Keyboard};
 
@@ -40,9 +43,13 @@ impl Inputs {
         }
     }
 
-    /// Waits for the next key from either source. Spins: with no interrupt
-    /// to wake it, `hlt` would sleep for good.
+    /// Waits for the next key from either source. Neither raises an
+    /// interrupt (none is routed), so the CPU polls; between polls it
+    /// sleeps until the APIC timer's tick, if one runs, rather than spin.
     pub fn next(&mut self) -> Key {
+        static TICK: spin::Once<bool> = spin::Once::new();
+        // 1 kHz: a UART's 16-byte FIFO holds more than 1 ms of 115200 baud.
+        let ticking = *TICK.call_once(|| apic::start_tick(1000));
         loop {
             while let Some(byte) = serial::read_byte() {
                 if let Some(key) = self.serial.feed(byte) {
@@ -54,7 +61,12 @@ impl Inputs {
             {
                 return key;
             }
-            core::hint::spin_loop();
+            if ticking && interrupts::are_enabled() {
+                // The next tick (at most 1 ms away) ends the sleep.
+                x86_64::instructions::hlt();
+            } else {
+                core::hint::spin_loop();
+            }
         }
     }
 }

@@ -12,7 +12,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
-use x2apic::lapic::{IpiAllShorthand, LocalApic, LocalApicBuilder, xapic_base};
+use x2apic::lapic::{
+    IpiAllShorthand, LocalApic, LocalApicBuilder, TimerDivide, TimerMode, xapic_base,
+};
 
 use super::percpu::MAX_CPUS;
 
@@ -194,6 +196,43 @@ pub fn send_nmi_to_others() -> bool {
         wait_idle(apic);
     })
     .is_some()
+}
+
+/// Starts a periodic tick of `hz` on the running CPU's APIC timer, so a
+/// `hlt` there wakes at least that often (the console waits for keys that
+/// raise no interrupt this way instead of spinning). The timer's rate is
+/// measured against the TSC first. `false` if this CPU's APIC is not
+/// enabled or its timer does not count.
+#[cfg_attr(
+    feature = "bench",
+    expect(dead_code, reason = "only the console idles")
+)]
+pub fn start_tick(hz: u64) -> bool {
+    let window = super::tsc::frequency() / 100;
+    with_local(|apic| {
+        // SAFETY: the timer's vector has a handler (acknowledge only); it
+        // stays masked while it is measured.
+        unsafe {
+            apic.disable_timer();
+            apic.set_timer_divide(TimerDivide::Div16);
+            apic.set_timer_mode(TimerMode::OneShot);
+            apic.set_timer_initial(u32::MAX);
+            let start = super::tsc::now();
+            while super::tsc::now() - start < window {
+                core::hint::spin_loop();
+            }
+            let per_10ms = u64::from(u32::MAX - apic.timer_current());
+            let initial = (per_10ms * 100 / hz.max(1)).clamp(1, u64::from(u32::MAX)) as u32;
+            if per_10ms == 0 {
+                return false;
+            }
+            apic.set_timer_mode(TimerMode::Periodic);
+            apic.set_timer_initial(initial);
+            apic.enable_timer();
+        }
+        true
+    })
+    .unwrap_or(false)
 }
 
 /// Acknowledges the interrupt being handled.
