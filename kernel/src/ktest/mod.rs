@@ -26,7 +26,8 @@ use spin::Once;
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::debug_exit::ExitCode;
 use crate::arch::x86_64::exception::{ExceptionKind, ExceptionReport};
-use crate::console::serial::print_emergency;
+use crate::console::output::print_emergency;
+use crate::console::screen::Ink;
 use crate::{fatal, kprintln};
 
 /// Anything the harness can run.
@@ -154,9 +155,9 @@ fn report_ok(number: usize, name: &str, note: Option<fmt::Arguments<'_>>) {
 
 fn report_not_ok(number: usize, name: &str, why: fmt::Arguments<'_>) {
     FAILED.fetch_add(1, Ordering::SeqCst);
-    print_emergency(format_args!("not ok {number} {name}\n"));
+    print_emergency(Ink::Error, format_args!("not ok {number} {name}\n"));
     // Multi-line reasons stay KTAP diagnostics line by line.
-    print_emergency(format_args!("# {}\n", Indented(why)));
+    print_emergency(Ink::Error, format_args!("# {}\n", Indented(why)));
 }
 
 /// Prefixes every line after the first with `# `.
@@ -187,11 +188,15 @@ fn finish(not_run: usize) -> ! {
     let failed = FAILED.load(Ordering::SeqCst);
     let skipped = SKIPPED.load(Ordering::SeqCst) + not_run;
     if skipped > 0 {
-        print_emergency(format_args!(
-            "{passed} passed, {failed} failed, {skipped} skipped\n"
-        ));
+        print_emergency(
+            Ink::Plain,
+            format_args!("{passed} passed, {failed} failed, {skipped} skipped\n"),
+        );
     } else {
-        print_emergency(format_args!("{passed} passed, {failed} failed\n"));
+        print_emergency(
+            Ink::Plain,
+            format_args!("{passed} passed, {failed} failed\n"),
+        );
     }
     let code = if failed == 0 && not_run == 0 {
         ExitCode::Success
@@ -282,11 +287,14 @@ pub fn abort(why: fmt::Arguments<'_>) {
     };
     report_not_ok(number, test.name(), why);
     for (index, later) in tests.iter().enumerate().skip(number) {
-        print_emergency(format_args!(
-            "not ok {} {} # SKIP not run: test {number} did not finish\n",
-            index + 1,
-            later.name()
-        ));
+        print_emergency(
+            Ink::Plain,
+            format_args!(
+                "not ok {} {} # SKIP not run: test {number} did not finish\n",
+                index + 1,
+                later.name()
+            ),
+        );
     }
     finish(tests.len() - number)
 }
