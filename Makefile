@@ -38,14 +38,16 @@ host-test: toolchain
 	$(CARGO) test -p framekeep -p allocator-bench -p boot-image
 
 # The test kernel is built by cargo's test harness; its path comes from
-# cargo's JSON messages, and boot-image runs it on every machine and prints
-# the final `N passed, N failed` line.
-kernel-test: qemu boot-image
+# cargo's JSON messages, and boot-image runs it on every machine, then boots
+# the normal kernel from a USB stick without a serial port (BIOS and UEFI),
+# judged by `boot complete` on the screen, and prints the final
+# `N passed, N failed` line.
+kernel-test: qemu kernel boot-image
 	@elf=$$($(CARGO) test -p kernel --target x86_64-unknown-none --no-run \
 	        --message-format=json-render-diagnostics \
 	      | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1); \
 	test -n "$$elf" || { echo "building the test kernel failed"; exit 1; }; \
-	$(BOOT_IMAGE) test "$$elf"
+	$(BOOT_IMAGE) test "$$elf" --screen-kernel $(KERNEL_ELF)
 
 ## Disk images: target/boot/bios.img and target/boot/uefi.img.
 image: kernel boot-image

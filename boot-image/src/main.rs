@@ -20,6 +20,8 @@ commands:
   image         build <out>/bios.img and <out>/uefi.img        [--out DIR] [--firmware F]
   run           boot in QEMU, serial on this terminal          [--firmware F] [--memory M] [--usb]
   test          run the in-kernel test suite, judge the KTAP   [--machine F:M]... [--timeout SECS]
+                (--screen-kernel ELF: also boot that kernel from USB without serial on BIOS and
+                UEFI, judged by `boot complete` on the screen)      [--screen-kernel ELF]
   debug         boot halted with a gdb stub, print the gdb command [--firmware F] [--memory M]
   cargo-runner  what `cargo run/test -p kernel` call: test binaries (under deps/) are
                 tested on $KERNEL_TEST_MACHINES, other kernels are run
@@ -53,6 +55,7 @@ struct Flags {
     usb: bool,
     device: Option<PathBuf>,
     yes: bool,
+    screen_kernel: Option<PathBuf>,
 }
 
 fn parse_flags(args: &[String]) -> Result<Flags, String> {
@@ -75,6 +78,7 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
             "--usb" => flags.usb = true,
             "--device" => flags.device = Some(value()?.into()),
             "--yes" => flags.yes = true,
+            "--screen-kernel" => flags.screen_kernel = Some(value()?.into()),
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         }
     }
@@ -216,7 +220,20 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
             Err(_) => 600,
         },
     };
-    let passed = suite::run(kernel, &machines, Duration::from_secs(timeout))?;
+    if let Some(screen_kernel) = &flags.screen_kernel
+        && !screen_kernel.is_file()
+    {
+        return Err(format!(
+            "no kernel at {} (build it with `make kernel`)",
+            screen_kernel.display()
+        ));
+    }
+    let passed = suite::run(
+        kernel,
+        &machines,
+        flags.screen_kernel.as_deref(),
+        Duration::from_secs(timeout),
+    )?;
     Ok(if passed {
         ExitCode::SUCCESS
     } else {
