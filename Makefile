@@ -40,15 +40,17 @@ host-test: toolchain
 	$(CARGO) test -p framekeep -p allocator-bench -p boot-image
 
 # The test kernel is built by cargo's test harness; its path comes from
-# cargo's JSON messages, and boot-image runs it on every machine, then
-# drives the normal kernel's shell (--console: serial and PS/2 keyboard
-# checks), and prints the final `N passed, N failed` line over both.
-kernel-test: qemu boot-image kernel
+# cargo's JSON messages, and boot-image runs it on every machine, then boots
+# the normal kernel from a USB stick without a serial port (BIOS and UEFI),
+# judged by `boot complete` on the screen, then drives its shell (--console:
+# serial and PS/2 keyboard checks), and prints the final `N passed, N failed`
+# line over all of them.
+kernel-test: qemu kernel boot-image
 	@elf=$$($(CARGO) test -p kernel --target x86_64-unknown-none --no-run \
 	        --message-format=json-render-diagnostics \
 	      | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1); \
 	test -n "$$elf" || { echo "building the test kernel failed"; exit 1; }; \
-	$(BOOT_IMAGE) test "$$elf" --console $(KERNEL_ELF)
+	$(BOOT_IMAGE) test "$$elf" --screen-kernel $(KERNEL_ELF) --console $(KERNEL_ELF)
 
 ## Only the console checks: boots the normal kernel, types into its shell.
 console-test: qemu kernel boot-image

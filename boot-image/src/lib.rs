@@ -2,6 +2,7 @@
 //!
 //! The data flows one way: kernel ELF → [`image`] → [`qemu`] command →
 //! [`session`] (captured serial) → [`ktap`] report → verdict and exit code.
+//! Machines without a serial port are judged by their [`screen`] instead.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod console_check;
 pub mod image;
 pub mod ktap;
 pub mod qemu;
+pub mod screen;
 pub mod session;
 pub mod suite;
 pub mod usb;

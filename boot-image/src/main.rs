@@ -20,7 +20,9 @@ commands:
   image         build <out>/bios.img and <out>/uefi.img        [--out DIR] [--firmware F]
   run           boot in QEMU, serial on this terminal          [--firmware F] [--memory M] [--cpus N] [--usb]
   test          run the in-kernel test suite, judge the KTAP   [--machine F:M[:FLAG]...]... [--timeout SECS]
-                [--console KERNEL]: then the console checks on KERNEL (the normal kernel)
+                [--screen-kernel ELF]: also boot that kernel from USB without serial on BIOS and
+                UEFI, judged by `boot complete` on the screen
+                [--console ELF]: then the console checks on that kernel (the normal kernel)
   console       drive the shell over serial and the PS/2 keyboard (QMP), judge the answers
   debug         boot halted with a gdb stub, print the gdb command [--firmware F] [--memory M] [--cpus N]
   cargo-runner  what `cargo run/test -p kernel` call: test binaries (under deps/) are
@@ -60,6 +62,7 @@ struct Flags {
     device: Option<PathBuf>,
     yes: bool,
     console: Option<PathBuf>,
+    screen_kernel: Option<PathBuf>,
 }
 
 fn parse_flags(args: &[String]) -> Result<Flags, String> {
@@ -92,6 +95,7 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
             "--device" => flags.device = Some(value()?.into()),
             "--yes" => flags.yes = true,
             "--console" => flags.console = Some(value()?.into()),
+            "--screen-kernel" => flags.screen_kernel = Some(value()?.into()),
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         }
     }
@@ -238,18 +242,24 @@ fn test(kernel: &Path, flags: &Flags) -> Result<ExitCode, String> {
             Err(_) => 600,
         },
     };
-    if let Some(console) = &flags.console
-        && !console.is_file()
-    {
-        return Err(format!(
-            "no kernel at {} for the console checks (build it with `make kernel`)",
-            console.display()
-        ));
+    for (what, kernel) in [
+        ("screen boots", &flags.screen_kernel),
+        ("console checks", &flags.console),
+    ] {
+        if let Some(kernel) = kernel
+            && !kernel.is_file()
+        {
+            return Err(format!(
+                "no kernel at {} for the {what} (build it with `make kernel`)",
+                kernel.display()
+            ));
+        }
     }
     let passed = suite::run(
         kernel,
         &machines,
         Duration::from_secs(timeout),
+        flags.screen_kernel.as_deref(),
         flags.console.as_deref(),
     )?;
     Ok(if passed {

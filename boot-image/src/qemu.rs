@@ -144,6 +144,10 @@ pub struct Options {
     pub gdb: bool,
     /// Serial on the terminal with QEMU's monitor multiplexed (Ctrl-A X quits).
     pub interactive: bool,
+    /// No serial port at all (`-serial none`), as on most real machines.
+    pub no_serial: bool,
+    /// Serve QMP on this Unix socket (for screendumps).
+    pub qmp: Option<PathBuf>,
 }
 
 /// The OVMF firmware pair; the vars file is copied before each boot.
@@ -241,12 +245,16 @@ pub fn command(
     command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     command.args([
         "-serial",
-        if options.interactive {
-            "mon:stdio"
-        } else {
-            "stdio"
+        match (options.no_serial, options.interactive) {
+            (true, _) => "none",
+            (false, true) => "mon:stdio",
+            (false, false) => "stdio",
         },
     ]);
+    if let Some(socket) = &options.qmp {
+        command.arg("-qmp");
+        command.arg(format!("unix:{},server=on,wait=off", socket.display()));
+    }
     if !options.interactive {
         command.args(["-monitor", "none"]);
     }

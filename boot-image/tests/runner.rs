@@ -195,6 +195,7 @@ fn the_session_passes_exit_statuses_through() {
 
 #[test]
 fn the_summary_adds_up_machines_and_ends_with_the_plain_line() {
+    use boot_image::qemu::Machine;
     use boot_image::suite::print_summary;
     let pass = ktap::judge(
         &ktap::parse(&stream("pass-uefi.txt")),
@@ -207,8 +208,14 @@ fn the_summary_adds_up_machines_and_ends_with_the_plain_line() {
     let mut out = Vec::new();
     let all_passed = print_summary(
         &[
-            ("uefi:512M".parse().unwrap(), pass.clone()),
-            ("bios:256M".parse().unwrap(), fail.clone()),
+            (
+                "uefi:512M".parse::<Machine>().unwrap().to_string(),
+                pass.clone(),
+            ),
+            (
+                "bios:256M".parse::<Machine>().unwrap().to_string(),
+                fail.clone(),
+            ),
         ],
         &mut out,
     );

@@ -11,7 +11,8 @@ use core::panic::PanicInfo;
 use crate::arch::x86_64::debug_exit::{self, ExitCode};
 use crate::arch::x86_64::exception::ExceptionReport;
 use crate::arch::x86_64::{cpu, stop};
-use crate::console::serial::print_emergency;
+use crate::console::output::print_emergency;
+use crate::console::screen::Ink;
 
 /// The kernel's fatal-exception handler: `main` hands it to
 /// `arch::x86_64::init`, and every exception but the breakpoint trap ends here.
@@ -19,7 +20,10 @@ pub fn exception(report: &ExceptionReport<'_>) -> ! {
     #[cfg(test)]
     crate::ktest::resume_if_expected(report);
     let cpu = stop::stop_others();
-    print_emergency(format_args!("KERNEL FAULT: CPU {cpu}: {report}\n"));
+    print_emergency(
+        Ink::Error,
+        format_args!("KERNEL FAULT: CPU {cpu}: {report}\n"),
+    );
     #[cfg(test)]
     crate::ktest::abort(format_args!("CPU {cpu}: {report}"));
     stop(ExitCode::Failure)
@@ -28,7 +32,10 @@ pub fn exception(report: &ExceptionReport<'_>) -> ! {
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     let cpu = stop::stop_others();
-    print_emergency(format_args!("KERNEL PANIC: CPU {cpu}: {info}\n"));
+    print_emergency(
+        Ink::Error,
+        format_args!("KERNEL PANIC: CPU {cpu}: {info}\n"),
+    );
     #[cfg(test)]
     crate::ktest::abort(format_args!("CPU {cpu}: {info}"));
     stop(ExitCode::Failure)

@@ -9,6 +9,7 @@
 // on their declaration:
 // - arch: CPU instructions, descriptor tables, port I/O, the allocator's CPU hooks
 // - console::serial: the UART's ports, and the console lock taken back after a panic
+// - console::screen::live: the screen's lock taken back after a panic
 // - mem::frames: raw physical ranges handed to the allocator, frame traits for paging
 // - mem::heap: the `#[global_allocator]` (`GlobalAlloc` is an unsafe trait)
 // - mem::paging: page tables edited through the linear map
@@ -87,6 +88,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let serial = console::serial::init();
     let (tsc_hz, tsc_source) = tsc::calibrate();
     console::logger::init(log::LevelFilter::Info);
+    console::screen::init(boot_info.framebuffer.take());
     arch::x86_64::init(fatal::exception);
 
     log::info!(

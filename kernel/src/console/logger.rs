@@ -1,8 +1,9 @@
-//! `log` backend: `[   seconds.micros] LEVEL target: message` on the serial console.
+//! `log` backend: `[   seconds.micros] LEVEL target: message` on serial and
+//! on the screen, where the line takes its level's colour.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use super::serial;
+use super::output;
 use crate::arch::x86_64::tsc;
 
 struct KernelLogger;
@@ -26,16 +27,19 @@ impl Log for KernelLogger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        serial::print(format_args!(
-            "[{:5}.{:06}] {level} {}: {}\n",
-            micros / 1_000_000,
-            micros % 1_000_000,
-            record
-                .target()
-                .strip_prefix("kernel::")
-                .unwrap_or(record.target()),
-            record.args()
-        ));
+        output::print(
+            record.level().into(),
+            format_args!(
+                "[{:5}.{:06}] {level} {}: {}\n",
+                micros / 1_000_000,
+                micros % 1_000_000,
+                record
+                    .target()
+                    .strip_prefix("kernel::")
+                    .unwrap_or(record.target()),
+                record.args()
+            ),
+        );
     }
 
     fn flush(&self) {}

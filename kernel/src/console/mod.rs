@@ -1,14 +1,17 @@
-//! Kernel output: the COM1 serial console and the `log` backend on top of it.
+//! Kernel output: the COM1 serial console, the screen, the fan-out to both
+//! (`output`) and the `log` backend on top of it.
 
 pub mod logger;
+pub mod output;
+pub mod screen;
 #[allow(unsafe_code)]
 pub mod serial;
 pub mod text;
 
-/// Prints to the console without a log header (KTAP lines, tables).
+/// Prints to serial and screen without a log header (KTAP lines, tables).
 #[macro_export]
 macro_rules! kprint {
-    ($($arg:tt)*) => { $crate::console::serial::print(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::console::output::print($crate::console::screen::Ink::Plain, format_args!($($arg)*)) };
 }
 
 /// [`kprint!`] with a newline.

@@ -108,9 +108,10 @@ pub fn print_emergency(args: fmt::Arguments<'_>) {
             }
             core::hint::spin_loop();
         }
-        // SAFETY: only the boot CPU runs kernel code, and the holder is the
-        // context this panic or exception interrupted, which never resumes,
-        // so nobody else is inside the critical section.
+        // SAFETY: the holder is stopped for good: a context on this CPU that
+        // the panic or exception interrupted and that never resumes, or
+        // another CPU, halted by the stop NMI before any report is printed.
+        // Nobody else is inside the critical section.
         unsafe { SERIAL.force_unlock() };
         let _ = SERIAL.lock().write_fmt(args);
     });

@@ -26,7 +26,8 @@ use spin::Once;
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::debug_exit::ExitCode;
 use crate::arch::x86_64::exception::{ExceptionKind, ExceptionReport};
-use crate::console::serial::print_emergency;
+use crate::console::output::{self, print_emergency};
+use crate::console::screen::Ink;
 use crate::{fatal, kprintln};
 
 /// Anything the harness can run.
@@ -158,10 +159,10 @@ enum Path {
     Fatal,
 }
 
-fn emit(path: Path, args: fmt::Arguments<'_>) {
+fn emit(path: Path, ink: Ink, args: fmt::Arguments<'_>) {
     match path {
-        Path::Normal => crate::kprint!("{args}"),
-        Path::Fatal => print_emergency(args),
+        Path::Normal => output::print(ink, args),
+        Path::Fatal => output::print_emergency(ink, args),
     }
 }
 
@@ -179,9 +180,9 @@ fn report_ok(number: usize, name: &str, note: Option<fmt::Arguments<'_>>) {
 
 fn report_not_ok(path: Path, number: usize, name: &str, why: fmt::Arguments<'_>) {
     FAILED.fetch_add(1, Ordering::SeqCst);
-    emit(path, format_args!("not ok {number} {name}\n"));
+    emit(path, Ink::Error, format_args!("not ok {number} {name}\n"));
     // Multi-line reasons stay KTAP diagnostics line by line.
-    emit(path, format_args!("# {}\n", Indented(why)));
+    emit(path, Ink::Error, format_args!("# {}\n", Indented(why)));
 }
 
 /// Prefixes every line after the first with `# `.
@@ -214,10 +215,15 @@ fn finish(path: Path, not_run: usize) -> ! {
     if skipped > 0 {
         emit(
             path,
+            Ink::Plain,
             format_args!("{passed} passed, {failed} failed, {skipped} skipped\n"),
         );
     } else {
-        emit(path, format_args!("{passed} passed, {failed} failed\n"));
+        emit(
+            path,
+            Ink::Plain,
+            format_args!("{passed} passed, {failed} failed\n"),
+        );
     }
     let code = if failed == 0 && not_run == 0 {
         ExitCode::Success
@@ -311,11 +317,14 @@ pub fn abort(why: fmt::Arguments<'_>) {
     };
     report_not_ok(Path::Fatal, number, test.name(), why);
     for (index, later) in tests.iter().enumerate().skip(number) {
-        print_emergency(format_args!(
-            "not ok {} {} # SKIP not run: test {number} did not finish\n",
-            index + 1,
-            later.name()
-        ));
+        print_emergency(
+            Ink::Plain,
+            format_args!(
+                "not ok {} {} # SKIP not run: test {number} did not finish\n",
+                index + 1,
+                later.name()
+            ),
+        );
     }
     finish(Path::Fatal, tests.len() - number)
 }
