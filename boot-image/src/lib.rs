@@ -11,6 +11,7 @@ pub mod console_check;
 pub mod image;
 pub mod ktap;
 pub mod qemu;
+pub mod qmp;
 pub mod screen;
 pub mod session;
 pub mod suite;

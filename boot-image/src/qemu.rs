@@ -229,7 +229,18 @@ pub fn command(
     options: &Options,
 ) -> Command {
     let mut command = Command::new(qemu);
-    command.args(["-m", &machine.memory, "-display", "none", "-no-reboot"]);
+    command.args(["-m", &machine.memory, "-no-reboot"]);
+    // An interactive boot shows the guest's screen in a window when there
+    // is a desktop to open one on; everything else keeps the display (and
+    // its screendumps) off-screen.
+    let window = options.interactive
+        && !options.gdb
+        && ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+    if !window {
+        command.args(["-display", "none"]);
+    }
     if machine.cpus != 1 {
         command.args(["-smp", &machine.cpus.to_string()]);
     }

@@ -1,27 +1,30 @@
-//! Where the keyboard checks will read the shell's answer from the screen.
-//!
-//! NOT WIRED YET: the framebuffer console and the host-side screendump text
-//! finder are being written on another branch. Until they are merged, the
-//! keyboard checks read the answer from serial (which proves the keyboard
-//! path) and report this screen check as skipped, so the summary shows it.
-//! To wire it: take a `screendump` through `qmp` (QEMU allows one QMP
-//! client, and the keyboard checks hold it), run the finder on the image,
-//! and return `Checked(Ok(()))` when `text` is on the screen,
-//! `Checked(Err(why))` when it is not.
+//! Reading the shell's answer from the guest's screen: a screendump taken
+//! through the boot's one QMP connection, searched pixel-exactly for the
+//! text rendered with the kernel's own font (see `crate::screen`).
 
-use super::qmp::Qmp;
+use std::path::PathBuf;
 
-/// The outcome of looking for text on the guest's screen.
-pub enum ScreenCheck {
-    /// The screen was read; `Err` says what it showed instead.
-    #[expect(dead_code, reason = "returned once the screen text finder is wired")]
-    Checked(Result<(), String>),
-    /// The screen cannot be read yet; the reason is reported as a skip.
-    NotWired(&'static str),
+use crate::qmp::Qmp;
+use crate::screen::{find, font, ppm};
+
+/// Whether the guest behind `qmp` shows `text` on its screen; `Err` says
+/// why not (or why the screen could not be read).
+pub fn answer_on_screen(qmp: &mut Qmp, text: &str) -> Result<(), String> {
+    let file = screendump_path();
+    qmp.screendump(&file)?;
+    let bytes =
+        std::fs::read(&file).map_err(|error| format!("reading {}: {error}", file.display()))?;
+    let _ = std::fs::remove_file(&file);
+    let image = ppm::parse(&bytes)?;
+    match find::find(&image, &font::render(text)) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "`{text}` is not on the {}x{} screen",
+            image.width, image.height
+        )),
+    }
 }
 
-/// Whether the guest behind `qmp` shows `text` on its screen.
-pub fn answer_on_screen(qmp: &mut Qmp, text: &str) -> ScreenCheck {
-    let _ = (qmp, text);
-    ScreenCheck::NotWired("screen text finder not merged yet")
+fn screendump_path() -> PathBuf {
+    std::env::temp_dir().join(format!("boot-image-console-{}.ppm", std::process::id()))
 }

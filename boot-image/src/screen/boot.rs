@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::find::find;
 use super::font::{self, Mask};
 use super::ppm;
-use super::qmp::Qmp;
+use crate::qmp::Qmp;
 
 /// Time between two screendumps.
 const POLL: Duration = Duration::from_millis(500);

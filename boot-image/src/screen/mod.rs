@@ -3,13 +3,11 @@
 //! - `ppm`: QEMU's screendump format
 //! - `font`: the kernel's font, to render the text we expect
 //! - `find`: finding rendered text in a screendump, pixel-exactly
-//! - `qmp`: talking to QEMU to take screendumps
 //! - `boot`: a boot judged by the text on its screen
 
 pub mod boot;
 pub mod find;
 pub mod font;
 pub mod ppm;
-pub mod qmp;
 #[cfg(test)]
 mod tests;

@@ -168,6 +168,8 @@ impl<const COLS: usize, const ROWS: usize> Grid<COLS, ROWS> {
             match character {
                 '\n' => self.newline(),
                 '\r' => self.col = 0,
+                // Backspace moves left (the console erases with "\x08 \x08").
+                '\x08' => self.col = self.col.saturating_sub(1).min(self.cols - 1),
                 '\t' => {
                     let stop = (self.col / TAB + 1) * TAB;
                     while self.col < stop.min(self.cols) {

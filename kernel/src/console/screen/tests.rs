@@ -49,6 +49,18 @@ fn text_wraps_at_the_edge_and_tabs_expand() {
     assert_eq!(row_text(&grid, 2), b"y     ");
 }
 
+#[test_case]
+fn backspace_erases_as_the_console_does() {
+    let mut grid = Grid::<8, 2>::new();
+    grid.resize(8, 2);
+    // The shell erases a typed character with "\x08 \x08".
+    grid.write("> hx\x08 \x08elp", Ink::Plain);
+    assert_eq!(row_text(&grid, 0), b"> help  ");
+    // At the left edge it stays put.
+    grid.write("\n\x08\x08a", Ink::Plain);
+    assert_eq!(row_text(&grid, 1), b"a       ");
+}
+
 /// Redraws `grid`; returns the cells that changed and, per row drawn, its
 /// number, the changed columns and whether what it showed was known.
 fn redraw<const C: usize, const R: usize>(

@@ -1,6 +1,8 @@
 //! A QMP client (QEMU's JSON machine protocol) over a Unix socket: the
 //! greeting, `qmp_capabilities`, then commands; asynchronous events that
-//! arrive in between are skipped.
+//! arrive in between are skipped. The screen checks take screendumps
+//! through it, the console checks type on the guest's PS/2 keyboard
+//! (`send-key`); QEMU takes one client per socket, so a boot has one.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -8,6 +10,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+/// QEMU's key name (qcode) for a character we type.
+pub fn qcode(c: char) -> Option<String> {
+    match c {
+        'a'..='z' | '0'..='9' => Some(c.to_string()),
+        ' ' => Some("spc".into()),
+        '\n' => Some("ret".into()),
+        '-' => Some("minus".into()),
+        _ => None,
+    }
+}
 
 pub struct Qmp {
     reader: BufReader<UnixStream>,
@@ -78,6 +91,26 @@ impl Qmp {
             .ok_or_else(|| format!("{} is not UTF-8", file.display()))?;
         self.execute("screendump", Some(json!({ "filename": filename })))
             .map(|_| ())
+    }
+
+    /// Presses the keys together and releases them (`["ctrl", "u"]` is
+    /// Ctrl-U).
+    pub fn chord(&mut self, qcodes: &[&str]) -> Result<(), String> {
+        let keys: Vec<Value> = qcodes
+            .iter()
+            .map(|code| json!({ "type": "qcode", "data": code }))
+            .collect();
+        self.execute("send-key", Some(json!({ "keys": keys })))
+            .map(|_| ())
+    }
+
+    /// Types text key by key (`\n` is Enter).
+    pub fn type_text(&mut self, text: &str) -> Result<(), String> {
+        for c in text.chars() {
+            let code = qcode(c).ok_or_else(|| format!("no key for {c:?}"))?;
+            self.chord(&[&code])?;
+        }
+        Ok(())
     }
 
     fn read_message(&mut self) -> Result<Value, String> {
