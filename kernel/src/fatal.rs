@@ -41,8 +41,9 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     stop(ExitCode::Failure)
 }
 
-/// Leaves QEMU with `code`; on real hardware, halts this CPU.
+/// Leaves QEMU with `code`; on real hardware, halts every CPU.
 pub fn stop(code: ExitCode) -> ! {
+    stop::stop_others();
     debug_exit::exit(code);
     cpu::halt_forever()
 }

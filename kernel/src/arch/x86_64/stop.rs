@@ -1,8 +1,9 @@
-//! Stopping every CPU when one of them fails: the first CPU to panic or
-//! take a fatal exception claims the report and sends every other CPU a
-//! non-maskable interrupt, whose handler halts for good. A CPU that fails
-//! while another one is already reporting just halts: one report, never a
-//! hang and never two CPUs writing over each other.
+//! Stopping every CPU when one of them fails (or the kernel ends): the
+//! first CPU to panic, take a fatal exception or stop the machine claims
+//! the last word and sends every other CPU a non-maskable interrupt, whose
+//! handler halts for good. A CPU that fails while another one is already
+//! reporting just halts: one report, never a hang and never two CPUs
+//! writing over each other.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
