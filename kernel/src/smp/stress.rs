@@ -24,7 +24,7 @@ use crate::drivers::fw_cfg;
 use crate::mem::frames::{self, PAGE_SIZE};
 
 /// Operations per CPU.
-const ROUNDS: usize = 12_000;
+const ROUNDS: usize = 40_000;
 /// Most items one CPU holds at once.
 const MAX_HELD: usize = 160;
 /// Slots through which CPUs hand items to each other.
