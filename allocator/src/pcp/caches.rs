@@ -1,9 +1,13 @@
 //! Per-CPU page caches for orders `0..=3` in front of the buddy allocator
 //! (Linux's per-CPU page lists).
 //!
-//! - A cache hit is an array pop or push on the current CPU with interrupts
-//!   masked, and no lock. The statistics counter is a plain load and
-//!   store; the tag too, except for a free by address (below).
+//! - A cache hit is an array pop or push on the current CPU with no lock
+//!   and no interrupt masking: the CPU's lists are marked in use with a
+//!   plain store (`TryPerCpu`). An interrupt handler that allocates or
+//!   frees on the same CPU meanwhile finds the mark and goes to the buddy
+//!   under its lock; a drain run there by `run_on` reports the CPU busy
+//!   and is retried. The statistics counter is a plain load and store;
+//!   the tag too, except for a free by address (below).
 //! - A miss refills `batch` frames, an overflow beyond `high` drains
 //!   `batch` frames, each under one acquisition of the buddy lock.
 //! - A frame freed on another CPU goes to that CPU's cache.
@@ -11,7 +15,8 @@
 //!   CPU's directly, the others through [`CpuLocal::run_on`]); it runs
 //!   before a section is removed and before an allocation reports out of
 //!   memory. With interrupts masked, where `run_on` refuses, only the
-//!   current CPU's cache can be emptied.
+//!   current CPU's cache can be emptied (and not even that one from an
+//!   interrupt handler that interrupted this CPU's use of it).
 //! - Frees are checked in release builds: every block handed out by a
 //!   cache carries a per-page tag ("allocated, order k", and to whom), so a
 //!   second free (`DoubleFree`), a wrong order (`WrongCount`) or a page
@@ -35,7 +40,8 @@ use super::tags::Tags;
 use crate::buddy::LockedAllocator;
 use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::cpu::CpuLocal;
-use crate::cpu::per_cpu::{PerCpu, add_owned};
+use crate::cpu::per_cpu::add_owned;
+use crate::cpu::try_per_cpu::TryPerCpu;
 use crate::metadata::{cache_metadata_bytes, tags_at};
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
@@ -62,7 +68,7 @@ struct Held([AtomicU64; 3]);
 /// ```
 pub struct PageCaches<P: CpuLocal, const N: usize> {
     pub(crate) buddy: LockedAllocator<P>,
-    pub(super) cpus: PerCpu<PcpLists, N>,
+    pub(super) cpus: TryPerCpu<PcpLists, N>,
     held: [Held; N],
     pub(crate) tags: Tags,
     pub(super) cfg: PcpConfig,
@@ -97,7 +103,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub const fn with_config(buddy: BuddyAllocator, cfg: PcpConfig) -> Self {
         PageCaches {
             buddy: LockedAllocator::new(buddy),
-            cpus: PerCpu::new(),
+            cpus: TryPerCpu::new(),
             held: [const { Held([const { AtomicU64::new(0) }; 3]) }; N],
             tags: Tags::new(),
             cfg: cfg.validated(),
@@ -261,7 +267,8 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         add_owned(&held[zone], pages);
     }
 
-    /// Empties the current CPU's cache into the buddy.
+    /// Empties the current CPU's cache into the buddy (nothing, in an
+    /// interrupt handler that interrupted this CPU's use of it).
     ///
     /// ```
     /// # framekeep::host_cpu_local!(Cpu, 2);
@@ -286,7 +293,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// Empties CPU `cpu`'s cache into the buddy: directly if it is the
     /// current CPU, else running on that CPU through [`CpuLocal::run_on`].
-    /// `false` if the platform could not.
+    /// `false` if the platform could not, or the cache stayed in use: the
+    /// IPI interrupted that CPU's own use of it each of 16 times in a row
+    /// (each try is a new `run_on`), or, for the current CPU, the caller
+    /// is an interrupt handler that interrupted it.
     ///
     /// ```
     /// # framekeep::host_cpu_local!(Cpu, 2);
