@@ -26,17 +26,25 @@ use super::per_cpu::CpuInit;
 /// nanoseconds) has long finished unless the CPU entered another one.
 pub(crate) const ON_ATTEMPTS: usize = 16;
 
-/// A CPU's value and its in-use flag, on a cache line pair of its own.
+/// A CPU's value, its in-use flag and what other CPUs may read of it
+/// (`S`: atomics only this CPU writes, e.g. counters), on a cache line
+/// pair of their own: the fast path finds all three from one address.
 #[repr(align(128))]
-pub(crate) struct TrySlot<T> {
+pub(crate) struct TrySlot<T, S = ()> {
     /// Set while code running as this CPU uses `value`. Written only as
     /// this CPU; an atomic (relaxed: plain `mov`s) so that loom and Miri
     /// see the accesses of `run_on` closures on other host threads.
     pub(crate) in_use: AtomicBool,
+    /// Readable by anyone, written only as this CPU.
+    pub(crate) shared: S,
     value: UnsafeCell<T>,
 }
 
-impl<T> TrySlot<T> {
+impl CpuInit for () {
+    const INIT: Self = ();
+}
+
+impl<T, S> TrySlot<T, S> {
     /// Runs `f` on the value with the flag set, or gives `f` back if the
     /// flag is already set (the caller interrupted a user of the slot).
     /// Must run as this slot's CPU, pinned or interrupting.
@@ -69,16 +77,17 @@ impl<T> TrySlot<T> {
 ///
 /// Constructed by `TryPerCpu::new()`: a `const fn`, or a plain one under
 /// `--cfg loom`, whose cells are not `const`-constructible.
-pub(crate) struct TryPerCpu<T, const N: usize> {
-    pub(crate) slots: [TrySlot<T>; N],
+pub(crate) struct TryPerCpu<T, const N: usize, S = ()> {
+    pub(crate) slots: [TrySlot<T, S>; N],
 }
 
 // SAFETY: a slot's value is only reached through `try_with`, as its CPU,
 // which serialises the accesses (see there); T: Send because `run_on` may
 // execute such an access on another thread.
-unsafe impl<T: Send, const N: usize> Sync for TryPerCpu<T, N> {}
+// `S` is shared as is (it must be Sync itself).
+unsafe impl<T: Send, const N: usize, S: Sync> Sync for TryPerCpu<T, N, S> {}
 
-impl<T, const N: usize> TryPerCpu<T, N> {
+impl<T, const N: usize, S> TryPerCpu<T, N, S> {
     /// Runs `f(cpu, value)` on the current CPU's value, pinned and with
     /// interrupts enabled. `None` (without calling `f`) if the CPU id is
     /// `>= N`, or if the slot is in use: this code interrupted another
@@ -145,7 +154,7 @@ impl<T, const N: usize> TryPerCpu<T, N> {
     }
 }
 
-impl<T: CpuInit, const N: usize> TryPerCpu<T, N> {
+impl<T: CpuInit, const N: usize, S: CpuInit> TryPerCpu<T, N, S> {
     /// Every CPU's value is `T::INIT`, no slot in use.
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
@@ -153,6 +162,7 @@ impl<T: CpuInit, const N: usize> TryPerCpu<T, N> {
             slots: [const {
                 TrySlot {
                     in_use: AtomicBool::new(false),
+                    shared: S::INIT,
                     value: UnsafeCell::new(T::INIT),
                 }
             }; N],
@@ -161,12 +171,13 @@ impl<T: CpuInit, const N: usize> TryPerCpu<T, N> {
 }
 
 #[cfg(loom)]
-impl<T: CpuInit, const N: usize> TryPerCpu<T, N> {
+impl<T: CpuInit, const N: usize, S: CpuInit> TryPerCpu<T, N, S> {
     /// Every CPU's value is `T::INIT` (loom's cells are not `const`).
     pub(crate) fn new() -> Self {
         TryPerCpu {
             slots: core::array::from_fn(|_| TrySlot {
                 in_use: AtomicBool::new(false),
+                shared: S::INIT,
                 value: UnsafeCell::new(T::INIT),
             }),
         }

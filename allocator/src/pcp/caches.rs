@@ -40,13 +40,26 @@ use super::tags::Tags;
 use crate::buddy::LockedAllocator;
 use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::cpu::CpuLocal;
-use crate::cpu::per_cpu::add_owned;
+use crate::cpu::per_cpu::{CpuInit, add_owned};
 use crate::cpu::try_per_cpu::TryPerCpu;
 use crate::metadata::{cache_metadata_bytes, tags_at};
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
-#[repr(align(128))]
-struct Held([AtomicU64; 3]);
+/// Pages a CPU's cache holds: in all, and in the zones below Normal
+/// (`Zone as usize`; Normal's is the rest). Written only by that CPU
+/// (plain loads and stores), summed by [`PageCaches::stats`]; kept in the
+/// CPU's slot, next to its lists and in-use flag.
+pub(crate) struct Held {
+    total: AtomicU64,
+    low: [AtomicU64; 2],
+}
+
+impl CpuInit for Held {
+    const INIT: Self = Held {
+        total: AtomicU64::new(0),
+        low: [const { AtomicU64::new(0) }; 2],
+    };
+}
 
 /// A [`LockedAllocator`] with per-CPU caches of free blocks of orders
 /// `0..=3` in front. `N` is the number of CPUs (ids `0..N`; other ids use
@@ -68,8 +81,7 @@ struct Held([AtomicU64; 3]);
 /// ```
 pub struct PageCaches<P: CpuLocal, const N: usize> {
     pub(crate) buddy: LockedAllocator<P>,
-    pub(super) cpus: TryPerCpu<PcpLists, N>,
-    held: [Held; N],
+    pub(super) cpus: TryPerCpu<PcpLists, N, Held>,
     pub(crate) tags: Tags,
     pub(super) cfg: PcpConfig,
     /// A [`Heap`](crate::Heap) sits on top: it writes the frames, and
@@ -104,7 +116,6 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         PageCaches {
             buddy: LockedAllocator::new(buddy),
             cpus: TryPerCpu::new(),
-            held: [const { Held([const { AtomicU64::new(0) }; 3]) }; N],
             tags: Tags::new(),
             cfg: cfg.validated(),
             heap_owned: false,
@@ -254,17 +265,16 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// The owner's counter update: a plain load and store (only `cpu`
-    /// writes `held[cpu]`; readers just sum).
+    /// writes its counters; readers just sum). Called as `cpu`, with its
+    /// slot in use (so `cpu < N`).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        let held = &self.held[cpu].0;
-        // Normal memory first: one compare where most frames are.
-        let zone = if frame >= Zone::Normal.start().0 {
-            Zone::Normal as usize
-        } else {
-            Zone::index_of(frame)
-        };
-        add_owned(&held[zone], pages);
+        let held = &self.cpus.slots[cpu].shared;
+        add_owned(&held.total, pages);
+        // Normal memory (most of a large machine) needs no zone count.
+        if frame < Zone::Normal.start().0 {
+            add_owned(&held.low[Zone::index_of(frame) & 1], pages);
+        }
     }
 
     /// Empties the current CPU's cache into the buddy (nothing, in an
@@ -343,9 +353,15 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub fn stats(&self) -> CacheStats {
         let buddy = self.buddy.stats();
         let mut cached = [0u64; 3];
-        for held_by_cpu in &self.held {
-            for (zone, count) in cached.iter_mut().enumerate() {
-                *count = count.wrapping_add(held_by_cpu.0[zone].load(Ordering::Relaxed));
+        for slot in &self.cpus.slots {
+            let held = &slot.shared;
+            let dma = held.low[Zone::Dma as usize].load(Ordering::Relaxed);
+            let dma32 = held.low[Zone::Dma32 as usize].load(Ordering::Relaxed);
+            let total = held.total.load(Ordering::Relaxed);
+            // Wrapping: the counters of one CPU may be read mid-update.
+            let normal = total.wrapping_sub(dma).wrapping_sub(dma32);
+            for (count, add) in cached.iter_mut().zip([dma, dma32, normal]) {
+                *count = count.wrapping_add(add);
             }
         }
         CacheStats { buddy, cached }

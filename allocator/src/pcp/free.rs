@@ -124,10 +124,10 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// Puts a block whose tag this free claimed (now [`TAG_CACHED`]) into
-    /// the current CPU's list; the slow paths run after the masked section,
+    /// the current CPU's list; the slow paths run after the pinned section,
     /// as in `alloc`.
     #[inline(always)]
-    fn cache_claimed(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
+    pub(super) fn cache_claimed(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
         let high = self.cfg.high[order] as usize;
         let pushed = self.cpus.local::<P, _>(|cpu, lists| {
             let pushed = lists.push(order, addr.0, high);
