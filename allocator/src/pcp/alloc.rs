@@ -55,6 +55,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         let tag = handout_tag(OWNER, order);
         let hit = self.cpus.local::<P, _>(|cpu, lists| {
             let frame = lists.pop(order)?;
+            self.publish(cpu, order, lists.len(order));
             let slot = self.hand_out(cpu, frame, order, tag);
             Some((PhysAddr(frame), slot))
         });
@@ -78,7 +79,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             let refilled = self.cpus.local::<P, _>(|cpu, lists| {
                 let frame = lists.alloc(order, self.cfg.batch[order] as usize, |out| {
                     self.refill(cpu, order, out)
-                })?;
+                });
+                self.publish(cpu, order, lists.len(order));
+                let frame = frame?;
                 self.hand_out(cpu, frame, order, tag);
                 Some(PhysAddr(frame))
             });

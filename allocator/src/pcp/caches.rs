@@ -45,18 +45,20 @@ use crate::cpu::try_per_cpu::TryPerCpu;
 use crate::metadata::{cache_metadata_bytes, tags_at};
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
-/// Pages a CPU's cache holds: in all, and in the zones below Normal
-/// (`Zone as usize`; Normal's is the rest). Written only by that CPU
-/// (plain loads and stores), summed by [`PageCaches::stats`]; kept in the
-/// CPU's slot, next to its lists and in-use flag.
+/// What a CPU's cache holds, for [`PageCaches::stats`]: the length of
+/// each of its lists (a copy the owner stores after each change: a plain
+/// store of a value it has in a register, so no chain of loads and stores
+/// runs from one operation to the next), and the pages it holds in the
+/// zones below Normal (`Zone as usize`; Normal's are the rest). Written
+/// only by that CPU, kept in its slot next to its lists and in-use flag.
 pub(crate) struct Held {
-    total: AtomicU64,
+    lens: [AtomicU64; PCP_ORDERS],
     low: [AtomicU64; 2],
 }
 
 impl CpuInit for Held {
     const INIT: Self = Held {
-        total: AtomicU64::new(0),
+        lens: [const { AtomicU64::new(0) }; PCP_ORDERS],
         low: [const { AtomicU64::new(0) }; 2],
     };
 }
@@ -264,17 +266,25 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         Ok(removed)
     }
 
-    /// The owner's counter update: a plain load and store (only `cpu`
-    /// writes its counters; readers just sum). Called as `cpu`, with its
-    /// slot in use (so `cpu < N`).
+    /// Counts `pages` more (or fewer) pages held by `cpu` in the zone of
+    /// `frame`, if below Normal (Normal's count is what the list lengths
+    /// leave: [`publish`](Self::publish)). A plain load and store (only
+    /// `cpu` writes its counters; readers just sum). Called as `cpu`, with
+    /// its slot in use (so `cpu < N`).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        let held = &self.cpus.slots[cpu].shared;
-        add_owned(&held.total, pages);
-        // Normal memory (most of a large machine) needs no zone count.
         if frame < Zone::Normal.start().0 {
+            let held = &self.cpus.slots[cpu].shared;
             add_owned(&held.low[Zone::index_of(frame) & 1], pages);
         }
+    }
+
+    /// Publishes the new length of `cpu`'s list of order `order` after a
+    /// change (as in `add_held`).
+    #[inline(always)]
+    pub(super) fn publish(&self, cpu: usize, order: usize, len: usize) {
+        let held = &self.cpus.slots[cpu].shared;
+        held.lens[order % PCP_ORDERS].store(len as u64, Ordering::Relaxed);
     }
 
     /// Empties the current CPU's cache into the buddy (nothing, in an
@@ -298,6 +308,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             lists.take_all(order, |frames| {
                 self.drain_to_buddy(cpu, order as u32, frames)
             });
+            self.publish(cpu, order, 0);
         }
     }
 
@@ -357,7 +368,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             let held = &slot.shared;
             let dma = held.low[Zone::Dma as usize].load(Ordering::Relaxed);
             let dma32 = held.low[Zone::Dma32 as usize].load(Ordering::Relaxed);
-            let total = held.total.load(Ordering::Relaxed);
+            let total = (held.lens.iter().enumerate()).fold(0u64, |sum, (order, len)| {
+                sum.wrapping_add(len.load(Ordering::Relaxed) << order)
+            });
             // Wrapping: the counters of one CPU may be read mid-update.
             let normal = total.wrapping_sub(dma).wrapping_sub(dma32);
             for (count, add) in cached.iter_mut().zip([dma, dma32, normal]) {

@@ -132,6 +132,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         let pushed = self.cpus.local::<P, _>(|cpu, lists| {
             let pushed = lists.push(order, addr.0, high);
             if pushed {
+                self.publish(cpu, order, lists.len(order));
                 self.add_held(cpu, addr.0, 1 << order);
             }
             pushed
@@ -190,6 +191,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             lists.free(order, addr.0, high, batch, |frames| {
                 self.drain_to_buddy(cpu, order as u32, frames)
             });
+            self.publish(cpu, order, lists.len(order));
             true
         });
         if cached == Some(true) {

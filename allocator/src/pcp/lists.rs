@@ -33,7 +33,6 @@ impl CpuInit for PcpLists {
 
 impl PcpLists {
     /// Frames held for order `order`.
-    #[allow(dead_code)]
     #[inline(always)]
     pub(crate) fn len(&self, order: usize) -> usize {
         self.n[order]
