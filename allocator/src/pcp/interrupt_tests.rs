@@ -13,7 +13,7 @@ use crate::cpu::try_per_cpu::ON_ATTEMPTS;
 use crate::cpu::{CpuLocal, InterruptControl};
 use crate::{BuddyAllocator, Error, PageCaches, PhysAddr};
 
-crate::host_cpu_local!(HostCpu, 2);
+crate::host_cpu_local!(pub(crate) HostCpu, 2);
 
 /// Caches of 2 CPUs over 1024 pages at 4 GiB, for the rest of the test run.
 fn caches<P: CpuLocal>() -> &'static PageCaches<P, 2> {
