@@ -71,7 +71,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// [`alloc`](Self::alloc) after finding the current CPU's list empty:
-    /// refill it (a new masked section: the CPU may have changed), or go
+    /// refill it (a new section: the CPU may have changed), or go
     /// to the buddy if this order is not cached.
     #[inline(never)]
     pub(super) fn alloc_refill(&self, order: usize, tag: u64) -> Result<PhysAddr, Error> {

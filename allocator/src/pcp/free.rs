@@ -176,7 +176,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// [`free`](Self::free) when the current CPU's list is at `high` (or
     /// the order is not cached): push after draining a batch, in a new
-    /// masked section, or give the (claimed) block to the buddy.
+    /// section, or give the (claimed) block to the buddy.
     #[inline(never)]
     pub(super) fn free_overflow(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
         let cached = self.cpus.local::<P, _>(|cpu, lists| {
