@@ -2,6 +2,13 @@
 //! layers, executed as far as ring 3 allows, so that a benchmark of the
 //! caches pays for interrupt masking what a kernel pays.
 //!
+//! What a kernel pays: the buddy lock and the slab mask interrupts (below);
+//! the page caches' fast paths do not (they mark the CPU's lists in use
+//! with a plain store instead), so a per-CPU page pair pays no `pushfq`,
+//! `cli` or `sti` unless it misses into the buddy. `pin`/`unpin` keep
+//! their no-op defaults, as in a kernel without preemption: a thread never
+//! changes its id.
+//!
 //! A kernel masks with `pushfq; pop` (is IF set?), `cli`, and on restore
 //! `sti` if IF was set (the workspace kernel's `KernelCpu`). At ring 3
 //! with IOPL 0, `cli` and `sti` fault, so:
@@ -117,11 +124,13 @@ fn flag_write() {
 
 // SAFETY: an id belongs to one thread for good (claimed once from a
 // counter), so `cpu_id()` changes on a thread only from "none" to its id,
-// outside any masked section (`claim` is not called by the allocator), and
-// no two threads run as one id; within a thread, masked sections do not overlap except by
-// nesting (signal handlers must not use the caches, see the module
-// documentation). `run_on` runs `f` only for the calling thread's own id,
-// in a masked section, which the allocator never calls it inside of.
+// outside any masked or pinned section (`claim` is not called by the
+// allocator), and no two threads run as one id: nothing runs as a pinned
+// section's CPU but that thread (pin: the default no-op); within a thread,
+// masked sections do not overlap except by nesting (signal handlers must
+// not use the caches, see the module documentation). `run_on` runs `f`
+// only for the calling thread's own id, in a masked section, which the
+// allocator never calls it inside of (nor inside a pinned one).
 unsafe impl CpuLocal for KernelModelCpu {
     #[inline(always)]
     fn cpu_id() -> usize {

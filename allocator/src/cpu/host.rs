@@ -10,7 +10,10 @@
 ///   `usize::MAX` and is served by the uncached paths.
 /// - "Masking interrupts" takes a per-id spin flag (nesting counted per
 ///   thread), which is what makes `run_on` exclusive with the owner's
-///   masked sections.
+///   masked sections. Pinning ([`CpuLocal::pin`](crate::CpuLocal::pin))
+///   takes the same flag: a thread cannot interrupt another at an
+///   instruction boundary as an IPI does, so here `run_on` waits for the
+///   owner's pinned section to end instead.
 /// - `run_on(cpu, f)` takes `cpu`'s flag, runs `f` on the calling thread
 ///   with `cpu_id()` reporting `cpu`, and releases the flag; it returns
 ///   `false` when called inside a masked section (as a kernel must, to
@@ -23,6 +26,9 @@
 /// let s = Cpu::save_and_disable();
 /// assert!(!Cpu::run_on(me, &mut || ()));   // not from a masked section
 /// Cpu::restore(s);
+/// Cpu::pin();
+/// assert!(!Cpu::run_on(me, &mut || ()));   // nor from a pinned one
+/// Cpu::unpin();
 /// std::thread::spawn(move || assert_ne!(Cpu::cpu_id(), me)).join().unwrap();
 /// ```
 #[macro_export]
@@ -116,9 +122,9 @@ macro_rules! host_cpu_local {
             }
         }
 
-        impl $crate::InterruptControl for $name {
-            type Saved = ();
-            fn save_and_disable() {
+        impl $name {
+            /// Enters a masked or pinned section: the id's flag, nesting counted.
+            fn __enter() {
                 $name::__tls(|tls| {
                     let (id, depth) = tls.get();
                     if depth == 0 && id < 64 {
@@ -127,7 +133,8 @@ macro_rules! host_cpu_local {
                     tls.set((id, depth + 1));
                 })
             }
-            fn restore(_: ()) {
+
+            fn __leave() {
                 $name::__tls(|tls| {
                     let (id, depth) = tls.get();
                     if depth == 1 && id < 64 {
@@ -138,13 +145,31 @@ macro_rules! host_cpu_local {
             }
         }
 
-        // SAFETY: an id belongs to one live thread at a time; masked
-        // sections of an id are serialised by its spin flag (held from the
-        // outermost save_and_disable to the matching restore, and by
-        // run_on while it acts as that id, with cpu_id() reporting it).
+        impl $crate::InterruptControl for $name {
+            type Saved = ();
+            fn save_and_disable() {
+                $name::__enter()
+            }
+            fn restore(_: ()) {
+                $name::__leave()
+            }
+        }
+
+        // SAFETY: an id belongs to one live thread at a time; masked and
+        // pinned sections of an id are serialised by its spin flag (held
+        // from the outermost save_and_disable or pin to the matching
+        // restore or unpin, and by run_on while it acts as that id, with
+        // cpu_id() reporting it): nothing ever interrupts a pinned section,
+        // which the contract allows but does not require.
         unsafe impl $crate::CpuLocal for $name {
             fn cpu_id() -> usize {
                 $name::__tls(|tls| tls.get().0)
+            }
+            fn pin() {
+                $name::__enter()
+            }
+            fn unpin() {
+                $name::__leave()
             }
             fn run_on(cpu: usize, f: &mut dyn FnMut()) -> bool {
                 if cpu >= Self::__N {

@@ -118,11 +118,6 @@ impl<T, const N: usize> PerCpu<T, N> {
         });
         if ran { out } else { None }
     }
-
-    /// Number of CPU slots.
-    pub(crate) const fn len(&self) -> usize {
-        N
-    }
 }
 
 impl<T: CpuInit, const N: usize> PerCpu<T, N> {

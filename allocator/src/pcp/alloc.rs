@@ -2,7 +2,7 @@
 //! CPU's list), the refill from the buddy, and the tags a block leaves
 //! with.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::caches::PageCaches;
 use super::lists::PCP_ORDERS;
@@ -42,23 +42,36 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     /// own copy, inlined where it is used.
     #[inline(always)]
     pub(crate) fn alloc_as<const OWNER: u64>(&self, order: usize) -> Result<PhysAddr, Error> {
+        self.alloc_tagged_as::<OWNER>(order).map(|(addr, _)| addr)
+    }
+
+    /// [`alloc_as`](Self::alloc_as), also returning the block's tag when
+    /// the fast path had it at hand (`None` from the slow paths).
+    #[inline(always)]
+    pub(crate) fn alloc_tagged_as<const OWNER: u64>(
+        &self,
+        order: usize,
+    ) -> Result<(PhysAddr, Option<&AtomicU64>), Error> {
         let tag = handout_tag(OWNER, order);
         let hit = self.cpus.local::<P, _>(|cpu, lists| {
             let frame = lists.pop(order)?;
-            self.hand_out(cpu, frame, order, tag);
-            Some(PhysAddr(frame))
+            self.publish(cpu, order, lists.len(order));
+            let slot = self.hand_out(cpu, frame, order, tag);
+            Some((PhysAddr(frame), slot))
         });
-        // The slow paths run after the masked section, when no borrow of
+        // The slow paths run after the pinned section, when no borrow of
         // the lists is live (they enter the per-CPU lists again).
         match hit {
-            Some(Some(frame)) => Ok(frame),
-            Some(None) => self.alloc_refill(order, tag),
-            None => self.buddy_alloc(order as u32, Constraint::ANY, tag),
+            Some(Some(hit)) => Ok(hit),
+            Some(None) => self.alloc_refill(order, tag).map(|addr| (addr, None)),
+            None => self
+                .buddy_alloc(order as u32, Constraint::ANY, tag)
+                .map(|addr| (addr, None)),
         }
     }
 
     /// [`alloc`](Self::alloc) after finding the current CPU's list empty:
-    /// refill it (a new masked section: the CPU may have changed), or go
+    /// refill it (a new section: the CPU may have changed), or go
     /// to the buddy if this order is not cached.
     #[inline(never)]
     pub(super) fn alloc_refill(&self, order: usize, tag: u64) -> Result<PhysAddr, Error> {
@@ -66,7 +79,9 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             let refilled = self.cpus.local::<P, _>(|cpu, lists| {
                 let frame = lists.alloc(order, self.cfg.batch[order] as usize, |out| {
                     self.refill(cpu, order, out)
-                })?;
+                });
+                self.publish(cpu, order, lists.len(order));
+                let frame = frame?;
                 self.hand_out(cpu, frame, order, tag);
                 Some(PhysAddr(frame))
             });
@@ -193,10 +208,16 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// Bookkeeping for block `frame` of order `order` leaving `cpu`'s cache for
     /// its user: tagged `tag`, no longer counted as held. A plain store:
-    /// the block is this CPU's alone while it is popped.
+    /// the block is this CPU's alone while it is popped. Returns the tag.
     #[inline(always)]
-    pub(super) fn hand_out(&self, cpu: usize, frame: u64, order: usize, tag: u64) {
-        self.tags.store_owned(frame, tag);
+    pub(super) fn hand_out(
+        &self,
+        cpu: usize,
+        frame: u64,
+        order: usize,
+        tag: u64,
+    ) -> Option<&AtomicU64> {
         self.add_held(cpu, frame, -(1i64 << order));
+        self.tags.store_owned(frame, tag)
     }
 }

@@ -6,14 +6,19 @@
 //! `Block` cannot be copied, so only one free of it can exist; blocks held
 //! by handles are tagged so that no free by address can take them either.
 //! Freeing one is therefore plain loads and stores, the cheapest path
-//! through the caches.
+//! through the caches. A `Block` of a cached order also carries a
+//! reference to its tag, found when it was handed out, so its free needs
+//! no lookup: the tag lives in the caches' metadata, which stays put while
+//! the block is allocated (its section cannot be removed: `SectionInUse`),
+//! and the borrow of the caches keeps them (and so the metadata) alive.
 
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu::CpuLocal;
 use crate::pcp::PageCaches;
 use crate::pcp::lists::PCP_ORDERS;
-use crate::pcp::tags::{TAG_HANDLE_OWNED, TAG_NONE};
+use crate::pcp::tags::{TAG_CACHED, TAG_HANDLE_OWNED, TAG_NONE, handout_tag};
 use crate::types::{Constraint, Error, PAGE_SIZE, PhysAddr};
 
 /// A block of 2^order pages from [`PageCaches::alloc_block`], owned by
@@ -31,14 +36,26 @@ use crate::types::{Constraint, Error, PAGE_SIZE, PhysAddr};
 /// c.free_block(b).unwrap();
 /// ```
 #[must_use = "a Block leaks unless given back with free_block"]
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Block<'a> {
     addr: PhysAddr,
     order: u32,
     /// The caches it came from, by address.
     owner: usize,
+    /// Its tag (in the caches' metadata), for orders the caches serve.
+    tag: Option<&'a AtomicU64>,
     _caches: PhantomData<&'a ()>,
 }
+
+/// Equal when they name the same block of the same caches (the tag
+/// reference follows from those).
+impl PartialEq for Block<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.addr, self.order, self.owner) == (other.addr, other.order, other.owner)
+    }
+}
+
+impl Eq for Block<'_> {}
 
 impl Block<'_> {
     /// Physical address of the first page.
@@ -100,15 +117,18 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     #[inline]
     pub fn alloc_block(&self, order: u32) -> Result<Block<'_>, Error> {
         let order_index = order as usize;
-        let addr = if order_index < PCP_ORDERS {
-            self.alloc_as::<TAG_HANDLE_OWNED>(order_index)?
+        let (addr, tag) = if order_index < PCP_ORDERS {
+            let (addr, tag) = self.alloc_tagged_as::<TAG_HANDLE_OWNED>(order_index)?;
+            // The slow paths tagged it under the buddy lock: find it now.
+            (addr, tag.or_else(|| self.tags.get(addr.0)))
         } else {
-            self.buddy_alloc(order, Constraint::ANY, TAG_NONE)?
+            (self.buddy_alloc(order, Constraint::ANY, TAG_NONE)?, None)
         };
         Ok(Block {
             addr,
             order,
             owner: (self as *const Self).addr(),
+            tag,
             _caches: PhantomData,
         })
     }
@@ -134,9 +154,20 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             return Err(Error::NotInSection);
         }
         let order_index = block.order as usize;
+        if let Some(slot) = block.tag {
+            // Only this value could free the block: no claim needed, and
+            // the check cannot fail (it came from `alloc_block` of these
+            // caches, aligned to its order); kept as a guard.
+            let expected = handout_tag(TAG_HANDLE_OWNED, order_index % PCP_ORDERS);
+            let actual = slot.load(Ordering::Acquire);
+            if actual != expected {
+                return self.free_mismatch(block.addr, order_index, actual, expected);
+            }
+            slot.store(TAG_CACHED, Ordering::Relaxed);
+            return self.cache_claimed(block.addr, order_index % PCP_ORDERS);
+        }
         if order_index < PCP_ORDERS {
-            // Only this value could free the block: no claim needed; it
-            // came from `alloc_block` of these caches: aligned to its order.
+            // A cached order without a tag cannot be handed out; checked.
             return self.free_aligned_as::<false, TAG_HANDLE_OWNED>(block.addr, order_index);
         }
         self.free(block.addr, block.order)

@@ -1,9 +1,13 @@
 //! Per-CPU page caches for orders `0..=3` in front of the buddy allocator
 //! (Linux's per-CPU page lists).
 //!
-//! - A cache hit is an array pop or push on the current CPU with interrupts
-//!   masked, and no lock. The statistics counter is a plain load and
-//!   store; the tag too, except for a free by address (below).
+//! - A cache hit is an array pop or push on the current CPU with no lock
+//!   and no interrupt masking: the CPU's lists are marked in use with a
+//!   plain store (`TryPerCpu`). An interrupt handler that allocates or
+//!   frees on the same CPU meanwhile finds the mark and goes to the buddy
+//!   under its lock; a drain run there by `run_on` reports the CPU busy
+//!   and is retried. The statistics counter is a plain load and store;
+//!   the tag too, except for a free by address (below).
 //! - A miss refills `batch` frames, an overflow beyond `high` drains
 //!   `batch` frames, each under one acquisition of the buddy lock.
 //! - A frame freed on another CPU goes to that CPU's cache.
@@ -11,7 +15,8 @@
 //!   CPU's directly, the others through [`CpuLocal::run_on`]); it runs
 //!   before a section is removed and before an allocation reports out of
 //!   memory. With interrupts masked, where `run_on` refuses, only the
-//!   current CPU's cache can be emptied.
+//!   current CPU's cache can be emptied (and not even that one from an
+//!   interrupt handler that interrupted this CPU's use of it).
 //! - Frees are checked in release builds: every block handed out by a
 //!   cache carries a per-page tag ("allocated, order k", and to whom), so a
 //!   second free (`DoubleFree`), a wrong order (`WrongCount`) or a page
@@ -35,12 +40,28 @@ use super::tags::Tags;
 use crate::buddy::LockedAllocator;
 use crate::buddy::{BuddyAllocator, FrameOptions, RemovedSection};
 use crate::cpu::CpuLocal;
-use crate::cpu::per_cpu::{PerCpu, add_owned};
+use crate::cpu::per_cpu::{CpuInit, add_owned};
+use crate::cpu::try_per_cpu::TryPerCpu;
 use crate::metadata::{cache_metadata_bytes, tags_at};
 use crate::types::{Error, PAGE_SHIFT, PhysAddr, Zone};
 
-#[repr(align(128))]
-struct Held([AtomicU64; 3]);
+/// What a CPU's cache holds, for [`PageCaches::stats`]: the length of
+/// each of its lists (a copy the owner stores after each change: a plain
+/// store of a value it has in a register, so no chain of loads and stores
+/// runs from one operation to the next), and the pages it holds in the
+/// zones below Normal (`Zone as usize`; Normal's are the rest). Written
+/// only by that CPU, kept in its slot next to its lists and in-use flag.
+pub(crate) struct Held {
+    lens: [AtomicU64; PCP_ORDERS],
+    low: [AtomicU64; 2],
+}
+
+impl CpuInit for Held {
+    const INIT: Self = Held {
+        lens: [const { AtomicU64::new(0) }; PCP_ORDERS],
+        low: [const { AtomicU64::new(0) }; 2],
+    };
+}
 
 /// A [`LockedAllocator`] with per-CPU caches of free blocks of orders
 /// `0..=3` in front. `N` is the number of CPUs (ids `0..N`; other ids use
@@ -62,8 +83,7 @@ struct Held([AtomicU64; 3]);
 /// ```
 pub struct PageCaches<P: CpuLocal, const N: usize> {
     pub(crate) buddy: LockedAllocator<P>,
-    pub(super) cpus: PerCpu<PcpLists, N>,
-    held: [Held; N],
+    pub(super) cpus: TryPerCpu<PcpLists, N, Held>,
     pub(crate) tags: Tags,
     pub(super) cfg: PcpConfig,
     /// A [`Heap`](crate::Heap) sits on top: it writes the frames, and
@@ -97,8 +117,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub const fn with_config(buddy: BuddyAllocator, cfg: PcpConfig) -> Self {
         PageCaches {
             buddy: LockedAllocator::new(buddy),
-            cpus: PerCpu::new(),
-            held: [const { Held([const { AtomicU64::new(0) }; 3]) }; N],
+            cpus: TryPerCpu::new(),
             tags: Tags::new(),
             cfg: cfg.validated(),
             heap_owned: false,
@@ -247,21 +266,29 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
         Ok(removed)
     }
 
-    /// The owner's counter update: a plain load and store (only `cpu`
-    /// writes `held[cpu]`; readers just sum).
+    /// Counts `pages` more (or fewer) pages held by `cpu` in the zone of
+    /// `frame`, if below Normal (Normal's count is what the list lengths
+    /// leave: [`publish`](Self::publish)). A plain load and store (only
+    /// `cpu` writes its counters; readers just sum). Called as `cpu`, with
+    /// its slot in use (so `cpu < N`).
     #[inline(always)]
     pub(super) fn add_held(&self, cpu: usize, frame: u64, pages: i64) {
-        let held = &self.held[cpu].0;
-        // Normal memory first: one compare where most frames are.
-        let zone = if frame >= Zone::Normal.start().0 {
-            Zone::Normal as usize
-        } else {
-            Zone::index_of(frame)
-        };
-        add_owned(&held[zone], pages);
+        if frame < Zone::Normal.start().0 {
+            let held = &self.cpus.slots[cpu].shared;
+            add_owned(&held.low[Zone::index_of(frame) & 1], pages);
+        }
     }
 
-    /// Empties the current CPU's cache into the buddy.
+    /// Publishes the new length of `cpu`'s list of order `order` after a
+    /// change (as in `add_held`).
+    #[inline(always)]
+    pub(super) fn publish(&self, cpu: usize, order: usize, len: usize) {
+        let held = &self.cpus.slots[cpu].shared;
+        held.lens[order % PCP_ORDERS].store(len as u64, Ordering::Relaxed);
+    }
+
+    /// Empties the current CPU's cache into the buddy (nothing, in an
+    /// interrupt handler that interrupted this CPU's use of it).
     ///
     /// ```
     /// # framekeep::host_cpu_local!(Cpu, 2);
@@ -281,12 +308,16 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             lists.take_all(order, |frames| {
                 self.drain_to_buddy(cpu, order as u32, frames)
             });
+            self.publish(cpu, order, 0);
         }
     }
 
     /// Empties CPU `cpu`'s cache into the buddy: directly if it is the
     /// current CPU, else running on that CPU through [`CpuLocal::run_on`].
-    /// `false` if the platform could not.
+    /// `false` if the platform could not, or the cache stayed in use: the
+    /// IPI interrupted that CPU's own use of it each of 16 times in a row
+    /// (each try is a new `run_on`), or, for the current CPU, the caller
+    /// is an interrupt handler that interrupted it.
     ///
     /// ```
     /// # framekeep::host_cpu_local!(Cpu, 2);
@@ -333,9 +364,17 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     pub fn stats(&self) -> CacheStats {
         let buddy = self.buddy.stats();
         let mut cached = [0u64; 3];
-        for held_by_cpu in &self.held {
-            for (zone, count) in cached.iter_mut().enumerate() {
-                *count = count.wrapping_add(held_by_cpu.0[zone].load(Ordering::Relaxed));
+        for slot in &self.cpus.slots {
+            let held = &slot.shared;
+            let dma = held.low[Zone::Dma as usize].load(Ordering::Relaxed);
+            let dma32 = held.low[Zone::Dma32 as usize].load(Ordering::Relaxed);
+            let total = (held.lens.iter().enumerate()).fold(0u64, |sum, (order, len)| {
+                sum.wrapping_add(len.load(Ordering::Relaxed) << order)
+            });
+            // Wrapping: the counters of one CPU may be read mid-update.
+            let normal = total.wrapping_sub(dma).wrapping_sub(dma32);
+            for (count, add) in cached.iter_mut().zip([dma, dma32, normal]) {
+                *count = count.wrapping_add(add);
             }
         }
         CacheStats { buddy, cached }

@@ -124,14 +124,15 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
     }
 
     /// Puts a block whose tag this free claimed (now [`TAG_CACHED`]) into
-    /// the current CPU's list; the slow paths run after the masked section,
+    /// the current CPU's list; the slow paths run after the pinned section,
     /// as in `alloc`.
     #[inline(always)]
-    fn cache_claimed(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
+    pub(super) fn cache_claimed(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
         let high = self.cfg.high[order] as usize;
         let pushed = self.cpus.local::<P, _>(|cpu, lists| {
             let pushed = lists.push(order, addr.0, high);
             if pushed {
+                self.publish(cpu, order, lists.len(order));
                 self.add_held(cpu, addr.0, 1 << order);
             }
             pushed
@@ -175,7 +176,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
 
     /// [`free`](Self::free) when the current CPU's list is at `high` (or
     /// the order is not cached): push after draining a batch, in a new
-    /// masked section, or give the (claimed) block to the buddy.
+    /// section, or give the (claimed) block to the buddy.
     #[inline(never)]
     pub(super) fn free_overflow(&self, addr: PhysAddr, order: usize) -> Result<(), Error> {
         let cached = self.cpus.local::<P, _>(|cpu, lists| {
@@ -190,6 +191,7 @@ impl<P: CpuLocal, const N: usize> PageCaches<P, N> {
             lists.free(order, addr.0, high, batch, |frames| {
                 self.drain_to_buddy(cpu, order as u32, frames)
             });
+            self.publish(cpu, order, lists.len(order));
             true
         });
         if cached == Some(true) {

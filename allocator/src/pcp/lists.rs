@@ -1,12 +1,12 @@
 //! The per-CPU free lists of the page cache: one bounded stack of frames
 //! per order, refilled and drained in batches.
 //!
-//! Pure data structure: the caller runs every method on its own CPU with
-//! interrupts masked (through `PerCpu`) and supplies the buddy side as
+//! Pure data structure: the caller runs every method on its own CPU, with
+//! the lists marked in use (through `TryPerCpu`), and supplies the buddy side as
 //! closures that do a whole batch under one lock acquisition. Those
 //! closures run while the lists are mutably borrowed, so they must not
 //! reach the `PerCpu` holding them (no `local`, `on` or drain of it); a
-//! slow path that does runs after the masked section. Model-checked with
+//! slow path that does runs after the section. Model-checked with
 //! loom (`loom_tests.rs`).
 
 use crate::cpu::per_cpu::CpuInit;
@@ -33,7 +33,6 @@ impl CpuInit for PcpLists {
 
 impl PcpLists {
     /// Frames held for order `order`.
-    #[allow(dead_code)]
     #[inline(always)]
     pub(crate) fn len(&self, order: usize) -> usize {
         self.n[order]

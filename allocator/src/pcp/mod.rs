@@ -11,6 +11,9 @@
 //! - `block`: [`Block`], a cache block held as a value.
 //! - `config`, `stats`: [`PcpConfig`] and [`CacheStats`].
 
+#[cfg(all(test, not(loom)))]
+#[allow(unsafe_code)]
+mod interrupt_tests;
 pub(crate) mod lists;
 #[cfg(all(test, loom))]
 #[allow(unsafe_code)]

@@ -164,9 +164,10 @@ impl Tags {
 
     /// Stores `tag` (a plain store) into the tag of the page at `phys`, if
     /// it has one: for a block this CPU holds alone, whose tag exists.
+    /// Returns the tag, so that a [`Block`](crate::Block) can keep it.
     /// Slot 0 inline, as in [`get`](Self::get), the others out of line.
     #[inline(always)]
-    pub(crate) fn store_owned(&self, phys: u64, tag: u64) {
+    pub(crate) fn store_owned(&self, phys: u64, tag: u64) -> Option<&AtomicU64> {
         let pfn = phys >> PAGE_SHIFT;
         let region = &self.regions[0];
         let ready = region.ready.load(Ordering::Acquire);
@@ -174,19 +175,21 @@ impl Tags {
         if idx < ready {
             let tags = region.tags.load(Ordering::Relaxed);
             // SAFETY: as in `get`.
-            unsafe { &*tags.add(idx as usize) }.store(tag, Ordering::Relaxed);
+            let slot = unsafe { &*tags.add(idx as usize) };
+            slot.store(tag, Ordering::Relaxed);
+            Some(slot)
         } else {
-            self.store_other(pfn, tag);
+            self.store_other(pfn, tag)
         }
     }
 
     /// `store_owned` for the slots after the first.
     #[cold]
     #[inline(never)]
-    fn store_other(&self, pfn: u64, tag: u64) {
-        if let Some(slot) = self.get_other(pfn) {
-            slot.store(tag, Ordering::Relaxed);
-        }
+    fn store_other(&self, pfn: u64, tag: u64) -> Option<&AtomicU64> {
+        let slot = self.get_other(pfn)?;
+        slot.store(tag, Ordering::Relaxed);
+        Some(slot)
     }
 
     /// `get` for the slots after the first.

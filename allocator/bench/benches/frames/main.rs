@@ -164,10 +164,11 @@ fn main() {
     notes.push(
         "rows 2p, 2pa: ours' PageCaches (one CPU, as the kernel) over the row-2 region with one page held, \
          PageCaches::alloc_block(0) + free_block, and alloc(0) + free (by address, a compare-exchange); \
-         interrupts masked as a kernel masks them, as far as ring 3 can: per operation `pushfq; pop` \
-         (the kernel's read of IF, same instruction) and, for its `cli` and its `sti` (both fault at \
-         IOPL 0), a `cld` each: the same kind of one-bit RFLAGS write, a compiler barrier as they are; \
-         IF is set at ring 3, so every restore pays the `sti` stand-in"
+         the fast path masks no interrupts (the CPU's lists are marked in use with a plain store, \
+         as a kernel's fast path does); where the code masks (the buddy lock: refill, drain), it pays \
+         what a kernel pays as far as ring 3 can: `pushfq; pop` (the kernel's read of IF, same \
+         instruction) and, for its `cli` and its `sti` (both fault at IOPL 0), a `cld` each: the \
+         same kind of one-bit RFLAGS write, a compiler barrier as they are"
             .into(),
     );
     notes.push(

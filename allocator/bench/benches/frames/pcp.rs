@@ -1,7 +1,9 @@
 //! Rows 2p and 2pa: single pages through the per-CPU caches in front of
 //! our buddy (`PageCaches`), on the platform of a kernel: interrupt
 //! masking as ring 3 can execute it ([`KernelModelCpu`]: `pushfq; pop`,
-//! and a flag write standing in for each of `cli` and `sti`), one CPU.
+//! and a flag write standing in for each of `cli` and `sti`) wherever the
+//! code masks (the buddy lock: refills and drains), one CPU. The fast
+//! path itself masks nothing: it marks the CPU's lists in use.
 
 use std::hint::black_box;
 

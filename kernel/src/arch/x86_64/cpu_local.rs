@@ -35,7 +35,11 @@ impl InterruptControl for KernelCpu {
 
 // SAFETY: `cpu_id` reads the index from this CPU's `CpuData` (GS base),
 // which never changes, and no kernel code migrates between CPUs; with
-// interrupts masked nothing else runs on this CPU. `call::run_on` runs the
+// interrupts masked nothing else runs on this CPU. Pinned sections need no
+// work (`pin`/`unpin` keep their no-op defaults): the kernel has no
+// preemption, so between `pin` and `unpin` other code runs on this CPU only
+// as an interrupt (or the CALL IPI's work), which returns to the
+// interrupted code on the same CPU before it continues. `call::run_on` runs the
 // work in the target's CALL IPI handler (interrupts masked there, and the
 // IPI is only taken outside masked sections), waits for it, refuses when
 // called with interrupts masked, and withdraws a call not yet taken rather
