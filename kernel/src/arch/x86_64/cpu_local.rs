@@ -1,5 +1,5 @@
 //! What the frame allocator needs from the CPU: interrupt masking around its
-//! locks and per-CPU caches, and which CPU is running.
+//! locks and slabs, which CPU is running, and a way to run code on another.
 
 use framekeep::{CpuLocal, InterruptControl};
 use x86_64::instructions::interrupts;
@@ -7,9 +7,11 @@ use x86_64::instructions::interrupts;
 use super::{call, percpu};
 
 /// The allocator's view of the CPU: interrupts are masked while a lock or a
-/// per-CPU cache is in use (so an interrupt handler that allocates can never
-/// spin on a lock its own CPU holds), the CPU id comes from per-CPU data,
-/// and other CPUs are reached through the CALL IPI.
+/// slab is in use (so an interrupt handler that allocates can never spin on
+/// a lock its own CPU holds); the page caches' fast path masks nothing (an
+/// interrupt handler that finds its CPU's cache in use takes the locked
+/// path). The CPU id comes from per-CPU data, and other CPUs are reached
+/// through the CALL IPI.
 pub struct KernelCpu;
 
 /// CPUs the allocator keeps caches for: every CPU the kernel can run.
@@ -39,8 +41,8 @@ impl InterruptControl for KernelCpu {
 // work (`pin`/`unpin` keep their no-op defaults): the kernel has no
 // preemption, so between `pin` and `unpin` other code runs on this CPU only
 // as an interrupt (or the CALL IPI's work), which returns to the
-// interrupted code on the same CPU before it continues. `call::run_on` runs the
-// work in the target's CALL IPI handler (interrupts masked there, and the
+// interrupted code on the same CPU before it continues. `call::run_on` runs
+// the work in the target's CALL IPI handler (interrupts masked there, and the
 // IPI is only taken outside masked sections), waits for it, refuses when
 // called with interrupts masked, and withdraws a call not yet taken rather
 // than waiting forever; for an index no CPU was ever started as it calls
