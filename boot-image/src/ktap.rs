@@ -151,25 +151,27 @@ pub fn judge_machine(report: &Report, exit: Exit, cpus: usize) -> Verdict {
     verdict
 }
 
-/// Judges a run whose kernel was asked to panic on an application
-/// processor mid-suite: it passes (as one test) only if the run failed the
-/// way that panic should make it fail: a `KERNEL PANIC:` line naming a CPU
-/// other than 0, the running test reported `not ok` naming that CPU, the
-/// rest reported not run, and QEMU's failure status. A hang, a silent
-/// exit or a success is a failure of the panic path.
-pub fn judge_injected_panic(report: &Report, exit: Exit) -> Verdict {
+/// Judges a run whose kernel was asked to fail on an application
+/// processor mid-suite (`crash` is `KERNEL PANIC` or `KERNEL FAULT`): it
+/// passes (as one test) only if the run failed the way that failure should
+/// make it fail: a `<crash>: CPU n:` line naming a CPU other than 0, the
+/// running test reported `not ok` naming that CPU, the rest reported not
+/// run, and QEMU's failure status. A hang, a silent exit or a success is a
+/// failure of the stop path.
+pub fn judge_injected_crash(report: &Report, exit: Exit, crash: &str) -> Verdict {
     let mut problems = Vec::new();
+    let prefix = format!("{crash}: CPU ");
     let crash_cpu = report
         .crash
         .as_deref()
-        .and_then(|crash| crash.strip_prefix("KERNEL PANIC: CPU "))
+        .and_then(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split_once(':'))
         .and_then(|(cpu, _)| cpu.parse::<usize>().ok());
     match crash_cpu {
-        Some(0) => problems.push("the panic was reported on CPU 0, not on an AP".into()),
+        Some(0) => problems.push(format!("the {crash} was reported on CPU 0, not on an AP")),
         Some(_) => {}
         None => problems.push(format!(
-            "no `KERNEL PANIC: CPU n:` line (crash line: {:?})",
+            "no `{prefix}n:` line (crash line: {:?})",
             report.crash
         )),
     }
@@ -505,5 +507,53 @@ mod tests {
         assert!(!judge(&twice, Exit::Status(EXIT_SUCCESS)).success());
         let swapped = parse("KTAP version 1\n1..2\nok 2 b\nok 1 a\n");
         assert!(!judge(&swapped, Exit::Status(EXIT_SUCCESS)).success());
+    }
+
+    /// A run where CPU `cpu` took a fault during test 2 of 3.
+    fn crashed_on(cpu: usize) -> String {
+        format!(
+            "2 CPUs online: APIC ids 0 1\nKTAP version 1\n1..3\nok 1 a\n# start 2 stress\n\
+             KERNEL FAULT: CPU {cpu}: page fault (vector 14)\nnot ok 2 stress\n\
+             # CPU {cpu}: page fault (vector 14)\nnot ok 3 c # SKIP not run: test 2 did not finish\n\
+             1 passed, 1 failed, 1 skipped\n"
+        )
+    }
+
+    #[test]
+    fn an_injected_crash_passes_only_as_it_should_fail() {
+        let failure = Exit::Status(EXIT_FAILURE);
+        let on_cpu1 = parse(&crashed_on(1));
+        assert!(judge_injected_crash(&on_cpu1, failure, "KERNEL FAULT").success());
+        // The wrong CPU, the wrong kind, a success, a hang: all fail.
+        let on_cpu0 = parse(&crashed_on(0));
+        assert!(!judge_injected_crash(&on_cpu0, failure, "KERNEL FAULT").success());
+        assert!(!judge_injected_crash(&on_cpu1, failure, "KERNEL PANIC").success());
+        assert!(
+            !judge_injected_crash(&on_cpu1, Exit::Status(EXIT_SUCCESS), "KERNEL FAULT").success()
+        );
+        assert!(!judge_injected_crash(&on_cpu1, Exit::TimedOut(600), "KERNEL FAULT").success());
+        // A test that does not name the CPU, or unrun tests left unreported.
+        let unnamed = parse(&crashed_on(1).replace("# CPU 1: page fault", "# page fault"));
+        assert!(!judge_injected_crash(&unnamed, failure, "KERNEL FAULT").success());
+        let cut =
+            parse(&crashed_on(1).replace("not ok 3 c # SKIP not run: test 2 did not finish\n", ""));
+        assert!(!judge_injected_crash(&cut, failure, "KERNEL FAULT").success());
+    }
+
+    #[test]
+    fn the_cpus_online_must_match_the_machine() {
+        let run =
+            "4 CPUs online: APIC ids 0 1 2 3\nKTAP version 1\n1..1\nok 1 a\n1 passed, 0 failed\n";
+        let report = parse(run);
+        assert_eq!(report.cpus_online, Some(4));
+        assert!(judge_machine(&report, Exit::Status(EXIT_SUCCESS), 4).success());
+        assert!(!judge_machine(&report, Exit::Status(EXIT_SUCCESS), 2).success());
+        let one = parse(&run.replace(
+            "4 CPUs online: APIC ids 0 1 2 3",
+            "1 CPU online: APIC ids 0",
+        ));
+        assert_eq!(one.cpus_online, Some(1));
+        let silent = parse(&run.replace("4 CPUs online: APIC ids 0 1 2 3\n", ""));
+        assert!(!judge_machine(&silent, Exit::Status(EXIT_SUCCESS), 1).success());
     }
 }

@@ -32,11 +32,12 @@ commands:
                 the device name again (--yes skips that); writes, syncs, reads back, compares
 
 F is bios or uefi (run: uefi by default, debug: bios); M is a QEMU memory size (512M, 8G);
-machine flags: smpN (N CPUs), q35 (the q35 chipset), inject=ap-panic (a panic on CPU 1
-that the run must report as such), inject=phantom-cpu (a CPU that never answers).
+machine flags: smpN (N CPUs), q35 (the q35 chipset), inject=ap-panic or inject=ap-fault
+(a panic or a page fault on CPU 1 that the run must report as such), inject=phantom-cpu
+(a CPU that never answers).
 Environment: KVM=0 forces TCG, KVM=1 KVM (else a probe picks the faster for BIOS boots); QEMU, OVMF_CODE and OVMF_VARS override the binaries;
 KERNEL_TEST_MACHINES (default \"bios:256M uefi:512M bios:8G bios:256M:smp4 uefi:512M:smp4:q35
-bios:256M:smp2:inject=ap-panic bios:256M:smp2:inject=phantom-cpu\"); KERNEL_TEST_TIMEOUT (seconds, default 600).";
+bios:256M:smp2:inject=ap-panic uefi:512M:smp2:inject=ap-fault bios:256M:smp2:inject=phantom-cpu\"); KERNEL_TEST_TIMEOUT (seconds, default 600).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

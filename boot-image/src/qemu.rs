@@ -40,8 +40,9 @@ impl fmt::Display for Firmware {
 /// A machine to boot, written `firmware:memory[:flag...]`, e.g.
 /// `bios:256M` or `uefi:512M:smp4:q35`. Flags: `smpN` (N CPUs), `q35` (the
 /// q35 chipset: AHCI instead of IDE), `inject=NAME` (asks the test kernel,
-/// through QEMU's fw_cfg, to inject a failure: `ap-panic`, a panic on CPU
-/// 1 that must fail the run the way a panic should; `phantom-cpu`, a CPU
+/// through QEMU's fw_cfg, to inject a failure: `ap-panic` and `ap-fault`, a
+/// panic or a page fault on CPU 1 that must fail the run the way such a
+/// failure should; `phantom-cpu`, a CPU
 /// that never answers, which must be reported and skipped while the suite
 /// passes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +71,7 @@ impl Machine {
 }
 
 /// Failures the test kernel knows how to inject.
-pub const INJECTIONS: &[&str] = &["ap-panic", "phantom-cpu"];
+pub const INJECTIONS: &[&str] = &["ap-panic", "ap-fault", "phantom-cpu"];
 
 impl FromStr for Machine {
     type Err = String;

@@ -14,10 +14,11 @@ use crate::session;
 /// Machines `make test` boots by default: small one-CPU BIOS and UEFI
 /// machines, a BIOS machine with memory above 4 GiB (so DMA32 and Normal
 /// both exist), 4-CPU BIOS (pc) and UEFI (q35) machines, and a 2-CPU
-/// machine whose kernel panics on CPU 1 mid-suite, which must fail the run
-/// and name the CPU, and a 2-CPU machine whose kernel also tries to start a
+/// machine whose kernel panics on CPU 1 mid-suite and a UEFI one where CPU 1
+/// takes a page fault instead, each of which must fail the run and name
+/// the CPU, and a 2-CPU machine whose kernel also tries to start a
 /// CPU that does not exist, which must be skipped.
-pub const DEFAULT_MACHINES: &str = "bios:256M uefi:512M bios:8G bios:256M:smp4 uefi:512M:smp4:q35 bios:256M:smp2:inject=ap-panic bios:256M:smp2:inject=phantom-cpu";
+pub const DEFAULT_MACHINES: &str = "bios:256M uefi:512M bios:8G bios:256M:smp4 uefi:512M:smp4:q35 bios:256M:smp2:inject=ap-panic uefi:512M:smp2:inject=ap-fault bios:256M:smp2:inject=phantom-cpu";
 
 /// Machines booted from a USB stick without a serial port, judged by
 /// `boot complete` on their screen: one per firmware.
@@ -77,7 +78,12 @@ pub fn run(
         let _ = std::fs::remove_file(&vars);
         let outcome = outcome?;
         let verdict = match machine.inject.as_deref() {
-            Some("ap-panic") => ktap::judge_injected_panic(&outcome.report, outcome.exit),
+            Some("ap-panic") => {
+                ktap::judge_injected_crash(&outcome.report, outcome.exit, "KERNEL PANIC")
+            }
+            Some("ap-fault") => {
+                ktap::judge_injected_crash(&outcome.report, outcome.exit, "KERNEL FAULT")
+            }
             _ => ktap::judge_machine(&outcome.report, outcome.exit, machine.cpus as usize),
         };
         let took = format!(

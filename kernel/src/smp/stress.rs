@@ -239,15 +239,49 @@ fn allocate(random: &mut Random, shared: &Shared, cpu: usize, serial: u64) -> Op
     Some(item)
 }
 
+/// A failure the test runner asked CPU 1 to hit halfway through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Injected {
+    Nothing,
+    Panic,
+    /// A page fault: a fatal exception rather than a panic.
+    Fault,
+}
+
+impl Injected {
+    fn requested() -> Self {
+        let mut request = [0; 32];
+        match fw_cfg::injection(&mut request) {
+            Some("ap-panic") => Self::Panic,
+            Some("ap-fault") => Self::Fault,
+            _ => Self::Nothing,
+        }
+    }
+
+    fn hit(self) {
+        match self {
+            Self::Nothing => {}
+            Self::Panic => panic!(
+                "injected panic on an application processor (fw_cfg opt/framekeep/inject=ap-panic)"
+            ),
+            Self::Fault => {
+                // A lower-half address nothing maps (see the page-fault test
+                // in arch::x86_64::idt).
+                let unmapped = 0x5eed_0000 as *const u64;
+                // SAFETY: deliberately faults; the fault stops every CPU.
+                core::hint::black_box(unsafe { unmapped.read_volatile() });
+            }
+        }
+    }
+}
+
 /// One CPU's share of the stress.
-fn worker(shared: &Shared, cpu: usize, panic_midway: bool) {
+fn worker(shared: &Shared, cpu: usize, injected: Injected) {
     let mut random = Random(0x5eed_cafe_f00d ^ ((cpu as u64 + 1) << 32));
     let mut held: Vec<Item> = Vec::with_capacity(MAX_HELD);
     for round in 0..ROUNDS {
-        if panic_midway && round == ROUNDS / 2 {
-            panic!(
-                "injected panic on an application processor (fw_cfg opt/framekeep/inject=ap-panic)"
-            );
+        if round == ROUNDS / 2 {
+            injected.hit();
         }
         let choice = random.below(100);
         if held.len() >= MAX_HELD || (choice < 30 && !held.is_empty()) {
@@ -279,8 +313,7 @@ fn worker(shared: &Shared, cpu: usize, panic_midway: bool) {
 
 #[test_case]
 fn every_cpu_stresses_the_allocator_at_once() {
-    let mut request = [0; 32];
-    let inject = fw_cfg::injection(&mut request) == Some("ap-panic");
+    let injected = Injected::requested();
     let free_before = frames::stats().free_pages();
     let words = frames::memory_end().div_ceil(PAGE_SIZE * 64) as usize;
     let shared = Shared {
@@ -289,7 +322,14 @@ fn every_cpu_stresses_the_allocator_at_once() {
         allocations: AtomicUsize::new(0),
         foreign_frees: AtomicUsize::new(0),
     };
-    let cpus = job::on_every_cpu(&|cpu| worker(&shared, cpu, inject && cpu == 1));
+    let cpus = job::on_every_cpu(&|cpu| {
+        let injected = if cpu == 1 {
+            injected
+        } else {
+            Injected::Nothing
+        };
+        worker(&shared, cpu, injected)
+    });
     for slot in &shared.exchange {
         if let Some(item) = slot.lock().take() {
             item.check_and_free(&shared, percpu::current_index());
