@@ -36,7 +36,8 @@ const ONLINE_WAIT_US: u64 = 2_000_000;
 /// Enabled CPUs the MADT lists (1 without a usable MADT).
 static REPORTED: AtomicUsize = AtomicUsize::new(1);
 
-/// How many CPUs the firmware reports (that fit in `MAX_CPUS`).
+/// How many CPUs the firmware reports that the kernel can start (that fit
+/// in `MAX_CPUS`, with APIC ids the APIC mode can address).
 #[cfg_attr(
     not(test),
     expect(dead_code, reason = "a test compares it with the CPUs online")
@@ -50,15 +51,18 @@ pub fn reported_cpus() -> usize {
 /// kernel runs on the boot CPU alone, with a warning.
 pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
     let boot_apic_id = apic::id_from_cpuid();
-    match enable_boot_apic() {
-        Ok(mode) => log::info!("local APIC in {mode:?} mode"),
+    let mode = match enable_boot_apic() {
+        Ok(mode) => {
+            log::info!("local APIC in {mode:?} mode");
+            mode
+        }
         Err(why) => {
             log::warn!("local APIC unusable ({why}): running on one CPU");
             percpu::set_online(0, boot_apic_id);
             print_online();
             return;
         }
-    }
+    };
     percpu::set_online(0, boot_apic_id);
     // IPIs from other CPUs (calls, shootdowns) must reach us from now on.
     interrupts::enable();
@@ -71,7 +75,8 @@ pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
             return;
         }
     };
-    REPORTED.store(cpus.ids().len(), Ordering::SeqCst);
+    let reachable = cpus.ids().iter().filter(|&&id| apic::reachable(mode, id));
+    REPORTED.store(reachable.count(), Ordering::SeqCst);
     if cpus.beyond_max > 0 {
         log::warn!(
             "{} CPUs beyond the kernel's {MAX_CPUS} are left stopped",
@@ -83,12 +88,20 @@ pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
     let mut request = [0; 32];
     let phantom =
         (fw_cfg::injection(&mut request) == Some("phantom-cpu")).then_some(PHANTOM_APIC_ID);
+    let unreachable = cpus
+        .ids()
+        .iter()
+        .filter(|&&id| !apic::reachable(mode, id))
+        .count();
+    if unreachable > 0 {
+        log::warn!("{unreachable} CPUs have APIC ids this APIC mode cannot address; left stopped");
+    }
     // It goes first, so the real CPUs after it show that boot goes on.
     let others = phantom.into_iter().chain(
         cpus.ids()
             .iter()
             .copied()
-            .filter(move |&id| id != boot_apic_id),
+            .filter(move |&id| id != boot_apic_id && apic::reachable(mode, id)),
     );
     if others.clone().next().is_some() {
         match Trampoline::install() {

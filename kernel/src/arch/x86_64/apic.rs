@@ -146,13 +146,28 @@ fn destination(apic_id: u32) -> u32 {
 }
 
 /// Waits until the previous IPI has left the ICR (xAPIC; x2APIC has no
-/// such state).
+/// such state), for at most [`ICR_WAIT_US`]: an ICR that stays busy (a
+/// broken APIC) must not hang the kernel, and the next write then goes
+/// out as it would on hardware that never reports busy.
 fn wait_idle(apic: &mut LocalApic) {
     if mode() == Some(Mode::XApic) {
+        let deadline = super::tsc::now() + super::tsc::micros_to_ticks(ICR_WAIT_US);
         // SAFETY: reading the ICR's delivery status has no side effects.
-        while unsafe { apic.get_ipi_delivery_status() } {
+        while unsafe { apic.get_ipi_delivery_status() } && super::tsc::now() < deadline {
             core::hint::spin_loop();
         }
+    }
+}
+
+/// Longest wait for the ICR: delivery takes well under a microsecond.
+const ICR_WAIT_US: u64 = 10_000;
+
+/// Whether an IPI can reach APIC id `apic_id` in `mode`: xAPIC addresses
+/// 8-bit ids, and 0xff is its broadcast id.
+pub fn reachable(mode: Mode, apic_id: u32) -> bool {
+    match mode {
+        Mode::XApic => apic_id < 0xff,
+        Mode::X2Apic => apic_id != u32::MAX,
     }
 }
 
@@ -239,4 +254,19 @@ pub fn start_tick(hz: u64) -> bool {
 pub fn end_of_interrupt() {
     // SAFETY: called at the end of a handler of a fixed-vector interrupt.
     with_local(|apic| unsafe { apic.end_of_interrupt() });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mode, reachable};
+
+    #[test_case]
+    fn xapic_reaches_only_8_bit_ids_below_broadcast() {
+        assert!(reachable(Mode::XApic, 0));
+        assert!(reachable(Mode::XApic, 0xfe));
+        assert!(!reachable(Mode::XApic, 0xff), "0xff is the xAPIC broadcast id");
+        assert!(!reachable(Mode::XApic, 0x100));
+        assert!(reachable(Mode::X2Apic, 0x100));
+        assert!(!reachable(Mode::X2Apic, u32::MAX), "x2APIC broadcast");
+    }
 }

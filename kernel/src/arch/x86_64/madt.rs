@@ -92,6 +92,8 @@ pub unsafe fn cpus(rsdp: u64, physical_memory_offset: u64) -> Result<CpuList, &'
     };
     for entry in madt.get().entries() {
         let (apic_id, flags) = match entry {
+            // 0xff in an xAPIC entry stands for "see the x2APIC entry".
+            MadtEntry::LocalApic(entry) if entry.apic_id == 0xff => continue,
             MadtEntry::LocalApic(entry) => (u32::from(entry.apic_id), entry.flags),
             MadtEntry::LocalX2Apic(entry) => (entry.x2apic_id, entry.flags),
             _ => continue,
