@@ -264,7 +264,10 @@ mod tests {
     fn xapic_reaches_only_8_bit_ids_below_broadcast() {
         assert!(reachable(Mode::XApic, 0));
         assert!(reachable(Mode::XApic, 0xfe));
-        assert!(!reachable(Mode::XApic, 0xff), "0xff is the xAPIC broadcast id");
+        assert!(
+            !reachable(Mode::XApic, 0xff),
+            "0xff is the xAPIC broadcast id"
+        );
         assert!(!reachable(Mode::XApic, 0x100));
         assert!(reachable(Mode::X2Apic, 0x100));
         assert!(!reachable(Mode::X2Apic, u32::MAX), "x2APIC broadcast");
