@@ -57,12 +57,12 @@ impl<T, S> TrySlot<T, S> {
         // The value's accesses stay after the flag is set...
         compiler_fence(Ordering::SeqCst);
         let r = self.value.with_mut(|p| {
-            // SAFETY: only code running as this slot's CPU gets here (the
-            // callers' contract). Such code that is not interrupting us
-            // ran before or runs after us (CpuLocal's pinning contract);
-            // code that interrupts us after the store above sees the flag
-            // and returns above without touching the value. So this is
-            // the only reference until the flag is cleared.
+            // Only code running as this slot's CPU gets here (the callers'
+            // contract). Such code that is not interrupting us ran before
+            // or runs after us (CpuLocal's pinning contract); code that
+            // interrupts us after the store above sees the flag and
+            // returns above without touching the value.
+            // SAFETY: so this is the only reference until the flag is cleared.
             f(unsafe { &mut *p })
         });
         // ...and before it is cleared.

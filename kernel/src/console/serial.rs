@@ -108,10 +108,10 @@ pub fn print_emergency(args: fmt::Arguments<'_>) {
             }
             core::hint::spin_loop();
         }
-        // SAFETY: the holder is stopped for good: a context on this CPU that
-        // the panic or exception interrupted and that never resumes, or
-        // another CPU, halted by the stop NMI before any report is printed.
-        // Nobody else is inside the critical section.
+        // The holder is stopped for good: a context on this CPU that the
+        // panic or exception interrupted and that never resumes, or another
+        // CPU, halted by the stop NMI before any report is printed.
+        // SAFETY: so nobody else is inside the critical section.
         unsafe { SERIAL.force_unlock() };
         let _ = SERIAL.lock().write_fmt(args);
     });

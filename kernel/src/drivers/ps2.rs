@@ -88,12 +88,8 @@ fn read_data() -> u8 {
 
 /// Waits (bounded) until the controller accepts a command, then sends it.
 fn command(byte: u8) -> Result<(), Absent> {
-    let deadline = tsc::now() + tsc::micros_to_ticks(ANSWER_MICROS);
-    while status() & INPUT_FULL != 0 {
-        if tsc::now() > deadline {
-            return Err(Absent::NoAnswer);
-        }
-        core::hint::spin_loop();
+    if !tsc::poll_until(ANSWER_MICROS, || status() & INPUT_FULL == 0) {
+        return Err(Absent::NoAnswer);
     }
     // SAFETY: a command to the i8042; callers send only configuration
     // reads, port enables and the reset pulse.
@@ -103,12 +99,8 @@ fn command(byte: u8) -> Result<(), Absent> {
 
 /// Waits (bounded) for the controller's answer byte.
 fn answer() -> Result<u8, Absent> {
-    let deadline = tsc::now() + tsc::micros_to_ticks(ANSWER_MICROS);
-    while status() & OUTPUT_FULL == 0 {
-        if tsc::now() > deadline {
-            return Err(Absent::NoAnswer);
-        }
-        core::hint::spin_loop();
+    if !tsc::poll_until(ANSWER_MICROS, || status() & OUTPUT_FULL != 0) {
+        return Err(Absent::NoAnswer);
     }
     Ok(read_data())
 }

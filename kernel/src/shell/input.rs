@@ -12,6 +12,8 @@ use crate::drivers::ps2::{self, Keyboard};
 pub struct Inputs {
     serial: SerialKeys,
     keyboard: Option<Keyboard>,
+    /// Whether the APIC timer ticks, so a `hlt` between polls wakes again.
+    ticking: bool,
 }
 
 impl Inputs {
@@ -40,6 +42,8 @@ impl Inputs {
         Self {
             serial: SerialKeys::new(),
             keyboard,
+            // 1 kHz: a UART's 16-byte FIFO holds more than 1 ms of 115200 baud.
+            ticking: apic::start_tick(1000),
         }
     }
 
@@ -47,9 +51,6 @@ impl Inputs {
     /// interrupt (none is routed), so the CPU polls; between polls it
     /// sleeps until the APIC timer's tick, if one runs, rather than spin.
     pub fn next(&mut self) -> Key {
-        static TICK: spin::Once<bool> = spin::Once::new();
-        // 1 kHz: a UART's 16-byte FIFO holds more than 1 ms of 115200 baud.
-        let ticking = *TICK.call_once(|| apic::start_tick(1000));
         loop {
             while let Some(byte) = serial::read_byte() {
                 if let Some(key) = self.serial.feed(byte) {
@@ -61,7 +62,7 @@ impl Inputs {
             {
                 return key;
             }
-            if ticking && interrupts::are_enabled() {
+            if self.ticking && interrupts::are_enabled() {
                 // The next tick (at most 1 ms away) ends the sleep.
                 x86_64::instructions::hlt();
             } else {

@@ -23,17 +23,18 @@ pub extern "sysv64" fn entry(index: usize, kernel_cr3: u64) -> ! {
     // trampoline's tables share, so this code stays mapped across the
     // switch; the CR4 is the boot CPU's, valid on an identical CPU.
     unsafe { cpu::adopt_control_registers(kernel_cr3, BOOT_CR4.load(Ordering::SeqCst)) };
-    percpu::install(index);
-    gdt::init(
-        index,
-        VirtAddr::new(DOUBLE_FAULT_STACKS[index].load(Ordering::SeqCst)),
-    );
+    // SAFETY: the boot CPU started this CPU, and only this one, as
+    // `index` (the trampoline's claim makes sure of it).
+    unsafe { percpu::install(index) };
+    gdt::init(VirtAddr::new(
+        DOUBLE_FAULT_STACKS[index].load(Ordering::SeqCst),
+    ));
     idt::load();
-    if let Err(why) = apic::enable(index) {
+    if let Err(why) = apic::enable() {
         log::error!("CPU {index}: local APIC: {why}; halting");
         cpu::halt_forever();
     }
-    percpu::set_online(index, apic::id_from_cpuid());
+    percpu::set_online();
     interrupts::enable();
     job::idle_loop()
 }

@@ -3,43 +3,22 @@
 //! runs the job itself, and waits for all. APs run jobs with interrupts
 //! enabled, as ordinary kernel code, from their idle loop.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, Ordering};
-
 use spin::Mutex;
 use x86_64::instructions::interrupts;
 
-use crate::arch::x86_64::apic::{self, Ipi, vector};
+use crate::arch::x86_64::apic::{self, Ipi};
+use crate::arch::x86_64::mailbox::Mailbox;
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
-use crate::arch::x86_64::tsc;
+use crate::arch::x86_64::tsc::Deadline;
 
 /// A job: called with the index of the CPU it runs on.
 pub type Job<'a> = &'a (dyn Fn(usize) + Sync);
-
-const EMPTY: u8 = 0;
-const READY: u8 = 1;
-const RUNNING: u8 = 2;
-const DONE: u8 = 3;
 
 /// How long a job may run before the kernel gives up on it (and panics,
 /// which stops every CPU).
 const TIMEOUT_SECONDS: u64 = 600;
 
-struct JobSlot {
-    state: AtomicU8,
-    job: UnsafeCell<Option<*const (dyn Fn(usize) + Sync)>>,
-}
-
-// SAFETY: `job` is written by the one caller (under `ONE_AT_A_TIME`) while
-// the slot is EMPTY and read by its CPU only after seeing READY (acquire).
-unsafe impl Sync for JobSlot {}
-
-static SLOTS: [JobSlot; MAX_CPUS] = [const {
-    JobSlot {
-        state: AtomicU8::new(EMPTY),
-        job: UnsafeCell::new(None),
-    }
-}; MAX_CPUS];
+static SLOTS: [Mailbox<dyn Fn(usize) + Sync>; MAX_CPUS] = [const { Mailbox::new() }; MAX_CPUS];
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs `job` on the calling CPU and on the first `cpus - 1` other online
@@ -56,25 +35,22 @@ pub fn on_cpus(cpus: usize, job: Job<'_>) -> usize {
     // job before this function returns (or the kernel stops on a timeout).
     let erased: *const (dyn Fn(usize) + Sync + 'static) = unsafe { core::mem::transmute(erased) };
     for &cpu in helpers.as_slice() {
-        let slot = &SLOTS[cpu];
-        // SAFETY: the slot is EMPTY and we are the only caller.
-        unsafe { *slot.job.get() = Some(erased) };
-        slot.state.store(READY, Ordering::Release);
+        // SAFETY: `ONE_AT_A_TIME` makes us the only poster, every earlier
+        // job was collected, and the job outlives the collection below.
+        unsafe { SLOTS[cpu].post(erased.cast_mut()) };
         if let Some(apic_id) = percpu::apic_id(cpu) {
-            apic::send(Ipi::Fixed(vector::WAKE), apic_id);
+            apic::send(Ipi::Wake, apic_id);
         }
     }
     job(me);
-    let deadline = tsc::now() + tsc::frequency() * TIMEOUT_SECONDS;
+    let deadline = Deadline::after_millis(TIMEOUT_SECONDS * 1_000);
     for &cpu in helpers.as_slice() {
-        let slot = &SLOTS[cpu];
-        while slot.state.load(Ordering::Acquire) != DONE {
-            if tsc::now() > deadline {
+        while !SLOTS[cpu].collect() {
+            if deadline.passed() {
                 panic!("CPU {cpu} did not finish its job within {TIMEOUT_SECONDS} s");
             }
             core::hint::spin_loop();
         }
-        slot.state.store(EMPTY, Ordering::Release);
     }
     helpers.as_slice().len() + 1
 }
@@ -88,23 +64,15 @@ pub fn on_every_cpu(job: Job<'_>) -> usize {
 /// An AP's life after start-up: sleep until woken, run the job if one is
 /// ready, repeat.
 pub fn idle_loop() -> ! {
-    let me = percpu::current_index();
-    let slot = &SLOTS[me];
+    let mailbox = &SLOTS[percpu::current_index()];
     loop {
         interrupts::disable();
-        if slot
-            .state
-            .compare_exchange(READY, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if let Some(job) = mailbox.take() {
             interrupts::enable();
-            // SAFETY: the caller stored the job before READY (acquired
-            // above) and waits for DONE, so it is alive until then.
-            if let Some(job) = unsafe { *slot.job.get() } {
-                // SAFETY: see above.
-                unsafe { (*job)(me) };
-            }
-            slot.state.store(DONE, Ordering::Release);
+            // SAFETY: the poster keeps the job alive until it collects,
+            // which waits for `finish`.
+            unsafe { (*job)(percpu::current_index()) };
+            mailbox.finish();
             continue;
         }
         // Enabling interrupts and halting in one step: a WAKE that arrives

@@ -11,7 +11,7 @@ use x86_64::registers::control::{Cr3, Cr4};
 use x86_64::structures::paging::{Page, PageTableFlags, PhysFrame, Size4KiB};
 
 use super::ap;
-use crate::arch::x86_64::apic::{self, Ipi};
+use crate::arch::x86_64::apic::{self, StartSignal};
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
 use crate::arch::x86_64::trampoline::{self, PARAMS_OFFSET, Params};
 use crate::arch::x86_64::{madt, tsc};
@@ -58,12 +58,12 @@ pub fn start(rsdp: Option<u64>, physical_memory_offset: u64) {
         }
         Err(why) => {
             log::warn!("local APIC unusable ({why}): running on one CPU");
-            percpu::set_online(0, boot_apic_id);
+            percpu::set_online();
             print_online();
             return;
         }
     };
-    percpu::set_online(0, boot_apic_id);
+    percpu::set_online();
     // IPIs from other CPUs (calls, shootdowns) must reach us from now on.
     interrupts::enable();
     // SAFETY: the RSDP is the bootloader's, and the offset its linear map.
@@ -152,9 +152,10 @@ fn enable_boot_apic() -> Result<apic::Mode, &'static str> {
         ));
         paging::map(Page::containing_address(virt), frame, flags)
             .map_err(|_| "cannot map the xAPIC page")?;
-        apic::set_mmio(virt.as_u64());
+        // SAFETY: just mapped, uncached, to the xAPIC page, and never unmapped.
+        unsafe { apic::set_mmio(virt.as_u64()) };
     }
-    apic::enable(0)
+    apic::enable()
 }
 
 /// The fixed line scripts wait for: `N CPUs online: APIC ids 0 1 2 3`.
@@ -294,14 +295,19 @@ impl Trampoline {
         params.stack_top = stack.top().as_u64();
         params.cpu_index = index as u64;
         params.claimed.store(0, Ordering::SeqCst);
-        apic::send(Ipi::Init, apic_id);
-        tsc::delay_micros(INIT_WAIT_US);
-        apic::send(Ipi::Startup(vector), apic_id);
-        tsc::delay_micros(SIPI_WAIT_US);
-        if params.claimed.load(Ordering::SeqCst) == 0 {
-            apic::send(Ipi::Startup(vector), apic_id);
+        // SAFETY: the CPU with this id is not running kernel code (it was
+        // never started, or it is the phantom of a test), and the page
+        // holds the trampoline.
+        unsafe {
+            apic::send_start(StartSignal::Init, apic_id);
+            tsc::delay_micros(INIT_WAIT_US);
+            apic::send_start(StartSignal::Startup(vector), apic_id);
+            tsc::delay_micros(SIPI_WAIT_US);
+            if params.claimed.load(Ordering::SeqCst) == 0 {
+                apic::send_start(StartSignal::Startup(vector), apic_id);
+            }
         }
-        let claimed = wait_for(CLAIM_WAIT_US, || params.claimed.load(Ordering::SeqCst) != 0);
+        let claimed = tsc::poll_until(CLAIM_WAIT_US, || params.claimed.load(Ordering::SeqCst) != 0);
         // Bar a late AP from taking these parameters: it halts on a claimed block.
         if !claimed
             && params
@@ -310,27 +316,17 @@ impl Trampoline {
                 .is_ok()
         {
             log::warn!("CPU with APIC id {apic_id} did not start; skipped");
-            percpu::unassign(index);
+            // SAFETY: the CPU never claimed the parameters, and now never
+            // can: nothing runs as `index`.
+            unsafe { percpu::unassign(index) };
             return false;
         }
         // From here the AP owns its stacks for good.
         core::mem::forget(stack);
         core::mem::forget(double_fault_stack);
-        if !wait_for(ONLINE_WAIT_US, || percpu::is_online(index)) {
+        if !tsc::poll_until(ONLINE_WAIT_US, || percpu::is_online(index)) {
             log::warn!("CPU with APIC id {apic_id} started but did not come online; skipped");
         }
         true
     }
-}
-
-/// Polls `done` until it holds or `micros` have passed.
-fn wait_for(micros: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = tsc::now() + tsc::micros_to_ticks(micros);
-    while !done() {
-        if tsc::now() > deadline {
-            return done();
-        }
-        core::hint::spin_loop();
-    }
-    true
 }

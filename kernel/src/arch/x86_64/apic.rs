@@ -60,9 +60,14 @@ pub fn mmio_physical_base() -> u64 {
     unsafe { xapic_base() }
 }
 
-/// Records where the xAPIC page is mapped (uncached); call once before
-/// the first [`enable`] when the CPU has no x2APIC.
-pub fn set_mmio(virtual_base: u64) {
+/// Records where the xAPIC page is mapped; call once before the first
+/// [`enable`] when the CPU has no x2APIC.
+///
+/// # Safety
+/// `virtual_base` maps the xAPIC page (physical [`mmio_physical_base`]),
+/// uncached, for the rest of the kernel's life: every APIC access writes
+/// through it.
+pub unsafe fn set_mmio(virtual_base: u64) {
     MMIO.store(virtual_base, Ordering::SeqCst);
 }
 
@@ -72,9 +77,10 @@ pub fn has_x2apic() -> bool {
     core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0
 }
 
-/// Enables the running CPU's APIC (as CPU `cpu`), with its timer masked.
-/// Returns the mode or why it could not.
-pub fn enable(cpu: usize) -> Result<Mode, &'static str> {
+/// Enables the running CPU's APIC, with its timer masked. Returns the mode
+/// or why it could not.
+pub fn enable() -> Result<Mode, &'static str> {
+    let cpu = super::percpu::current_index();
     let mode = *MODE.call_once(|| match has_x2apic() {
         true => Mode::X2Apic,
         false => Mode::XApic,
@@ -151,11 +157,8 @@ fn destination(apic_id: u32) -> u32 {
 /// out as it would on hardware that never reports busy.
 fn wait_idle(apic: &mut LocalApic) {
     if mode() == Some(Mode::XApic) {
-        let deadline = super::tsc::now() + super::tsc::micros_to_ticks(ICR_WAIT_US);
         // SAFETY: reading the ICR's delivery status has no side effects.
-        while unsafe { apic.get_ipi_delivery_status() } && super::tsc::now() < deadline {
-            core::hint::spin_loop();
-        }
+        super::tsc::poll_until(ICR_WAIT_US, || unsafe { !apic.get_ipi_delivery_status() });
     }
 }
 
@@ -171,29 +174,62 @@ pub fn reachable(mode: Mode, apic_id: u32) -> bool {
     }
 }
 
-/// What an IPI asks of its target.
+/// The kernel's own IPIs, each with a handler on every CPU (a fixed IPI
+/// on any other vector could land on an exception's handler, which would
+/// read an error code nobody pushed).
 #[derive(Clone, Copy, Debug)]
 pub enum Ipi {
-    /// A fixed interrupt on one of [`vector`]'s vectors.
-    Fixed(u8),
+    /// Run the call posted for you (`call`).
+    Call,
+    /// Flush the pages of the shootdown under way (`tlb`).
+    Shootdown,
+    /// Look at your job slot (`smp::job`).
+    Wake,
+}
+
+/// The start-up signals, for a CPU that runs no kernel code yet.
+#[derive(Clone, Copy, Debug)]
+pub enum StartSignal {
     Init,
-    /// Start-up at the real-mode page `vector` (physical `vector << 12`).
+    /// Start-up at the real-mode page `page` (physical `page << 12`).
     Startup(u8),
 }
 
 /// Sends `ipi` to the CPU with APIC id `apic_id`; `false` if this CPU's
 /// APIC is not enabled.
 pub fn send(ipi: Ipi, apic_id: u32) -> bool {
+    let vector = match ipi {
+        Ipi::Call => vector::CALL,
+        Ipi::Shootdown => vector::SHOOTDOWN,
+        Ipi::Wake => vector::WAKE,
+    };
     let dest = destination(apic_id);
     with_local(|apic| {
         wait_idle(apic);
-        // SAFETY: the target exists (its id came from the MADT or from its
-        // own report); every vector used has a handler on every CPU.
+        // SAFETY: a fixed IPI on one of the vectors the IDT gives a handler
+        // on every CPU; the handlers find nothing to do if none was meant.
+        unsafe { apic.send_ipi(vector, dest) };
+        wait_idle(apic);
+    })
+    .is_some()
+}
+
+/// Sends a start-up signal to the CPU with APIC id `apic_id`; `false` if
+/// this CPU's APIC is not enabled.
+///
+/// # Safety
+/// That CPU runs no kernel code (INIT resets it wherever it is), and for
+/// `Startup(page)`, physical `page << 12` holds code it may run in real
+/// mode (the trampoline).
+pub unsafe fn send_start(signal: StartSignal, apic_id: u32) -> bool {
+    let dest = destination(apic_id);
+    with_local(|apic| {
+        wait_idle(apic);
+        // SAFETY: per the contract.
         unsafe {
-            match ipi {
-                Ipi::Fixed(vector) => apic.send_ipi(vector, dest),
-                Ipi::Init => apic.send_init_ipi(dest),
-                Ipi::Startup(page) => apic.send_sipi(page, dest),
+            match signal {
+                StartSignal::Init => apic.send_init_ipi(dest),
+                StartSignal::Startup(page) => apic.send_sipi(page, dest),
             }
         }
         wait_idle(apic);

@@ -43,9 +43,11 @@ pub fn boot_double_fault_stack() -> VirtAddr {
     VirtAddr::from_ptr(&raw const BOOT_DOUBLE_FAULT_STACK) + DOUBLE_FAULT_STACK_SIZE as u64
 }
 
-/// Builds CPU `cpu`'s GDT and TSS (double faults run on the stack whose top
-/// is `double_fault_stack`), loads them and reloads every segment register.
-pub fn init(cpu: usize, double_fault_stack: VirtAddr) {
+/// Builds the running CPU's GDT and TSS (double faults run on the stack
+/// whose top is `double_fault_stack`), loads them and reloads every segment
+/// register. Its per-CPU data must be installed first.
+pub fn init(double_fault_stack: VirtAddr) {
+    let cpu = super::percpu::current_index();
     let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
         tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] = double_fault_stack;

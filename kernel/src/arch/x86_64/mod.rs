@@ -13,6 +13,7 @@ pub mod exception;
 pub mod gdt;
 pub mod idt;
 pub mod madt;
+pub mod mailbox;
 pub mod percpu;
 pub mod pic;
 pub mod stop;
@@ -25,8 +26,9 @@ pub mod tsc;
 /// exception handled (by `on_fatal`, except the breakpoint trap), legacy
 /// PIC silenced.
 pub fn init(on_fatal: idt::FatalHandler) {
-    percpu::install(0);
-    gdt::init(0, gdt::boot_double_fault_stack());
+    // SAFETY: this is the boot CPU, CPU 0; APs are started as 1 and up.
+    unsafe { percpu::install(0) };
+    gdt::init(gdt::boot_double_fault_stack());
     idt::init(on_fatal);
     pic::mask_all();
 }

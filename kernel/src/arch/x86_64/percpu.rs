@@ -47,7 +47,12 @@ static CPUS: [CpuData; MAX_CPUS] = {
 
 /// Points this CPU's GS base at CPU `index`'s data. Runs first on every
 /// CPU, before anything asks which CPU it is.
-pub fn install(index: usize) {
+///
+/// # Safety
+/// This CPU is the one the kernel starts as `index`, and no other CPU is
+/// or will be `index`: per-CPU data (the allocator's caches among it) is
+/// used without locks on the strength of that.
+pub unsafe fn install(index: usize) {
     assert!(index < MAX_CPUS, "CPU index {index} beyond MAX_CPUS");
     GsBase::write(VirtAddr::from_ptr(&CPUS[index]));
 }
@@ -73,8 +78,12 @@ pub fn assign(index: usize) {
     CPUS[index].assigned.store(true, Ordering::SeqCst);
 }
 
-/// Takes back an index whose CPU never started (nothing runs as it).
-pub fn unassign(index: usize) {
+/// Takes back an index whose CPU never started.
+///
+/// # Safety
+/// No CPU runs, or will ever run, as `index` (its start-up was barred):
+/// from now on other CPUs use its per-CPU data directly.
+pub unsafe fn unassign(index: usize) {
     CPUS[index].assigned.store(false, Ordering::SeqCst);
 }
 
@@ -85,11 +94,14 @@ pub fn never_assigned(index: usize) -> bool {
         .is_some_and(|cpu| !cpu.assigned.load(Ordering::SeqCst))
 }
 
-/// Records that CPU `index` runs with local APIC id `apic_id`.
-pub fn set_online(index: usize, apic_id: u32) {
-    CPUS[index].assigned.store(true, Ordering::SeqCst);
-    CPUS[index].apic_id.store(apic_id, Ordering::SeqCst);
-    CPUS[index].online.store(true, Ordering::SeqCst);
+/// Records that the running CPU is online, with the local APIC id CPUID
+/// reports: IPIs for its index go there from now on.
+pub fn set_online() {
+    let cpu = &CPUS[current_index()];
+    cpu.assigned.store(true, Ordering::SeqCst);
+    cpu.apic_id
+        .store(super::apic::id_from_cpuid(), Ordering::SeqCst);
+    cpu.online.store(true, Ordering::SeqCst);
 }
 
 /// Whether CPU `index` has come up.

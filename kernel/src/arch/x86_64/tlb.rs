@@ -14,7 +14,7 @@ use spin::Mutex;
 use x86_64::VirtAddr;
 use x86_64::instructions::tlb;
 
-use super::apic::{self, Ipi, vector};
+use super::apic::{self, Ipi};
 use super::percpu::{self, MAX_CPUS};
 
 /// Beyond this many pages a CPU flushes its whole TLB instead.
@@ -42,7 +42,7 @@ fn flush_local(start: u64, pages: u64) {
 }
 
 /// Answers a shootdown addressed to this CPU, if one is pending.
-pub fn serve() {
+pub(super) fn serve() {
     let me = percpu::current_index();
     if PENDING[me].load(Ordering::Acquire) {
         flush_local(START.load(Ordering::Acquire), PAGES.load(Ordering::Acquire));
@@ -69,8 +69,7 @@ pub fn shoot_down(start: VirtAddr, pages: u64) {
     PAGES.store(pages, Ordering::Release);
     for cpu in percpu::online().filter(|&cpu| cpu != me) {
         PENDING[cpu].store(true, Ordering::Release);
-        let sent =
-            percpu::apic_id(cpu).is_some_and(|id| apic::send(Ipi::Fixed(vector::SHOOTDOWN), id));
+        let sent = percpu::apic_id(cpu).is_some_and(|id| apic::send(Ipi::Shootdown, id));
         if !sent {
             // No APIC yet on this CPU: nobody else can be running.
             PENDING[cpu].store(false, Ordering::Release);

@@ -252,15 +252,54 @@ pub fn uptime_micros() -> u64 {
     ticks_to_micros(now().saturating_sub(TSC_ORIGIN.load(Ordering::Relaxed)))
 }
 
-/// TSC ticks in `micros` microseconds.
+/// TSC ticks in `micros` microseconds (at the fallback frequency before
+/// calibration, so early waits are still bounded).
 pub fn micros_to_ticks(micros: u64) -> u64 {
-    (micros as u128 * frequency() as u128 / 1_000_000) as u64
+    let hz = match frequency() {
+        0 => FALLBACK_HZ,
+        hz => hz,
+    };
+    (micros as u128 * hz as u128 / 1_000_000) as u64
+}
+
+/// A point in TSC time: every wait on hardware or on another CPU has one,
+/// so what never answers yields an error, never a hang.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(u64);
+
+impl Deadline {
+    pub fn after_micros(micros: u64) -> Self {
+        Self(now().saturating_add(micros_to_ticks(micros)))
+    }
+
+    pub fn after_millis(millis: u64) -> Self {
+        Self::after_micros(millis.saturating_mul(1_000))
+    }
+
+    pub fn passed(self) -> bool {
+        now() >= self.0
+    }
+}
+
+/// Polls `done` until it holds or `micros` have passed; whether it held
+/// (asked once more at the deadline).
+pub fn poll_until(micros: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Deadline::after_micros(micros);
+    loop {
+        if done() {
+            return true;
+        }
+        if deadline.passed() {
+            return done();
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Busy-waits `micros` microseconds.
 pub fn delay_micros(micros: u64) {
-    let end = now() + micros_to_ticks(micros);
-    while now() < end {
+    let deadline = Deadline::after_micros(micros);
+    while !deadline.passed() {
         core::hint::spin_loop();
     }
 }

@@ -47,8 +47,9 @@ impl Ink {
         Ink::Trace,
     ];
 
-    /// The foreground colour. Each keeps one channel at 255 and reads well
-    /// on black; errors and warnings stand out from the white info lines.
+    /// The foreground colour: each reads well on black; errors and
+    /// warnings stand out from the white info lines, plain text is a
+    /// lighter grey than trace.
     pub const fn colour(self) -> Rgb {
         match self {
             Ink::Plain => Rgb {

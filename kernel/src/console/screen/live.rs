@@ -111,11 +111,11 @@ pub fn print_emergency(ink: Ink, args: fmt::Arguments<'_>) {
         }) {
             Some(screen) => screen,
             None => {
-                // SAFETY: the holder is stopped for good: either a context on
-                // this CPU that the panic or fault interrupted and that never
-                // resumes, or another CPU, halted by the stop NMI before any
-                // report is printed. Nobody else is inside the critical
-                // section; `repair` makes its half-done state valid.
+                // The holder is stopped for good: a context on this CPU that
+                // the panic or fault interrupted and that never resumes, or
+                // another CPU, halted by the stop NMI before any report.
+                // SAFETY: so nobody else is inside the critical section;
+                // `repair` makes its half-done state valid.
                 unsafe { SCREEN.force_unlock() };
                 let mut guard = SCREEN.lock();
                 if let Some(screen) = guard.as_mut() {

@@ -81,11 +81,11 @@ impl Hba {
         let hba = Self {
             base: phys_to_virt(PhysAddr(abar)).as_u64() as usize,
         };
-        // SAFETY: ABAR is the HBA's register range, not RAM; bus mastering
-        // lets the HBA run only commands that were issued, and the ports'
-        // engines are stopped by `Port::take_over` before any memory of ours
-        // is handed to them. The firmware's own commands have completed (it
-        // handed over the machine with none outstanding).
+        // ABAR is the HBA's register range, not RAM. The firmware's own
+        // commands have completed (it handed over with none outstanding).
+        // SAFETY: bus mastering lets the HBA run only commands that were
+        // issued; `Port::take_over` stops the ports' engines before any
+        // memory of ours is handed to them.
         unsafe { function.enable(Command(Command::BUS_MASTER.0 | MEMORY_SPACE)) };
         hba.write(GHC, hba.read(GHC) | GHC_AHCI_ENABLE);
         Ok(hba)

@@ -35,20 +35,6 @@ const PAGE: usize = 4096;
 const _: () = assert!(COMMAND_LIST_BYTES + RECEIVED_FIS_BYTES <= PAGE);
 const _: () = assert!(COMMAND_TABLE_BYTES <= PAGE);
 
-/// Polls `done` until it holds or `millis` pass; whether it held.
-fn wait(millis: u64, mut done: impl FnMut() -> bool) -> bool {
-    let end = tsc::now().saturating_add(tsc::micros_to_ticks(millis * 1_000));
-    loop {
-        if done() {
-            return true;
-        }
-        if tsc::now() >= end {
-            return done();
-        }
-        core::hint::spin_loop();
-    }
-}
-
 /// A port with a disk, its command list and FIS area (one page) and its
 /// command table (another), all below 4 GiB.
 pub struct Port {
@@ -89,7 +75,7 @@ impl Port {
         let (hba, port) = (&self.hba, self.port);
         let command = hba.port_read(port, PX_CMD);
         hba.port_write(port, PX_CMD, command & !CMD_START);
-        if !wait(ENGINE_MS, || {
+        if !tsc::poll_until(ENGINE_MS * 1_000, || {
             hba.port_read(port, PX_CMD) & CMD_LIST_RUNNING == 0
         }) {
             return Err(AhciError::EngineStuck {
@@ -99,7 +85,7 @@ impl Port {
         }
         let command = hba.port_read(port, PX_CMD);
         hba.port_write(port, PX_CMD, command & !CMD_FIS_RECEIVE);
-        if !wait(ENGINE_MS, || {
+        if !tsc::poll_until(ENGINE_MS * 1_000, || {
             hba.port_read(port, PX_CMD) & CMD_FIS_RUNNING == 0
         }) {
             return Err(AhciError::EngineStuck {
@@ -127,7 +113,7 @@ impl Port {
         hba.port_write(port, PX_IS, !0);
         let command = hba.port_read(port, PX_CMD);
         hba.port_write(port, PX_CMD, command | CMD_FIS_RECEIVE);
-        if !wait(ENGINE_MS, || {
+        if !tsc::poll_until(ENGINE_MS * 1_000, || {
             hba.port_read(port, PX_TFD) & (TFD_BSY | TFD_DRQ) == 0
         }) {
             return Err(AhciError::EngineStuck {
@@ -160,12 +146,12 @@ impl Port {
         write_header(self.list.as_mut_slice(), table);
         let (hba, port) = (&self.hba, self.port);
         hba.port_write(port, PX_IS, !0);
-        // SAFETY: header and table are in `self`'s pages; the buffer is
-        // borrowed mutably until we return, and we return only once the
-        // command completed or the engines are stopped (or not at all: see
-        // `stop_or_die`).
+        // We return only once the command completed or the engines are
+        // stopped (or not at all: see `stop_or_die`).
+        // SAFETY: header and table are in `self`'s pages, and the buffer
+        // is borrowed mutably until we return.
         unsafe { hba.issue(port, SLOT) };
-        let finished = wait(COMMAND_MS, || {
+        let finished = tsc::poll_until(COMMAND_MS * 1_000, || {
             !hba.issued(port, SLOT) || hba.port_read(port, PX_IS) & IS_TASK_FILE_ERROR != 0
         });
         let tfd = hba.port_read(port, PX_TFD);

@@ -5,12 +5,12 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::deadline::delay_micros;
 use super::error::IdeError;
 use super::protocol::{Drive, RESET_TIMEOUT_MS};
 use super::registers::{
     BSY, COMPAT_COMMAND_BLOCK, COMPAT_CONTROL_BLOCK, REG_STATUS, Registers, SRST,
 };
+use crate::arch::x86_64::tsc::delay_micros;
 use crate::drivers::pci::{self, Bar, Command, PciFunction};
 
 const IDE_CLASS: u8 = 0x01;

@@ -5,11 +5,11 @@
 use core::hint::spin_loop;
 
 use super::channel::PrimaryChannel;
-use super::deadline::{Deadline, delay_micros};
 use super::error::IdeError;
 use super::prd::build_prd_table;
 use super::protocol::{AtaCommand, DATA_TIMEOUT_MS, Drive, SECTOR_SIZE, check_request};
 use super::registers::{BM_ACTIVE, BM_ERROR, BM_INTERRUPT};
+use crate::arch::x86_64::tsc::{Deadline, delay_micros};
 
 /// Memory a device reaches by bus address, lent to a driver for one
 /// transfer: a kernel-virtual byte slice plus where the device sees it.

@@ -4,9 +4,9 @@
 //! It exists to prove the DMA32 memory path with a real device: the
 //! bus-master engine takes its descriptor table and buffers by 32-bit
 //! physical address, so memory for it must come from below 4 GiB. LBA28
-//! reads only. Interrupts stay off in this kernel, so completion is polled
+//! reads only. No device interrupt is routed, so completion is polled
 //! (the bus-master interrupt bit and the drive status); every wait has a
-//! deadline, and a failed command resets the channel so the next one starts
+//! deadline (`tsc::Deadline`), and a failed command resets the channel so the next one starts
 //! clean.
 //!
 //! DMA memory is whatever the caller lends through [`dma::DmaMemory`]; the driver
@@ -18,11 +18,9 @@
 //! - `prd`: the PRD table that describes a transfer to the engine
 //! - `registers`: every port access, and the fences around the engine
 //! - `error`: what can go wrong, decoded
-//! - `deadline`: the bounded waits every poll uses
 
 #[allow(unsafe_code)]
 pub mod channel;
-mod deadline;
 #[allow(unsafe_code)]
 pub mod dma;
 pub mod error;

@@ -6,12 +6,12 @@ use core::fmt;
 use core::hint::spin_loop;
 
 use super::channel::PrimaryChannel;
-use super::deadline::Deadline;
 use super::error::IdeError;
 use super::registers::{
     BSY, DEVICE_LBA, DF, DRDY, DRQ, ERR, REG_COMMAND, REG_DEVICE, REG_ERROR, REG_FEATURES,
     REG_LBA_HIGH, REG_LBA_LOW, REG_LBA_MID, REG_SECTOR_COUNT, REG_STATUS,
 };
+use crate::arch::x86_64::tsc::Deadline;
 
 /// Bytes per sector (LBA28 ATA disks).
 pub const SECTOR_SIZE: usize = 512;
