@@ -233,6 +233,24 @@ fn memory_cannot_be_registered_by_name_under_a_heap() {
     assert_eq!(snapshot(&heap), before);
 }
 
+/// A `Block` keeps a reference into its section's metadata: the section
+/// must stay while the block is out, and the block's free must still work.
+#[test]
+fn a_section_with_a_block_out_cannot_be_removed() {
+    let caches = TestCaches::new(BuddyAllocator::new());
+    let start = PhysAddr(1 << 32);
+    caches
+        .add_section_static(start, 16, vec![0u64; 32].leak())
+        .unwrap();
+    let block = caches.alloc_block(0).unwrap();
+    assert_eq!(
+        caches.remove_section(start).unwrap_err(),
+        Error::SectionInUse
+    );
+    caches.free_block(block).unwrap();
+    assert_eq!(caches.remove_section(start).unwrap().pages, 16);
+}
+
 #[test]
 fn poisoning_refuses_memory_named_only() {
     let caches = TestCaches::new(BuddyAllocator::new());
